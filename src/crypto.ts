@@ -1,0 +1,254 @@
+// The primitives of Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s, each from the fastest well-kept
+// implementation measured on our machines (bench/crypto.ts prints the comparison):
+// - X25519, BLAKE2s-256 hashing, HMAC-BLAKE2s and ChaCha20-Poly1305: Node's crypto (OpenSSL);
+// - keyed BLAKE2s with a 16-byte output (mac1/mac2/cookies): @noble/hashes, since OpenSSL's
+//   keyed BLAKE2s is not reachable through Node's API;
+// - XChaCha20-Poly1305 (cookie replies only): @noble/ciphers, since OpenSSL has no XChaCha.
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHash,
+  createHmac,
+  createPrivateKey,
+  createPublicKey,
+  diffieHellman,
+  randomFillSync,
+  timingSafeEqual,
+  type KeyObject,
+} from "node:crypto";
+import { blake2s } from "@noble/hashes/blake2.js";
+import { xchacha20poly1305 } from "@noble/ciphers/chacha.js";
+import { KEY_LENGTH, MAC_LENGTH, TAG_LENGTH } from "./messages.js";
+
+export const HASH_LENGTH = 32;
+
+/** Randomness is injected so that handshakes can be replayed exactly in tests. */
+export interface RandomSource {
+  fill(target: Uint8Array): void;
+}
+
+export const systemRandom: RandomSource = {
+  fill(target) {
+    randomFillSync(target);
+  },
+};
+
+export function hash(...parts: Uint8Array[]): Buffer {
+  const h = createHash("blake2s256");
+  for (const part of parts) h.update(part);
+  return h.digest();
+}
+
+export function hmac(key: Uint8Array, ...parts: Uint8Array[]): Buffer {
+  const h = createHmac("blake2s256", key);
+  for (const part of parts) h.update(part);
+  return h.digest();
+}
+
+/** Keyed BLAKE2s with a 16-byte output: the protocol's MAC. */
+export function mac(key: Uint8Array, message: Uint8Array): Uint8Array {
+  return blake2s(message, { key, dkLen: MAC_LENGTH });
+}
+
+const ONE = Uint8Array.of(1);
+const TWO = Uint8Array.of(2);
+const THREE = Uint8Array.of(3);
+
+/** HKDF over HMAC-BLAKE2s returning one, two or three 32-byte outputs (the paper's KDF_n). */
+export function kdf1(chainingKey: Uint8Array, input: Uint8Array): Buffer {
+  const prk = hmac(chainingKey, input);
+  return hmac(prk, ONE);
+}
+
+export function kdf2(chainingKey: Uint8Array, input: Uint8Array): [Buffer, Buffer] {
+  const prk = hmac(chainingKey, input);
+  const t1 = hmac(prk, ONE);
+  const t2 = hmac(prk, t1, TWO);
+  return [t1, t2];
+}
+
+export function kdf3(chainingKey: Uint8Array, input: Uint8Array): [Buffer, Buffer, Buffer] {
+  const prk = hmac(chainingKey, input);
+  const t1 = hmac(prk, ONE);
+  const t2 = hmac(prk, t1, TWO);
+  const t3 = hmac(prk, t2, THREE);
+  return [t1, t2, t3];
+}
+
+/** The 96-bit ChaCha20-Poly1305 nonce: four zero bytes, then the 64-bit counter little-endian. */
+export function writeNonce(nonce: Buffer, counter: number): void {
+  nonce.fill(0, 0, 4);
+  nonce.writeUInt32LE(counter >>> 0, 4);
+  nonce.writeUInt32LE(Math.floor(counter / 0x100000000), 8);
+}
+
+const handshakeNonce = Buffer.alloc(12);
+
+/** AEAD with counter 0, as used inside handshake messages. Returns ciphertext ‖ tag. */
+export function aeadSeal(key: Uint8Array, plaintext: Uint8Array, ad: Uint8Array): Buffer {
+  const cipher = createCipheriv("chacha20-poly1305", key, handshakeNonce, {
+    authTagLength: TAG_LENGTH,
+  });
+  cipher.setAAD(ad, { plaintextLength: plaintext.length });
+  const head = cipher.update(plaintext);
+  cipher.final();
+  return Buffer.concat([head, cipher.getAuthTag()]);
+}
+
+/** Opens ciphertext ‖ tag sealed with counter 0; null when authentication fails. */
+export function aeadOpen(key: Uint8Array, sealed: Uint8Array, ad: Uint8Array): Buffer | null {
+  if (sealed.length < TAG_LENGTH) return null;
+  const body = sealed.subarray(0, sealed.length - TAG_LENGTH);
+  const decipher = createDecipheriv("chacha20-poly1305", key, handshakeNonce, {
+    authTagLength: TAG_LENGTH,
+  });
+  decipher.setAAD(ad, { plaintextLength: body.length });
+  decipher.setAuthTag(sealed.subarray(sealed.length - TAG_LENGTH));
+  const plaintext = decipher.update(body);
+  try {
+    decipher.final();
+  } catch {
+    return null;
+  }
+  return plaintext;
+}
+
+export function xaeadSeal(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  plaintext: Uint8Array,
+  ad: Uint8Array,
+): Uint8Array {
+  return xchacha20poly1305(key, nonce, ad).encrypt(plaintext);
+}
+
+export function xaeadOpen(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  sealed: Uint8Array,
+  ad: Uint8Array,
+): Uint8Array | null {
+  try {
+    return xchacha20poly1305(key, nonce, ad).decrypt(sealed);
+  } catch {
+    return null;
+  }
+}
+
+// X25519 through OpenSSL. Node only takes keys as KeyObjects; raw 32-byte keys go in and out
+// as JWK, which measured ~10x faster than wrapping them in DER (PKCS#8/SPKI) on Node 20.
+// For a private key Node's JWK import uses only `d` and derives the public half itself.
+
+function jwkToRaw(text: string | undefined): Buffer {
+  const raw = Buffer.from(text ?? "", "base64url");
+  if (raw.length !== KEY_LENGTH) throw new Error("X25519 key export returned an unexpected length");
+  return raw;
+}
+
+/** A private key with its public half computed once. */
+export class PrivateKey {
+  readonly raw: Buffer;
+  readonly publicKey: Buffer;
+  readonly keyObject: KeyObject;
+
+  constructor(raw: Uint8Array) {
+    if (raw.length !== KEY_LENGTH) throw new RangeError("a private key is 32 bytes");
+    this.raw = Buffer.from(raw);
+    clamp(this.raw);
+    this.keyObject = createPrivateKey({
+      key: { kty: "OKP", crv: "X25519", d: this.raw.toString("base64url"), x: "" },
+      format: "jwk",
+    });
+    this.publicKey = jwkToRaw(createPublicKey(this.keyObject).export({ format: "jwk" }).x);
+  }
+
+  static generate(random: RandomSource = systemRandom): PrivateKey {
+    const raw = Buffer.alloc(KEY_LENGTH);
+    random.fill(raw);
+    return new PrivateKey(raw);
+  }
+}
+
+/** Clamps a Curve25519 scalar the way `wg genkey` does, so stored keys look the same. */
+export function clamp(scalar: Uint8Array): void {
+  scalar[0]! &= 248;
+  scalar[31]! &= 127;
+  scalar[31]! |= 64;
+}
+
+export function publicKeyObject(raw: Uint8Array): KeyObject {
+  if (raw.length !== KEY_LENGTH) throw new RangeError("a public key is 32 bytes");
+  return createPublicKey({
+    key: { kty: "OKP", crv: "X25519", x: Buffer.from(raw).toString("base64url") },
+    format: "jwk",
+  });
+}
+
+/**
+ * X25519(private, public). Returns null for a low-order public key (an all-zero shared secret),
+ * which the protocol must reject; OpenSSL refuses to derive it and we map that to null.
+ */
+export function dh(privateKey: PrivateKey, publicKey: KeyObject | Uint8Array): Buffer | null {
+  try {
+    const peer = publicKey instanceof Uint8Array ? publicKeyObject(publicKey) : publicKey;
+    const shared = diffieHellman({ privateKey: privateKey.keyObject, publicKey: peer });
+    return isZero(shared) ? null : shared;
+  } catch {
+    return null;
+  }
+}
+
+export function isZero(bytes: Uint8Array): boolean {
+  let acc = 0;
+  for (let i = 0; i < bytes.length; i++) acc |= bytes[i]!;
+  return acc === 0;
+}
+
+export function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+export function wipe(bytes: Uint8Array | null | undefined): void {
+  bytes?.fill(0);
+}
+
+/**
+ * Transport-data encryption. This per-packet implementation uses Node's crypto; the native
+ * addon provides a batched one with the same contract, swapped in by the daemon.
+ */
+export interface TransportCipher {
+  /** Seals `plaintext` with the counter nonce, writing ciphertext ‖ tag at `out`. */
+  seal(key: Uint8Array, counter: number, plaintext: Uint8Array, out: Uint8Array): void;
+  /** Opens ciphertext ‖ tag; returns the plaintext, or null when authentication fails. */
+  open(key: Uint8Array, counter: number, sealed: Uint8Array): Buffer | null;
+}
+
+const transportNonce = Buffer.alloc(12);
+
+export const nodeTransportCipher: TransportCipher = {
+  seal(key, counter, plaintext, out) {
+    writeNonce(transportNonce, counter);
+    const cipher = createCipheriv("chacha20-poly1305", key, transportNonce, {
+      authTagLength: TAG_LENGTH,
+    });
+    const body = cipher.update(plaintext);
+    cipher.final();
+    out.set(body, 0);
+    out.set(cipher.getAuthTag(), plaintext.length);
+  },
+  open(key, counter, sealed) {
+    if (sealed.length < TAG_LENGTH) return null;
+    writeNonce(transportNonce, counter);
+    const decipher = createDecipheriv("chacha20-poly1305", key, transportNonce, {
+      authTagLength: TAG_LENGTH,
+    });
+    decipher.setAuthTag(sealed.subarray(sealed.length - TAG_LENGTH));
+    const plaintext = decipher.update(sealed.subarray(0, sealed.length - TAG_LENGTH));
+    try {
+      decipher.final();
+    } catch {
+      return null;
+    }
+    return plaintext;
+  },
+};

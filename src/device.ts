@@ -1,0 +1,323 @@
+// The device: owns the static identity, the peers and every table, and turns the three kinds
+// of input (an inner packet from the tunnel, a datagram from the network, the passing of time)
+// into actions the I/O layer carries out. No sockets, no timers of its own, no wall clock.
+import { AllowedIps } from "./allowedips.js";
+import { CookieChecker } from "./cookie.js";
+import { PrivateKey, nodeTransportCipher, systemRandom } from "./crypto.js";
+import type { RandomSource, TransportCipher } from "./crypto.js";
+import { IndexTable } from "./indextable.js";
+import { type Keypair, StaticIdentity } from "./noise.js";
+import { Peer, type Endpoint } from "./peer.js";
+import { HandshakeRateLimiter } from "./ratelimiter.js";
+import { receiveDatagram } from "./receive.js";
+import {
+  abandonHandshake,
+  sendInitiation,
+  sendKeepalive,
+  sendTunnelPacket,
+  zeroKeyMaterial,
+} from "./send.js";
+import { TimerWheel, randomJitterMs } from "./timers.js";
+
+export interface Clock {
+  /** Monotonic milliseconds: every protocol timer runs on this. */
+  now(): number;
+  /** Wall-clock milliseconds since the Unix epoch: handshake timestamps and `wg show`. */
+  wallClockMs(): number;
+}
+
+export const systemClock: Clock = {
+  now: () => performance.now(),
+  wallClockMs: () => Date.now(),
+};
+
+/** Why a packet was dropped. Each has a counter; nothing from the network throws. */
+export const DROP_REASONS = [
+  "bad_length",
+  "unknown_type",
+  "bad_mac1",
+  "cookie_required",
+  "rate_limited",
+  "no_identity",
+  "handshake_decryption_failed",
+  "unknown_peer",
+  "handshake_replay",
+  "handshake_flood",
+  "unexpected_handshake",
+  "unknown_index",
+  "bad_cookie_reply",
+  "key_expired",
+  "counter_too_large",
+  "decryption_failed",
+  "replayed",
+  "bad_inner_packet",
+  "source_not_allowed",
+  "no_route",
+  "no_endpoint",
+  "queue_full",
+  "handshake_abandoned",
+] as const;
+export type DropReason = (typeof DROP_REASONS)[number];
+
+export class DeviceStats {
+  readonly drops = Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as Record<
+    DropReason,
+    number
+  >;
+  handshakeInitiationsSent = 0;
+  handshakeInitiationsReceived = 0;
+  handshakeResponsesSent = 0;
+  handshakeResponsesReceived = 0;
+  handshakesCompleted = 0;
+  cookieRepliesSent = 0;
+  cookieRepliesReceived = 0;
+
+  get totalDrops(): number {
+    let total = 0;
+    for (const reason of DROP_REASONS) total += this.drops[reason];
+    return total;
+  }
+}
+
+/**
+ * What the I/O layer should do: datagrams to send (with their endpoints and peers) and inner
+ * packets to write to the tunnel. Appended to by every Device call; the caller flushes and
+ * clears it, so one flush can carry a whole batch.
+ */
+export class ActionBatch {
+  readonly datagrams: Buffer[] = [];
+  readonly endpoints: Endpoint[] = [];
+  readonly tunnelPackets: Uint8Array[] = [];
+
+  get empty(): boolean {
+    return this.datagrams.length === 0 && this.tunnelPackets.length === 0;
+  }
+
+  clear(): void {
+    this.datagrams.length = 0;
+    this.endpoints.length = 0;
+    this.tunnelPackets.length = 0;
+  }
+}
+
+/** An index belongs either to a handshake in flight or to an established keypair. */
+export interface IndexEntry {
+  readonly peer: Peer;
+  readonly keypair: Keypair | null;
+}
+
+export interface PeerConfig {
+  publicKey: Uint8Array;
+  presharedKey?: Uint8Array;
+  endpoint?: Endpoint | null;
+  allowedIps?: ReadonlyArray<{ address: Uint8Array; cidr: number }>;
+  /** Seconds; 0 or absent disables. */
+  persistentKeepalive?: number;
+}
+
+export interface DeviceOptions {
+  clock?: Clock;
+  random?: RandomSource;
+  cipher?: TransportCipher;
+  privateKey?: Uint8Array | null;
+  mtu?: number;
+  /** Handshake messages per second above which the device asks for cookies. */
+  underLoadHandshakesPerSecond?: number;
+}
+
+/** How long the device stays "under load" after the rate last exceeded the threshold. */
+const UNDER_LOAD_LINGER_MS = 1000;
+
+export class Device {
+  readonly clock: Clock;
+  readonly random: RandomSource;
+  readonly cipher: TransportCipher;
+  readonly stats = new DeviceStats();
+  readonly actions = new ActionBatch();
+  readonly allowedIps = new AllowedIps<Peer>();
+  readonly indexTable: IndexTable<IndexEntry>;
+  readonly cookieChecker: CookieChecker;
+  readonly rateLimiter = new HandshakeRateLimiter();
+  readonly wheel: TimerWheel;
+  readonly peers = new Map<string, Peer>();
+  identity: StaticIdentity | null = null;
+  mtu: number;
+
+  private readonly underLoadThreshold: number;
+  private handshakeWindowStart = 0;
+  private handshakesInWindow = 0;
+  private underLoadUntil = -Infinity;
+  /** Set by the I/O layer from its handshake queue depth; adds to the rate measured here. */
+  handshakeBacklog = 0;
+
+  constructor(options: DeviceOptions = {}) {
+    this.clock = options.clock ?? systemClock;
+    this.random = options.random ?? systemRandom;
+    this.cipher = options.cipher ?? nodeTransportCipher;
+    this.mtu = options.mtu ?? 1420;
+    this.underLoadThreshold = options.underLoadHandshakesPerSecond ?? 1000;
+    this.indexTable = new IndexTable(this.random);
+    this.cookieChecker = new CookieChecker(this.random);
+    this.wheel = new TimerWheel(this.clock.now());
+    if (options.privateKey) this.setPrivateKey(options.privateKey);
+  }
+
+  get publicKey(): Buffer | null {
+    return this.identity?.publicKey ?? null;
+  }
+
+  /**
+   * Sets or clears the static private key. Every session is dropped, since they were derived
+   * from the old key; a peer whose public key equals ours is removed, as no handshake with
+   * ourselves is possible.
+   */
+  setPrivateKey(raw: Uint8Array | null): void {
+    const identity = raw ? new StaticIdentity(new PrivateKey(raw)) : null;
+    if (identity && this.identity && identity.publicKey.equals(this.identity.publicKey)) return;
+    this.identity = identity;
+    this.cookieChecker.setPublicKey(identity?.publicKey ?? null);
+    for (const peer of [...this.peers.values()]) {
+      if (identity && peer.publicKey.equals(identity.publicKey)) {
+        this.removePeer(peer.publicKey);
+        continue;
+      }
+      this.resetPeerSessions(peer);
+      peer.handshake.setLocalIdentity(identity);
+    }
+  }
+
+  addPeer(config: PeerConfig): Peer {
+    const key = Buffer.from(config.publicKey).toString("base64");
+    if (this.peers.has(key)) throw new Error(`peer ${key} already exists`);
+    const peer = new Peer(
+      config.publicKey,
+      this.identity,
+      this.wheel,
+      () => this.clock.now(),
+      () => randomJitterMs(() => this.randomFraction()),
+      (p) => ({
+        sendInitiation: (isRetry) => sendInitiation(this, p, isRetry),
+        sendKeepalive: () => sendKeepalive(this, p),
+        abandonHandshake: () => abandonHandshake(this, p),
+        zeroKeyMaterial: () => zeroKeyMaterial(this, p),
+      }),
+    );
+    this.peers.set(key, peer);
+    this.updatePeer(peer, config);
+    return peer;
+  }
+
+  /** Applies the given settings to an existing peer; absent fields are left as they are. */
+  updatePeer(peer: Peer, config: Partial<PeerConfig>): void {
+    if (config.presharedKey) peer.presharedKey = config.presharedKey;
+    if (config.endpoint !== undefined) peer.endpoint = config.endpoint;
+    if (config.allowedIps) {
+      for (const { address, cidr } of config.allowedIps) {
+        this.allowedIps.insert(address, cidr, peer);
+      }
+    }
+    if (config.persistentKeepalive !== undefined) {
+      this.setPersistentKeepalive(peer, config.persistentKeepalive);
+    }
+  }
+
+  setPersistentKeepalive(peer: Peer, seconds: number): void {
+    if (!Number.isInteger(seconds) || seconds < 0 || seconds > 65535) {
+      throw new RangeError("persistent keepalive is 0 to 65535 seconds");
+    }
+    const wasOff = peer.timers.persistentKeepaliveInterval === 0;
+    peer.timers.persistentKeepaliveInterval = seconds;
+    // Turning it on sends one at once, so a peer behind NAT becomes reachable straight away.
+    if (wasOff && seconds > 0 && this.identity) sendKeepalive(this, peer);
+  }
+
+  peer(publicKey: Uint8Array): Peer | undefined {
+    return this.peers.get(Buffer.from(publicKey).toString("base64"));
+  }
+
+  removePeer(publicKey: Uint8Array): boolean {
+    const peer = this.peer(publicKey);
+    if (!peer) return false;
+    this.resetPeerSessions(peer);
+    peer.timers.stopAll();
+    this.allowedIps.removeByValue(peer);
+    this.peers.delete(peer.publicKeyBase64);
+    return true;
+  }
+
+  /** An inner packet read from the tunnel interface. */
+  handleTunnelPacket(packet: Uint8Array): ActionBatch {
+    sendTunnelPacket(this, packet);
+    return this.actions;
+  }
+
+  /** A datagram received on the UDP socket from `source`. */
+  handleDatagram(datagram: Uint8Array, source: Endpoint): ActionBatch {
+    receiveDatagram(this, datagram, source);
+    return this.actions;
+  }
+
+  /** Runs the timers that are due; call at least every `wheel.granularityMs`. */
+  tick(): ActionBatch {
+    this.wheel.advance(this.clock.now());
+    return this.actions;
+  }
+
+  /** Counts a handshake message; true while they arrive faster than we want to spend DH on. */
+  recordHandshakeMessage(nowMs: number): boolean {
+    if (nowMs - this.handshakeWindowStart >= 1000) {
+      this.handshakeWindowStart = nowMs;
+      this.handshakesInWindow = 0;
+    }
+    this.handshakesInWindow++;
+    if (
+      this.handshakesInWindow > this.underLoadThreshold ||
+      this.handshakeBacklog > this.underLoadThreshold / 8
+    ) {
+      this.underLoadUntil = nowMs + UNDER_LOAD_LINGER_MS;
+    }
+    return nowMs < this.underLoadUntil;
+  }
+
+  get underLoad(): boolean {
+    return this.clock.now() < this.underLoadUntil;
+  }
+
+  /** Drops a peer's sessions and handshake and frees their indices. */
+  resetPeerSessions(peer: Peer): void {
+    for (const keypair of peer.keypairs.clear()) this.releaseKeypair(peer, keypair);
+    this.indexTable.remove(peer.handshake.localIndex, this.handshakeEntry(peer));
+    peer.handshake.clear();
+    peer.staged = [];
+  }
+
+  releaseKeypair(peer: Peer, keypair: Keypair): void {
+    const entry = this.indexTable.lookup(keypair.localIndex);
+    if (entry && entry.peer === peer && entry.keypair === keypair) {
+      this.indexTable.remove(keypair.localIndex, entry);
+    }
+  }
+
+  /** The index-table entry of a peer's handshake; one object per peer, so identity works. */
+  handshakeEntry(peer: Peer): IndexEntry {
+    let entry = this.handshakeEntries.get(peer);
+    if (!entry) {
+      entry = { peer, keypair: null };
+      this.handshakeEntries.set(peer, entry);
+    }
+    return entry;
+  }
+  private readonly handshakeEntries = new WeakMap<Peer, IndexEntry>();
+
+  private readonly fractionScratch = new Uint8Array(4);
+  randomFraction(): number {
+    this.random.fill(this.fractionScratch);
+    const value =
+      (this.fractionScratch[0]! |
+        (this.fractionScratch[1]! << 8) |
+        (this.fractionScratch[2]! << 16) |
+        (this.fractionScratch[3]! << 24)) >>>
+      0;
+    return value / 0x100000000;
+  }
+}

@@ -1,0 +1,33 @@
+// Key text as `wg` writes it: 32 bytes in standard base64 (44 characters).
+import { PrivateKey, systemRandom } from "./crypto.js";
+
+export class KeyFormatError extends Error {
+  readonly code = "ERR_KEY_FORMAT";
+}
+
+export function decodeKey(text: string, what = "key"): Buffer {
+  const trimmed = text.trim();
+  const raw = Buffer.from(trimmed, "base64");
+  if (!/^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/.test(trimmed) || raw.length !== 32) {
+    throw new KeyFormatError(`${what} must be 32 bytes in base64 (44 characters ending in "=")`);
+  }
+  return raw;
+}
+
+export function encodeKey(raw: Uint8Array): string {
+  return Buffer.from(raw).toString("base64");
+}
+
+export function generatePrivateKey(): string {
+  return encodeKey(PrivateKey.generate().raw);
+}
+
+export function generatePresharedKey(): string {
+  const raw = Buffer.alloc(32);
+  systemRandom.fill(raw);
+  return encodeKey(raw);
+}
+
+export function publicKeyOf(privateKeyText: string): string {
+  return encodeKey(new PrivateKey(decodeKey(privateKeyText, "private key")).publicKey);
+}

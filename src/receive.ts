@@ -1,0 +1,261 @@
+// The receive path: datagrams from the network to handshake state, cookies and inner packets.
+import { parseCidr } from "./ipaddr.js";
+import type { Device } from "./device.js";
+import {
+  COOKIE_RECEIVER,
+  DATA_COUNTER,
+  DATA_HEADER_LENGTH,
+  DATA_RECEIVER,
+  KEEPALIVE_TIMEOUT_MS,
+  MessageType,
+  REJECT_AFTER_MESSAGES,
+  REJECT_AFTER_TIME_MS,
+  REKEY_TIMEOUT_MS,
+  RESPONSE_RECEIVER,
+  classifyMessage,
+  readCounter,
+  readUint32,
+} from "./messages.js";
+import { beginSession, consumeInitiation, consumeResponse } from "./noise.js";
+import { sameEndpoint, type Endpoint, type Peer } from "./peer.js";
+import { installKeypair, sendInitiation, sendKeepalive, sendResponse, sendStaged } from "./send.js";
+
+export function receiveDatagram(device: Device, datagram: Uint8Array, source: Endpoint): void {
+  const check = classifyMessage(datagram);
+  if (!check.ok) {
+    device.stats.drops[check.reason]++;
+    return;
+  }
+  switch (check.type) {
+    case MessageType.TransportData:
+      receiveData(device, datagram, source);
+      return;
+    case MessageType.CookieReply:
+      receiveCookieReply(device, datagram);
+      return;
+    case MessageType.HandshakeInitiation:
+    case MessageType.HandshakeResponse:
+      receiveHandshake(device, datagram, check.type, source);
+      return;
+  }
+}
+
+/** IP bytes ‖ port bytes (big-endian): what a cookie binds to. */
+function sourceIdentity(source: Endpoint): { ip: Uint8Array; ipAndPort: Uint8Array } | null {
+  let ip: Uint8Array;
+  try {
+    ip = parseCidr(source.address).address;
+  } catch {
+    return null;
+  }
+  const ipAndPort = new Uint8Array(ip.length + 2);
+  ipAndPort.set(ip);
+  ipAndPort[ip.length] = source.port >> 8;
+  ipAndPort[ip.length + 1] = source.port & 0xff;
+  return { ip, ipAndPort };
+}
+
+function receiveHandshake(
+  device: Device,
+  message: Uint8Array,
+  type: MessageType.HandshakeInitiation | MessageType.HandshakeResponse,
+  source: Endpoint,
+): void {
+  const identity = device.identity;
+  if (!identity) {
+    device.stats.drops.no_identity++;
+    return;
+  }
+  const now = device.clock.now();
+  const underLoad = device.recordHandshakeMessage(now);
+  const origin = sourceIdentity(source);
+  if (!origin) {
+    device.stats.drops.bad_mac1++;
+    return;
+  }
+  const macs = device.cookieChecker.check(message, type, origin.ipAndPort, now, underLoad);
+  if (macs === "invalid_mac1") {
+    device.stats.drops.bad_mac1++;
+    return;
+  }
+  if (underLoad) {
+    if (macs === "valid_mac1_no_cookie") {
+      // Make the sender prove its address before we spend Diffie-Hellman on it.
+      const reply = device.cookieChecker.createReply(message, type, origin.ipAndPort, now);
+      if (reply) {
+        device.actions.datagrams.push(reply);
+        device.actions.endpoints.push(source);
+        device.stats.cookieRepliesSent++;
+      }
+      device.stats.drops.cookie_required++;
+      return;
+    }
+    if (!device.rateLimiter.allow(origin.ip, now)) {
+      device.stats.drops.rate_limited++;
+      return;
+    }
+  }
+
+  if (type === MessageType.HandshakeInitiation) {
+    device.stats.handshakeInitiationsReceived++;
+    const result = consumeInitiation(identity, message, (key) => device.peer(key), now);
+    if (!result.ok) {
+      device.stats.drops[result.reason]++;
+      return;
+    }
+    const peer = result.peer;
+    authenticatedFrom(device, peer, source, message.length);
+    sendResponse(device, peer);
+    return;
+  }
+
+  device.stats.handshakeResponsesReceived++;
+  const entry = device.indexTable.lookup(readUint32(message, RESPONSE_RECEIVER));
+  if (!entry || entry.keypair) {
+    device.stats.drops.unknown_index++;
+    return;
+  }
+  const peer = entry.peer;
+  const result = consumeResponse(identity, peer.handshake, message);
+  if (!result.ok) {
+    device.stats.drops[result.reason]++;
+    return;
+  }
+  const keypair = beginSession(peer.handshake, now);
+  if (!keypair) return;
+  installKeypair(device, peer, keypair);
+  handshakeCompleted(device, peer);
+  authenticatedFrom(device, peer, source, message.length);
+  // Confirm the session at once so the responder may start sending: staged data or a keepalive.
+  sendKeepalive(device, peer);
+}
+
+function handshakeCompleted(device: Device, peer: Peer): void {
+  peer.timers.handshakeComplete();
+  peer.lastHandshakeWallMs = device.clock.wallClockMs();
+  peer.handshakesCompleted++;
+  device.stats.handshakesCompleted++;
+}
+
+/** Bookkeeping for any authenticated message: roaming, counters, timers. */
+function authenticatedFrom(device: Device, peer: Peer, source: Endpoint, length: number): void {
+  if (!sameEndpoint(peer.endpoint, source)) {
+    if (peer.endpoint) peer.endpointChanges++;
+    peer.endpoint = source;
+  }
+  peer.rxBytes += length;
+  peer.timers.anyAuthenticatedPacketReceived();
+  peer.timers.anyAuthenticatedPacketTraversal();
+}
+
+function receiveCookieReply(device: Device, message: Uint8Array): void {
+  const entry = device.indexTable.lookup(readUint32(message, COOKIE_RECEIVER));
+  if (!entry) {
+    device.stats.drops.unknown_index++;
+    return;
+  }
+  if (!entry.peer.cookieMaker.consumeReply(message, device.clock.now())) {
+    device.stats.drops.bad_cookie_reply++;
+    return;
+  }
+  device.stats.cookieRepliesReceived++;
+}
+
+function receiveData(device: Device, message: Uint8Array, source: Endpoint): void {
+  const entry = device.indexTable.lookup(readUint32(message, DATA_RECEIVER));
+  const keypair = entry?.keypair;
+  if (!entry || !keypair) {
+    device.stats.drops.unknown_index++;
+    return;
+  }
+  const peer = entry.peer;
+  const now = device.clock.now();
+  if (!keypair.receivingValid || now - keypair.createdAt >= REJECT_AFTER_TIME_MS) {
+    device.stats.drops.key_expired++;
+    return;
+  }
+  const counter = readCounter(message, DATA_COUNTER);
+  if (counter >= REJECT_AFTER_MESSAGES) {
+    device.stats.drops.counter_too_large++;
+    return;
+  }
+  const plaintext = device.cipher.open(
+    keypair.receivingKey,
+    counter,
+    message.subarray(DATA_HEADER_LENGTH),
+  );
+  if (!plaintext) {
+    device.stats.drops.decryption_failed++;
+    return;
+  }
+  // The replay window is updated only after authentication, so forged counters cannot move it.
+  if (!keypair.replay.accept(counter)) {
+    device.stats.drops.replayed++;
+    return;
+  }
+
+  const confirmed = peer.keypairs.receivedWith(keypair);
+  if (confirmed) {
+    for (const dropped of confirmed) device.releaseKeypair(peer, dropped);
+    handshakeCompleted(device, peer);
+    sendStaged(device, peer);
+  }
+  keepKeyFreshOnReceive(device, peer, now);
+  authenticatedFrom(device, peer, source, message.length);
+
+  if (plaintext.length === 0) {
+    peer.keepalivesReceived++;
+    return;
+  }
+  peer.timers.dataReceived();
+
+  const packet = checkedInnerPacket(plaintext);
+  if (!packet) {
+    device.stats.drops.bad_inner_packet++;
+    return;
+  }
+  const version = packet[0]! >> 4;
+  const routedPeer =
+    version === 4 ? device.allowedIps.lookupV4(packet, 12) : device.allowedIps.lookupV6(packet, 8);
+  if (routedPeer !== peer) {
+    device.stats.drops.source_not_allowed++;
+    return;
+  }
+  peer.rxPackets++;
+  peer.rxPayloadBytes += packet.length;
+  device.actions.tunnelPackets.push(packet);
+}
+
+/**
+ * An initiator whose session nears Reject-After-Time rekeys once on receive, so a session that
+ * only receives is still renewed before it must be dropped.
+ */
+function keepKeyFreshOnReceive(device: Device, peer: Peer, now: number): void {
+  const current = peer.keypairs.current;
+  if (
+    current &&
+    current.sendingValid &&
+    current.isInitiator &&
+    !peer.timers.sentLastMinuteHandshake &&
+    now - current.createdAt >= REJECT_AFTER_TIME_MS - KEEPALIVE_TIMEOUT_MS - REKEY_TIMEOUT_MS
+  ) {
+    peer.timers.sentLastMinuteHandshake = true;
+    sendInitiation(device, peer, false);
+  }
+}
+
+/** The IP packet inside padded plaintext, trimmed to its header's length; null if malformed. */
+function checkedInnerPacket(plaintext: Buffer): Buffer | null {
+  const version = plaintext[0]! >> 4;
+  let length: number;
+  if (version === 4 && plaintext.length >= 20) {
+    length = plaintext.readUInt16BE(2);
+    if (length < 20) return null;
+  } else if (version === 6 && plaintext.length >= 40) {
+    length = plaintext.readUInt16BE(4) + 40;
+  } else {
+    return null;
+  }
+  if (length > plaintext.length) return null;
+  return plaintext.subarray(0, length);
+}

@@ -1,0 +1,219 @@
+// The send path: inner packets to transport messages, handshake messages, keepalives.
+import type { Device } from "./device.js";
+import {
+  DATA_HEADER_LENGTH,
+  DATA_COUNTER,
+  DATA_RECEIVER,
+  MessageType,
+  REJECT_AFTER_MESSAGES,
+  REJECT_AFTER_TIME_MS,
+  REKEY_AFTER_MESSAGES,
+  REKEY_AFTER_TIME_MS,
+  REKEY_TIMEOUT_MS,
+  TAG_LENGTH,
+  paddedLength,
+  writeCounter,
+  writeHeader,
+  writeUint32,
+} from "./messages.js";
+import { beginSession, createInitiation, createResponse, type Keypair } from "./noise.js";
+import { MAX_STAGED_PACKETS, type Peer } from "./peer.js";
+
+const EMPTY = new Uint8Array(0);
+
+/** An inner packet from the tunnel: route it by destination and send or stage it. */
+export function sendTunnelPacket(device: Device, packet: Uint8Array): void {
+  const version = packet.length > 0 ? packet[0]! >> 4 : 0;
+  let peer: Peer | undefined;
+  if (version === 4 && packet.length >= 20) peer = device.allowedIps.lookupV4(packet, 16);
+  else if (version === 6 && packet.length >= 40) peer = device.allowedIps.lookupV6(packet, 24);
+  else {
+    device.stats.drops.bad_inner_packet++;
+    return;
+  }
+  if (!peer) {
+    device.stats.drops.no_route++;
+    return;
+  }
+  if (!device.identity) {
+    device.stats.drops.no_identity++;
+    return;
+  }
+  if (!peer.endpoint) {
+    device.stats.drops.no_endpoint++;
+    return;
+  }
+  const keypair = usableSendingKeypair(device, peer);
+  if (keypair && peer.staged.length === 0) {
+    // The common case: a session is up and nothing is queued ahead of this packet.
+    encryptAndEmit(device, peer, keypair, packet);
+    afterDataSent(device, peer, keypair, true);
+    return;
+  }
+  stage(device, peer, Uint8Array.prototype.slice.call(packet));
+  sendStaged(device, peer);
+}
+
+function stage(device: Device, peer: Peer, packet: Uint8Array): void {
+  if (peer.staged.length >= MAX_STAGED_PACKETS) {
+    peer.staged.shift();
+    device.stats.drops.queue_full++;
+  }
+  peer.staged.push(packet);
+}
+
+function usableSendingKeypair(device: Device, peer: Peer): Keypair | null {
+  const keypair = peer.keypairs.current;
+  if (
+    !keypair ||
+    !keypair.sendingValid ||
+    keypair.sendingCounter >= REJECT_AFTER_MESSAGES ||
+    device.clock.now() - keypair.createdAt >= REJECT_AFTER_TIME_MS
+  ) {
+    return null;
+  }
+  return keypair;
+}
+
+/** Sends what is staged if a session allows it; otherwise asks for a handshake. */
+export function sendStaged(device: Device, peer: Peer): void {
+  if (peer.staged.length === 0) return;
+  const keypair = usableSendingKeypair(device, peer);
+  if (!keypair || !peer.endpoint) {
+    sendInitiation(device, peer, false);
+    return;
+  }
+  const packets = peer.staged;
+  peer.staged = [];
+  let sentData = false;
+  for (const packet of packets) {
+    encryptAndEmit(device, peer, keypair, packet);
+    if (packet.length > 0) sentData = true;
+  }
+  afterDataSent(device, peer, keypair, sentData);
+}
+
+function encryptAndEmit(device: Device, peer: Peer, keypair: Keypair, packet: Uint8Array): void {
+  const counter = keypair.sendingCounter++;
+  const padded = paddedLength(packet.length, device.mtu);
+  const datagram = Buffer.alloc(DATA_HEADER_LENGTH + padded + TAG_LENGTH);
+  writeHeader(datagram, MessageType.TransportData);
+  writeUint32(datagram, DATA_RECEIVER, keypair.remoteIndex);
+  writeCounter(datagram, DATA_COUNTER, counter);
+  // Zero padding is already there from Buffer.alloc; the cipher reads the padded plaintext.
+  const body = datagram.subarray(DATA_HEADER_LENGTH, DATA_HEADER_LENGTH + padded);
+  body.set(packet);
+  device.cipher.seal(keypair.sendingKey, counter, body, datagram.subarray(DATA_HEADER_LENGTH));
+  emit(device, peer, datagram);
+  if (packet.length === 0) peer.keepalivesSent++;
+  else {
+    peer.txPackets++;
+    peer.txPayloadBytes += packet.length;
+  }
+}
+
+function emit(device: Device, peer: Peer, datagram: Buffer): void {
+  if (!peer.endpoint) return;
+  device.actions.datagrams.push(datagram);
+  device.actions.endpoints.push(peer.endpoint);
+  peer.txBytes += datagram.length;
+}
+
+function afterDataSent(device: Device, peer: Peer, keypair: Keypair, sentData: boolean): void {
+  peer.timers.anyAuthenticatedPacketTraversal();
+  peer.timers.anyAuthenticatedPacketSent();
+  if (sentData) peer.timers.dataSent();
+  // Keep the key fresh: rekey after enough messages, or (as initiator) after enough time.
+  if (
+    keypair.sendingCounter > REKEY_AFTER_MESSAGES ||
+    (keypair.isInitiator && device.clock.now() - keypair.createdAt >= REKEY_AFTER_TIME_MS)
+  ) {
+    sendInitiation(device, peer, false);
+  }
+}
+
+/** A keepalive (an empty transport message), or the staged packets if there are any. */
+export function sendKeepalive(device: Device, peer: Peer): void {
+  if (peer.staged.length === 0) stage(device, peer, EMPTY);
+  sendStaged(device, peer);
+}
+
+/**
+ * Sends a handshake initiation unless one went out less than Rekey-Timeout ago. `isRetry` is
+ * set by the retransmit timer; anything else starts a fresh series of attempts.
+ */
+export function sendInitiation(device: Device, peer: Peer, isRetry: boolean): void {
+  if (!isRetry) peer.timers.handshakeAttempts = 0;
+  const now = device.clock.now();
+  if (now - peer.lastSentHandshakeAt < REKEY_TIMEOUT_MS) return;
+  const identity = device.identity;
+  if (!identity) return;
+  peer.lastSentHandshakeAt = now;
+
+  const entry = device.handshakeEntry(peer);
+  device.indexTable.remove(peer.handshake.localIndex, entry);
+  peer.handshake.localIndex = device.indexTable.allocate(entry);
+  const message = createInitiation(
+    identity,
+    peer.handshake,
+    device.clock.wallClockMs(),
+    device.random,
+  );
+  if (!message) {
+    device.indexTable.remove(peer.handshake.localIndex, entry);
+    return;
+  }
+  peer.cookieMaker.addMacs(message, MessageType.HandshakeInitiation, now);
+  peer.timers.anyAuthenticatedPacketTraversal();
+  peer.timers.anyAuthenticatedPacketSent();
+  if (peer.endpoint) {
+    emit(device, peer, message);
+    device.stats.handshakeInitiationsSent++;
+  } else {
+    device.stats.drops.no_endpoint++;
+  }
+  peer.timers.handshakeInitiated();
+}
+
+/** Answers the initiation this peer's handshake consumed, and derives the session. */
+export function sendResponse(device: Device, peer: Peer): void {
+  const now = device.clock.now();
+  peer.lastSentHandshakeAt = now;
+  const entry = device.handshakeEntry(peer);
+  device.indexTable.remove(peer.handshake.localIndex, entry);
+  peer.handshake.localIndex = device.indexTable.allocate(entry);
+  const message = createResponse(peer.handshake, device.random);
+  if (!message) {
+    device.indexTable.remove(peer.handshake.localIndex, entry);
+    peer.handshake.clear();
+    device.stats.drops.handshake_decryption_failed++;
+    return;
+  }
+  peer.cookieMaker.addMacs(message, MessageType.HandshakeResponse, now);
+  const keypair = beginSession(peer.handshake, now);
+  if (keypair) installKeypair(device, peer, keypair);
+  peer.timers.anyAuthenticatedPacketTraversal();
+  peer.timers.anyAuthenticatedPacketSent();
+  emit(device, peer, message);
+  device.stats.handshakeResponsesSent++;
+}
+
+/** Puts a new session in place and hands its handshake's index over to it. */
+export function installKeypair(device: Device, peer: Peer, keypair: Keypair): void {
+  device.indexTable.replace(keypair.localIndex, { peer, keypair });
+  for (const dropped of peer.keypairs.add(keypair)) device.releaseKeypair(peer, dropped);
+  peer.timers.sessionDerived();
+}
+
+/** Handshake attempts are exhausted: what waited for the session is dropped. */
+export function abandonHandshake(device: Device, peer: Peer): void {
+  device.stats.drops.handshake_abandoned += peer.staged.length;
+  peer.staged = [];
+}
+
+/** No session for 3 × Reject-After-Time: forget all key material. */
+export function zeroKeyMaterial(device: Device, peer: Peer): void {
+  for (const keypair of peer.keypairs.clear()) device.releaseKeypair(peer, keypair);
+  device.indexTable.remove(peer.handshake.localIndex, device.handshakeEntry(peer));
+  peer.handshake.clear();
+}

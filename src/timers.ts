@@ -1,0 +1,196 @@
+// The WireGuard timer state machine. The send and receive paths call the event hooks below
+// (never timers directly); the hooks arm and disarm five per-peer timers, all kept in one
+// coarse timer wheel that the device advances with its injected clock.
+import {
+  KEEPALIVE_TIMEOUT_MS,
+  MAX_TIMER_HANDSHAKES,
+  REJECT_AFTER_TIME_MS,
+  REKEY_TIMEOUT_JITTER_MAX_MS,
+  REKEY_TIMEOUT_MS,
+} from "./messages.js";
+
+export class Timer {
+  deadline = Infinity;
+  /** Slot in the wheel, or -1 when not pending. */
+  slot = -1;
+  constructor(readonly onExpiry: () => void) {}
+
+  get pending(): boolean {
+    return this.slot >= 0;
+  }
+}
+
+/**
+ * A hashed timer wheel: O(1) to arm, re-arm and cancel, which matters because some timers are
+ * re-armed on every packet. Timers fire at most one granule late.
+ */
+export class TimerWheel {
+  private readonly slots: Set<Timer>[];
+  private processedTick: number;
+
+  constructor(
+    nowMs: number,
+    readonly granularityMs = 50,
+    private readonly slotCount = 1024,
+  ) {
+    this.slots = Array.from({ length: slotCount }, () => new Set<Timer>());
+    this.processedTick = Math.floor(nowMs / granularityMs);
+  }
+
+  schedule(timer: Timer, deadlineMs: number): void {
+    // Rounding up means a timer is due whenever its slot is swept (fires late, never early);
+    // a deadline already behind the cursor goes in the next slot to be swept.
+    const tick = Math.max(Math.ceil(deadlineMs / this.granularityMs), this.processedTick + 1);
+    const slot = tick % this.slotCount;
+    timer.deadline = deadlineMs;
+    if (timer.slot === slot) return;
+    if (timer.slot >= 0) this.slots[timer.slot]!.delete(timer);
+    this.slots[slot]!.add(timer);
+    timer.slot = slot;
+  }
+
+  cancel(timer: Timer): void {
+    if (timer.slot < 0) return;
+    this.slots[timer.slot]!.delete(timer);
+    timer.slot = -1;
+    timer.deadline = Infinity;
+  }
+
+  /** Fires every timer whose deadline is at or before `nowMs`. */
+  advance(nowMs: number): void {
+    const targetTick = Math.floor(nowMs / this.granularityMs);
+    // After a long pause one sweep of every slot is enough: each timer is checked by deadline.
+    const firstTick = Math.max(this.processedTick + 1, targetTick - this.slotCount + 1);
+    for (let tick = firstTick; tick <= targetTick; tick++) {
+      const slot = this.slots[tick % this.slotCount]!;
+      if (slot.size === 0) continue;
+      for (const timer of slot) {
+        if (timer.deadline > nowMs) continue;
+        slot.delete(timer);
+        timer.slot = -1;
+        timer.deadline = Infinity;
+        timer.onExpiry();
+      }
+    }
+    this.processedTick = Math.max(this.processedTick, targetTick);
+  }
+}
+
+/** What the timers ask the device to do when they expire. */
+export interface TimerActions {
+  sendInitiation(isRetry: boolean): void;
+  sendKeepalive(): void;
+  /** Handshake attempts exhausted: drop packets waiting for a session. */
+  abandonHandshake(): void;
+  zeroKeyMaterial(): void;
+}
+
+export class PeerTimers {
+  private readonly retransmitHandshake: Timer;
+  private readonly sendKeepalive: Timer;
+  private readonly newHandshake: Timer;
+  private readonly zeroKeyMaterial: Timer;
+  private readonly persistentKeepalive: Timer;
+  handshakeAttempts = 0;
+  private needAnotherKeepalive = false;
+  /** Seconds; 0 disables. */
+  persistentKeepaliveInterval = 0;
+  /** Set after the last-minute rekey of a session we initiated, so it is sent only once. */
+  sentLastMinuteHandshake = false;
+
+  constructor(
+    private readonly wheel: TimerWheel,
+    private readonly clock: () => number,
+    private readonly jitter: () => number,
+    actions: TimerActions,
+  ) {
+    this.retransmitHandshake = new Timer(() => {
+      if (this.handshakeAttempts >= MAX_TIMER_HANDSHAKES) {
+        this.wheel.cancel(this.sendKeepalive);
+        actions.abandonHandshake();
+        if (!this.zeroKeyMaterial.pending) this.arm(this.zeroKeyMaterial, REJECT_AFTER_TIME_MS * 3);
+      } else {
+        this.handshakeAttempts++;
+        actions.sendInitiation(true);
+      }
+    });
+    this.sendKeepalive = new Timer(() => {
+      actions.sendKeepalive();
+      if (this.needAnotherKeepalive) {
+        this.needAnotherKeepalive = false;
+        this.arm(this.sendKeepalive, KEEPALIVE_TIMEOUT_MS);
+      }
+    });
+    this.newHandshake = new Timer(() => actions.sendInitiation(false));
+    this.zeroKeyMaterial = new Timer(() => actions.zeroKeyMaterial());
+    this.persistentKeepalive = new Timer(() => {
+      if (this.persistentKeepaliveInterval > 0) actions.sendKeepalive();
+    });
+  }
+
+  private arm(timer: Timer, delayMs: number): void {
+    this.wheel.schedule(timer, this.clock() + delayMs);
+  }
+
+  /** A data packet (not a keepalive) was sent: expect an answer within 15 s or rekey. */
+  dataSent(): void {
+    if (!this.newHandshake.pending) {
+      this.arm(this.newHandshake, KEEPALIVE_TIMEOUT_MS + REKEY_TIMEOUT_MS + this.jitter());
+    }
+  }
+
+  /** A data packet was received: answer with a keepalive if we send nothing for 10 s. */
+  dataReceived(): void {
+    if (!this.sendKeepalive.pending) this.arm(this.sendKeepalive, KEEPALIVE_TIMEOUT_MS);
+    else this.needAnotherKeepalive = true;
+  }
+
+  anyAuthenticatedPacketSent(): void {
+    this.wheel.cancel(this.sendKeepalive);
+  }
+
+  anyAuthenticatedPacketReceived(): void {
+    this.wheel.cancel(this.newHandshake);
+  }
+
+  handshakeInitiated(): void {
+    this.arm(this.retransmitHandshake, REKEY_TIMEOUT_MS + this.jitter());
+  }
+
+  handshakeComplete(): void {
+    this.wheel.cancel(this.retransmitHandshake);
+    this.handshakeAttempts = 0;
+    this.sentLastMinuteHandshake = false;
+  }
+
+  sessionDerived(): void {
+    this.arm(this.zeroKeyMaterial, REJECT_AFTER_TIME_MS * 3);
+  }
+
+  anyAuthenticatedPacketTraversal(): void {
+    if (this.persistentKeepaliveInterval > 0) {
+      this.arm(this.persistentKeepalive, this.persistentKeepaliveInterval * 1000);
+    }
+  }
+
+  /** Stops every timer (peer removed or device key gone). */
+  stopAll(): void {
+    for (const timer of [
+      this.retransmitHandshake,
+      this.sendKeepalive,
+      this.newHandshake,
+      this.zeroKeyMaterial,
+      this.persistentKeepalive,
+    ]) {
+      this.wheel.cancel(timer);
+    }
+  }
+
+  get retransmitPending(): boolean {
+    return this.retransmitHandshake.pending;
+  }
+}
+
+export function randomJitterMs(random: () => number): number {
+  return Math.floor(random() * (REKEY_TIMEOUT_JITTER_MAX_MS + 1));
+}
