@@ -48,7 +48,7 @@ static napi_value throw_message(napi_env env, int kind, const char *code, const 
 }
 
 napi_value throw_errno(napi_env env, int err, const char *fmt, ...) {
-  char detail[384], msg[448];
+  char detail[384], msg[512];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(detail, sizeof(detail), fmt, ap);

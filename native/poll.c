@@ -42,7 +42,9 @@ static void on_ready(uv_poll_t *h, int status, int events) {
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
   napi_value cb, recv, argv[2], result;
   if (napi_get_reference_value(env, w->callback, &cb) == napi_ok && cb != NULL &&
-      napi_get_undefined(env, &recv) == napi_ok &&
+      /* napi_make_callback wants an object receiver; the handlers are arrow
+       * functions or bound methods, so which object does not matter. */
+      napi_get_global(env, &recv) == napi_ok &&
       napi_create_int32(env, events & (EDGETUN_READABLE | EDGETUN_WRITABLE), &argv[0]) ==
           napi_ok &&
       napi_create_int32(env, status, &argv[1]) == napi_ok) {

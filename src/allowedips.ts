@@ -93,10 +93,19 @@ export class AllowedIps<T> {
   // then costs its own prefix count, not a walk over every peer's routes.
   readonly #nodesByValue = new Map<T, Set<PrefixNode<T>>>();
   #size = 0;
+  #nodeCount = 0;
 
   /** Number of prefixes stored. */
   get size(): number {
     return this.#size;
+  }
+
+  /**
+   * Trie nodes held, prefixes plus branch points: at most 2 × size - 1 per family while the
+   * trie stays minimal. For memory metrics, and for tests that check nothing leaks.
+   */
+  get nodeCount(): number {
+    return this.#nodeCount;
   }
 
   /**
@@ -121,6 +130,7 @@ export class AllowedIps<T> {
     }
 
     const leaf = new PrefixNode<T>(words, cidr, addressBits);
+    this.#nodeCount++;
     this.#assign(leaf, value);
     if (node === null) {
       this.#attach(parent, branch, leaf);
@@ -136,6 +146,7 @@ export class AllowedIps<T> {
     } else {
       // They split at bit `common`: a branch node there holds both.
       const split = new PrefixNode<T>(words, common, addressBits);
+      this.#nodeCount++;
       setChild(split, bitOfWords(words, common), leaf);
       setChild(split, bitOfNode(node, common), node);
       this.#attach(parent, branch, split);
@@ -258,6 +269,7 @@ export class AllowedIps<T> {
     this.#rootV6 = null;
     this.#nodesByValue.clear();
     this.#size = 0;
+    this.#nodeCount = 0;
   }
 
   #root(addressBits: number): PrefixNode<T> | null {
@@ -351,6 +363,7 @@ export class AllowedIps<T> {
     node.parent = null;
     node.child0 = null;
     node.child1 = null;
+    this.#nodeCount--;
   }
 }
 

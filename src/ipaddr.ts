@@ -20,11 +20,11 @@ export class InvalidCidrError extends Error {
 /**
  * Parses "10.0.0.0/8", "fd00::/64", "::/0" or a bare address (a host prefix: /32 or /128).
  * Host bits beyond the prefix are kept as written: the kernel accepts "10.0.0.1/8" and masks
- * it when storing, and so does {@link AllowedIps.insert}.
+ * it when storing, and so does `AllowedIps.insert`.
  */
 export function parseCidr(text: string): { address: Uint8Array; cidr: number } {
   if (/\s/.test(text)) {
-    throw new InvalidCidrError(`invalid CIDR ${JSON.stringify(text)}: contains whitespace`);
+    throw invalidCidr(text, "contains whitespace");
   }
   const slash = text.indexOf("/");
   const addressText = slash === -1 ? text : text.slice(0, slash);
@@ -32,9 +32,7 @@ export function parseCidr(text: string): { address: Uint8Array; cidr: number } {
 
   // node:net accepts "fe80::1%eth0", but a zone names a link, which a route cannot carry.
   if (addressText.includes("%")) {
-    throw new InvalidCidrError(
-      `invalid CIDR ${JSON.stringify(text)}: a zone index ("%…") is not allowed in a prefix`,
-    );
+    throw invalidCidr(text, 'a zone index ("%…") is not allowed in a prefix');
   }
   let address: Uint8Array;
   if (isIPv4(addressText)) {
@@ -42,27 +40,29 @@ export function parseCidr(text: string): { address: Uint8Array; cidr: number } {
   } else if (isIPv6(addressText)) {
     address = parseIPv6(addressText);
   } else {
-    throw new InvalidCidrError(
-      `invalid CIDR ${JSON.stringify(text)}: ${JSON.stringify(addressText)} is not an IPv4 or IPv6 address`,
-    );
+    throw invalidCidr(text, `${JSON.stringify(addressText)} is not an IPv4 or IPv6 address`);
   }
   const maxCidr = address.length * 8;
   if (cidrText === undefined) {
     return { address, cidr: maxCidr };
   }
-  // Digits only and no leading zeros: "+8", "0x8", "8.0" or "008" are typos, not prefixes.
-  if (!/^(0|[1-9][0-9]{0,2})$/.test(cidrText)) {
-    throw new InvalidCidrError(
-      `invalid CIDR ${JSON.stringify(text)}: prefix length ${JSON.stringify(cidrText)} is not a decimal number`,
-    );
+  // Digits only and no leading zeros: "+8", "0x8", "8.0" or "08" are typos, not prefixes.
+  if (!/^(0|[1-9][0-9]*)$/.test(cidrText)) {
+    throw invalidCidr(text, `prefix length ${JSON.stringify(cidrText)} is not a decimal number`);
   }
   const cidr = Number(cidrText);
   if (cidr > maxCidr) {
-    throw new InvalidCidrError(
-      `invalid CIDR ${JSON.stringify(text)}: prefix length ${cidr} is more than ${maxCidr} for an IPv${maxCidr === 32 ? 4 : 6} address`,
+    const family = maxCidr === 32 ? "IPv4" : "IPv6";
+    throw invalidCidr(
+      text,
+      `prefix length ${cidrText} is more than ${maxCidr} for an ${family} address`,
     );
   }
   return { address, cidr };
+}
+
+function invalidCidr(text: string, problem: string): InvalidCidrError {
+  return new InvalidCidrError(`invalid CIDR ${JSON.stringify(text)}: ${problem}`);
 }
 
 /** "10.0.0.1", or IPv6 in the compressed form glibc's inet_ntop (hence `wg show`) prints. */

@@ -61,6 +61,14 @@ export function tai64n(wallClockMs: number): Buffer {
   return out;
 }
 
+function importPublicKey(raw: Uint8Array): KeyObject | null {
+  try {
+    return publicKeyObject(raw);
+  } catch {
+    return null;
+  }
+}
+
 /** This device's static identity, with what every handshake derives from it. */
 export class StaticIdentity {
   readonly privateKey: PrivateKey;
@@ -92,6 +100,8 @@ export class Handshake {
   hash: Buffer = Buffer.alloc(KEY_LENGTH);
   localEphemeral: PrivateKey | null = null;
   remoteEphemeral: Buffer = Buffer.alloc(KEY_LENGTH);
+  /** The responder uses the initiator's ephemeral twice (es, ee): imported once. */
+  remoteEphemeralKey: KeyObject | null = null;
   localIndex = 0;
   remoteIndex = 0;
 
@@ -120,6 +130,7 @@ export class Handshake {
     wipe(this.chainingKey);
     wipe(this.hash);
     wipe(this.remoteEphemeral);
+    this.remoteEphemeralKey = null;
     wipe(this.localEphemeral?.raw);
     this.localEphemeral = null;
     this.localIndex = 0;
@@ -222,7 +233,8 @@ export function consumeInitiation<P extends { handshake: Handshake }>(
   h = hash(h, remoteEphemeral);
 
   /* es */
-  const es = dh(identity.privateKey, remoteEphemeral);
+  const remoteEphemeralKey = importPublicKey(remoteEphemeral);
+  const es = remoteEphemeralKey && dh(identity.privateKey, remoteEphemeralKey);
   if (!es) return { ok: false, reason: "handshake_decryption_failed" };
   let key: Buffer;
   [ck, key] = kdf2(ck, es);
@@ -255,6 +267,7 @@ export function consumeInitiation<P extends { handshake: Handshake }>(
 
   handshake.clear();
   handshake.remoteEphemeral = remoteEphemeral;
+  handshake.remoteEphemeralKey = remoteEphemeralKey;
   handshake.latestTimestamp = timestamp;
   handshake.lastInitiationConsumedAt = nowMs;
   handshake.remoteIndex = readUint32(message, INITIATION_SENDER);
@@ -285,7 +298,7 @@ export function createResponse(handshake: Handshake, random: RandomSource): Buff
   h = hash(h, ephemeral.publicKey);
 
   /* ee */
-  const ee = dh(ephemeral, handshake.remoteEphemeral);
+  const ee = dh(ephemeral, handshake.remoteEphemeralKey ?? handshake.remoteEphemeral);
   if (!ee) return null;
   ck = kdf1(ck, ee);
 

@@ -25,7 +25,8 @@ export class Timer {
  * re-armed on every packet. Timers fire at most one granule late.
  */
 export class TimerWheel {
-  private readonly slots: Set<Timer>[];
+  // Slots are created on first use: a device with few peers touches only a handful.
+  private readonly slots: Array<Set<Timer> | undefined>;
   private processedTick: number;
 
   constructor(
@@ -33,7 +34,7 @@ export class TimerWheel {
     readonly granularityMs = 50,
     private readonly slotCount = 1024,
   ) {
-    this.slots = Array.from({ length: slotCount }, () => new Set<Timer>());
+    this.slots = new Array<Set<Timer> | undefined>(slotCount);
     this.processedTick = Math.floor(nowMs / granularityMs);
   }
 
@@ -45,7 +46,7 @@ export class TimerWheel {
     timer.deadline = deadlineMs;
     if (timer.slot === slot) return;
     if (timer.slot >= 0) this.slots[timer.slot]!.delete(timer);
-    this.slots[slot]!.add(timer);
+    (this.slots[slot] ??= new Set()).add(timer);
     timer.slot = slot;
   }
 
@@ -62,8 +63,8 @@ export class TimerWheel {
     // After a long pause one sweep of every slot is enough: each timer is checked by deadline.
     const firstTick = Math.max(this.processedTick + 1, targetTick - this.slotCount + 1);
     for (let tick = firstTick; tick <= targetTick; tick++) {
-      const slot = this.slots[tick % this.slotCount]!;
-      if (slot.size === 0) continue;
+      const slot = this.slots[tick % this.slotCount];
+      if (!slot || slot.size === 0) continue;
       for (const timer of slot) {
         if (timer.deadline > nowMs) continue;
         slot.delete(timer);

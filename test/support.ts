@@ -175,14 +175,17 @@ export class Network {
   }
 }
 
-/** Two nodes configured as each other's peer: a (10.0.0.1) and b (10.0.0.2). */
+/**
+ * Two nodes configured as each other's peer: a (10.0.0.1) and b (10.0.0.2). `underLoad` sets
+ * b's threshold of handshakes per second (0: b is always under load).
+ */
 export function pairOfNodes(
   options: { psk?: boolean; bKnowsA?: boolean; underLoad?: number } = {},
 ): { net: Network; a: Node; b: Node } {
   const net = new Network();
   const load =
     options.underLoad !== undefined ? { underLoadHandshakesPerSecond: options.underLoad } : {};
-  const a = net.addNode("a", 1, load);
+  const a = net.addNode("a", 1);
   const b = net.addNode("b", 2, load);
   const psk = options.psk ? Buffer.alloc(32, 7) : undefined;
   a.device.addPeer({
