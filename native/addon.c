@@ -12,21 +12,31 @@ addon_state *state_of(napi_env env) {
   return st;
 }
 
+void teardown_finished(addon_state *st) {
+  if (st->cleanup_hook != NULL) {
+    napi_async_cleanup_hook_handle hook = st->cleanup_hook;
+    st->cleanup_hook = NULL;
+    napi_remove_async_cleanup_hook(hook);
+  }
+}
+
 /* Runs when the environment goes away (process exit, worker termination):
- * stop polling so libuv holds no handle on a closed fd, and close the fds. */
-static void on_env_cleanup(void *arg) {
+ * stop polling so libuv holds no handle on a closed fd, close the fds, and
+ * tell Node we are done only once libuv has run every close callback, which
+ * live in this library and must not run after it is unloaded. */
+static void on_env_teardown(napi_async_cleanup_hook_handle hook, void *arg) {
   addon_state *st = arg;
+  st->cleanup_hook = hook;
   st->tearing_down = 1;
   while (st->fds != NULL) fd_close(st, st->fds);
+  if (st->pending_closes == 0) teardown_finished(st);
 }
 
 static void on_instance_free(napi_env env, void *data, void *hint) {
   addon_state *st = data;
+  (void)env;
   (void)hint;
-  /* Normally the cleanup hook has already run; if the runtime frees instance
-   * data first, do its work here and make sure it will not run later. */
-  napi_remove_env_cleanup_hook(env, on_env_cleanup, st);
-  on_env_cleanup(st);
+  /* Teardown has closed every descriptor by now; this only frees memory. */
   aead_free(st);
   free(st->mmsg_scratch);
   free(st);
@@ -53,7 +63,7 @@ static napi_status init(napi_env env, napi_value exports) {
     free(st);
     return s;
   }
-  if ((s = napi_add_env_cleanup_hook(env, on_env_cleanup, st)) != napi_ok) return s;
+  if ((s = napi_add_async_cleanup_hook(env, on_env_teardown, st, NULL)) != napi_ok) return s;
   if ((s = init_tun(env, exports)) != napi_ok) return s;
   if ((s = init_udp(env, exports)) != napi_ok) return s;
   if ((s = init_aead(env, exports)) != napi_ok) return s;

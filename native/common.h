@@ -48,6 +48,7 @@ typedef struct owned_fd {
   int kind;
   int family; /* AF_INET / AF_INET6 for UDP sockets */
   int unref;  /* readiness polling should not keep the process alive */
+  int gso;    /* UDP socket: send runs of equal-sized packets with UDP_SEGMENT */
   fd_watch *watch;
   struct owned_fd *next;
 } owned_fd;
@@ -59,6 +60,11 @@ typedef struct addon_state {
   uv_loop_t *loop;
   owned_fd *fds;
   int tearing_down;
+  /* uv_close() callbacks still to run. The environment's teardown waits for
+   * them (async cleanup hook) because they run addon code, which is unloaded
+   * after teardown. */
+  int pending_closes;
+  napi_async_cleanup_hook_handle cleanup_hook;
   aead_ctx *seal_ctx;
   aead_ctx *open_ctx;
   /* recvmmsg/sendmmsg scratch, allocated once at EDGETUN_MAX_BATCH. */
@@ -121,6 +127,8 @@ owned_fd *fd_lookup(addon_state *st, int fd);
 /* Stops readiness polling and closes the descriptor. */
 void fd_close(addon_state *st, owned_fd *entry);
 void watch_release(addon_state *st, owned_fd *entry);
+/* Called when teardown has closed everything and no close callback is due. */
+void teardown_finished(addon_state *st);
 
 /* ---- module parts ---- */
 napi_status init_tun(napi_env env, napi_value exports);

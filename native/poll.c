@@ -12,6 +12,7 @@
 
 struct fd_watch {
   uv_poll_t handle;
+  addon_state *st;
   napi_env env;
   napi_ref callback;
   napi_async_context async;
@@ -31,7 +32,19 @@ static void release_js(fd_watch *w) {
   }
 }
 
-static void on_handle_closed(uv_handle_t *h) { free(h->data); }
+static void on_handle_closed(uv_handle_t *h) {
+  fd_watch *w = h->data;
+  addon_state *st = w->st;
+  free(w);
+  /* The environment (and st) stays alive until the cleanup hook is removed,
+   * so st is still valid here even during teardown. */
+  if (--st->pending_closes == 0 && st->tearing_down) teardown_finished(st);
+}
+
+static void close_watch(fd_watch *w) {
+  w->st->pending_closes++;
+  uv_close((uv_handle_t *)&w->handle, on_handle_closed);
+}
 
 static void on_ready(uv_poll_t *h, int status, int events) {
   fd_watch *w = h->data;
@@ -72,7 +85,7 @@ void watch_release(addon_state *st, owned_fd *entry) {
   w->closing = 1;
   uv_poll_stop(&w->handle);
   if (!st->tearing_down && !w->in_callback) release_js(w);
-  uv_close((uv_handle_t *)&w->handle, on_handle_closed);
+  close_watch(w);
 }
 
 /* watch(fd, events, callback): events is a mask of READABLE/WRITABLE; 0 stops
@@ -103,11 +116,12 @@ static napi_value js_watch(napi_env env, napi_callback_info info) {
       return throw_errno(env, -r, "uv_poll_init failed for fd %d", fd);
     }
     w->handle.data = w;
+    w->st = st;
     w->env = env;
     napi_value name;
     if (napi_create_string_utf8(env, "edgetun:fd", NAPI_AUTO_LENGTH, &name) != napi_ok ||
         napi_async_init(env, NULL, name, &w->async) != napi_ok) {
-      uv_close((uv_handle_t *)&w->handle, on_handle_closed);
+      close_watch(w);
       return NULL;
     }
     if (entry->unref) uv_unref((uv_handle_t *)&w->handle);

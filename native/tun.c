@@ -69,8 +69,9 @@ static napi_value js_tun_open(napi_env env, napi_callback_info info) {
       case EACCES:
       case EPERM:
         return throw_errno(env, e,
-                           "cannot open %s: CAP_NET_ADMIN and access to the device are "
-                           "required (run as root, or allow the device in the container)",
+                           "CAP_NET_ADMIN required to create TUN device (cannot open %s: run "
+                           "as root or grant the capability, and allow the device in a "
+                           "container)",
                            TUN_PATH);
       default:
         return throw_errno(env, e, "cannot open %s: %s", TUN_PATH, strerror(e));

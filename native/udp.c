@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,8 +23,8 @@ typedef union {
   struct sockaddr_in6 in6;
 } sockaddr_any;
 
-/* Big enough for either pktinfo flavour. */
-#define CTRL_SIZE 64
+/* Big enough for either pktinfo flavour plus a UDP_SEGMENT header. */
+#define CTRL_SIZE 96
 
 typedef struct {
   struct mmsghdr msgs[EDGETUN_MAX_BATCH];
@@ -33,7 +34,7 @@ typedef struct {
     char buf[CTRL_SIZE];
     struct cmsghdr align;
   } ctrl[EDGETUN_MAX_BATCH];
-  uint32_t index[EDGETUN_MAX_BATCH]; /* message -> packet index */
+  uint32_t index[EDGETUN_MAX_BATCH + 1]; /* message -> first packet index */
 } mmsg_scratch;
 
 static mmsg_scratch *scratch(napi_env env, addon_state *st) {
@@ -162,13 +163,13 @@ static int raise_buffer(int s, int force_opt, int opt, int size) {
   return actual;
 }
 
-/* udpBind(host, port, receiveBufferSize, sendBufferSize)
- *   -> { fd, port, family, dualStack, receiveBufferSize, sendBufferSize }
+/* udpBind(host, port, receiveBufferSize, sendBufferSize, noGso)
+ *   -> { fd, port, family, dualStack, gso, receiveBufferSize, sendBufferSize }
  * host "" or "::" binds dual-stack (IPv4 arrives as ::ffff:a.b.c.d), falling
  * back to 0.0.0.0 when the host has no IPv6. */
 static napi_value js_udp_bind(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
-  if (arg_count(env, info, 4, argv) != 0) return NULL;
+  napi_value argv[5];
+  if (arg_count(env, info, 5, argv) != 0) return NULL;
   char host[64];
   size_t host_len;
   int too_long;
@@ -178,6 +179,8 @@ static napi_value js_udp_bind(napi_env env, napi_callback_info info) {
       arg_uint(env, argv[2], "receiveBufferSize", INT32_MAX, &rcvbuf) ||
       arg_uint(env, argv[3], "sendBufferSize", INT32_MAX, &sndbuf))
     return NULL;
+  int no_gso;
+  if (arg_bool(env, argv[4], "noGso", &no_gso) != 0) return NULL;
 
   sockaddr_any addr;
   socklen_t addr_len;
@@ -220,6 +223,10 @@ static napi_value js_udp_bind(napi_env env, napi_callback_info info) {
           ? setsockopt(s, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one)) == 0
           : setsockopt(s, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one)) == 0;
   (void)pktinfo_ok; /* without it local records are simply all zero */
+  /* UDP_SEGMENT is readable on kernels that can do UDP GSO (4.18+). */
+  int gso_size = 0;
+  socklen_t gso_len = sizeof(gso_size);
+  int gso = !no_gso && getsockopt(s, SOL_UDP, UDP_SEGMENT, &gso_size, &gso_len) == 0;
   int rcv = raise_buffer(s, SO_RCVBUFFORCE, SO_RCVBUF, (int)rcvbuf);
   int snd = raise_buffer(s, SO_SNDBUFFORCE, SO_SNDBUF, (int)sndbuf);
 
@@ -251,15 +258,17 @@ static napi_value js_udp_bind(napi_env env, napi_callback_info info) {
       ntohs(family == AF_INET6 ? bound.in6.sin6_port : bound.in4.sin_port);
 
   addon_state *st = state_of(env);
-  if (fd_register(st, s, FD_KIND_UDP, family) == NULL) {
+  owned_fd *entry = fd_register(st, s, FD_KIND_UDP, family);
+  if (entry == NULL) {
     close(s);
     return throw_errno(env, ENOMEM, "out of memory");
   }
+  entry->gso = gso;
   napi_value out;
   if (napi_create_object(env, &out) != napi_ok || set_prop_int(env, out, "fd", s) ||
       set_prop_int(env, out, "port", bound_port) ||
       set_prop_int(env, out, "family", family == AF_INET6 ? 6 : 4) ||
-      set_prop_bool(env, out, "dualStack", dual) ||
+      set_prop_bool(env, out, "dualStack", dual) || set_prop_bool(env, out, "gso", gso) ||
       set_prop_int(env, out, "receiveBufferSize", rcv) ||
       set_prop_int(env, out, "sendBufferSize", snd)) {
     fd_close(st, fd_lookup(st, s));
@@ -335,27 +344,119 @@ static napi_value js_udp_recv(napi_env env, napi_callback_info info) {
   return make_int(env, r);
 }
 
+/* A run of packets sent as one message: with UDP GSO several equal-sized
+ * packets to one destination become one sendmsg whose iovecs the kernel cuts
+ * back into datagrams of `segment` bytes (the last may be shorter). */
+#define GSO_MAX_SEGMENTS 64     /* UDP_MAX_SEGMENTS on older kernels */
+#define GSO_MAX_BYTES 65000     /* below the 65507-byte UDP payload limit */
+
+static int same_route(const uint8_t *endpoints, const uint8_t *locals, uint64_t a, uint64_t b) {
+  if (memcmp(endpoints + a * EDGETUN_ENDPOINT_SIZE, endpoints + b * EDGETUN_ENDPOINT_SIZE,
+             EDGETUN_ENDPOINT_SIZE) != 0)
+    return 0;
+  return locals == NULL || memcmp(locals + a * EDGETUN_ENDPOINT_SIZE,
+                                  locals + b * EDGETUN_ENDPOINT_SIZE, EDGETUN_ENDPOINT_SIZE) == 0;
+}
+
+typedef struct {
+  uint8_t *arena;
+  uint32_t *offsets, *lengths;
+  uint8_t *endpoints, *locals;
+  int32_t *status;
+  int family;
+  int gso;
+} send_job;
+
+/* Fills messages for packets [from, end); returns the message count. index[]
+ * holds each message's first packet, index[n] the end of the last one. */
+static unsigned build_messages(mmsg_scratch *sc, const send_job *job, uint64_t from,
+                               uint64_t end) {
+  unsigned nmsg = 0, niov = 0;
+  uint64_t i = from;
+  while (i < end) {
+    socklen_t name_len;
+    int e = sockaddr_from_record(job->endpoints + i * EDGETUN_ENDPOINT_SIZE, job->family,
+                                 &sc->names[nmsg], &name_len);
+    if (e != 0) {
+      if (job->status != NULL) job->status[i] = -e;
+      i++;
+      continue;
+    }
+    uint64_t run = 1;
+    uint32_t segment = job->lengths[i];
+    if (job->gso && segment > 0) {
+      size_t bytes = segment;
+      while (i + run < end && run < GSO_MAX_SEGMENTS && job->lengths[i + run] > 0 &&
+             job->lengths[i + run] <= segment && bytes + job->lengths[i + run] <= GSO_MAX_BYTES &&
+             same_route(job->endpoints, job->locals, i, i + run)) {
+        bytes += job->lengths[i + run];
+        run++;
+        /* Only the last segment may be shorter. */
+        if (job->lengths[i + run - 1] < segment) break;
+      }
+    }
+    struct msghdr *m = &sc->msgs[nmsg].msg_hdr;
+    for (uint64_t k = 0; k < run; k++) {
+      sc->iov[niov + k].iov_base = job->arena + job->offsets[i + k];
+      sc->iov[niov + k].iov_len = job->lengths[i + k];
+    }
+    m->msg_name = &sc->names[nmsg];
+    m->msg_namelen = name_len;
+    m->msg_iov = &sc->iov[niov];
+    m->msg_iovlen = run;
+    m->msg_flags = 0;
+    char *ctrl = sc->ctrl[nmsg].buf;
+    size_t clen = put_source(
+        ctrl, job->locals != NULL ? job->locals + i * EDGETUN_ENDPOINT_SIZE : NULL, job->family);
+    if (run > 1) {
+      struct cmsghdr *c = (struct cmsghdr *)(ctrl + clen);
+      c->cmsg_level = SOL_UDP;
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      uint16_t gso_size = (uint16_t)segment;
+      memcpy(CMSG_DATA(c), &gso_size, sizeof(gso_size));
+      clen += CMSG_SPACE(sizeof(uint16_t));
+    }
+    m->msg_control = clen != 0 ? ctrl : NULL;
+    m->msg_controllen = clen;
+    sc->index[nmsg] = (uint32_t)i;
+    niov += (unsigned)run;
+    nmsg++;
+    i += run;
+    sc->index[nmsg] = (uint32_t)i;
+  }
+  sc->index[nmsg] = (uint32_t)end;
+  return nmsg;
+}
+
+/* The packets of message k are [index[k], index[k] + msg_iovlen). */
+static void mark_message(mmsg_scratch *sc, const send_job *job, unsigned k, int32_t value) {
+  if (job->status == NULL) return;
+  uint64_t first = sc->index[k];
+  for (uint64_t j = 0; j < sc->msgs[k].msg_hdr.msg_iovlen; j++) job->status[first + j] = value;
+}
+
 /* udpSend(fd, arena, offsets, lengths, endpoints, locals, status, first, count)
  *   -> packets consumed from `first`.
  * A packet the kernel refuses (unreachable, too big, wrong family) is marked
  * status[i] = -errno and skipped so that one bad destination does not stall
  * the batch; EAGAIN ends the call early and the caller resumes at
- * first + consumed once the socket is writable. */
+ * first + consumed once the socket is writable. Consecutive equal-sized
+ * packets to one destination go out as one GSO message when the kernel
+ * supports UDP_SEGMENT. */
 static napi_value js_udp_send(napi_env env, napi_callback_info info) {
   napi_value argv[9];
   if (arg_count(env, info, 9, argv) != 0) return NULL;
   int fd;
-  uint8_t *arena, *endpoints, *locals;
   size_t arena_len, off_len, len_len, ep_len, loc_len, status_len;
-  uint32_t *offsets, *lengths;
-  int32_t *status;
   uint64_t first, count;
-  if (arg_fd(env, argv[0], &fd) || arg_bytes(env, argv[1], "arena", &arena, &arena_len) ||
-      arg_u32_array(env, argv[2], "offsets", &offsets, &off_len) ||
-      arg_u32_array(env, argv[3], "lengths", &lengths, &len_len) ||
-      arg_bytes(env, argv[4], "endpoints", &endpoints, &ep_len) ||
-      arg_bytes_opt(env, argv[5], "locals", &locals, &loc_len) ||
-      arg_i32_array_opt(env, argv[6], "status", &status, &status_len) ||
+  send_job job;
+  if (arg_fd(env, argv[0], &fd) || arg_bytes(env, argv[1], "arena", &job.arena, &arena_len) ||
+      arg_u32_array(env, argv[2], "offsets", &job.offsets, &off_len) ||
+      arg_u32_array(env, argv[3], "lengths", &job.lengths, &len_len) ||
+      arg_bytes(env, argv[4], "endpoints", &job.endpoints, &ep_len) ||
+      arg_bytes_opt(env, argv[5], "locals", &job.locals, &loc_len) ||
+      arg_i32_array_opt(env, argv[6], "status", &job.status, &status_len) ||
       arg_uint(env, argv[7], "first", UINT32_MAX, &first) ||
       arg_uint(env, argv[8], "count", EDGETUN_MAX_BATCH, &count))
     return NULL;
@@ -364,68 +465,72 @@ static napi_value js_udp_send(napi_env env, napi_callback_info info) {
   if (check_range(env, "offsets", off_len, 1, first, count) ||
       check_range(env, "lengths", len_len, 1, first, count) ||
       check_range(env, "endpoints", ep_len, EDGETUN_ENDPOINT_SIZE, first, count) ||
-      (locals != NULL &&
+      (job.locals != NULL &&
        check_range(env, "locals", loc_len, EDGETUN_ENDPOINT_SIZE, first, count)) ||
-      (status != NULL && check_range(env, "status", status_len, 1, first, count)) ||
-      check_spans(env, arena_len, offsets, lengths, first, count, 0))
+      (job.status != NULL && check_range(env, "status", status_len, 1, first, count)) ||
+      check_spans(env, arena_len, job.offsets, job.lengths, first, count, 0))
     return NULL;
   if (count == 0) return make_int(env, 0);
   mmsg_scratch *sc = scratch(env, state_of(env));
   if (sc == NULL) return NULL;
+  job.family = entry->family;
+  job.gso = entry->gso;
 
-  /* Build messages for the packets that have a usable destination; packets
-   * rejected here are marked and left out, index[] maps back. */
-  unsigned nmsg = 0;
-  for (uint64_t i = first; i < first + count; i++) {
-    socklen_t name_len;
-    int e = sockaddr_from_record(endpoints + i * EDGETUN_ENDPOINT_SIZE, entry->family,
-                                 &sc->names[nmsg], &name_len);
-    if (e != 0) {
-      if (status != NULL) status[i] = -e;
-      continue;
-    }
-    struct msghdr *m = &sc->msgs[nmsg].msg_hdr;
-    sc->iov[nmsg].iov_base = arena + offsets[i];
-    sc->iov[nmsg].iov_len = lengths[i];
-    m->msg_name = &sc->names[nmsg];
-    m->msg_namelen = name_len;
-    m->msg_iov = &sc->iov[nmsg];
-    m->msg_iovlen = 1;
-    m->msg_flags = 0;
-    size_t clen = put_source(sc->ctrl[nmsg].buf,
-                             locals != NULL ? locals + i * EDGETUN_ENDPOINT_SIZE : NULL,
-                             entry->family);
-    m->msg_control = clen != 0 ? sc->ctrl[nmsg].buf : NULL;
-    m->msg_controllen = clen;
-    sc->index[nmsg] = (uint32_t)i;
-    nmsg++;
-  }
-
-  unsigned done = 0;
+  uint64_t end = first + count;
+  unsigned nmsg = build_messages(sc, &job, first, end), done = 0;
   while (done < nmsg) {
     int r = sendmmsg(fd, sc->msgs + done, nmsg - done, MSG_DONTWAIT);
     if (r > 0) {
-      if (status != NULL)
-        for (int k = 0; k < r; k++) status[sc->index[done + k]] = 0;
+      for (int k = 0; k < r; k++) mark_message(sc, &job, done + (unsigned)k, 0);
       done += (unsigned)r;
       continue;
     }
     int e = r < 0 ? errno : EIO;
     if (e == EINTR) continue;
     if (e == EAGAIN || e == EWOULDBLOCK) {
-      /* Packets before index[done] are consumed (sent or marked); those
-       * after are not, including ones marked above, which a retry will mark
-       * again. */
+      /* Packets before the unsent message are consumed (sent or marked). */
       return make_int(env, (int64_t)(sc->index[done] - first));
     }
     if (e == EBADF || e == ENOTSOCK) return throw_errno(env, e, "sendmmsg on fd %d failed", fd);
-    if (status != NULL) status[sc->index[done]] = -e;
+    if (sc->msgs[done].msg_hdr.msg_iovlen > 1 && (e == EIO || e == EINVAL)) {
+      /* The route cannot take this GSO message (no checksum offload: EIO;
+       * segment larger than the path MTU: EINVAL): send the rest one
+       * datagram per message, and stop trying GSO on EIO. */
+      if (e == EIO) entry->gso = 0;
+      job.gso = 0;
+      uint64_t from = sc->index[done];
+      nmsg = build_messages(sc, &job, from, end);
+      done = 0;
+      continue;
+    }
+    mark_message(sc, &job, done, -e);
     done++;
   }
   return make_int(env, (int64_t)count);
 }
 
+/* udpSetMark(fd, mark): SO_MARK, WireGuard's fwmark, lets policy routing keep
+ * the tunnel's own UDP packets out of the tunnel. 0 clears it. */
+static napi_value js_udp_set_mark(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int fd;
+  uint64_t mark;
+  if (arg_count(env, info, 2, argv) || arg_fd(env, argv[0], &fd) ||
+      arg_uint(env, argv[1], "mark", UINT32_MAX, &mark))
+    return NULL;
+  if (require_fd(env, fd, FD_KIND_UDP) == NULL) return NULL;
+  uint32_t value = (uint32_t)mark;
+  if (setsockopt(fd, SOL_SOCKET, SO_MARK, &value, sizeof(value)) != 0) {
+    int e = errno;
+    if (e == EPERM)
+      return throw_errno(env, e, "CAP_NET_ADMIN required to set fwmark %u", value);
+    return throw_errno(env, e, "cannot set fwmark %u: %s", value, strerror(e));
+  }
+  return make_undefined(env);
+}
+
 napi_status init_udp(napi_env env, napi_value exports) {
+  EXPORT_FN(env, exports, "udpSetMark", js_udp_set_mark);
   EXPORT_FN(env, exports, "udpBind", js_udp_bind);
   EXPORT_FN(env, exports, "udpRecv", js_udp_recv);
   EXPORT_FN(env, exports, "udpSend", js_udp_send);

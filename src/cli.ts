@@ -1,13 +1,184 @@
 #!/usr/bin/env node
 // The `edgetun` command.
-import { readFileSync } from "node:fs";
-import { Command } from "commander";
+import { mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { Command, InvalidArgumentError } from "commander";
+import { ConfigError, interfaceNameFromPath, readConfigFile, resolveEndpoint } from "./config.js";
+import { Daemon } from "./daemon.js";
 import { KeyFormatError, generatePresharedKey, generatePrivateKey, publicKeyOf } from "./keys.js";
+import { createLogger, isLogLevel, type LogLevel } from "./log.js";
+import { nativeLoadError } from "./native.js";
+import {
+  formatState,
+  listInterfaces,
+  readInterfaceState,
+  uapiRequest,
+  type InterfaceState,
+} from "./show.js";
+import { syncRequest } from "./syncconf.js";
+
+const PID_DIRECTORY = "/run/edgetun";
+const VERSION = "0.1.0";
+
+/** An error for the user: printed without a stack, exit code 1. */
+class UsageError extends Error {}
+
+function fail(error: unknown): never {
+  const message = error instanceof Error ? error.message : String(error);
+  process.stderr.write(`edgetun: ${message}\n`);
+  process.exit(1);
+}
+
+function pidFile(name: string): string {
+  return `${PID_DIRECTORY}/${name}.pid`;
+}
+
+function parseLogLevel(text: string): LogLevel {
+  if (!isLogLevel(text)) throw new InvalidArgumentError("use debug, info, warn or error");
+  return text;
+}
+
+async function up(
+  file: string,
+  options: { interface?: string; logLevel: LogLevel },
+): Promise<void> {
+  const logger = createLogger({ level: options.logLevel });
+  const config = readConfigFile(file);
+  for (const warning of config.warnings) logger.warn(warning);
+  const name = options.interface ?? interfaceNameFromPath(file);
+  if (name.length > 15)
+    throw new UsageError(`interface name "${name}" is longer than 15 characters`);
+  const addonError = nativeLoadError();
+  if (addonError) throw addonError;
+  if (process.getuid?.() !== 0) {
+    logger.warn("not running as root: creating the interface needs CAP_NET_ADMIN");
+  }
+  const daemon = await Daemon.start({ interfaceName: name, config, logger });
+  mkdirSync(PID_DIRECTORY, { recursive: true, mode: 0o755 });
+  writeFileSync(pidFile(daemon.name), `${process.pid}\n`);
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info("stopping", { signal });
+    daemon
+      .stop()
+      .then(() => {
+        rmSync(pidFile(daemon.name), { force: true });
+        process.exit(0);
+      })
+      .catch(fail);
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+  process.on("SIGHUP", () => {
+    try {
+      const changed = readConfigFile(file);
+      for (const warning of changed.warnings) logger.warn(warning);
+      daemon.applyConfig(changed).catch((error: Error) => {
+        logger.error("reload failed; the running configuration is unchanged", {
+          error: error.message,
+        });
+      });
+    } catch (error) {
+      logger.error("reload failed; the running configuration is unchanged", {
+        error: (error as Error).message,
+      });
+    }
+  });
+}
+
+function isEdgetunProcess(pid: number): boolean {
+  try {
+    return (
+      readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("edgetun") ||
+      readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("cli.js")
+    );
+  } catch {
+    return false;
+  }
+}
+
+async function down(name: string): Promise<void> {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(pidFile(name), "utf8").trim());
+  } catch {
+    throw new UsageError(`no edgetun daemon serves ${name} (no ${pidFile(name)})`);
+  }
+  if (!Number.isInteger(pid) || pid <= 0 || !isEdgetunProcess(pid)) {
+    rmSync(pidFile(name), { force: true });
+    throw new UsageError(`no edgetun daemon serves ${name} (stale pid file removed)`);
+  }
+  process.kill(pid, "SIGTERM");
+  const deadline = Date.now() + 15_000;
+  while (existsSync(`/proc/${pid}`)) {
+    if (Date.now() > deadline)
+      throw new UsageError(`the daemon for ${name} (pid ${pid}) did not stop in 15 s`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+async function show(name: string | undefined, options: { json?: boolean }): Promise<void> {
+  const names = name ? [name] : listInterfaces();
+  const states: InterfaceState[] = [];
+  for (const each of names) states.push(await readInterfaceState(each));
+  if (options.json) {
+    process.stdout.write(`${JSON.stringify(name ? states[0] : states, null, 2)}\n`);
+    return;
+  }
+  process.stdout.write(states.map((state) => formatState(state)).join("\n"));
+}
+
+async function syncconf(name: string, file: string): Promise<void> {
+  const config = readConfigFile(file);
+  for (const warning of config.warnings) process.stderr.write(`edgetun: warning: ${warning}\n`);
+  const endpoints = await Promise.all(
+    config.peers.map((peer) => (peer.endpoint ? resolveEndpoint(peer.endpoint) : null)),
+  );
+  const current = await readInterfaceState(name);
+  await uapiRequest(name, syncRequest(config, current, endpoints));
+}
 
 const program = new Command()
   .name("edgetun")
-  .description("Userspace WireGuard-compatible tunnel for container edge nodes")
-  .version("0.1.0");
+  .description(
+    "Userspace WireGuard-compatible tunnel for container edge nodes.\n" +
+      "Speaks the WireGuard protocol; manage a running interface with edgetun or wg.",
+  )
+  .version(VERSION)
+  .showHelpAfterError();
+
+program
+  .command("up")
+  .description("run the tunnel described by a wg-quick style file, in the foreground")
+  .argument(
+    "<file.conf>",
+    "configuration file; the interface is named after it (edge0.conf → edge0)",
+  )
+  .option("-i, --interface <name>", "interface name instead of the file's base name")
+  .option("--log-level <level>", "debug, info, warn or error", parseLogLevel, "info")
+  .action(up);
+
+program
+  .command("down")
+  .description("stop the daemon serving an interface and wait until it is gone")
+  .argument("<name>", "interface name")
+  .action(down);
+
+program
+  .command("show")
+  .description("show interfaces, peers, endpoints, allowed IPs, handshakes and transfer")
+  .argument("[name]", "one interface (default: all)")
+  .option("--json", "machine-readable output")
+  .action(show);
+
+program
+  .command("syncconf")
+  .description("apply a changed configuration file; unchanged peers keep their sessions")
+  .argument("<name>", "interface name")
+  .argument("<file.conf>", "configuration file")
+  .action(syncconf);
 
 program
   .command("genkey")
@@ -20,13 +191,7 @@ program
   .command("pubkey")
   .description("read a private key on stdin and print its public key, as `wg pubkey` does")
   .action(() => {
-    try {
-      process.stdout.write(`${publicKeyOf(readFileSync(0, "utf8"))}\n`);
-    } catch (error) {
-      if (!(error instanceof KeyFormatError)) throw error;
-      process.stderr.write(`edgetun pubkey: ${error.message}\n`);
-      process.exitCode = 1;
-    }
+    process.stdout.write(`${publicKeyOf(readFileSync(0, "utf8"))}\n`);
   });
 
 program
@@ -36,4 +201,14 @@ program
     process.stdout.write(`${generatePresharedKey()}\n`);
   });
 
-program.parse();
+program.parseAsync().catch((error: unknown) => {
+  if (
+    error instanceof UsageError ||
+    error instanceof ConfigError ||
+    error instanceof KeyFormatError ||
+    (error instanceof Error && "code" in error)
+  ) {
+    fail(error);
+  }
+  throw error;
+});

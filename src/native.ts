@@ -74,11 +74,13 @@ interface NativeAddon {
     port: number,
     receiveBufferSize: number,
     sendBufferSize: number,
+    noGso: boolean,
   ): {
     fd: number;
     port: number;
     family: 4 | 6;
     dualStack: boolean;
+    gso: boolean;
     receiveBufferSize: number;
     sendBufferSize: number;
   };
@@ -104,6 +106,7 @@ interface NativeAddon {
     first: number,
     count: number,
   ): number;
+  udpSetMark(fd: number, mark: number): void;
   aeadSealBatch(
     arena: Uint8Array,
     offsets: Uint32Array,
@@ -133,6 +136,7 @@ interface NativeAddon {
     aad: Uint8Array | null,
     sealed: Uint8Array,
   ): Buffer | null;
+  aeadCalibrate(packetSize: number, milliseconds: number): OpenSslReferenceRates;
   watch(fd: number, events: number, callback: (events: number, status: number) => void): void;
   watchRef(fd: number, ref: boolean): void;
   close(fd: number): void;
@@ -703,6 +707,12 @@ export interface UdpBindOptions {
    */
   receiveBufferSize?: number;
   sendBufferSize?: number;
+  /**
+   * Send runs of equal-sized packets to one destination as one UDP GSO message
+   * (UDP_SEGMENT), when the kernel supports it; default true. The receiver sees ordinary
+   * datagrams either way.
+   */
+  gso?: boolean;
 }
 
 const DEFAULT_SOCKET_BUFFER = 4 << 20;
@@ -714,6 +724,8 @@ export class UdpBatchSocket extends PolledDescriptor {
   readonly family: 4 | 6;
   /** Whether IPv4 peers reach this socket too (as IPv4-mapped endpoints). */
   readonly dualStack: boolean;
+  /** Whether sends use UDP GSO (asked for and supported by the kernel). */
+  readonly gso: boolean;
   /** Sizes as the kernel reports them (it doubles the request for bookkeeping). */
   readonly receiveBufferSize: number;
   readonly sendBufferSize: number;
@@ -723,6 +735,7 @@ export class UdpBatchSocket extends PolledDescriptor {
     this.port = bound.port;
     this.family = bound.family;
     this.dualStack = bound.dualStack;
+    this.gso = bound.gso;
     this.receiveBufferSize = bound.receiveBufferSize;
     this.sendBufferSize = bound.sendBufferSize;
   }
@@ -737,8 +750,17 @@ export class UdpBatchSocket extends PolledDescriptor {
       options.port ?? 0,
       options.receiveBufferSize ?? DEFAULT_SOCKET_BUFFER,
       options.sendBufferSize ?? DEFAULT_SOCKET_BUFFER,
+      options.gso === false,
     );
     return new UdpBatchSocket(bound);
+  }
+
+  /**
+   * Sets SO_MARK (WireGuard's fwmark) on outgoing packets, so policy routing can keep the
+   * tunnel's own UDP traffic out of the tunnel; 0 clears it. Needs CAP_NET_ADMIN.
+   */
+  setFwmark(mark: number): void {
+    this.native().udpSetMark(this.fd, mark);
   }
 
   /**
@@ -766,7 +788,8 @@ export class UdpBatchSocket extends PolledDescriptor {
    * Sends packets [first, first + count) to their endpoint records; returns how many were
    * consumed. Undeliverable packets get status[i] = -errno and do not stop the batch; a
    * return below `count` means the send buffer is full: resume from first + returned after
-   * {@link onceWritable}.
+   * {@link onceWritable}. Consecutive packets to the same endpoint (and local address) with
+   * the same length, the last of a run possibly shorter, share one GSO send.
    */
   sendBatch(slots: UdpSendSlots, count: number, first = 0): number {
     return this.native().udpSend(
@@ -875,6 +898,25 @@ export function openBatch(
     first,
     count,
   );
+}
+
+/** Packets per second of Node's OpenSSL measured in C, see {@link measureOpenSslReference}. */
+export interface OpenSslReferenceRates {
+  /** EVP_EncryptUpdate over packet-sized chunks, no per-message work (`openssl speed -evp`). */
+  streaming: number;
+  /** Nonce, encrypt, final and tag for each packet, as the batch does, but with no JS at all. */
+  perPacket: number;
+}
+
+/**
+ * For benchmarks: what OpenSSL itself achieves for `packetSize`-byte packets on this core,
+ * so a batched figure can be read as a share of it. Blocks for `milliseconds`.
+ */
+export function measureOpenSslReference(
+  packetSize: number,
+  milliseconds = 1000,
+): OpenSslReferenceRates {
+  return loadAddon().aeadCalibrate(packetSize, milliseconds);
 }
 
 /** The 12-byte WireGuard nonce for `counter`. */

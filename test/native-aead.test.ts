@@ -9,6 +9,7 @@ import {
   STATUS_AUTH_FAILED,
   chacha20Poly1305Open,
   chacha20Poly1305Seal,
+  measureOpenSslReference,
   nativeTransportCipher,
   openBatch,
   sealBatch,
@@ -220,6 +221,16 @@ describe("sealBatch / openBatch with WireGuard nonces", () => {
     expect(out.equals(nodeSeal(key, 2n ** 40n + 3n, plaintext))).toBe(true);
     expect(nativeTransportCipher.open(key, 2 ** 40 + 3, out)?.equals(plaintext)).toBe(true);
     expect(nativeTransportCipher.open(key, 2 ** 40 + 4, out)).toBeNull();
+  });
+});
+
+describe("OpenSSL reference measurement", () => {
+  it("reports positive rates, per-packet below streaming", () => {
+    const rates = measureOpenSslReference(1420, 100);
+    expect(rates.streaming).toBeGreaterThan(0);
+    expect(rates.perPacket).toBeGreaterThan(0);
+    expect(rates.perPacket).toBeLessThan(rates.streaming * 1.2);
+    expect(() => measureOpenSslReference(70_000, 10)).toThrow(RangeError);
   });
 });
 

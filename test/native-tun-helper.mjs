@@ -4,6 +4,7 @@
 // stays inside the namespace.
 import { execFileSync } from "node:child_process";
 import { createSocket } from "node:dgram";
+import { clearTimeout, setTimeout } from "node:timers";
 import { setTimeout as sleep } from "node:timers/promises";
 import { pathToFileURL } from "node:url";
 

@@ -18,7 +18,8 @@ const helperPath = join(repoRoot, "test", "native-tun-helper.mjs");
 function unavailableBecause(): string | undefined {
   if (process.platform !== "linux") return "TUN devices are a Linux interface";
   if (process.getuid?.() !== 0) return "needs root (CAP_NET_ADMIN) for network namespaces and TUN";
-  if (!existsSync("/dev/net/tun")) return "/dev/net/tun is missing (container without the tun device?)";
+  if (!existsSync("/dev/net/tun"))
+    return "/dev/net/tun is missing (container without the tun device?)";
   const ip = spawnSync("ip", ["-V"], { encoding: "utf8" });
   if (ip.error || ip.status !== 0) return "the iproute2 `ip` command is not installed";
   const loadError = nativeLoadError();
@@ -132,7 +133,10 @@ describe.skipIf(skipReason !== undefined)(
 
     it("reports a name in use and a multi-queue mismatch", () => {
       const r = helper();
-      expect(r.busy).toMatchObject({ code: "EBUSY", message: "EBUSY: interface name in use: 'etun0'" });
+      expect(r.busy).toMatchObject({
+        code: "EBUSY",
+        message: "EBUSY: interface name in use: 'etun0'",
+      });
       expect(r.mismatch?.code).toBe("EINVAL");
       expect(r.mismatch?.message).toMatch(/multi-queue must match/);
     });

@@ -2,7 +2,7 @@
 // addresses, order and contents; errors are the ones a user can act on.
 import { spawnSync } from "node:child_process";
 import { createSocket, type Socket } from "node:dgram";
-import { constants as osConstants } from "node:os";
+import { constants as osConstants, release } from "node:os";
 import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
 import {
@@ -87,6 +87,23 @@ function collect(
     );
     socket.on("message", (data, rinfo) => {
       received.push({ data: data.toString(), from: rinfo.address, port: rinfo.port });
+      if (received.length === want) {
+        clearTimeout(timer);
+        resolve(received);
+      }
+    });
+  });
+}
+
+function collectRaw(socket: Socket, want: number): Promise<Buffer[]> {
+  const received: Buffer[] = [];
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`dgram got ${received.length} of ${want}`)),
+      3000,
+    );
+    socket.on("message", (data) => {
+      received.push(data);
       if (received.length === want) {
         clearTimeout(timer);
         resolve(received);
@@ -222,6 +239,44 @@ describe("UdpBatchSocket", () => {
     }
   });
 
+  it("sends runs of equal-sized packets with GSO, arriving as separate datagrams", async () => {
+    const withGso = openNative({ host: "127.0.0.1" });
+    const without = openNative({ host: "127.0.0.1", gso: false });
+    expect(without.gso).toBe(false);
+    const [major = 0, minor = 0] = release().split(".").map(Number);
+    if (major > 4 || (major === 4 && minor >= 18)) expect(withGso.gso).toBe(true);
+    const peerA = await dgramSocket("udp4", "127.0.0.1");
+    const peerB = await dgramSocket("udp4", "127.0.0.1");
+    for (const sender of [withGso, without]) {
+      // Runs: 70 equal packets to A (more than one GSO message can carry), one shorter tail,
+      // then B, then A again with mixed sizes, and an empty datagram.
+      const sizes = [...Array<number>(70).fill(1200), 300, 1200, 1200, 500, 900, 900, 0, 40];
+      const targets = sizes.map((_, i) => (i >= 71 && i < 73 ? peerB : peerA));
+      const batch = new PacketBatch(sizes.length, { slotSize: 1280 });
+      sizes.forEach((size, i) => {
+        const payload = Buffer.alloc(size, i);
+        if (size >= 2) payload.writeUInt16BE(i, 0);
+        batch.setPacket(i, payload);
+        writeEndpoint(batch.endpoints, i, {
+          address: "127.0.0.1",
+          port: targets[i]!.address().port,
+        });
+      });
+      const wantA = targets.filter((t) => t === peerA).length;
+      const gotA = collectRaw(peerA, wantA);
+      const gotB = collectRaw(peerB, sizes.length - wantA);
+      batch.status.fill(1);
+      expect(sender.sendBatch(batch, sizes.length)).toBe(sizes.length);
+      expect(Array.from(batch.status).every((status) => status === 0)).toBe(true);
+      const expectedFor = (peer: Socket) =>
+        sizes.flatMap((_, i) => (targets[i] === peer ? [batch.packet(i).toString("hex")] : []));
+      expect((await gotA).map((d) => d.toString("hex"))).toEqual(expectedFor(peerA));
+      expect((await gotB).map((d) => d.toString("hex"))).toEqual(expectedFor(peerB));
+      peerA.removeAllListeners("message");
+      peerB.removeAllListeners("message");
+    }
+  });
+
   it("pins the source address from the locals table", async () => {
     const native = openNative();
     const peer = await dgramSocket("udp4", "127.0.0.1");
@@ -291,6 +346,14 @@ describe("UdpBatchSocket", () => {
     expect(batch.packet(0).toString()).toBe("01234567");
   });
 
+  it.skipIf(process.getuid?.() !== 0)("sets and clears the fwmark (root only)", () => {
+    const native = openNative({ host: "127.0.0.1" });
+    native.setFwmark(51820);
+    native.setFwmark(0);
+    expect(() => native.setFwmark(-1)).toThrow(RangeError);
+    expect(() => native.setFwmark(2 ** 32)).toThrow(RangeError);
+  });
+
   it("returns 0 when nothing is waiting, and calls a writable handler once", async () => {
     const native = openNative({ host: "127.0.0.1" });
     expect(native.recvBatch(new PacketBatch(4))).toBe(0);
@@ -307,7 +370,7 @@ describe("UdpBatchSocket", () => {
   it("lets the process exit after close(), and with an unreferenced watch", () => {
     const script = (closeIt: boolean) => `
       const a = require(${JSON.stringify(addonPath)});
-      const s = a.udpBind("127.0.0.1", 0, 0, 0);
+      const s = a.udpBind("127.0.0.1", 0, 0, 0, false);
       a.watch(s.fd, a.READABLE, () => {});
       ${closeIt ? "a.close(s.fd);" : "a.watchRef(s.fd, false);"}
     `;
@@ -316,6 +379,37 @@ describe("UdpBatchSocket", () => {
       expect(child.error).toBeUndefined();
       expect(child.status).toBe(0);
     }
+  });
+
+  it("survives worker threads terminated with live watches, and process.exit()", () => {
+    // Teardown must close the poll handles and wait for libuv's close callbacks, which live
+    // in the addon and would crash if they ran after it is unloaded.
+    const script = `
+      const { Worker } = require("node:worker_threads");
+      const body = \`
+        const a = require(${JSON.stringify(addonPath)});
+        const s = a.udpBind("127.0.0.1", 0, 0, 0, false);
+        a.watch(s.fd, a.READABLE | a.WRITABLE, () => {});
+        require("node:worker_threads").parentPort.postMessage(s.port);
+        setInterval(() => {}, 1000);
+      \`;
+      let left = 10;
+      const spawn = () => {
+        const worker = new Worker(body, { eval: true });
+        worker.on("message", () => worker.terminate());
+        worker.on("exit", () => (--left > 0 ? spawn() : process.exit(0)));
+      };
+      spawn();
+      const a = require(${JSON.stringify(addonPath)});
+      const s = a.udpBind("127.0.0.1", 0, 0, 0, false);
+      a.watch(s.fd, a.READABLE, () => {});
+    `;
+    const child = spawnSync(process.execPath, ["-e", script], {
+      timeout: 30_000,
+      encoding: "utf8",
+    });
+    expect(child.signal, child.stderr).toBeNull();
+    expect(child.status, child.stderr).toBe(0);
   });
 });
 
