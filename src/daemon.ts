@@ -6,22 +6,75 @@ import { resolveEndpoint } from "./config.js";
 import { Device, type PeerConfig } from "./device.js";
 import type { Logger } from "./log.js";
 import { shortKey } from "./log.js";
+import { DATA_HEADER_LENGTH, DATA_MIN_LENGTH, MessageType, TAG_LENGTH } from "./messages.js";
 import {
+  ENDPOINT_SIZE,
   PacketBatch,
   TunDevice,
   UdpBatchSocket,
-  writeEndpoint,
+  openBatch,
   readEndpoint,
-  ENDPOINT_SIZE,
+  sealBatch,
+  writeEndpoint,
 } from "./native.js";
+import type { Keypair } from "./noise.js";
+import { writeDataHeader } from "./send.js";
 import { InterfaceSetup, routesFor, type Route } from "./netif.js";
 import type { Endpoint, Peer } from "./peer.js";
 import { UapiServer, type UapiHost } from "./uapi.js";
 
 /** Packets moved per read/receive call; a batch is processed fully before the next. */
 const BATCH = 128;
-/** Arena slot: a jumbo-free MTU plus the WireGuard header, padding and tag. */
-const SLOT_SIZE = 2048;
+const KEY_SIZE = 32;
+
+/** Arena slot: the MTU plus the WireGuard header, padding and tag, rounded up. */
+function slotSizeFor(mtu: number): number {
+  return Math.ceil((mtu + DATA_HEADER_LENGTH + 16 + TAG_LENGTH) / 64) * 64;
+}
+
+/**
+ * Per-packet bookkeeping of one batch on its way through seal/open: parallel typed arrays
+ * (what the addon reads) and the peers and keypairs (what the core needs afterwards).
+ */
+class CryptoBatch {
+  readonly offsets = new Uint32Array(BATCH);
+  readonly lengths = new Uint32Array(BATCH);
+  readonly keySlots = new Uint32Array(BATCH);
+  /** Counter of packet i as (low, high) 32-bit halves: no BigInt per packet. */
+  readonly counters = new Uint32Array(BATCH * 2);
+  readonly status = new Int32Array(BATCH);
+  /** Packet i's key is bytes [32 i, 32 i + 32): copied per packet, which costs less than slots. */
+  readonly keys = Buffer.alloc(BATCH * KEY_SIZE);
+  readonly endpoints = new Uint8Array(BATCH * ENDPOINT_SIZE);
+  readonly peers: Array<Peer | null> = new Array<Peer | null>(BATCH).fill(null);
+  readonly keypairs: Array<Keypair | null> = new Array<Keypair | null>(BATCH).fill(null);
+  readonly counterValues = new Float64Array(BATCH);
+  /** Index of the packet in the batch it was read from. */
+  readonly source = new Uint32Array(BATCH);
+  count = 0;
+
+  constructor(readonly arena: Buffer) {}
+
+  add(offset: number, length: number, key: Uint8Array, counter: number): number {
+    const i = this.count++;
+    this.offsets[i] = offset;
+    this.lengths[i] = length;
+    this.keySlots[i] = i;
+    this.counters[2 * i] = counter >>> 0;
+    this.counters[2 * i + 1] = Math.floor(counter / 0x100000000);
+    this.counterValues[i] = counter;
+    this.keys.set(key, i * KEY_SIZE);
+    return i;
+  }
+
+  /** Forgets the batch, keys included, so no key lingers in the scratch space. */
+  reset(): void {
+    this.keys.fill(0, 0, this.count * KEY_SIZE);
+    this.peers.fill(null, 0, this.count);
+    this.keypairs.fill(null, 0, this.count);
+    this.count = 0;
+  }
+}
 
 export interface DaemonOptions {
   interfaceName: string;
@@ -43,10 +96,22 @@ export class DaemonCounters {
 export class Daemon implements UapiHost {
   readonly device: Device;
   readonly counters = new DaemonCounters();
-  private readonly tunIn = new PacketBatch(BATCH, { slotSize: SLOT_SIZE });
-  private readonly udpIn = new PacketBatch(BATCH, { slotSize: SLOT_SIZE });
-  private readonly udpOut = new PacketBatch(BATCH, { slotSize: SLOT_SIZE });
-  private readonly tunOut = new PacketBatch(BATCH, { slotSize: SLOT_SIZE });
+  // TUN reads land after room for the transport header, with room for padding and tag
+  // behind them, so packets are sealed and sent from where they were read.
+  private readonly tunIn: PacketBatch;
+  private readonly sealing: CryptoBatch;
+  private readonly udpIn: PacketBatch;
+  private readonly opening: CryptoBatch;
+  /** Decrypted inner packets, written to the TUN from where they were received. */
+  private readonly tunWrites: {
+    arena: Buffer;
+    offsets: Uint32Array;
+    lengths: Uint32Array;
+    status: Int32Array;
+  };
+  // For what the core emits outside the batches (handshakes, staged packets, keepalives).
+  private readonly udpOut: PacketBatch;
+  private readonly tunOut: PacketBatch;
   /** Endpoint records by endpoint object: peers keep theirs, so this is a per-peer cache. */
   private readonly endpointRecords = new WeakMap<Endpoint, Uint8Array>();
   private socket: UdpBatchSocket | null = null;
@@ -64,6 +129,23 @@ export class Daemon implements UapiHost {
   ) {
     this.device = new Device({ privateKey: config.privateKey, mtu: config.mtu });
     this.mark = config.fwmark;
+    const slotSize = slotSizeFor(config.mtu);
+    this.tunIn = new PacketBatch(BATCH, {
+      slotSize,
+      headroom: DATA_HEADER_LENGTH,
+      tailroom: 16 + TAG_LENGTH,
+    });
+    this.sealing = new CryptoBatch(this.tunIn.arena);
+    this.udpIn = new PacketBatch(BATCH, { slotSize });
+    this.opening = new CryptoBatch(this.udpIn.arena);
+    this.tunWrites = {
+      arena: this.udpIn.arena,
+      offsets: new Uint32Array(BATCH),
+      lengths: new Uint32Array(BATCH),
+      status: new Int32Array(BATCH),
+    };
+    this.udpOut = new PacketBatch(BATCH, { slotSize });
+    this.tunOut = new PacketBatch(BATCH, { slotSize });
   }
 
   /**
@@ -147,24 +229,153 @@ export class Daemon implements UapiHost {
 
   // --- data path -------------------------------------------------------------------------
 
+  /**
+   * TUN → network. Packets with a session are sealed in place, in one call, and sent from
+   * the same arena in one call; the rest (no session yet, no route) take the core's own path.
+   */
   private readTunnel(): void {
-    const count = this.tun.readBatch(this.tunIn);
+    const batch = this.tunIn;
+    const count = this.tun.readBatch(batch);
     if (count === 0) return;
     this.counters.tunReadBatches++;
-    for (let i = 0; i < count; i++) this.device.handleTunnelPacket(this.tunIn.packet(i));
+    const sealing = this.sealing;
+    const arena = batch.arena;
+    for (let i = 0; i < count; i++) {
+      const offset = batch.offsets[i]!;
+      const length = batch.lengths[i]!;
+      const job = this.device.prepareTunnelPacket(arena.subarray(offset, offset + length));
+      if (!job) continue;
+      const keypair = job.keypair!;
+      arena.fill(0, offset + length, offset + job.paddedLength);
+      writeDataHeader(arena, offset - DATA_HEADER_LENGTH, keypair.remoteIndex, job.counter);
+      const n = sealing.add(offset, job.paddedLength, keypair.sendingKey, job.counter);
+      sealing.peers[n] = job.peer;
+      sealing.keypairs[n] = keypair;
+      sealing.endpoints.set(this.endpointRecord(job.peer!.endpoint!), n * ENDPOINT_SIZE);
+    }
+    if (sealing.count > 0) this.sendSealed();
     this.flush();
   }
 
+  private sendSealed(): void {
+    const sealing = this.sealing;
+    const n = sealing.count;
+    sealBatch(sealing, sealing.keys, n);
+    // Send header ‖ ciphertext ‖ tag: step back over the header written before sealing.
+    for (let j = 0; j < n; j++) {
+      sealing.offsets[j] = sealing.offsets[j]! - DATA_HEADER_LENGTH;
+      sealing.lengths[j] = sealing.lengths[j]! + DATA_HEADER_LENGTH;
+    }
+    this.sendFrom(sealing, n);
+    for (let j = 0; j < n; j++) this.device.dataSent(sealing.peers[j]!, sealing.keypairs[j]!);
+    sealing.reset();
+  }
+
+  private sendFrom(
+    slots: {
+      arena: Uint8Array;
+      offsets: Uint32Array;
+      lengths: Uint32Array;
+      endpoints: Uint8Array;
+      status: Int32Array;
+    },
+    count: number,
+  ): void {
+    const socket = this.socket;
+    const sent = socket ? socket.sendBatch(slots, count) : 0;
+    for (let j = 0; j < sent; j++) if (slots.status[j]! < 0) this.counters.socketSendErrors++;
+    this.counters.socketSendErrors += count - sent;
+  }
+
+  /**
+   * Network → TUN. Transport messages are checked, opened in place in one call, checked
+   * again and written to the TUN from the same arena; handshakes go to the core one by one.
+   */
   private receiveNetwork(): void {
     const socket = this.socket;
     if (!socket) return;
-    const count = socket.recvBatch(this.udpIn);
+    const batch = this.udpIn;
+    const count = socket.recvBatch(batch);
     if (count === 0) return;
     this.counters.udpReceiveBatches++;
+    const opening = this.opening;
+    const arena = batch.arena;
     for (let i = 0; i < count; i++) {
-      this.device.handleDatagram(this.udpIn.packet(i), readEndpoint(this.udpIn.endpoints, i));
+      const offset = batch.offsets[i]!;
+      const length = batch.lengths[i]!;
+      const message = arena.subarray(offset, offset + length);
+      const isData =
+        length >= DATA_MIN_LENGTH &&
+        arena[offset] === MessageType.TransportData &&
+        arena[offset + 1] === 0 &&
+        arena[offset + 2] === 0 &&
+        arena[offset + 3] === 0;
+      if (!isData) {
+        this.device.handleDatagram(message, readEndpoint(batch.endpoints, i));
+        continue;
+      }
+      const job = this.device.prepareData(message);
+      if (!job) continue;
+      const keypair = job.keypair!;
+      const n = opening.add(
+        offset + DATA_HEADER_LENGTH,
+        length - DATA_HEADER_LENGTH,
+        keypair.receivingKey,
+        job.counter,
+      );
+      opening.peers[n] = job.peer;
+      opening.keypairs[n] = keypair;
+      opening.source[n] = i;
     }
+    if (opening.count > 0) this.writeOpened();
     this.flush();
+  }
+
+  private writeOpened(): void {
+    const opening = this.opening;
+    const n = opening.count;
+    openBatch(opening, opening.keys, n);
+    const writes = this.tunWrites;
+    let m = 0;
+    for (let j = 0; j < n; j++) {
+      if (opening.status[j] !== 0) {
+        this.device.stats.drops.decryption_failed++;
+        continue;
+      }
+      const peer = opening.peers[j]!;
+      const offset = opening.offsets[j]!;
+      const plaintext = opening.arena.subarray(offset, offset + opening.lengths[j]!);
+      const packet = this.device.completeData(
+        peer,
+        opening.keypairs[j]!,
+        opening.counterValues[j]!,
+        plaintext,
+        opening.lengths[j]! + DATA_HEADER_LENGTH + TAG_LENGTH,
+        this.sourceOf(opening.source[j]!, peer),
+      );
+      if (!packet) continue;
+      writes.offsets[m] = offset;
+      writes.lengths[m] = packet.length;
+      m++;
+    }
+    opening.reset();
+    if (m === 0) return;
+    const written = this.tun.writeBatch(writes, m);
+    for (let j = 0; j < written; j++) if (writes.status[j]! < 0) this.counters.tunWriteErrors++;
+    this.counters.tunWriteErrors += m - written;
+  }
+
+  /** The sender of datagram i: the peer's own endpoint object when unchanged (no allocation). */
+  private sourceOf(index: number, peer: Peer): Endpoint {
+    const records = this.udpIn.endpoints;
+    const at = index * ENDPOINT_SIZE;
+    if (peer.endpoint) {
+      const known = this.endpointRecord(peer.endpoint);
+      let same = true;
+      for (let k = 0; k < 18 && same; k++) same = records[at + k] === known[k];
+      if (same) return peer.endpoint;
+    }
+    return readEndpoint(records, index);
   }
 
   private tick(): void {

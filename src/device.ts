@@ -9,9 +9,12 @@ import { IndexTable } from "./indextable.js";
 import { type Keypair, StaticIdentity } from "./noise.js";
 import { Peer, type Endpoint } from "./peer.js";
 import { HandshakeRateLimiter } from "./ratelimiter.js";
-import { receiveDatagram } from "./receive.js";
+import { OpenJob, completeData, prepareData, receiveDatagram } from "./receive.js";
 import {
+  SealJob,
   abandonHandshake,
+  afterDataSent,
+  prepareTunnelPacket,
   sendInitiation,
   sendKeepalive,
   sendTunnelPacket,
@@ -255,6 +258,51 @@ export class Device {
   handleDatagram(datagram: Uint8Array, source: Endpoint): ActionBatch {
     receiveDatagram(this, datagram, source);
     return this.actions;
+  }
+
+  // The batched data path: the same decisions as handleTunnelPacket/handleDatagram, split
+  // around the encryption so that the I/O layer can seal or open a whole batch in one call.
+  private readonly sealJob = new SealJob();
+  private readonly openJob = new OpenJob();
+
+  /**
+   * Routes an inner packet; when it can go out at once, reserves its counter and returns what
+   * to seal it with (valid until the next call). Otherwise it was staged or dropped: null.
+   */
+  prepareTunnelPacket(packet: Uint8Array): SealJob | null {
+    return prepareTunnelPacket(this, packet, this.sealJob);
+  }
+
+  /** After a batch of sealed packets went out: one call per packet sent with `keypair`. */
+  dataSent(peer: Peer, keypair: Keypair): void {
+    afterDataSent(this, peer, keypair, true);
+  }
+
+  /**
+   * Checks a transport message (already classified as type 4 of a valid length) before
+   * decryption: which keypair and counter it claims. Null when dropped (counted).
+   */
+  prepareData(message: Uint8Array): OpenJob | null {
+    return prepareData(this, message, this.openJob);
+  }
+
+  /**
+   * After `plaintext` authenticated under (peer, keypair, counter): returns the inner packet
+   * for the tunnel, or null when it was a keepalive or was dropped (counted).
+   */
+  completeData(
+    peer: Peer,
+    keypair: Keypair,
+    counter: number,
+    plaintext: Uint8Array,
+    messageLength: number,
+    source: Endpoint,
+  ): Uint8Array | null {
+    const job = this.openJob;
+    job.peer = peer;
+    job.keypair = keypair;
+    job.counter = counter;
+    return completeData(this, job, plaintext, messageLength, source);
   }
 
   /** Runs the timers that are due; call at least every `wheel.granularityMs`. */

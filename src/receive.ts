@@ -16,7 +16,7 @@ import {
   readCounter,
   readUint32,
 } from "./messages.js";
-import { beginSession, consumeInitiation, consumeResponse } from "./noise.js";
+import { beginSession, consumeInitiation, consumeResponse, type Keypair } from "./noise.js";
 import { sameEndpoint, type Endpoint, type Peer } from "./peer.js";
 import { installKeypair, sendInitiation, sendKeepalive, sendResponse, sendStaged } from "./send.js";
 
@@ -161,69 +161,110 @@ function receiveCookieReply(device: Device, message: Uint8Array): void {
   device.stats.cookieRepliesReceived++;
 }
 
-function receiveData(device: Device, message: Uint8Array, source: Endpoint): void {
+/**
+ * What the batched data path needs to open one transport message in place: filled in by
+ * {@link prepareData}, one reused object, read before the next call.
+ */
+export class OpenJob {
+  peer: Peer | null = null;
+  keypair: Keypair | null = null;
+  counter = 0;
+}
+
+/**
+ * First half of receiving transport data, before decryption: finds the keypair by receiver
+ * index and checks it may still receive. Returns null (dropped and counted) otherwise.
+ */
+export function prepareData(device: Device, message: Uint8Array, job: OpenJob): OpenJob | null {
   const entry = device.indexTable.lookup(readUint32(message, DATA_RECEIVER));
   const keypair = entry?.keypair;
   if (!entry || !keypair) {
     device.stats.drops.unknown_index++;
-    return;
+    return null;
   }
-  const peer = entry.peer;
-  const now = device.clock.now();
-  if (!keypair.receivingValid || now - keypair.createdAt >= REJECT_AFTER_TIME_MS) {
+  if (!keypair.receivingValid || device.clock.now() - keypair.createdAt >= REJECT_AFTER_TIME_MS) {
     device.stats.drops.key_expired++;
-    return;
+    return null;
   }
   const counter = readCounter(message, DATA_COUNTER);
   if (counter >= REJECT_AFTER_MESSAGES) {
     device.stats.drops.counter_too_large++;
-    return;
+    return null;
   }
-  const plaintext = device.cipher.open(
-    keypair.receivingKey,
-    counter,
-    message.subarray(DATA_HEADER_LENGTH),
-  );
-  if (!plaintext) {
-    device.stats.drops.decryption_failed++;
-    return;
-  }
-  // The replay window is updated only after authentication, so forged counters cannot move it.
-  if (!keypair.replay.accept(counter)) {
-    device.stats.drops.replayed++;
-    return;
-  }
+  job.peer = entry.peer;
+  job.keypair = keypair;
+  job.counter = counter;
+  return job;
+}
 
+/**
+ * Second half, after the message authenticated: replay check, session confirmation, timers,
+ * roaming, and the inner packet's checks. Returns the inner IP packet (a view of `plaintext`
+ * trimmed to its header's length) to hand to the tunnel, or null (a keepalive, or dropped and
+ * counted).
+ */
+export function completeData(
+  device: Device,
+  job: OpenJob,
+  plaintext: Uint8Array,
+  messageLength: number,
+  source: Endpoint,
+): Uint8Array | null {
+  const peer = job.peer!;
+  const keypair = job.keypair!;
+  // The replay window is updated only after authentication, so forged counters cannot move it.
+  if (!keypair.replay.accept(job.counter)) {
+    device.stats.drops.replayed++;
+    return null;
+  }
   const confirmed = peer.keypairs.receivedWith(keypair);
   if (confirmed) {
     for (const dropped of confirmed) device.releaseKeypair(peer, dropped);
     handshakeCompleted(device, peer);
     sendStaged(device, peer);
   }
-  keepKeyFreshOnReceive(device, peer, now);
-  authenticatedFrom(device, peer, source, message.length);
+  keepKeyFreshOnReceive(device, peer, device.clock.now());
+  authenticatedFrom(device, peer, source, messageLength);
 
   if (plaintext.length === 0) {
     peer.keepalivesReceived++;
-    return;
+    return null;
   }
   peer.timers.dataReceived();
 
   const packet = checkedInnerPacket(plaintext);
   if (!packet) {
     device.stats.drops.bad_inner_packet++;
-    return;
+    return null;
   }
   const version = packet[0]! >> 4;
   const routedPeer =
     version === 4 ? device.allowedIps.lookupV4(packet, 12) : device.allowedIps.lookupV6(packet, 8);
   if (routedPeer !== peer) {
     device.stats.drops.source_not_allowed++;
-    return;
+    return null;
   }
   peer.rxPackets++;
   peer.rxPayloadBytes += packet.length;
-  device.actions.tunnelPackets.push(packet);
+  return packet;
+}
+
+const jsOpenJob = new OpenJob();
+
+function receiveData(device: Device, message: Uint8Array, source: Endpoint): void {
+  const job = prepareData(device, message, jsOpenJob);
+  if (!job) return;
+  const plaintext = device.cipher.open(
+    job.keypair!.receivingKey,
+    job.counter,
+    message.subarray(DATA_HEADER_LENGTH),
+  );
+  if (!plaintext) {
+    device.stats.drops.decryption_failed++;
+    return;
+  }
+  const packet = completeData(device, job, plaintext, message.length, source);
+  if (packet) device.actions.tunnelPackets.push(packet);
 }
 
 /**
@@ -245,14 +286,14 @@ function keepKeyFreshOnReceive(device: Device, peer: Peer, now: number): void {
 }
 
 /** The IP packet inside padded plaintext, trimmed to its header's length; null if malformed. */
-function checkedInnerPacket(plaintext: Buffer): Buffer | null {
+function checkedInnerPacket(plaintext: Uint8Array): Uint8Array | null {
   const version = plaintext[0]! >> 4;
   let length: number;
   if (version === 4 && plaintext.length >= 20) {
-    length = plaintext.readUInt16BE(2);
+    length = (plaintext[2]! << 8) | plaintext[3]!;
     if (length < 20) return null;
   } else if (version === 6 && plaintext.length >= 40) {
-    length = plaintext.readUInt16BE(4) + 40;
+    length = ((plaintext[4]! << 8) | plaintext[5]!) + 40;
   } else {
     return null;
   }

@@ -13,7 +13,6 @@ import {
   TAG_LENGTH,
   paddedLength,
   writeCounter,
-  writeHeader,
   writeUint32,
 } from "./messages.js";
 import { beginSession, createInitiation, createResponse, type Keypair } from "./noise.js";
@@ -21,37 +20,75 @@ import { MAX_STAGED_PACKETS, type Peer } from "./peer.js";
 
 const EMPTY = new Uint8Array(0);
 
-/** An inner packet from the tunnel: route it by destination and send or stage it. */
-export function sendTunnelPacket(device: Device, packet: Uint8Array): void {
+/**
+ * What the batched data path needs to seal one packet in place: filled in by
+ * {@link prepareTunnelPacket}, one reused object, read before the next call.
+ */
+export class SealJob {
+  peer: Peer | null = null;
+  keypair: Keypair | null = null;
+  counter = 0;
+  /** Plaintext length after zero padding. */
+  paddedLength = 0;
+}
+
+/**
+ * Routes an inner packet and, when its peer has a usable session and nothing queued ahead of
+ * it, reserves a counter for it and returns the job to seal it with (the caller encrypts and
+ * sends, then calls {@link afterDataSent}). Otherwise the packet is staged (copied) or
+ * dropped and counted, a handshake is started if needed, and null is returned.
+ */
+export function prepareTunnelPacket(
+  device: Device,
+  packet: Uint8Array,
+  job: SealJob,
+): SealJob | null {
   const version = packet.length > 0 ? packet[0]! >> 4 : 0;
   let peer: Peer | undefined;
   if (version === 4 && packet.length >= 20) peer = device.allowedIps.lookupV4(packet, 16);
   else if (version === 6 && packet.length >= 40) peer = device.allowedIps.lookupV6(packet, 24);
   else {
     device.stats.drops.bad_inner_packet++;
-    return;
+    return null;
   }
   if (!peer) {
     device.stats.drops.no_route++;
-    return;
+    return null;
   }
   if (!device.identity) {
     device.stats.drops.no_identity++;
-    return;
+    return null;
   }
   if (!peer.endpoint) {
     device.stats.drops.no_endpoint++;
-    return;
+    return null;
   }
   const keypair = usableSendingKeypair(device, peer);
   if (keypair && peer.staged.length === 0) {
-    // The common case: a session is up and nothing is queued ahead of this packet.
-    encryptAndEmit(device, peer, keypair, packet);
-    afterDataSent(device, peer, keypair, true);
-    return;
+    job.peer = peer;
+    job.keypair = keypair;
+    job.counter = keypair.sendingCounter++;
+    job.paddedLength = paddedLength(packet.length, device.mtu);
+    peer.txPackets++;
+    peer.txPayloadBytes += packet.length;
+    peer.txBytes += DATA_HEADER_LENGTH + job.paddedLength + TAG_LENGTH;
+    return job;
   }
-  stage(device, peer, Uint8Array.prototype.slice.call(packet));
+  stage(device, peer, new Uint8Array(packet));
   sendStaged(device, peer);
+  return null;
+}
+
+const jsSealJob = new SealJob();
+
+/** An inner packet from the tunnel, sealed one at a time with the device's cipher. */
+export function sendTunnelPacket(device: Device, packet: Uint8Array): void {
+  const job = prepareTunnelPacket(device, packet, jsSealJob);
+  if (!job) return;
+  const { peer, keypair } = job as { peer: Peer; keypair: Keypair };
+  const datagram = sealDatagram(device, keypair, job.counter, packet, job.paddedLength);
+  emit(device, peer, datagram, false);
+  afterDataSent(device, peer, keypair, true);
 }
 
 function stage(device: Device, peer: Peer, packet: Uint8Array): void {
@@ -96,15 +133,7 @@ export function sendStaged(device: Device, peer: Peer): void {
 function encryptAndEmit(device: Device, peer: Peer, keypair: Keypair, packet: Uint8Array): void {
   const counter = keypair.sendingCounter++;
   const padded = paddedLength(packet.length, device.mtu);
-  const datagram = Buffer.alloc(DATA_HEADER_LENGTH + padded + TAG_LENGTH);
-  writeHeader(datagram, MessageType.TransportData);
-  writeUint32(datagram, DATA_RECEIVER, keypair.remoteIndex);
-  writeCounter(datagram, DATA_COUNTER, counter);
-  // Zero padding is already there from Buffer.alloc; the cipher reads the padded plaintext.
-  const body = datagram.subarray(DATA_HEADER_LENGTH, DATA_HEADER_LENGTH + padded);
-  body.set(packet);
-  device.cipher.seal(keypair.sendingKey, counter, body, datagram.subarray(DATA_HEADER_LENGTH));
-  emit(device, peer, datagram);
+  emit(device, peer, sealDatagram(device, keypair, counter, packet, padded), true);
   if (packet.length === 0) peer.keepalivesSent++;
   else {
     peer.txPackets++;
@@ -112,14 +141,52 @@ function encryptAndEmit(device: Device, peer: Peer, keypair: Keypair, packet: Ui
   }
 }
 
-function emit(device: Device, peer: Peer, datagram: Buffer): void {
+/** A transport message: header, then the zero-padded packet sealed with the counter nonce. */
+function sealDatagram(
+  device: Device,
+  keypair: Keypair,
+  counter: number,
+  packet: Uint8Array,
+  padded: number,
+): Buffer {
+  const datagram = Buffer.alloc(DATA_HEADER_LENGTH + padded + TAG_LENGTH);
+  writeDataHeader(datagram, 0, keypair.remoteIndex, counter);
+  // Zero padding is already there from Buffer.alloc; the cipher reads the padded plaintext.
+  const body = datagram.subarray(DATA_HEADER_LENGTH, DATA_HEADER_LENGTH + padded);
+  body.set(packet);
+  device.cipher.seal(keypair.sendingKey, counter, body, datagram.subarray(DATA_HEADER_LENGTH));
+  return datagram;
+}
+
+/** Writes the 16-byte transport header at `offset`. */
+export function writeDataHeader(
+  target: Uint8Array,
+  offset: number,
+  receiverIndex: number,
+  counter: number,
+): void {
+  target[offset] = MessageType.TransportData;
+  target[offset + 1] = 0;
+  target[offset + 2] = 0;
+  target[offset + 3] = 0;
+  writeUint32(target, offset + DATA_RECEIVER, receiverIndex);
+  writeCounter(target, offset + DATA_COUNTER, counter);
+}
+
+function emit(device: Device, peer: Peer, datagram: Buffer, countBytes = true): void {
   if (!peer.endpoint) return;
   device.actions.datagrams.push(datagram);
   device.actions.endpoints.push(peer.endpoint);
-  peer.txBytes += datagram.length;
+  if (countBytes) peer.txBytes += datagram.length;
 }
 
-function afterDataSent(device: Device, peer: Peer, keypair: Keypair, sentData: boolean): void {
+/** Timer hooks and the keep-key-fresh check after data went out on `keypair`. */
+export function afterDataSent(
+  device: Device,
+  peer: Peer,
+  keypair: Keypair,
+  sentData: boolean,
+): void {
   peer.timers.anyAuthenticatedPacketTraversal();
   peer.timers.anyAuthenticatedPacketSent();
   if (sentData) peer.timers.dataSent();
