@@ -224,7 +224,13 @@ export class Daemon implements UapiHost {
     this.socket?.close();
     this.tun.close();
     await this.setup.teardown();
-    this.logger.info("interface down", { interface: this.name });
+    this.logger.info("interface down", {
+      interface: this.name,
+      drops: Object.fromEntries(
+        Object.entries(this.device.stats.drops).filter(([, count]) => count > 0),
+      ),
+      ...this.counters,
+    });
   }
 
   // --- data path -------------------------------------------------------------------------
@@ -432,6 +438,17 @@ export class Daemon implements UapiHost {
 
   fwmark(): number {
     return this.mark;
+  }
+
+  async afterSet(): Promise<void> {
+    this.flush();
+    try {
+      await this.addRoutes();
+    } catch (error) {
+      this.logger.warn("could not add routes for the new allowed IPs", {
+        error: (error as Error).message,
+      });
+    }
   }
 
   setFwmark(mark: number): void {

@@ -2,6 +2,7 @@
 // peer's allowed IPs, and the default-route case done the way wg-quick does it (policy routing
 // on the firewall mark, so the tunnel's own UDP packets never loop into the tunnel).
 import { execFile } from "node:child_process";
+import { writeFile } from "node:fs/promises";
 import { promisify } from "node:util";
 import { formatCidr } from "./ipaddr.js";
 import type { Logger } from "./log.js";
@@ -67,6 +68,8 @@ export class InterfaceSetup {
       this.undo.push([fam, "rule", "delete", "not", "fwmark", table, "table", table]);
       await ip([fam, "rule", "add", "table", "main", "suppress_prefixlength", "0"]);
       this.undo.push([fam, "rule", "delete", "table", "main", "suppress_prefixlength", "0"]);
+      // Replies to marked packets must pass reverse-path filtering (as wg-quick sets it).
+      if (fam === "-4") await enableSourceValidMark();
       return;
     }
     const existing = await ip([family(route), "route", "show", "exact", prefix]);
@@ -78,6 +81,9 @@ export class InterfaceSetup {
       });
       return;
     }
+    // A wider prefix on this interface (the subnet of its own address) already covers it.
+    const covering = await ip([family(route), "route", "show", "match", prefix, "dev", this.name]);
+    if (covering.trim() !== "") return;
     await ip([family(route), "route", "add", prefix, "dev", this.name]);
   }
 
@@ -91,6 +97,14 @@ export class InterfaceSetup {
       }
     }
     this.undo.length = 0;
+  }
+}
+
+async function enableSourceValidMark(): Promise<void> {
+  try {
+    await writeFile("/proc/sys/net/ipv4/conf/all/src_valid_mark", "1\n");
+  } catch {
+    // Read-only /proc/sys (some containers): the rule still works without strict rp_filter.
   }
 }
 

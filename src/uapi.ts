@@ -34,6 +34,11 @@ export interface UapiHost {
   setListenPort(port: number): Promise<void> | void;
   fwmark(): number;
   setFwmark(mark: number): void;
+  /**
+   * Called after a set was applied: the daemon sends what the change queued (a keepalive
+   * when persistent keepalive was turned on) and adds routes for new allowed IPs.
+   */
+  afterSet?(): Promise<void> | void;
 }
 
 export const DEFAULT_UAPI_DIRECTORY = "/var/run/wireguard";
@@ -369,6 +374,7 @@ async function runSet(host: UapiHost, lines: readonly string[]): Promise<number>
     // A broken invariant in the device, not bad input: the request was valid.
     return rejectSet(-EIO, `applying a validated set failed: ${messageOf(error)}`);
   }
+  await host.afterSet?.();
   return 0;
 }
 
