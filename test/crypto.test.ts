@@ -20,6 +20,7 @@ import {
   nodeTransportCipher,
   publicKeyObject,
 } from "../src/crypto.js";
+import { blake2s as blake2sOwn } from "../src/blake2s.js";
 import { INITIAL_CHAINING_KEY, INITIAL_HASH, tai64n } from "../src/noise.js";
 import { decodeKey, publicKeyOf } from "../src/keys.js";
 import { commandExists } from "./netns.js";
@@ -44,6 +45,23 @@ describe("BLAKE2s, HMAC and the KDF", () => {
     expect(INITIAL_HASH).toEqual(
       createHash("blake2s256").update(INITIAL_CHAINING_KEY).update(identifier).digest(),
     );
+  });
+
+  it("our keyed BLAKE2s matches Node's (unkeyed) and noble's (keyed) for every block boundary", () => {
+    for (let length = 0; length <= 200; length++) {
+      const message = randomBytes(length);
+      expect(Buffer.from(blake2sOwn(message, null, 32))).toEqual(hash(message));
+      for (const keyLength of [1, 16, 32]) {
+        const key = randomBytes(keyLength);
+        for (const outLength of [16, 32]) {
+          expect(Buffer.from(blake2sOwn(message, key, outLength))).toEqual(
+            Buffer.from(blake2s(message, { key, dkLen: outLength })),
+          );
+        }
+      }
+    }
+    expect(() => blake2sOwn(new Uint8Array(1), new Uint8Array(33), 16)).toThrow(RangeError);
+    expect(() => blake2sOwn(new Uint8Array(1), null, 0)).toThrow(RangeError);
   });
 
   it("HMAC-BLAKE2s matches noble's HMAC", () => {
