@@ -3,10 +3,16 @@
 // protocol logic: every decision is the Device's; this file moves batches and keeps time.
 import type { InterfaceFileConfig, PeerFileConfig } from "./config.js";
 import { resolveEndpoint } from "./config.js";
-import { Device, type PeerConfig } from "./device.js";
+import { Device, MAX_QUEUED_HANDSHAKES, type PeerConfig } from "./device.js";
 import type { Logger } from "./log.js";
 import { shortKey } from "./log.js";
-import { DATA_HEADER_LENGTH, DATA_MIN_LENGTH, MessageType, TAG_LENGTH } from "./messages.js";
+import {
+  DATA_HEADER_LENGTH,
+  DATA_MIN_LENGTH,
+  MessageType,
+  TAG_LENGTH,
+  classifyMessage,
+} from "./messages.js";
 import {
   ENDPOINT_SIZE,
   PacketBatch,
@@ -26,6 +32,11 @@ import { UapiServer, type UapiHost } from "./uapi.js";
 /** Packets moved per read/receive call; a batch is processed fully before the next. */
 const BATCH = 128;
 const KEY_SIZE = 32;
+/**
+ * Handshake messages handled per event-loop turn. Each costs up to ~0.4 ms of Diffie-Hellman,
+ * so data batches get a turn in between even during a handshake flood.
+ */
+const HANDSHAKES_PER_TURN = 32;
 
 /** Arena slot: the MTU plus the WireGuard header, padding and tag, rounded up. */
 function slotSizeFor(mtu: number): number {
@@ -119,6 +130,9 @@ export class Daemon implements UapiHost {
   private ticker: NodeJS.Timeout | null = null;
   private mark = 0;
   private stopped = false;
+  /** Handshake messages wait here, bounded, so that they never hold up data batches. */
+  private readonly handshakeQueue: Array<{ message: Buffer; source: Endpoint }> = [];
+  private handshakesScheduled = false;
 
   private constructor(
     readonly name: string,
@@ -317,7 +331,11 @@ export class Daemon implements UapiHost {
         arena[offset + 2] === 0 &&
         arena[offset + 3] === 0;
       if (!isData) {
-        this.device.handleDatagram(message, readEndpoint(batch.endpoints, i));
+        const source = readEndpoint(batch.endpoints, i);
+        // Malformed input is dropped (and counted) at once; only well-formed handshake
+        // messages may take a place in the queue.
+        if (classifyMessage(message).ok) this.queueHandshake(message, source);
+        else this.device.handleDatagram(message, source);
         continue;
       }
       const job = this.device.prepareData(message);
@@ -335,6 +353,37 @@ export class Daemon implements UapiHost {
     }
     if (opening.count > 0) this.writeOpened();
     this.flush();
+  }
+
+  private queueHandshake(message: Buffer, source: Endpoint): void {
+    if (this.handshakeQueue.length >= MAX_QUEUED_HANDSHAKES) {
+      this.device.stats.drops.handshake_queue_full++;
+      return;
+    }
+    // A copy: the receive arena is reused by the next batch.
+    this.handshakeQueue.push({ message: Buffer.from(message), source });
+    if (!this.handshakesScheduled) {
+      this.handshakesScheduled = true;
+      setImmediate(() => this.processHandshakes());
+    }
+  }
+
+  private processHandshakes(): void {
+    this.handshakesScheduled = false;
+    if (this.stopped) return;
+    const queue = this.handshakeQueue;
+    for (let n = 0; n < HANDSHAKES_PER_TURN && queue.length > 0; n++) {
+      // The backlog tells the device when to ask for cookies instead of doing DH.
+      this.device.handshakeBacklog = queue.length;
+      const { message, source } = queue.shift()!;
+      this.device.handleDatagram(message, source);
+    }
+    this.device.handshakeBacklog = queue.length;
+    this.flush();
+    if (queue.length > 0) {
+      this.handshakesScheduled = true;
+      setImmediate(() => this.processHandshakes());
+    }
   }
 
   private writeOpened(): void {

@@ -58,6 +58,7 @@ export const DROP_REASONS = [
   "no_route",
   "no_endpoint",
   "queue_full",
+  "handshake_queue_full",
   "handshake_abandoned",
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
@@ -130,6 +131,10 @@ export interface DeviceOptions {
 
 /** How long the device stays "under load" after the rate last exceeded the threshold. */
 const UNDER_LOAD_LINGER_MS = 1000;
+/** The I/O layer queues at most this many handshake messages; beyond, they are dropped. */
+export const MAX_QUEUED_HANDSHAKES = 4096;
+/** A queue an eighth full means handshakes arrive faster than they are processed. */
+const UNDER_LOAD_BACKLOG = MAX_QUEUED_HANDSHAKES / 8;
 
 export class Device {
   readonly clock: Clock;
@@ -320,7 +325,7 @@ export class Device {
     this.handshakesInWindow++;
     if (
       this.handshakesInWindow > this.underLoadThreshold ||
-      this.handshakeBacklog > this.underLoadThreshold / 8
+      this.handshakeBacklog >= UNDER_LOAD_BACKLOG
     ) {
       this.underLoadUntil = nowMs + UNDER_LOAD_LINGER_MS;
     }
