@@ -147,8 +147,4 @@ export class CookieMaker {
     this.haveSentMac1 = false;
     return true;
   }
-
-  get hasFreshCookie(): boolean {
-    return this.cookieReceivedAt > -Infinity;
-  }
 }

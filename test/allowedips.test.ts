@@ -5,19 +5,7 @@ import { describe, expect, it } from "vitest";
 
 import { AllowedIps } from "../src/allowedips.js";
 import { formatAddress, formatCidr, InvalidCidrError, parseCidr } from "../src/ipaddr.js";
-
-/** xorshift32: reproducible streams, so a failure names its seed. */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0 || 1;
-  return () => {
-    state ^= state << 13;
-    state >>>= 0;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    state >>>= 0;
-    return state / 2 ** 32;
-  };
-}
+import { seededNumbers } from "./support.js";
 
 function randomInt(random: () => number, below: number): number {
   return Math.floor(random() * below);
@@ -126,7 +114,7 @@ describe("AllowedIps against a linear scan", () => {
   // Random routes clustered around a few base addresses, so that prefixes nest, overlap and
   // diverge at every depth rather than being scattered and disjoint.
   function runRandomComparison(addressBytes: 4 | 16, seed: number): void {
-    const random = seededRandom(seed);
+    const random = seededNumbers(seed);
     const maxCidr = addressBytes * 8;
     const bases = Array.from({ length: 6 }, () => {
       const base = new Uint8Array(addressBytes);
@@ -233,7 +221,7 @@ describe("AllowedIps against a linear scan", () => {
   }
 
   it("both families in one table, thousands of routes", () => {
-    const random = seededRandom(42);
+    const random = seededNumbers(42);
     const values = peers(200);
     const trie = new AllowedIps<Peer>();
     const naive = new NaiveRoutes<Peer>();
@@ -338,7 +326,7 @@ describe("AllowedIps", () => {
   it("lists a value's prefixes in a stable order", () => {
     const routes = ["fd00::/64", "10.0.0.0/8", "10.0.0.0/24", "192.168.0.0/16", "9.9.9.9/32"];
     const expected = ["9.9.9.9/32", "10.0.0.0/8", "10.0.0.0/24", "192.168.0.0/16", "fd00::/64"];
-    const random = seededRandom(7);
+    const random = seededNumbers(7);
     for (let round = 0; round < 10; round++) {
       const trie = new AllowedIps<Peer>();
       const shuffled = [...routes].sort(() => random() - 0.5);
@@ -492,7 +480,7 @@ describe("formatAddress and formatCidr", () => {
   });
 
   it("matches libuv's inet_ntop on addresses full of zero groups", () => {
-    const random = seededRandom(99);
+    const random = seededNumbers(99);
     for (let i = 0; i < 5000; i++) {
       const bytes = new Uint8Array(16);
       for (let group = 0; group < 8; group++) {

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 
 import { parseCidr } from "../src/ipaddr.js";
 import { HandshakeRateLimiter, halfSipHash24 } from "../src/ratelimiter.js";
+import { seededNumbers } from "./support.js";
 
 const FIXED_HASH_KEY = Uint8Array.from([1, 2, 3, 4, 5, 6, 7, 8]);
 
@@ -218,24 +219,12 @@ class NaiveRateLimiter {
   }
 }
 
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0 || 1;
-  return () => {
-    state ^= state << 13;
-    state >>>= 0;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    state >>>= 0;
-    return state / 2 ** 32;
-  };
-}
-
 describe("HandshakeRateLimiter against a Map", () => {
   // Many sources coming and going makes the table grow, collide, collect and shift entries
   // back after deletions; any slip shows up as a source with the wrong bucket.
   for (const seed of [1, 2, 3, 4]) {
     it(`agrees over a busy random minute, seed ${seed}`, () => {
-      const random = seededRandom(seed);
+      const random = seededNumbers(seed);
       // Below the crowd's size, so the table also runs full at times.
       const maxEntries = 200;
       const rateLimiter = new HandshakeRateLimiter({

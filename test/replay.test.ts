@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 
 import { REPLAY_WINDOW_SIZE, ReplayWindow } from "../src/replay.js";
+import { seededNumbers } from "./support.js";
 
 const W = REPLAY_WINDOW_SIZE;
 /** Bits in the ring: a counter this far past another lands on the same bit. */
@@ -127,18 +128,6 @@ class NaiveReplayWindow {
   }
 }
 
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0 || 1;
-  return () => {
-    state ^= state << 13;
-    state >>>= 0;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    state >>>= 0;
-    return state / 2 ** 32;
-  };
-}
-
 describe("ReplayWindow against a set of every counter seen", () => {
   // A sender's counter stream as a lossy, reordering, replaying path delivers it, with an
   // occasional attacker's replay of something old and an occasional far jump.
@@ -172,7 +161,7 @@ describe("ReplayWindow against a set of every counter seen", () => {
 
   for (const seed of [1, 2, 3, 4, 5, 6, 7, 8]) {
     it(`agrees on a random stream, seed ${seed}`, () => {
-      const random = seededRandom(seed);
+      const random = seededNumbers(seed);
       const window = new ReplayWindow();
       const naive = new NaiveReplayWindow();
       let accepted = 0;

@@ -43,6 +43,19 @@ export function seededRandom(seed: string): RandomSource {
   };
 }
 
+/** xorshift32: reproducible numbers in [0, 1), so a failing randomized test names its seed. */
+export function seededNumbers(seed: number): () => number {
+  let state = seed >>> 0 || 1;
+  return () => {
+    state ^= state << 13;
+    state >>>= 0;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    state >>>= 0;
+    return state / 2 ** 32;
+  };
+}
+
 export function keyFromSeed(seed: string): PrivateKey {
   const raw = Buffer.alloc(32);
   seededRandom(`key:${seed}`).fill(raw);
