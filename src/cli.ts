@@ -4,6 +4,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from "node
 import { Command, InvalidArgumentError } from "commander";
 import { ConfigError, interfaceNameFromPath, readConfigFile, resolveEndpoint } from "./config.js";
 import { Daemon } from "./daemon.js";
+import { runDemo } from "./demo.js";
 import { KeyFormatError, generatePresharedKey, generatePrivateKey, publicKeyOf } from "./keys.js";
 import { createLogger, isLogLevel, type LogLevel } from "./log.js";
 import { nativeLoadError } from "./native.js";
@@ -179,6 +180,21 @@ program
   .argument("<name>", "interface name")
   .argument("<file.conf>", "configuration file")
   .action(syncconf);
+
+program
+  .command("demo")
+  .description(
+    "see it work (root): two namespaces, a hub and an edge, a ping and a transfer, then cleanup",
+  )
+  .option("--megabytes <n>", "how much to send through the tunnel", "100")
+  .option("--keep", "leave the namespaces and daemons running for a look around")
+  .action(async (options: { megabytes: string; keep?: boolean }) => {
+    process.exitCode = await runDemo({
+      megabytes: Number(options.megabytes),
+      out: process.stdout,
+      keep: options.keep ?? false,
+    });
+  });
 
 program
   .command("genkey")

@@ -38,6 +38,7 @@ const EXIT_FAILED = 1;
 const EXIT_CANNOT_RUN = 2;
 
 const PID_DIRECTORY = "/run/edgetun";
+const NETNS_DIRECTORY = "/var/run/netns";
 const NAMESPACE_PREFIX = "edgetun-demo-";
 const HUB_UNDERLAY = "10.213.0.1";
 const EDGE_UNDERLAY = "10.213.0.2";
@@ -65,6 +66,19 @@ class DemoFailure extends Error {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** True if `promise` settles within `ms`; the timer never outlives the wait. */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([promise.then(() => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** The full path of a command found on PATH, or null. */
@@ -131,7 +145,7 @@ function send(seq) {
     process.stdout.write("no reply from " + host + ": seq=" + seq + "\\n");
     pending = null;
     send(seq + 1);
-  }, 3000);
+  }, 6000);
   pending = { seq, timer, start: process.hrtime.bigint() };
   socket.send(Buffer.from("edgetun demo ping " + seq), Number(port), host);
 }
@@ -232,9 +246,9 @@ class Demo {
   private stopping = false;
   private cleaning: Promise<string[]> | null = null;
   private interrupted: NodeJS.Signals | null = null;
-  /** Rejects when a daemon exits while the demo still needs it. */
-  private readonly daemonDied: Promise<never>;
-  private rejectDaemonDied: (error: Error) => void = () => {};
+  /** Rejects when a daemon exits while the demo still needs it, or on SIGINT/SIGTERM. */
+  private readonly aborted: Promise<never>;
+  private abort: (error: Error) => void = () => {};
 
   constructor(options: DemoOptions) {
     this.out = options.out ?? process.stdout;
@@ -243,18 +257,22 @@ class Demo {
     // A slow machine still gets at least ~32 Mbit/s worth of time for a bigger transfer.
     const extra = Math.max(0, this.megabytes - 100) * 250;
     this.deadline = this.started + OVERALL_MS + (Number.isFinite(extra) ? extra : 0);
-    this.daemonDied = new Promise<never>((_, reject) => {
-      this.rejectDaemonDied = reject;
+    this.aborted = new Promise<never>((_, reject) => {
+      this.abort = reject;
     });
-    this.daemonDied.catch(() => {});
+    this.aborted.catch(() => {});
   }
 
-  private say(text = ""): void {
+  /** Narration; silent once a signal has taken over (steps still unwinding say nothing). */
+  private say(text = "", always = false): void {
+    if (this.interrupted && !always) return;
     this.out.write(`${text}\n`);
   }
 
-  private detail(text: string): void {
-    for (const line of text.replace(/\n+$/, "").split("\n")) this.say(`      ${line}`.trimEnd());
+  private detail(text: string, always = false): void {
+    for (const line of text.replace(/\n+$/, "").split("\n")) {
+      this.say(`      ${line}`.trimEnd(), always);
+    }
   }
 
   // -------------------------------------------------------------------------------------
@@ -266,7 +284,10 @@ class Demo {
     command: string,
     args: string[],
     stdio: "pipe" | number = "pipe",
+    forCleanup = false,
   ): Tracked {
+    // Once cleaning up has begun, a step still unwinding must not make anything new.
+    if (this.stopping && !forCleanup) throw new DemoFailure("stopping");
     const child = spawn(command, args, {
       detached: true,
       stdio: ["ignore", stdio, stdio],
@@ -276,9 +297,14 @@ class Demo {
       label,
       stdout: "",
       stderr: "",
-      exited: new Promise((resolve) => child.once("close", () => resolve())),
+      // "close" after the process and its pipes are done; "error" alone if it never started.
+      exited: new Promise((resolve) => {
+        child.once("close", () => resolve());
+        child.once("error", () => resolve());
+      }),
     };
     child.once("close", () => this.children.delete(tracked));
+    child.once("error", () => this.children.delete(tracked));
     child.stdout?.setEncoding("utf8").on("data", (data: string) => (tracked.stdout += data));
     child.stderr?.setEncoding("utf8").on("data", (data: string) => (tracked.stderr += data));
     child.once("error", (error) => {
@@ -292,8 +318,9 @@ class Demo {
   private async run(
     command: string,
     args: string[],
+    forCleanup = false,
   ): Promise<{ ok: boolean; stdout: string; stderr: string; how: string }> {
-    const tracked = this.start(`${command} ${args.join(" ")}`, command, args);
+    const tracked = this.start(`${command} ${args.join(" ")}`, command, args, "pipe", forCleanup);
     await tracked.exited;
     return {
       ok: tracked.child.exitCode === 0,
@@ -339,15 +366,13 @@ class Demo {
     } catch {
       // already gone
     }
-    if (await Promise.race([tracked.exited.then(() => true), sleep(graceMs).then(() => false)])) {
-      return true;
-    }
+    if (await settlesWithin(tracked.exited, graceMs)) return true;
     try {
       process.kill(pid, "SIGKILL");
     } catch {
       // already gone
     }
-    await Promise.race([tracked.exited, sleep(2000)]);
+    await settlesWithin(tracked.exited, 2000);
     return false;
   }
 
@@ -369,18 +394,17 @@ class Demo {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        const seconds = formatSeconds(overall ? this.deadline - this.started : timeoutMs);
         reject(
           new DemoFailure(
             overall
-              ? `the demo ran out of its ${seconds} while ${name}`
-              : `timed out after ${seconds} while ${name}`,
+              ? `the demo as a whole ran past its ${formatSeconds(this.deadline - this.started)} limit`
+              : `this step did not finish within its ${formatSeconds(timeoutMs)} limit`,
           ),
         );
       }, limit);
     });
     try {
-      return await Promise.race([body(), timeout, this.daemonDied]);
+      return await Promise.race([body(), timeout, this.aborted]);
     } finally {
       clearTimeout(timer);
     }
@@ -427,9 +451,21 @@ class Demo {
     const hub = `${NAMESPACE_PREFIX}${id}-hub`;
     const edge = `${NAMESPACE_PREFIX}${id}-edge`;
     for (const [index, namespace] of [hub, edge].entries()) {
-      // The first one tells whether this kernel (or container) allows namespaces at all.
-      await this.ip(["netns", "add", namespace], index === 0 ? EXIT_CANNOT_RUN : EXIT_FAILED);
+      // Listed before it exists, so that an interruption in the middle still removes it.
       this.namespaces.push(namespace);
+      const added = await this.run("ip", ["netns", "add", namespace]);
+      if (!added.ok) {
+        const why = added.stderr.trim() || added.how;
+        if (/exists/i.test(why)) {
+          this.namespaces.pop(); // someone else's: not ours to delete
+          throw new DemoFailure(`a namespace named ${namespace} already exists; run it again`);
+        }
+        // The first one tells whether this kernel (or container) allows namespaces at all.
+        throw new DemoFailure(
+          `could not create network namespace ${namespace} (ip netns add: ${why})`,
+          index === 0 ? EXIT_CANNOT_RUN : EXIT_FAILED,
+        );
+      }
       await this.ip(["-n", namespace, "link", "set", "lo", "up"]);
     }
     // Both ends are created directly inside the namespaces: nothing appears on this host.
@@ -453,8 +489,8 @@ class Demo {
     await this.ip(["-n", edge, "address", "add", `${EDGE_UNDERLAY}/24`, "dev", edgeLink]);
     await this.ip(["-n", hub, "link", "set", hubLink, "up"]);
     await this.ip(["-n", edge, "link", "set", edgeLink, "up"]);
-    this.detail(`${hub}   ${hubLink} ${HUB_UNDERLAY}/24`);
-    this.detail(`${edge}  ${edgeLink} ${EDGE_UNDERLAY}/24`);
+    this.detail(`hub   namespace ${hub.padEnd(edge.length)}  veth ${hubLink}   ${HUB_UNDERLAY}/24`);
+    this.detail(`edge  namespace ${edge}  veth ${edgeLink}  ${EDGE_UNDERLAY}/24`);
     this.detail(
       'A virtual cable (a veth pair) joins them. This is the "underlay": the plain network\n' +
         "the encrypted WireGuard packets will travel over, as the internet would in real life.",
@@ -501,10 +537,10 @@ class Demo {
     const shown = (text: string) =>
       text.replace(/^PrivateKey = .*$/m, "PrivateKey = (hidden; a fresh key made for this demo)");
     this.detail(`${hub}:`);
-    this.detail(shown(hubConfig).replace(/^/gm, "  "));
+    this.detail(shown(hubConfig).trimEnd().replace(/^/gm, "  "));
     this.detail("");
     this.detail(`${edge}:`);
-    this.detail(shown(edgeConfig).replace(/^/gm, "  "));
+    this.detail(shown(edgeConfig).trimEnd().replace(/^/gm, "  "));
     this.detail("");
     this.detail(
       "Each side knows only its own private key and the other's public key. The edge knows\n" +
@@ -518,22 +554,24 @@ class Demo {
     namespaces: [string, string],
     configs: { hub: string; edge: string },
   ): Promise<[DaemonProcess, DaemonProcess]> {
-    this.header("Starting an edgetun daemon in each namespace");
+    this.header("Starting an edgetun daemon in each namespace, the hub first");
     const wanted: Array<[DaemonProcess["role"], string, string, string]> = [
       ["hub", `demohub${id}`, namespaces[0], configs.hub],
       ["edge", `demoedge${id}`, namespaces[1], configs.edge],
     ];
+    // One after the other: the edge greets the hub at once (it has a keepalive set), so the
+    // hub should already be listening, or that first handshake waits 5 s for its retry.
     for (const [role, name, namespace, config] of wanted) {
       const log = join(this.tempDir!, `${name}.log`);
       const fd = openSync(log, "a", 0o600);
-      const args = [process.execPath, this.cli, "up", config, "--interface", name];
-      this.detail(`ip netns exec ${namespace} node ${this.cli} up ${config} --interface ${name}`);
+      const args = [this.cli, "up", config, "--interface", name];
+      this.detail(`ip netns exec ${namespace} node ${args.join(" ")}`);
       let tracked: Tracked;
       try {
         tracked = this.start(
           `the ${role} daemon`,
           "ip",
-          this.inNamespace(namespace, args[0]!, args.slice(1)),
+          this.inNamespace(namespace, process.execPath, args),
           fd,
         );
       } finally {
@@ -543,20 +581,18 @@ class Demo {
       this.daemons.push(daemon);
       tracked.child.once("exit", () => {
         if (this.stopping) return;
-        this.rejectDaemonDied(
+        this.abort(
           new DemoFailure(
             `the ${role} daemon (${name}) stopped unexpectedly (${exitText(tracked.child)}).` +
               ` Its log:\n${this.logTail(daemon)}`,
           ),
         );
       });
-    }
-    for (const daemon of this.daemons) {
-      const socket = join(DEFAULT_SOCKET_DIRECTORY, `${daemon.name}.sock`);
+      const socket = join(DEFAULT_SOCKET_DIRECTORY, `${name}.sock`);
       for (;;) {
         if (existsSync(socket)) {
           try {
-            await readInterfaceState(daemon.name);
+            await readInterfaceState(name);
             break;
           } catch {
             // the socket is there but not answering yet
@@ -565,25 +601,26 @@ class Demo {
         await sleep(50);
       }
       this.detail(
-        `${daemon.role.padEnd(4)} ${daemon.name} is up (pid ${daemon.process.child.pid}); control socket ${socket}`,
+        `  ${role}: interface ${name} is up (pid ${tracked.child.pid}), control socket ${socket}`,
       );
     }
     return [this.daemons[0]!, this.daemons[1]!];
   }
 
-  private logTail(daemon: DaemonProcess, lines = 15): string {
+  /** The last lines of a daemon's log (those matching `only`, if given), indented. */
+  private logTail(daemon: DaemonProcess, lines = 15, only?: RegExp): string {
+    let text: string;
     try {
-      const text = readFileSync(daemon.log, "utf8").trimEnd();
-      return (
-        text
-          .split("\n")
-          .slice(-lines)
-          .map((line) => `  ${line}`)
-          .join("\n") || "  (empty)"
-      );
+      text = readFileSync(daemon.log, "utf8");
     } catch {
-      return "  (no log)";
+      return only ? "" : "  (no log)";
     }
+    const kept = text.split("\n").filter((line) => line.trim() && (!only || only.test(line)));
+    if (kept.length === 0) return only ? "" : "  (empty)";
+    return kept
+      .slice(-lines)
+      .map((line) => `  ${line}`)
+      .join("\n");
   }
 
   private async ping(hub: string, edge: string): Promise<void> {
@@ -661,6 +698,7 @@ class Demo {
     );
     let received: number;
     let seconds: number;
+    let mbits: number;
     if (iperf) {
       const server = this.start(
         "the iperf3 server",
@@ -688,23 +726,29 @@ class Demo {
           "-J",
         ]),
       );
-      let report: {
-        error?: string;
-        end?: { sum_received?: { bytes?: number; seconds?: number } };
-      } = {};
+      interface Sum {
+        bytes?: number;
+        seconds?: number;
+        bits_per_second?: number;
+      }
+      let report: { error?: string; end?: { sum_sent?: Sum; sum_received?: Sum } } = {};
       try {
         report = JSON.parse(result.stdout) as typeof report;
       } catch {
         // reported below
       }
-      const sum = report.end?.sum_received;
-      if (!result.ok || !sum?.bytes || !sum.seconds) {
+      const sent = report.end?.sum_sent;
+      const got = report.end?.sum_received;
+      if (!result.ok || !sent?.bytes || !got?.seconds || !got.bits_per_second) {
         throw new DemoFailure(
           `iperf3 failed: ${report.error ?? (result.stderr.trim() || result.how)}`,
         );
       }
-      received = sum.bytes;
-      seconds = sum.seconds;
+      // The client ends only once TCP has delivered all it sent; the receiver's own count
+      // can stop a little short when it closes its last interval, so its rate is the figure.
+      received = sent.bytes;
+      seconds = got.seconds;
+      mbits = got.bits_per_second / 1e6;
       await this.killAndWait(server, 2000);
     } else {
       const receiver = this.start(
@@ -738,12 +782,12 @@ class Demo {
       };
       received = report.bytes;
       seconds = report.seconds;
+      mbits = (received * 8) / seconds / 1e6;
       await this.killAndWait(receiver, 2000);
     }
     if (received < bytes) {
       throw new DemoFailure(`only ${received} of ${bytes} bytes arrived at the hub`);
     }
-    const mbits = (received * 8) / seconds / 1e6;
     this.detail(
       `${size} arrived at the hub in ${seconds.toFixed(2)} s: ${mbits.toFixed(1)} Mbit/s through the tunnel.`,
     );
@@ -782,7 +826,7 @@ class Demo {
     for (const daemon of this.daemons) {
       const child = daemon.process.child;
       if (!alive(child)) continue;
-      this.detail(`stopping the ${daemon.role} daemon (pid ${child.pid}) with SIGTERM`);
+      this.detail(`stopping the ${daemon.role} daemon (pid ${child.pid}) with SIGTERM`, true);
     }
     const stopped = await Promise.all(
       this.daemons.map((daemon) => this.killAndWait(daemon.process, 10_000)),
@@ -794,26 +838,33 @@ class Demo {
       }
     });
     await Promise.all([...this.children].map((tracked) => this.killAndWait(tracked, 2000)));
+    const deleted: string[] = [];
     for (const namespace of [...this.namespaces].reverse()) {
-      // Anything still running inside a namespace of ours is ours: end it by PID.
-      const pids = await this.run("ip", ["netns", "pids", namespace]);
-      for (const pid of pids.stdout.split(/\s+/).filter(Boolean).map(Number)) {
-        try {
-          process.kill(pid, "SIGKILL");
-          problems.push(`process ${pid} was still running in ${namespace}; killed`);
-        } catch {
-          // gone
+      if (existsSync(join(NETNS_DIRECTORY, namespace))) {
+        // Anything still running inside a namespace of ours is ours: end it by PID.
+        const pids = await this.run("ip", ["netns", "pids", namespace], true);
+        for (const pid of pids.stdout.split(/\s+/).filter(Boolean).map(Number)) {
+          try {
+            process.kill(pid, "SIGKILL");
+            problems.push(`process ${pid} was still running in ${namespace}; killed`);
+          } catch {
+            // gone already
+          }
         }
+        const removed = await this.run("ip", ["netns", "delete", namespace], true);
+        if (!removed.ok) {
+          problems.push(`could not delete namespace ${namespace}: ${removed.stderr.trim()}`);
+          continue;
+        }
+        deleted.unshift(namespace);
       }
-      const removed = await this.run("ip", ["netns", "delete", namespace]);
-      if (removed.ok) {
-        this.namespaces.splice(this.namespaces.indexOf(namespace), 1);
-      } else {
-        problems.push(`could not delete namespace ${namespace}: ${removed.stderr.trim()}`);
-      }
+      this.namespaces.splice(this.namespaces.indexOf(namespace), 1);
     }
-    if (this.daemons.length || this.namespaces.length) {
-      this.detail("deleted the namespaces (and with them the veth pair and tunnel interfaces)");
+    if (deleted.length) {
+      this.detail(
+        `deleted ${deleted.join(" and ")}\n(and with them the veth pair and the tunnel interfaces)`,
+        true,
+      );
     }
     // A daemon that had to be killed leaves its socket and pid file: they are ours by name.
     for (const daemon of this.daemons) {
@@ -829,10 +880,10 @@ class Demo {
     }
     if (this.tempDir) {
       rmSync(this.tempDir, { recursive: true, force: true });
-      this.detail(`removed ${this.tempDir}`);
+      this.detail(`removed ${this.tempDir}`, true);
       this.tempDir = null;
     }
-    const listed = await this.run("ip", ["netns", "list"]);
+    const listed = await this.run("ip", ["netns", "list"], true);
     for (const line of listed.stdout.split("\n")) {
       const name = line.split(" ")[0];
       if (name && this.namespaces.includes(name)) problems.push(`namespace ${name} is still there`);
@@ -861,16 +912,15 @@ class Demo {
     }
     const onSignal = (signal: NodeJS.Signals): void => {
       if (this.interrupted) {
-        this.say("(still cleaning up; one moment)");
+        this.say("(still cleaning up; one moment)", true);
         return;
       }
       this.interrupted = signal;
-      this.say();
-      this.say(
-        `${signal === "SIGINT" ? "Interrupted (Ctrl-C)" : `Got ${signal}`}: cleaning up before exiting.`,
-      );
+      const why = signal === "SIGINT" ? "Interrupted (Ctrl-C)" : `Got ${signal}`;
+      this.say(`\n${why}: cleaning up before exiting.`, true);
+      this.abort(new DemoFailure(why));
       void this.cleanup().then((problems) => {
-        for (const problem of problems) this.say(`  warning: ${problem}`);
+        for (const problem of problems) this.detail(`warning: ${problem}`, true);
         process.exit(signal === "SIGINT" ? 130 : 143);
       });
     };
@@ -881,8 +931,8 @@ class Demo {
       let id = randomBytes(2).toString("hex");
       for (let tries = 0; tries < 20; tries++) {
         const taken =
-          existsSync(`/run/netns/${NAMESPACE_PREFIX}${id}-hub`) ||
-          existsSync(`/run/netns/${NAMESPACE_PREFIX}${id}-edge`) ||
+          existsSync(join(NETNS_DIRECTORY, `${NAMESPACE_PREFIX}${id}-hub`)) ||
+          existsSync(join(NETNS_DIRECTORY, `${NAMESPACE_PREFIX}${id}-edge`)) ||
           existsSync(join(DEFAULT_SOCKET_DIRECTORY, `demohub${id}.sock`)) ||
           existsSync(join(DEFAULT_SOCKET_DIRECTORY, `demoedge${id}.sock`));
         if (!taken) break;
@@ -895,7 +945,7 @@ class Demo {
       const [hub, edge] = await this.step("starting the daemons", 15_000, () =>
         this.startDaemons(id, namespaces, configs),
       );
-      await this.step("pinging the hub", 15_000, () => this.ping(namespaces[0], namespaces[1]));
+      await this.step("pinging the hub", 25_000, () => this.ping(namespaces[0], namespaces[1]));
       // At least ~32 Mbit/s, or 20 s, whichever is longer.
       const transferMs = Math.max(20_000, this.megabytes * 250);
       await this.step(`sending ${formatMegabytes(this.megabytes)} MB`, transferMs, () =>
@@ -908,19 +958,18 @@ class Demo {
     }
     if (this.interrupted) return this.waitForSignalExit();
     try {
+      this.stepNumber = STEPS - 1;
       if (this.keep) {
-        this.stepNumber = STEPS - 1;
         this.header("Leaving everything in place for you to look at (keep)");
         this.describeLeftovers();
-        return code;
+      } else {
+        this.header("Cleaning up");
+        const problems = await this.cleanup();
+        for (const problem of problems) this.detail(`warning: ${problem}`);
+        if (this.interrupted) return this.waitForSignalExit();
+        if (problems.some((problem) => problem.endsWith("is still there"))) code = EXIT_FAILED;
+        this.detail(problems.length ? "done." : "done: nothing is left behind.");
       }
-      this.stepNumber = STEPS - 1;
-      this.header("Cleaning up");
-      const problems = await this.cleanup();
-      for (const problem of problems) this.detail(`warning: ${problem}`);
-      if (this.interrupted) return this.waitForSignalExit();
-      if (problems.some((problem) => problem.endsWith("is still there"))) code = EXIT_FAILED;
-      this.detail(problems.length ? "done." : "done: nothing is left behind.");
     } finally {
       process.off("SIGINT", onSignal);
       process.off("SIGTERM", onSignal);
@@ -956,7 +1005,9 @@ class Demo {
     for (const daemon of this.daemons) {
       this.detail(`  ip netns exec ${daemon.namespace} ip address show ${daemon.name}`);
     }
-    this.detail(`  node ${this.cli || "dist/src/cli.js"} show`);
+    for (const daemon of this.daemons) {
+      this.detail(`  node ${this.cli || "dist/src/cli.js"} show ${daemon.name}`);
+    }
     this.detail("Then remove it all with:");
     const pids = this.daemons.map((daemon) => daemon.process.child.pid).join(" ");
     if (pids) this.detail(`  kill ${pids}`);
@@ -973,12 +1024,13 @@ class Demo {
     if (failure.exitCode === EXIT_CANNOT_RUN) {
       this.say(failure.message);
     } else {
-      this.say(`Failed while ${this.stepName || "preparing"}: ${failure.message}`);
+      const where = this.stepName ? ` at step ${this.stepNumber} (${this.stepName})` : "";
+      this.say(`Failed${where}: ${failure.message}`);
+      // Warnings and errors a daemon logged may say why; its routine lines would not.
       for (const daemon of this.daemons) {
-        if (alive(daemon.process.child) && !failure.message.includes(daemon.name)) {
-          this.say(`The ${daemon.role} daemon's log (${daemon.name}):`);
-          this.say(this.logTail(daemon, 8));
-        }
+        if (failure.message.includes(daemon.name)) continue;
+        const problems = this.logTail(daemon, 8, /"level":"(warn|error)"|\b(WARN|ERROR)\b/);
+        if (problems) this.say(`The ${daemon.role} daemon (${daemon.name}) logged:\n${problems}`);
       }
     }
     return failure.exitCode;
