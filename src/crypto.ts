@@ -159,7 +159,8 @@ export class PrivateKey {
       key: { kty: "OKP", crv: "X25519", d: this.raw.toString("base64url"), x: "" },
       format: "jwk",
     });
-    this.publicKey = jwkToRaw(createPublicKey(this.keyObject).export({ format: "jwk" }).x);
+    // The private key's JWK carries the public half too: no second KeyObject needed.
+    this.publicKey = jwkToRaw(this.keyObject.export({ format: "jwk" }).x);
   }
 
   static generate(random: RandomSource = systemRandom): PrivateKey {
