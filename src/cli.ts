@@ -123,7 +123,20 @@ async function down(name: string): Promise<void> {
 async function show(name: string | undefined, options: { json?: boolean }): Promise<void> {
   const names = name ? [name] : listInterfaces();
   const states: InterfaceState[] = [];
-  for (const each of names) states.push(await readInterfaceState(each));
+  let failures = 0;
+  for (const each of names) {
+    try {
+      states.push(await readInterfaceState(each));
+    } catch (error) {
+      if (name) throw error;
+      // Listing all: a socket nobody listens on is a crashed daemon's, not an interface; `wg
+      // show` passes over it too. Any other failure is reported and the rest still shown.
+      if ((error as { code?: unknown }).code === "ERR_NO_INTERFACE") continue;
+      process.stderr.write(`edgetun: ${(error as Error).message}\n`);
+      failures++;
+    }
+  }
+  if (failures > 0) process.exitCode = 1;
   if (options.json) {
     process.stdout.write(`${JSON.stringify(name ? states[0] : states, null, 2)}\n`);
     return;

@@ -26,6 +26,20 @@ export interface InterfaceState {
   peers: PeerState[];
 }
 
+/**
+ * A request over a control socket that failed: no such interface, a timeout, a refused set.
+ * It carries a `code`, so the command line prints it as a message rather than a crash.
+ */
+export class UapiClientError extends Error {
+  override readonly name = "UapiClientError";
+  constructor(
+    message: string,
+    readonly code: "ERR_NO_INTERFACE" | "ERR_UAPI_TIMEOUT" | "ERR_UAPI_REQUEST",
+  ) {
+    super(message);
+  }
+}
+
 /** Sends one request to an interface's control socket and returns the reply's lines. */
 export function uapiRequest(
   name: string,
@@ -36,21 +50,29 @@ export function uapiRequest(
     const socket = createConnection(join(directory, `${name}.sock`));
     let reply = "";
     socket.setEncoding("utf8");
-    socket.setTimeout(5000, () => socket.destroy(new Error(`${name}: control socket timed out`)));
+    socket.setTimeout(5000, () =>
+      socket.destroy(new UapiClientError(`${name}: control socket timed out`, "ERR_UAPI_TIMEOUT")),
+    );
     socket.on("data", (chunk: string) => {
       reply += chunk;
       if (reply.endsWith("\n\n")) socket.end();
     });
     socket.on("error", (error: NodeJS.ErrnoException) => {
       if (error.code === "ENOENT" || error.code === "ECONNREFUSED") {
-        reject(new Error(`no edgetun or WireGuard interface named ${name} is running`));
+        reject(
+          new UapiClientError(
+            `no edgetun or WireGuard interface named ${name} is running`,
+            "ERR_NO_INTERFACE",
+          ),
+        );
       } else reject(error);
     });
     socket.on("close", () => {
       const lines = reply.split("\n").filter((line) => line !== "");
       const errno = lines.find((line) => line.startsWith("errno="));
-      if (errno && errno !== "errno=0") reject(new Error(`${name}: request failed (${errno})`));
-      else resolve(lines.filter((line) => !line.startsWith("errno=")));
+      if (errno && errno !== "errno=0") {
+        reject(new UapiClientError(`${name}: request failed (${errno})`, "ERR_UAPI_REQUEST"));
+      } else resolve(lines.filter((line) => !line.startsWith("errno=")));
     });
     socket.write(request);
   });
