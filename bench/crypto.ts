@@ -23,6 +23,7 @@ import { x25519 } from "@noble/curves/ed25519.js";
 import { blake2s } from "@noble/hashes/blake2.js";
 import { hmac as nobleHmac } from "@noble/hashes/hmac.js";
 import { chacha20poly1305, xchacha20poly1305 } from "@noble/ciphers/chacha.js";
+import { blake2s as ownBlake2s, blake2sHash, hmacBlake2s } from "../src/blake2s.js";
 import {
   aeadOpen,
   aeadSeal,
@@ -312,6 +313,7 @@ const jobs: Job[] = [
         run: (i) => createHash("blake2s256").update(pick(hashInputs, i)).digest(),
       },
       { name: "noble blake2s", run: (i) => blake2s(pick(hashInputs, i)) },
+      { name: "edgetun blake2s.ts", run: (i) => blake2sHash([pick(hashInputs, i)]) },
     ],
   },
   {
@@ -327,6 +329,10 @@ const jobs: Job[] = [
         name: "noble hmac(blake2s)",
         run: (i) => nobleHmac(blake2s, pick(hmacKeys, i), pick(hmacInputs, i)),
       },
+      {
+        name: "edgetun blake2s.ts",
+        run: (i) => hmacBlake2s(pick(hmacKeys, i), [pick(hmacInputs, i)]),
+      },
     ],
   },
   {
@@ -337,10 +343,14 @@ const jobs: Job[] = [
         name: "noble blake2s({key, dkLen: 16})",
         run: (i) => blake2s(pick(macInputs, i), { key: pick(macKeys, i), dkLen: 16 }),
       },
+      {
+        name: "edgetun blake2s.ts",
+        run: (i) => ownBlake2s(pick(macInputs, i), pick(macKeys, i), 16),
+      },
     ],
     notes: [
       "node:crypto has no keyed BLAKE2s: createHash('blake2s256') takes no key, and",
-      "HMAC-BLAKE2s is a different function, so noble is the only candidate",
+      "HMAC-BLAKE2s is a different function",
     ],
   },
   {
@@ -438,7 +448,7 @@ interface Suite<P, Q> {
 const ZERO_NONCE = new Uint8Array(12);
 
 const nodeSuite: Suite<PrivateKey, KeyObject> = {
-  name: "src/crypto.ts as shipped (node + noble mac)",
+  name: "src/crypto.ts as shipped (OpenSSL + blake2s.ts)",
   keyFromSeed: (seed) => new PrivateKey(seed),
   publicOf: (key) => key.publicKey,
   cachePublic: (raw) => publicKeyObject(raw),

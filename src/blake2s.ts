@@ -172,15 +172,13 @@ function compress(counter: number, last: boolean): void {
   h[7] = h[7]! ^ v7 ^ v15;
 }
 
-/**
- * BLAKE2s of `message` with an optional key (up to 32 bytes) and a digest of `outLength`
- * bytes (1 to 32). The digest length is a parameter of the hash, not a truncation.
- */
-export function blake2s(
-  message: Uint8Array,
-  key: Uint8Array | null,
-  outLength: number,
-): Uint8Array {
+// One hash at a time: begin, update, finish. JavaScript runs one call at a time and none of
+// these calls out, so the module-level state cannot be interleaved.
+let pending = 0; // bytes waiting in `block`; a full block waits until more data or the end
+let counter = 0;
+let outputLength = 32;
+
+function begin(outLength: number, key: Uint8Array | null): void {
   const keyLength = key?.length ?? 0;
   if (keyLength > 32) throw new RangeError("a BLAKE2s key is at most 32 bytes");
   if (!Number.isInteger(outLength) || outLength < 1 || outLength > 32) {
@@ -188,33 +186,78 @@ export function blake2s(
   }
   h.set(IV);
   h[0] = h[0]! ^ 0x01010000 ^ (keyLength << 8) ^ outLength;
-  let counter = 0;
-  let offset = 0;
+  counter = 0;
+  outputLength = outLength;
+  pending = 0;
   if (key && keyLength > 0) {
     // The key, zero-padded to a whole block, is hashed first.
     block.fill(0);
     block.set(key);
-    counter = BLOCK;
-    compress(counter, message.length === 0);
-    if (message.length === 0) return digest(outLength);
+    pending = BLOCK;
   }
-  // Every full block but the last; the last one (partial, or empty for an empty message)
-  // is zero-padded and finalised.
-  while (message.length - offset > BLOCK) {
-    block.set(message.subarray(offset, offset + BLOCK));
-    counter += BLOCK;
-    compress(counter, false);
-    offset += BLOCK;
-  }
-  block.fill(0);
-  block.set(message.subarray(offset));
-  counter += message.length - offset;
-  compress(counter, true);
-  return digest(outLength);
 }
 
-function digest(outLength: number): Uint8Array {
-  const out = new Uint8Array(outLength);
-  for (let i = 0; i < outLength; i++) out[i] = (h[i >> 2]! >>> (8 * (i & 3))) & 0xff;
+function update(data: Uint8Array): void {
+  let offset = 0;
+  while (offset < data.length) {
+    if (pending === BLOCK) {
+      // Only now is it known that this block is not the last one.
+      counter += BLOCK;
+      compress(counter, false);
+      pending = 0;
+    }
+    const take = Math.min(BLOCK - pending, data.length - offset);
+    block.set(data.subarray(offset, offset + take), pending);
+    pending += take;
+    offset += take;
+  }
+}
+
+function finish(): Buffer {
+  counter += pending;
+  block.fill(0, pending);
+  compress(counter, true);
+  const out = Buffer.allocUnsafe(outputLength);
+  for (let i = 0; i < outputLength; i++) out[i] = (h[i >> 2]! >>> (8 * (i & 3))) & 0xff;
   return out;
+}
+
+/**
+ * BLAKE2s of `message` with an optional key (up to 32 bytes) and a digest of `outLength`
+ * bytes (1 to 32). The digest length is a parameter of the hash, not a truncation.
+ */
+export function blake2s(message: Uint8Array, key: Uint8Array | null, outLength: number): Buffer {
+  begin(outLength, key);
+  update(message);
+  return finish();
+}
+
+/** BLAKE2s-256 of the concatenation of `parts`: the protocol's HASH. */
+export function blake2sHash(parts: readonly Uint8Array[]): Buffer {
+  begin(32, null);
+  for (const part of parts) update(part);
+  return finish();
+}
+
+const HMAC_BLOCK = 64;
+const innerPad = new Uint8Array(HMAC_BLOCK);
+const outerPad = new Uint8Array(HMAC_BLOCK);
+
+/** HMAC (RFC 2104) over BLAKE2s-256, for keys up to one block: the protocol's HMAC. */
+export function hmacBlake2s(key: Uint8Array, parts: readonly Uint8Array[]): Buffer {
+  if (key.length > HMAC_BLOCK) throw new RangeError("HMAC keys here are at most 64 bytes");
+  innerPad.fill(0x36);
+  outerPad.fill(0x5c);
+  for (let i = 0; i < key.length; i++) {
+    innerPad[i] = innerPad[i]! ^ key[i]!;
+    outerPad[i] = outerPad[i]! ^ key[i]!;
+  }
+  begin(32, null);
+  update(innerPad);
+  for (const part of parts) update(part);
+  const inner = finish();
+  begin(32, null);
+  update(outerPad);
+  update(inner);
+  return finish();
 }
