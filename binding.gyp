@@ -11,6 +11,7 @@
               "native/common.c",
               "native/poll.c",
               "native/tun.c",
+              "native/offload.c",
               "native/udp.c",
               "native/aead.c"
             ]
