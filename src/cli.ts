@@ -1,12 +1,19 @@
 #!/usr/bin/env node
 // The `edgetun` command.
 import { mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
-import { Command, InvalidArgumentError } from "commander";
+import { Command, InvalidArgumentError, Option } from "commander";
 import { ConfigError, interfaceNameFromPath, readConfigFile, resolveEndpoint } from "./config.js";
 import { Daemon } from "./daemon.js";
 import { runDemo } from "./demo.js";
-import { KeyFormatError, generatePresharedKey, generatePrivateKey, publicKeyOf } from "./keys.js";
-import { createLogger, isLogLevel, type LogLevel } from "./log.js";
+import {
+  KeyFormatError,
+  decodeKey,
+  generatePresharedKey,
+  generatePrivateKey,
+  publicKeyOf,
+} from "./keys.js";
+import { Secrets, createLogger, isLogLevel, type LogLevel } from "./log.js";
+import { DEFAULT_METRICS_PORT, parseMetricsListen, type MetricsListen } from "./metrics.js";
 import { nativeLoadError } from "./native.js";
 import {
   formatState,
@@ -38,12 +45,43 @@ function parseLogLevel(text: string): LogLevel {
   return text;
 }
 
+function parseMetricsListenOption(text: string): MetricsListen | null {
+  try {
+    return parseMetricsListen(text);
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
+}
+
+function collectReadyPeer(text: string, previous: string[] = []): string[] {
+  try {
+    decodeKey(text, "a ready peer's public key");
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
+  return [...previous, text.trim()];
+}
+
+/** Keys the log must never show: the private key and every pre-shared key of `config`. */
+function addSecrets(secrets: Secrets, config: ReturnType<typeof readConfigFile>): void {
+  secrets.add(config.privateKey);
+  for (const peer of config.peers) if (peer.presharedKey) secrets.add(peer.presharedKey);
+}
+
 async function up(
   file: string,
-  options: { interface?: string; logLevel: LogLevel },
+  options: {
+    interface?: string;
+    logLevel: LogLevel;
+    metricsListen: MetricsListen | null;
+    readyPeer?: string[];
+    metricsListenIsDefault?: boolean;
+  },
 ): Promise<void> {
-  const logger = createLogger({ level: options.logLevel });
+  const secrets = new Secrets();
+  const logger = createLogger({ level: options.logLevel, secrets });
   const config = readConfigFile(file);
+  addSecrets(secrets, config);
   for (const warning of config.warnings) logger.warn(warning);
   const name = options.interface ?? interfaceNameFromPath(file);
   if (name.length > 15)
@@ -53,7 +91,16 @@ async function up(
   if (process.getuid?.() !== 0) {
     logger.warn("not running as root: creating the interface needs CAP_NET_ADMIN");
   }
-  const daemon = await Daemon.start({ interfaceName: name, config, logger });
+  const metrics = options.metricsListen
+    ? { ...options.metricsListen, readyPeers: options.readyPeer ?? [] }
+    : null;
+  const daemon = await Daemon.start({
+    interfaceName: name,
+    config,
+    logger,
+    metrics,
+    metricsOptional: options.metricsListenIsDefault ?? false,
+  });
   mkdirSync(PID_DIRECTORY, { recursive: true, mode: 0o755 });
   writeFileSync(pidFile(daemon.name), `${process.pid}\n`);
 
@@ -75,6 +122,7 @@ async function up(
   process.on("SIGHUP", () => {
     try {
       const changed = readConfigFile(file);
+      addSecrets(secrets, changed);
       for (const warning of changed.warnings) logger.warn(warning);
       daemon.applyConfig(changed).catch((error: Error) => {
         logger.error("reload failed; the running configuration is unchanged", {
@@ -172,7 +220,25 @@ program
   )
   .option("-i, --interface <name>", "interface name instead of the file's base name")
   .option("--log-level <level>", "debug, info, warn or error", parseLogLevel, "info")
-  .action(up);
+  .addOption(
+    new Option("--metrics-listen <host:port>", "serve /metrics, /healthz and /readyz; off: none")
+      .argParser(parseMetricsListenOption)
+      .default(
+        { host: "127.0.0.1", port: DEFAULT_METRICS_PORT },
+        `127.0.0.1:${DEFAULT_METRICS_PORT}`,
+      ),
+  )
+  .option(
+    "--ready-peer <public-key>",
+    "/readyz needs a session with this peer (repeatable; default: any one peer)",
+    collectReadyPeer,
+  )
+  .action((file: string, options: Parameters<typeof up>[1], command: Command) =>
+    up(file, {
+      ...options,
+      metricsListenIsDefault: command.getOptionValueSource("metricsListen") === "default",
+    }),
+  );
 
 program
   .command("down")

@@ -5,7 +5,7 @@ import type { InterfaceFileConfig, PeerFileConfig } from "./config.js";
 import { resolveEndpoint } from "./config.js";
 import { Device, MAX_QUEUED_HANDSHAKES, type PeerConfig } from "./device.js";
 import type { Logger } from "./log.js";
-import { shortKey } from "./log.js";
+import { DropReporter, shortKey } from "./log.js";
 import {
   DATA_HEADER_LENGTH,
   DATA_MIN_LENGTH,
@@ -13,6 +13,7 @@ import {
   TAG_LENGTH,
   classifyMessage,
 } from "./messages.js";
+import { DataPathObservations, MetricsServer, type MetricsServerOptions } from "./metrics.js";
 import {
   ENDPOINT_SIZE,
   PacketBatch,
@@ -93,6 +94,10 @@ export interface DaemonOptions {
   logger: Logger;
   /** Where the control socket goes (default /var/run/wireguard). */
   uapiDirectory?: string;
+  /** The HTTP server for /metrics, /healthz and /readyz; null or absent: none. */
+  metrics?: MetricsServerOptions | null;
+  /** The metrics address is the default, not the operator's: if it is taken, run without. */
+  metricsOptional?: boolean;
 }
 
 export class DaemonCounters {
@@ -107,6 +112,8 @@ export class DaemonCounters {
 export class Daemon implements UapiHost {
   readonly device: Device;
   readonly counters = new DaemonCounters();
+  /** Batch sizes and handshake round trips, for the metrics. */
+  readonly observations = new DataPathObservations();
   // TUN reads land after room for the transport header, with room for padding and tag
   // behind them, so packets are sealed and sent from where they were read.
   private readonly tunIn: PacketBatch;
@@ -127,6 +134,8 @@ export class Daemon implements UapiHost {
   private readonly endpointRecords = new WeakMap<Endpoint, Uint8Array>();
   private socket: UdpBatchSocket | null = null;
   private uapi: UapiServer | null = null;
+  private metrics: MetricsServer | null = null;
+  private readonly dropReporter: DropReporter;
   private ticker: NodeJS.Timeout | null = null;
   private mark = 0;
   private stopped = false;
@@ -142,6 +151,7 @@ export class Daemon implements UapiHost {
     config: InterfaceFileConfig,
   ) {
     this.device = new Device({ privateKey: config.privateKey, mtu: config.mtu });
+    this.dropReporter = new DropReporter(logger, { interface: name });
     this.mark = config.fwmark;
     const slotSize = slotSizeFor(config.mtu);
     this.tunIn = new PacketBatch(BATCH, {
@@ -172,7 +182,9 @@ export class Daemon implements UapiHost {
     const endpoints = await Promise.all(
       config.peers.map((peer) => (peer.endpoint ? resolveEndpoint(peer.endpoint) : null)),
     );
-    const tun = TunDevice.open({ name: interfaceName });
+    // Offload: the kernel hands over 64 KB TCP super-packets that the addon splits (and
+    // coalesces on the way back), far fewer syscalls; it falls back by itself when refused.
+    const tun = TunDevice.open({ name: interfaceName, offload: true });
     const setup = new InterfaceSetup(tun.name, logger);
     const daemon = new Daemon(tun.name, tun, setup, logger, config);
     try {
@@ -189,6 +201,7 @@ export class Daemon implements UapiHost {
         daemon,
         options.uapiDirectory ? { directory: options.uapiDirectory } : {},
       );
+      if (options.metrics) daemon.metrics = await daemon.listenMetrics(options);
       tun.onReadable(() => daemon.readTunnel());
       daemon.ticker = setInterval(() => daemon.tick(), daemon.device.wheel.granularityMs);
       logger.info("interface up", {
@@ -196,6 +209,7 @@ export class Daemon implements UapiHost {
         listenPort: daemon.listenPort(),
         peers: config.peers.length,
         publicKey: shortKey(daemon.device.publicKey?.toString("base64") ?? ""),
+        metrics: daemon.metrics?.url ?? "off",
       });
       return daemon;
     } catch (error) {
@@ -229,11 +243,35 @@ export class Daemon implements UapiHost {
     this.socket = socket;
   }
 
+  /**
+   * An address the operator chose must work; the default one may be taken by another
+   * interface's daemon on this host, and then this one runs without metrics and says so.
+   */
+  private async listenMetrics(options: DaemonOptions): Promise<MetricsServer | null> {
+    try {
+      return await MetricsServer.listen(this, options.metrics!);
+    } catch (error) {
+      if (!options.metricsOptional || (error as { code?: string }).code !== "EADDRINUSE")
+        throw error;
+      this.logger.warn("metrics off: the default metrics address is taken", {
+        error: (error as Error).message,
+      });
+      return null;
+    }
+  }
+
+  /** Up and not stopping: what /readyz checks first. */
+  get isUp(): boolean {
+    return this.ticker !== null && !this.stopped;
+  }
+
   /** Removes the interface (its routes go with it), policy rules and the control socket. */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
     if (this.ticker) clearInterval(this.ticker);
+    await this.metrics?.close();
+    this.dropReporter.flush();
     await this.uapi?.close();
     this.socket?.close();
     this.tun.close();
@@ -258,6 +296,7 @@ export class Daemon implements UapiHost {
     const count = this.tun.readBatch(batch);
     if (count === 0) return;
     this.counters.tunReadBatches++;
+    this.observations.tunRead.observe(count);
     const sealing = this.sealing;
     const arena = batch.arena;
     for (let i = 0; i < count; i++) {
@@ -303,6 +342,7 @@ export class Daemon implements UapiHost {
   ): void {
     const socket = this.socket;
     const sent = socket ? socket.sendBatch(slots, count) : 0;
+    this.observations.udpSend.observe(count);
     for (let j = 0; j < sent; j++) if (slots.status[j]! < 0) this.counters.socketSendErrors++;
     this.counters.socketSendErrors += count - sent;
   }
@@ -318,6 +358,7 @@ export class Daemon implements UapiHost {
     const count = socket.recvBatch(batch);
     if (count === 0) return;
     this.counters.udpReceiveBatches++;
+    this.observations.udpReceive.observe(count);
     const opening = this.opening;
     const arena = batch.arena;
     for (let i = 0; i < count; i++) {
@@ -376,7 +417,11 @@ export class Daemon implements UapiHost {
       // The backlog tells the device when to ask for cookies instead of doing DH.
       this.device.handshakeBacklog = queue.length;
       const { message, source } = queue.shift()!;
+      const completed = this.device.stats.handshakesCompleted;
       this.device.handleDatagram(message, source);
+      if (this.device.stats.handshakesCompleted !== completed) {
+        this.observations.handshakeCompleted(this.device, message);
+      }
     }
     this.device.handshakeBacklog = queue.length;
     this.flush();
@@ -416,6 +461,7 @@ export class Daemon implements UapiHost {
     opening.reset();
     if (m === 0) return;
     const written = this.tun.writeBatch(writes, m);
+    this.observations.tunWrite.observe(m);
     for (let j = 0; j < written; j++) if (writes.status[j]! < 0) this.counters.tunWriteErrors++;
     this.counters.tunWriteErrors += m - written;
   }
@@ -436,6 +482,7 @@ export class Daemon implements UapiHost {
   private tick(): void {
     this.device.tick();
     this.flush();
+    this.dropReporter.check(this.device.stats.drops);
   }
 
   /** Carries out what the device asked for, in batches. */
@@ -449,6 +496,7 @@ export class Daemon implements UapiHost {
         this.udpOut.endpoints.set(this.endpointRecord(endpoints[start + j]!), j * ENDPOINT_SIZE);
       }
       const sent = this.socket ? this.socket.sendBatch(this.udpOut, count) : 0;
+      this.observations.udpSend.observe(count);
       for (let j = 0; j < sent; j++)
         if (this.udpOut.status[j]! < 0) this.counters.socketSendErrors++;
       this.counters.socketSendErrors += count - sent;
@@ -457,6 +505,7 @@ export class Daemon implements UapiHost {
       const count = Math.min(BATCH, tunnelPackets.length - start);
       for (let j = 0; j < count; j++) this.tunOut.setPacket(j, tunnelPackets[start + j]!);
       const written = this.tun.writeBatch(this.tunOut, count);
+      this.observations.tunWrite.observe(count);
       for (let j = 0; j < written; j++)
         if (this.tunOut.status[j]! < 0) this.counters.tunWriteErrors++;
       this.counters.tunWriteErrors += count - written;
