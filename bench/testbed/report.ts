@@ -1,0 +1,413 @@
+// Results: every figure as a JSON line (written as soon as it is measured, so an interrupted
+// run keeps what it had), then Markdown tables and SVG figures from the same records.
+import { appendFileSync, mkdirSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
+import type { Level } from "./impair.js";
+import type { Cost } from "./measure.js";
+import { figure, type ChartOptions } from "./svg.js";
+
+export type Scenario =
+  | "bring-up"
+  | "ping"
+  | "tcp1"
+  | "tcp4"
+  | "udp"
+  | "http"
+  | "tunnel-transfer"
+  | "relay"
+  | "skipped"
+  | "error";
+
+export type PathName = "edge-hub" | "pod-pod";
+
+export interface Result {
+  tunnel: string;
+  /** "none", "loss 5%", "delay 50 ms", "rate 100 Mbit/s". */
+  level: string;
+  kind: Level["kind"];
+  /** The level's number (percent, ms, Mbit/s); 0 for none. */
+  value: number;
+  scenario: Scenario;
+  path?: PathName;
+  concurrency?: number;
+  values: Record<string, number>;
+  detail?: unknown;
+  cost?: Cost | null;
+  message?: string;
+}
+
+export interface Meta {
+  runId: string;
+  startedAt: string;
+  quick: boolean;
+  machine: { cpus: number; cpuModel: string; memoryGiB: number; kernel: string; node: string };
+  tunnels: string[];
+  levels: Level[];
+  settings: Record<string, unknown>;
+}
+
+export function levelValue(level: Level): number {
+  switch (level.kind) {
+    case "none":
+      return 0;
+    case "loss":
+      return level.percent;
+    case "delay":
+      return level.ms;
+    case "rate":
+      return level.mbit;
+  }
+}
+
+export class Recorder {
+  readonly results: Result[] = [];
+
+  constructor(readonly path: string) {
+    mkdirSync(dirname(path), { recursive: true });
+    writeFileSync(path, "");
+  }
+
+  line(record: Record<string, unknown>): void {
+    appendFileSync(this.path, `${JSON.stringify(record)}\n`);
+  }
+
+  add(result: Result): void {
+    this.results.push(result);
+    this.line({ type: "result", ...result });
+  }
+}
+
+// --- looking things up ---------------------------------------------------------------------
+
+function find(
+  results: Result[],
+  tunnel: string,
+  level: string,
+  scenario: Scenario,
+  path?: PathName,
+  concurrency?: number,
+): Result | undefined {
+  return results.find(
+    (r) =>
+      r.tunnel === tunnel &&
+      r.level === level &&
+      r.scenario === scenario &&
+      (path === undefined || r.path === path) &&
+      (concurrency === undefined || r.concurrency === concurrency),
+  );
+}
+
+function value(result: Result | undefined, key: string): number {
+  return result?.values[key] ?? Number.NaN;
+}
+
+function fmt(n: number, digits = 0): string {
+  if (!Number.isFinite(n)) return "–";
+  if (digits === 0 && Math.abs(n) < 10 && n !== 0) return n.toFixed(1);
+  return n.toLocaleString("en-US", {
+    maximumFractionDigits: digits,
+    minimumFractionDigits: digits,
+  });
+}
+
+/** A Markdown table laid out the way prettier lays it out (so `prettier --check` passes). */
+export function markdownTable(headers: string[], rows: string[][]): string {
+  const widths = headers.map((h, i) =>
+    Math.max(3, [...h].length, ...rows.map((row) => [...(row[i] ?? "")].length)),
+  );
+  const line = (cells: string[]) =>
+    `| ${cells.map((c, i) => c + " ".repeat(widths[i]! - [...c].length)).join(" | ")} |`;
+  return [
+    line(headers),
+    `| ${widths.map((w) => "-".repeat(w)).join(" | ")} |`,
+    ...rows.map((row) => line(headers.map((_, i) => row[i] ?? ""))),
+  ].join("\n");
+}
+
+function pairs(results: Result[]): Array<{ tunnel: string; level: string }> {
+  const seen = new Set<string>();
+  const out: Array<{ tunnel: string; level: string }> = [];
+  for (const r of results) {
+    const key = `${r.tunnel}\u0000${r.level}`;
+    if (!seen.has(key)) {
+      seen.add(key);
+      out.push({ tunnel: r.tunnel, level: r.level });
+    }
+  }
+  return out;
+}
+
+const THROUGHPUT: Array<[Scenario, PathName]> = [
+  ["tcp1", "edge-hub"],
+  ["tcp4", "edge-hub"],
+  ["udp", "edge-hub"],
+  ["tcp1", "pod-pod"],
+  ["tcp4", "pod-pod"],
+  ["udp", "pod-pod"],
+];
+
+/** The throughput and latency table: one row per tunnel and impairment level. */
+export function throughputTable(results: Result[]): string {
+  const headers = [
+    "tunnel",
+    "impairment",
+    "1st packet ms",
+    "RTT p→p avg/p99 ms",
+    "TCP×1 e→h",
+    "TCP×4 e→h",
+    "UDP e→h (loss)",
+    "TCP×1 p→p",
+    "TCP×4 p→p",
+    "UDP p→p (loss)",
+    "CPU s",
+    "RSS MiB",
+    "Gbit/CPU-s",
+  ];
+  const rows: string[][] = [];
+  for (const { tunnel, level } of pairs(results)) {
+    const skipped = find(results, tunnel, level, "skipped");
+    if (skipped) {
+      rows.push([tunnel, level, "skipped", ...headers.slice(3).map(() => "")]);
+      continue;
+    }
+    const bringUp = find(results, tunnel, level, "bring-up");
+    const rtt = find(results, tunnel, level, "ping", "pod-pod");
+    const cells = [tunnel, level, fmt(value(bringUp, "firstPacketMs"))];
+    cells.push(`${fmt(value(rtt, "avgMs"), 2)} / ${fmt(value(rtt, "p99Ms"), 2)}`);
+    let cpu = 0;
+    let gbit = 0;
+    let rss = Number.NaN;
+    for (const [scenario, path] of THROUGHPUT) {
+      const r = find(results, tunnel, level, scenario, path);
+      const mbps = value(r, "receivedMbps");
+      cells.push(
+        scenario === "udp" ? `${fmt(mbps)} (${fmt(value(r, "lostPercent"), 1)} %)` : fmt(mbps),
+      );
+      if (r?.cost) {
+        cpu += r.cost.cpuSeconds;
+        gbit += (value(r, "receivedBytes") * 8) / 1e9;
+        rss = Number.isFinite(rss) ? Math.max(rss, r.cost.peakRssMiB) : r.cost.peakRssMiB;
+      }
+    }
+    const tunnelled = THROUGHPUT.some(([s, p]) => find(results, tunnel, level, s, p)?.cost);
+    cells.push(
+      tunnelled ? fmt(cpu, 1) : "–",
+      fmt(rss, 0),
+      tunnelled && cpu > 0 ? fmt(gbit / cpu, 2) : "–",
+    );
+    rows.push(cells);
+  }
+  return markdownTable(headers, rows);
+}
+
+function concurrencies(results: Result[]): number[] {
+  return [
+    ...new Set(results.filter((r) => r.scenario === "http").map((r) => r.concurrency ?? 0)),
+  ].sort((a, b) => a - b);
+}
+
+/** The scalability table: per tunnel and level, requests/s · p50/p99 ms · failures per step. */
+export function httpTable(results: Result[]): string {
+  const steps = concurrencies(results);
+  const headers = [
+    "tunnel",
+    "impairment",
+    ...steps.map((c) => `${c} conn.: req/s · p50/p99 ms · fail`),
+  ];
+  const rows: string[][] = [];
+  for (const { tunnel, level } of pairs(results)) {
+    if (find(results, tunnel, level, "skipped")) continue;
+    const cells = [tunnel, level];
+    for (const c of steps) {
+      const r = find(results, tunnel, level, "http", undefined, c);
+      cells.push(
+        r
+          ? `${fmt(value(r, "requestsPerSecond"))} · ${fmt(value(r, "p50Ms"), 1)}/${fmt(value(r, "p99Ms"), 1)} · ${fmt(100 * value(r, "failureRate"), 2)} %`
+          : "–",
+      );
+    }
+    rows.push(cells);
+  }
+  return markdownTable(headers, rows);
+}
+
+export function errorsList(results: Result[]): string[] {
+  return results
+    .filter((r) => r.scenario === "error")
+    .map((r) => `${r.tunnel}, ${r.level}: ${r.message ?? "error"}`);
+}
+
+export function markdownReport(meta: Meta, results: Result[], durationS: number): string {
+  const m = meta.machine;
+  const errors = errorsList(results);
+  const skipped = results
+    .filter((r) => r.scenario === "skipped")
+    .map((r) => `${r.tunnel}, ${r.level}: ${r.message ?? ""}`);
+  return [
+    `# Edge testbed, ${meta.startedAt.slice(0, 10)}${meta.quick ? " (quick)" : ""}`,
+    "",
+    `Run ${meta.runId} started ${meta.startedAt}, took ${fmt(durationS)} s. Machine: ${m.cpus} cores (${m.cpuModel}), ${m.memoryGiB} GiB, Linux ${m.kernel}, Node ${m.node}.`,
+    "",
+    "## Throughput, latency and cost",
+    "",
+    "Mbit/s received. e→h: edge 1's pod to the hub's pod; p→p: edge 1's pod to edge 2's pod",
+    "through the hub. CPU s: user + system time of all eight tunnel daemons over the six iperf3",
+    "runs; RSS: the largest daemon's peak resident set during them; Gbit/CPU-s: gigabits received",
+    "per daemon CPU second over the same runs.",
+    "",
+    throughputTable(results),
+    "",
+    "## Service calls from all seven edges",
+    "",
+    "Connections spread evenly over the edge pods, each calling the hub pod's HTTP service in a",
+    "closed loop; fail: calls that failed (error, timeout or status other than 200).",
+    "",
+    httpTable(results),
+    "",
+    ...(skipped.length ? ["Skipped:", "", ...skipped.map((e) => `- ${e}`), ""] : []),
+    ...(errors.length ? ["## Errors", "", ...errors.map((e) => `- ${e}`), ""] : []),
+  ].join("\n");
+}
+
+// --- figures -------------------------------------------------------------------------------
+
+const COLORS: Record<string, string> = {
+  edgetun: "#1f77b4",
+  "wireguard-go": "#ff7f0e",
+  underlay: "#7f7f7f",
+  boringtun: "#2ca02c",
+  kernel: "#d62728",
+};
+
+interface Metric {
+  title: string;
+  unit: string;
+  pick: (results: Result[], tunnel: string, level: string) => number;
+  yLog?: boolean;
+}
+
+function throughputMetric(title: string, scenario: Scenario, path: PathName): Metric {
+  return {
+    title,
+    unit: "Mbit/s (log scale)",
+    // The underlay runs at ten times the tunnels' rate: a log axis keeps the tunnels readable.
+    yLog: true,
+    pick: (results, tunnel, level) =>
+      value(find(results, tunnel, level, scenario, path), "receivedMbps"),
+  };
+}
+
+function httpMetric(
+  title: string,
+  key: string,
+  unit: string,
+  concurrency: number,
+  scaleBy = 1,
+  yLog = false,
+): Metric {
+  return {
+    title,
+    unit,
+    yLog,
+    pick: (results, tunnel, level) =>
+      value(find(results, tunnel, level, "http", undefined, concurrency), key) * scaleBy,
+  };
+}
+
+/** Charts against one impairment kind: x = its value, the level without impairment at 0. */
+function impairmentFigure(meta: Meta, results: Result[], kind: "loss" | "delay"): string | null {
+  const levels = [...new Set(results.filter((r) => r.kind === kind).map((r) => r.value))];
+  if (levels.length === 0) return null;
+  const xs = [0, ...levels.sort((a, b) => a - b)];
+  const levelOf = (x: number) =>
+    x === 0 ? "none" : (results.find((r) => r.kind === kind && r.value === x)?.level ?? "");
+  const steps = concurrencies(results);
+  const ref = steps.includes(100) ? 100 : (steps[Math.floor(steps.length / 2)] ?? 0);
+  const top = steps[steps.length - 1] ?? 0;
+  const metrics: Metric[] = [
+    throughputMetric("TCP, 1 stream, pod → pod", "tcp1", "pod-pod"),
+    throughputMetric("TCP, 4 streams, pod → pod", "tcp4", "pod-pod"),
+    throughputMetric("UDP received, pod → pod", "udp", "pod-pod"),
+    throughputMetric("TCP, 1 stream, edge → hub", "tcp1", "edge-hub"),
+    httpMetric(
+      `Service calls: p99 response time, ${ref} conn.`,
+      "p99Ms",
+      "ms (log scale)",
+      ref,
+      1,
+      true,
+    ),
+    httpMetric(`Service calls: failures, ${top} conn.`, "failureRate", "%", top, 100),
+  ];
+  const xLabel =
+    kind === "loss"
+      ? "packet loss on the hub link (%, each way)"
+      : "added delay (ms, each way, edge ↔ hub)";
+  const charts: ChartOptions[] = metrics.map((metric) => ({
+    title: metric.title,
+    xLabel,
+    yLabel: metric.unit,
+    yLog: metric.yLog ?? false,
+    xTicks: xs,
+    series: meta.tunnels.map((tunnel) => ({
+      name: tunnel,
+      color: COLORS[tunnel] ?? "#000",
+      points: xs.map((x) => [x, metric.pick(results, tunnel, levelOf(x))] as [number, number]),
+    })),
+  }));
+  return figure(
+    `Edge testbed: against ${kind === "loss" ? "packet loss" : "added delay"} (${meta.startedAt.slice(0, 10)})`,
+    charts,
+    3,
+  );
+}
+
+function concurrencyFigure(meta: Meta, results: Result[]): string | null {
+  const steps = concurrencies(results);
+  if (steps.length === 0) return null;
+  const metrics = [
+    { title: "p50 response time", key: "p50Ms", unit: "ms (log scale)", scaleBy: 1, yLog: true },
+    { title: "p99 response time", key: "p99Ms", unit: "ms (log scale)", scaleBy: 1, yLog: true },
+    { title: "failed calls", key: "failureRate", unit: "%", scaleBy: 100, yLog: false },
+    {
+      title: "requests per second",
+      key: "requestsPerSecond",
+      unit: "req/s",
+      scaleBy: 1,
+      yLog: false,
+    },
+  ];
+  const charts: ChartOptions[] = metrics.map((metric) => ({
+    title: `Service calls: ${metric.title}`,
+    xLabel: "concurrent connections (all 7 edges)",
+    yLabel: metric.unit,
+    xLog: true,
+    yLog: metric.yLog,
+    xTicks: steps,
+    series: meta.tunnels.map((tunnel) => ({
+      name: tunnel,
+      color: COLORS[tunnel] ?? "#000",
+      points: steps.map((c) => {
+        const r = find(results, tunnel, "none", "http", undefined, c);
+        return [c, value(r, metric.key) * metric.scaleBy] as [number, number];
+      }),
+    })),
+  }));
+  return figure(
+    `Edge testbed: service calls against concurrency, no impairment (${meta.startedAt.slice(0, 10)})`,
+    charts,
+    2,
+  );
+}
+
+/** The SVG figures that the results support, by short name. */
+export function figures(meta: Meta, results: Result[]): Array<{ name: string; svg: string }> {
+  const out: Array<{ name: string; svg: string }> = [];
+  const loss = impairmentFigure(meta, results, "loss");
+  if (loss) out.push({ name: "loss", svg: loss });
+  const delay = impairmentFigure(meta, results, "delay");
+  if (delay) out.push({ name: "delay", svg: delay });
+  const concurrency = concurrencyFigure(meta, results);
+  if (concurrency) out.push({ name: "concurrency", svg: concurrency });
+  return out;
+}
