@@ -6,7 +6,7 @@
 // named and always deleted.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { endianness, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,6 +14,7 @@ import { fileURLToPath } from "node:url";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { nativeLoadError } from "../src/native.js";
+import { transpileNativeModule } from "./transpile-native.js";
 
 const repoRoot = fileURLToPath(new URL("..", import.meta.url));
 const addonPath = join(repoRoot, "build", "Release", "edgetun.node");
@@ -530,21 +531,6 @@ function unavailableBecause(): string | undefined {
 
 const skipReason = unavailableBecause();
 if (skipReason) console.warn(`TUN offload traffic tests skipped: ${skipReason}`);
-
-/** The helper runs under plain node: transpile src/native.ts (and its import) for it. */
-function transpileNativeModule(dir: string): string {
-  const ts = createRequire(import.meta.url)("typescript") as typeof import("typescript");
-  writeFileSync(join(dir, "package.json"), JSON.stringify({ type: "module" }));
-  for (const name of ["native", "ipaddr"]) {
-    const source = ts.sys.readFile(join(repoRoot, "src", `${name}.ts`));
-    if (source === undefined) throw new Error(`cannot read src/${name}.ts`);
-    const output = ts.transpileModule(source, {
-      compilerOptions: { module: ts.ModuleKind.ES2022, target: ts.ScriptTarget.ES2022 },
-    });
-    writeFileSync(join(dir, `${name}.js`), output.outputText);
-  }
-  return join(dir, "native.js");
-}
 
 interface FlowSummary {
   key: string;
