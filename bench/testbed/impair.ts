@@ -35,10 +35,13 @@ export function parseLevel(text: string): Level {
   const n = Number(value);
   if (kind === "none" && value === undefined) return { kind: "none" };
   if (!Number.isFinite(n) || n <= 0) throw new StepError(`bad impairment level "${text}"`);
-  if (kind === "loss" && n < 100) return { kind: "loss", percent: n };
+  // nftables' `numgen random mod 100` takes whole percentages.
+  if (kind === "loss" && n < 100 && Number.isInteger(n)) return { kind: "loss", percent: n };
   if (kind === "delay" && n <= 5000) return { kind: "delay", ms: n };
   if (kind === "rate" && n <= 100_000) return { kind: "rate", mbit: n };
-  throw new StepError(`bad impairment level "${text}" (use none, loss:N, delay:MS or rate:MBIT)`);
+  throw new StepError(
+    `bad impairment level "${text}" (use none, loss:PERCENT (whole, 1-99), delay:MS or rate:MBIT)`,
+  );
 }
 
 export const RELAY_PORT = 51900;

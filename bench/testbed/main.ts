@@ -200,6 +200,8 @@ async function main(): Promise<number> {
 
   const topo = new Topology();
   let keys: Keys | null = null;
+  /** Tables and figures from what was measured so far, once measuring has begun. */
+  let partialReport: (() => void) | null = null;
   let cleaned = false;
   const cleanup = () => {
     if (cleaned) return;
@@ -218,6 +220,11 @@ async function main(): Promise<number> {
       complain(`${signal}: stopping; removing the testbed's processes and namespaces`);
       cleanup();
       complain("testbed removed");
+      try {
+        partialReport?.();
+      } catch {
+        // the JSON lines are written already
+      }
       process.exit(code);
     });
   }
@@ -278,14 +285,15 @@ async function main(): Promise<number> {
     for (const file of written) say(`wrote ${file}`);
     return durationS;
   };
+  partialReport = () => void writeReport();
   const watchdog = setTimeout(() => {
     complain(`time limit of ${options.timeLimitMin} min reached: stopping`);
+    cleanup();
     try {
       writeReport();
     } catch {
       // the JSON lines are written already
     }
-    cleanup();
     process.exit(124);
   }, options.timeLimitMin * 60_000);
   watchdog.unref();
