@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { nativeLoadError } from "../src/native.js";
+import { nativeLoadError, type TunOffloadStats } from "../src/native.js";
 import { transpileNativeModule } from "./transpile-native.js";
 
 const repoRoot = fileURLToPath(new URL("..", import.meta.url));
@@ -550,21 +550,10 @@ interface Verified {
   flows: FlowSummary[];
 }
 
-interface OffloadStats {
-  reads: number;
-  superPackets: number;
-  segments: number;
-  dropped: number;
-  writes: number;
-  coalescedWrites: number;
-  coalescedPackets: number;
-  groRefused: number;
-}
-
 interface PumpResult {
   offload: [boolean, boolean];
   udpOffload: [boolean, boolean];
-  stats: [OffloadStats | null, OffloadStats | null];
+  stats: [TunOffloadStats | null, TunOffloadStats | null];
   counts: {
     calls: number[];
     packets: number[];
@@ -785,7 +774,7 @@ describe.skipIf(skipReason !== undefined)(
           calls: number;
           maxPending: number;
           errors: string[];
-          stats: OffloadStats;
+          stats: TunOffloadStats;
           queues: boolean[];
           written: number;
           writeStatus: number[];
