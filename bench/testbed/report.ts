@@ -277,6 +277,7 @@ const COLORS: Record<string, string> = {
   underlay: "#7f7f7f",
   boringtun: "#2ca02c",
   kernel: "#d62728",
+  openvpn: "#9467bd",
 };
 
 interface Metric {
@@ -316,7 +317,11 @@ function httpMetric(
 
 /** Charts against one impairment kind: x = its value, the level without impairment at 0. */
 function impairmentFigure(meta: Meta, results: Result[], kind: "loss" | "delay"): string | null {
-  const levels = [...new Set(results.filter((r) => r.kind === kind).map((r) => r.value))];
+  // Levels something was measured at: a level every tunnel skipped has nothing to plot.
+  const measured = results.filter(
+    (r) => r.kind === kind && r.scenario !== "skipped" && r.scenario !== "error",
+  );
+  const levels = [...new Set(measured.map((r) => r.value))];
   if (levels.length === 0) return null;
   const xs = [0, ...levels.sort((a, b) => a - b)];
   const levelOf = (x: number) =>
