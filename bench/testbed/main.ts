@@ -8,9 +8,9 @@
 //   npm run build && sudo npm run bench:testbed [-- --quick] [-- --tunnels edgetun,underlay]
 //
 // Options: --quick (a subset in under 3 minutes), --tunnels LIST (edgetun, wireguard-go,
-// underlay, boringtun, kernel; the last two only if present), --levels LIST (none, loss:N,
-// delay:MS, rate:MBIT), --out DIR, --time-limit MINUTES. Exit codes: 0 all measured, 1 some
-// step failed, 2 cannot run here (bad option, not root, tool missing), 3 another run is
+// underlay, boringtun, kernel, openvpn; the last three only if present), --levels LIST (none,
+// loss:N, delay:MS, rate:MBIT), --out DIR, --time-limit MINUTES. Exit codes: 0 all measured,
+// 1 some step failed, 2 cannot run here (bad option, not root, tool missing), 3 another run is
 // active, 124 time limit, 130/143 interrupted. The testbed is always removed, whatever the end.
 import { writeFileSync } from "node:fs";
 import { cpus, release, totalmem } from "node:os";
@@ -53,7 +53,7 @@ const FULL_LEVELS = [
   "rate:100",
 ];
 const QUICK_LEVELS = ["none", "loss:5"];
-const OPTIONAL_TUNNELS: TunnelName[] = ["boringtun", "kernel"];
+const OPTIONAL_TUNNELS: TunnelName[] = ["boringtun", "kernel", "openvpn"];
 
 const FULL: Settings = {
   iperfSeconds: 10,

@@ -1,6 +1,7 @@
 // The tunnels the testbed compares, each driving the same topology: edgetun (`edgetun up` per
 // node), wireguard-go configured with `wg`, the plain underlay (no tunnel: the physical limit),
-// and, when present on the machine, boringtun and kernel WireGuard (same `wg` configuration).
+// and, when present on the machine, boringtun and kernel WireGuard (same `wg` configuration)
+// and OpenVPN (openvpn.ts).
 // Every node's tunnel carries its own pod CIDR: the hub's peers are the edges with their tunnel
 // address and pod CIDR; each edge has one peer, the hub, for the tunnel subnet and 10.244/16.
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -9,16 +10,24 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { generatePrivateKey, publicKeyOf } from "../../src/keys.js";
 import { hubEndpointFor, type Level } from "./impair.js";
+import { NodeTunnels, START_TIMEOUT_MS } from "./node-tunnels.js";
+import { OpenVpnTunnels, openVpnUnavailable } from "./openvpn.js";
 import { StepError, nsRun, nsSpawn, runSync, sleep, type Proc } from "./proc.js";
 import { commandExistsIn } from "./tools.js";
 import { HUB_PORT, TUNNEL_MTU, type Node, type Topology } from "./topology.js";
 
-export const TUNNEL_NAMES = ["edgetun", "wireguard-go", "underlay", "boringtun", "kernel"] as const;
+export const TUNNEL_NAMES = [
+  "edgetun",
+  "wireguard-go",
+  "underlay",
+  "boringtun",
+  "kernel",
+  "openvpn",
+] as const;
 export type TunnelName = (typeof TUNNEL_NAMES)[number];
 
 const cli = fileURLToPath(new URL("../../src/cli.js", import.meta.url));
 const UAPI_DIRECTORY = "/var/run/wireguard";
-const START_TIMEOUT_MS = 20_000;
 
 export interface Daemon {
   node: string;
@@ -111,46 +120,12 @@ function readTransfer(ns: string, name: string): { rxBytes: number; txBytes: num
   }
 }
 
-abstract class NodeTunnels implements Tunnel {
-  abstract readonly name: TunnelName;
-  readonly tunnelled = true;
-  protected readonly procs = new Map<Node, Proc>();
-  protected readonly started = new Set<Node>();
-
-  constructor(
-    protected readonly topo: Topology,
-    protected readonly keys: Keys,
-    protected readonly kind: string,
-  ) {}
-
-  supports(): string | null {
-    return null;
-  }
-
-  ifname(node: Node): string {
-    return this.topo.interfaceName(this.kind, node);
-  }
-
-  abstract upHub(level: Level): Promise<void>;
-  abstract upEdge(edge: Node, level: Level): Promise<void>;
-
-  async down(): Promise<void> {
-    await Promise.all([...this.procs.values()].map((proc) => proc.end(5000)));
-    for (const node of this.started) {
-      const name = this.ifname(node);
-      try {
-        nsRun(node.ns, "ip", ["link", "del", name]);
-      } catch {
-        // removed by its daemon
-      }
-      rmSync(`${UAPI_DIRECTORY}/${name}.sock`, { force: true });
-    }
-    this.procs.clear();
-    this.started.clear();
-  }
-
-  daemons(): Daemon[] {
-    return [...this.procs.entries()].map(([node, proc]) => ({ node: node.label, pid: proc.pid }));
+/** The WireGuard family (edgetun included): `wg` reads their state through the UAPI socket. */
+abstract class WireGuardTunnels extends NodeTunnels {
+  override async down(): Promise<void> {
+    const sockets = [...this.started].map((node) => `${UAPI_DIRECTORY}/${this.ifname(node)}.sock`);
+    await super.down();
+    for (const socket of sockets) rmSync(socket, { force: true });
   }
 
   hubTransfer(): { rxBytes: number; txBytes: number } | null {
@@ -176,17 +151,10 @@ abstract class NodeTunnels implements Tunnel {
     const dead = this.deadDaemon();
     return parts.join(" | ") + (dead ? ` | ${dead}` : "");
   }
-
-  deadDaemon(): string | null {
-    for (const proc of this.procs.values()) {
-      if (!proc.running) return `${proc.label} (pid ${proc.pid}) exited: ${proc.stderr}`;
-    }
-    return null;
-  }
 }
 
 /** edgetun: one `edgetun up FILE --interface NAME` per node, from a wg-quick style file. */
-export class EdgetunTunnels extends NodeTunnels {
+export class EdgetunTunnels extends WireGuardTunnels {
   readonly name = "edgetun";
 
   constructor(topo: Topology, keys: Keys) {
@@ -252,7 +220,7 @@ export class EdgetunTunnels extends NodeTunnels {
  * Tunnels configured with `wg` and iproute2 as wg-quick would: wireguard-go and boringtun
  * (a userspace daemon per node) or kernel WireGuard (an `ip link add … type wireguard`).
  */
-export class WgTunnels extends NodeTunnels {
+export class WgTunnels extends WireGuardTunnels {
   constructor(
     topo: Topology,
     keys: Keys,
@@ -387,6 +355,8 @@ export function tunnelUnavailable(name: TunnelName, topo: Topology): string | nu
     case "kernel":
       if (!commandExistsIn("wg")) return "wg is not installed (apt-get install wireguard-tools)";
       return kernelWireguardWorks(topo) ? null : "no kernel WireGuard module on this machine";
+    case "openvpn":
+      return openVpnUnavailable();
     case "underlay":
       return null;
   }
@@ -410,6 +380,8 @@ export function makeTunnel(name: TunnelName, topo: Topology, keys: Keys): Tunnel
       }));
     case "kernel":
       return new WgTunnels(topo, keys, name, null);
+    case "openvpn":
+      return new OpenVpnTunnels(topo, keys);
     case "underlay":
       return new UnderlayRoutes(topo);
   }
