@@ -9,21 +9,15 @@ import { fileURLToPath } from "node:url";
 import { Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { runDemo } from "../src/demo.js";
-import { nativeLoadError } from "../src/native.js";
-import { commandExists, netnsUnavailableReason } from "./netns.js";
+import { commandExists, tunUnavailableReason } from "./netns.js";
 
 const repoRoot = fileURLToPath(new URL("..", import.meta.url));
 const builtCli = join(repoRoot, "dist", "src", "cli.js");
 const builtDemo = join(repoRoot, "dist", "src", "demo.js");
 
 function unavailableBecause(): string | null {
-  const netns = netnsUnavailableReason();
-  if (netns) return netns;
-  if (!existsSync("/dev/net/tun")) return "needs /dev/net/tun (the kernel's TUN driver)";
   if (!existsSync(builtCli)) return "needs the build (npm run build): the daemons run from dist/";
-  const addon = nativeLoadError();
-  if (addon) return `needs the native addon (${addon.message})`;
-  return null;
+  return tunUnavailableReason();
 }
 
 const skipReason = unavailableBecause();

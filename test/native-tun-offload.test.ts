@@ -6,7 +6,7 @@
 // named and always deleted.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { endianness, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,6 +14,7 @@ import { fileURLToPath } from "node:url";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { nativeLoadError, type TunOffloadStats } from "../src/native.js";
+import { tunUnavailableReason } from "./netns.js";
 import { transpileNativeModule } from "./transpile-native.js";
 
 const repoRoot = fileURLToPath(new URL("..", import.meta.url));
@@ -519,17 +520,7 @@ describe.skipIf(addon === undefined)("coalescing TCP segments written to the TUN
 
 // ---- real traffic through two offload TUNs ----
 
-function unavailableBecause(): string | undefined {
-  if (process.platform !== "linux") return "TUN devices are a Linux interface";
-  if (process.getuid?.() !== 0) return "needs root (CAP_NET_ADMIN) for network namespaces and TUN";
-  if (!existsSync("/dev/net/tun"))
-    return "/dev/net/tun is missing (container without the tun device?)";
-  const ip = spawnSync("ip", ["-V"], { encoding: "utf8" });
-  if (ip.error || ip.status !== 0) return "the iproute2 `ip` command is not installed";
-  return addonMissing;
-}
-
-const skipReason = unavailableBecause();
+const skipReason = tunUnavailableReason();
 if (skipReason) console.warn(`TUN offload traffic tests skipped: ${skipReason}`);
 
 interface FlowSummary {
@@ -584,7 +575,7 @@ interface TransferOptions {
 
 const SERVER_PORT = 5201;
 
-describe.skipIf(skipReason !== undefined)(
+describe.skipIf(skipReason !== null)(
   `TCP through two offload TUNs bridged by a JS pump${skipReason ? ` (skipped: ${skipReason})` : ""}`,
   () => {
     const id = `eoff-${process.pid}-${randomBytes(3).toString("hex")}`;

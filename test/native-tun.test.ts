@@ -3,31 +3,19 @@
 // a namespace itself) and always deletes the namespace afterwards. Nothing leaves it.
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { nativeLoadError } from "../src/native.js";
+import { tunUnavailableReason } from "./netns.js";
 import { transpileNativeModule } from "./transpile-native.js";
 
 const repoRoot = fileURLToPath(new URL("..", import.meta.url));
 const addonPath = join(repoRoot, "build", "Release", "edgetun.node");
 const helperPath = join(repoRoot, "test", "native-tun-helper.mjs");
 
-function unavailableBecause(): string | undefined {
-  if (process.platform !== "linux") return "TUN devices are a Linux interface";
-  if (process.getuid?.() !== 0) return "needs root (CAP_NET_ADMIN) for network namespaces and TUN";
-  if (!existsSync("/dev/net/tun"))
-    return "/dev/net/tun is missing (container without the tun device?)";
-  const ip = spawnSync("ip", ["-V"], { encoding: "utf8" });
-  if (ip.error || ip.status !== 0) return "the iproute2 `ip` command is not installed";
-  const loadError = nativeLoadError();
-  if (loadError) return loadError.message;
-  return undefined;
-}
-
-const skipReason = unavailableBecause();
+const skipReason = tunUnavailableReason();
 if (skipReason) {
   console.warn(`native TUN tests skipped: ${skipReason}`);
 }
@@ -55,7 +43,7 @@ interface HelperResult {
   closedTwice: unknown;
 }
 
-describe.skipIf(skipReason !== undefined)(
+describe.skipIf(skipReason !== null)(
   `TUN device in a private network namespace${skipReason ? ` (skipped: ${skipReason})` : ""}`,
   () => {
     const namespace = `edgetun-test-${process.pid}-${randomBytes(3).toString("hex")}`;

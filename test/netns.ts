@@ -2,6 +2,8 @@
 // whenever the machine cannot run them (not root, a tool missing).
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { nativeLoadError } from "../src/native.js";
 
 export function commandExists(name: string): boolean {
   try {
@@ -19,6 +21,15 @@ export function netnsUnavailableReason(tools: string[] = []): string | null {
     if (!commandExists(tool)) return `needs ${tool} (not installed)`;
   }
   return null;
+}
+
+/** Why tests that open TUN devices in namespaces cannot run here, or null when they can. */
+export function tunUnavailableReason(tools: string[] = []): string | null {
+  const netns = netnsUnavailableReason(tools);
+  if (netns) return netns;
+  if (!existsSync("/dev/net/tun")) return "needs /dev/net/tun (the kernel's TUN driver)";
+  const addon = nativeLoadError();
+  return addon ? `needs the native addon (${addon.message})` : null;
 }
 
 export function run(command: string, args: string[], input?: string): string {
