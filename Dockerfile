@@ -6,7 +6,7 @@ COPY package.json package-lock.json binding.gyp tsconfig.json tsconfig.build.jso
 COPY native ./native
 COPY src ./src
 COPY bench ./bench
-COPY test/fixtures ./test/fixtures
+COPY test/support/fixtures ./test/support/fixtures
 RUN npm ci && npm prune --omit=dev
 
 FROM node:20-bookworm-slim
@@ -19,6 +19,6 @@ COPY --from=build /app/package.json ./
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/build/Release/edgetun.node ./build/Release/edgetun.node
 COPY --from=build /app/dist/src ./dist/src
-RUN ln -s /app/dist/src/cli.js /usr/local/bin/edgetun && chmod +x /app/dist/src/cli.js
+RUN ln -s /app/dist/src/cli/main.js /usr/local/bin/edgetun && chmod +x /app/dist/src/cli/main.js
 ENTRYPOINT ["edgetun"]
 CMD ["--help"]

@@ -23,7 +23,7 @@ import { x25519 } from "@noble/curves/ed25519.js";
 import { blake2s } from "@noble/hashes/blake2.js";
 import { hmac as nobleHmac } from "@noble/hashes/hmac.js";
 import { chacha20poly1305, xchacha20poly1305 } from "@noble/ciphers/chacha.js";
-import { blake2s as ownBlake2s, blake2sHash, hmacBlake2s } from "../src/blake2s.js";
+import { blake2s as ownBlake2s, blake2sHash, hmacBlake2s } from "../src/core/blake2s.js";
 import {
   aeadOpen,
   aeadSeal,
@@ -33,7 +33,7 @@ import {
   mac,
   PrivateKey,
   publicKeyObject,
-} from "../src/crypto.js";
+} from "../src/core/crypto.js";
 
 const ROUND_MS = positiveNumber(process.env.BENCH_ROUND_MS, 150);
 const ROUNDS = Math.floor(positiveNumber(process.env.BENCH_ROUNDS, 3));

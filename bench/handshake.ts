@@ -3,9 +3,9 @@
 // when under load (cookie replies) or when mac1 is wrong.
 // Run: npm run bench:handshake [-- --peers 3000]
 import { cpus } from "node:os";
-import { PrivateKey } from "../src/crypto.js";
-import { Device, type Clock } from "../src/device.js";
-import type { Endpoint } from "../src/peer.js";
+import { PrivateKey } from "../src/core/crypto.js";
+import { Device, type Clock } from "../src/core/device.js";
+import type { Endpoint } from "../src/core/peer.js";
 
 const peersArg = process.argv.indexOf("--peers");
 const PEERS = peersArg > 0 ? Number(process.argv[peersArg + 1]) : 3000;

@@ -4,14 +4,14 @@
 // initiated), counters in the billions, an endpoint and a handshake RTT.
 // Run: npm run bench:metrics [-- --peers 5000]
 import { monitorEventLoopDelay } from "node:perf_hooks";
-import { PrivateKey } from "../src/crypto.js";
-import { Device } from "../src/device.js";
+import { PrivateKey } from "../src/core/crypto.js";
+import { Device } from "../src/core/device.js";
 import {
   DataPathObservations,
   createMetricsRegistry,
   renderMetrics,
   type MetricsSource,
-} from "../src/metrics.js";
+} from "../src/host/metrics.js";
 import type { Registry } from "prom-client";
 
 const peersArg = process.argv.indexOf("--peers");

@@ -27,7 +27,7 @@ import {
   sealBatch,
   wireguardNonce,
   writeEndpoint,
-} from "../src/native.js";
+} from "../src/host/native/index.js";
 
 const PACKET = 1420;
 const TAG = 16;

@@ -17,7 +17,7 @@ import { cpus, release, totalmem } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { nativeLoadError } from "../../src/native.js";
+import { nativeLoadError } from "../../src/host/native/index.js";
 import { levelName, parseLevel, type Level } from "./impair.js";
 import { startHttpService } from "./measure.js";
 import { StepError, endAllSync } from "./proc.js";

@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { generatePrivateKey, publicKeyOf } from "../../src/keys.js";
+import { generatePrivateKey, publicKeyOf } from "../../src/core/keys.js";
 import { hubEndpointFor, type Level } from "./impair.js";
 import { NodeTunnels, START_TIMEOUT_MS } from "./node-tunnels.js";
 import { OpenVpnTunnels, openVpnUnavailable } from "./openvpn.js";
@@ -26,7 +26,7 @@ export const TUNNEL_NAMES = [
 ] as const;
 export type TunnelName = (typeof TUNNEL_NAMES)[number];
 
-const cli = fileURLToPath(new URL("../../src/cli.js", import.meta.url));
+const cli = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
 const UAPI_DIRECTORY = "/var/run/wireguard";
 
 export interface Daemon {

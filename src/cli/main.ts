@@ -1,0 +1,314 @@
+#!/usr/bin/env node
+// The `edgetun` command.
+import { mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { Command, InvalidArgumentError, Option } from "commander";
+import {
+  ConfigError,
+  interfaceNameFromPath,
+  readConfigFile,
+  resolveEndpoint,
+} from "../host/config.js";
+import { Daemon } from "../host/daemon.js";
+import { runDemo } from "./demo.js";
+import {
+  KeyFormatError,
+  decodeKey,
+  generatePresharedKey,
+  generatePrivateKey,
+  publicKeyOf,
+} from "../core/keys.js";
+import { Secrets, createLogger, isLogLevel, type LogLevel } from "../host/log.js";
+import { DEFAULT_METRICS_PORT, parseMetricsListen, type MetricsListen } from "../host/metrics.js";
+import { nativeLoadError } from "../host/native/index.js";
+import {
+  formatState,
+  listInterfaces,
+  readInterfaceState,
+  uapiRequest,
+  type InterfaceState,
+} from "./show.js";
+import { syncRequest } from "./syncconf.js";
+
+const PID_DIRECTORY = "/run/edgetun";
+const VERSION = "0.1.0";
+
+/** An error for the user: printed without a stack, exit code 1. */
+class UsageError extends Error {}
+
+function fail(error: unknown): never {
+  const message = error instanceof Error ? error.message : String(error);
+  process.stderr.write(`edgetun: ${message}\n`);
+  process.exit(1);
+}
+
+function pidFile(name: string): string {
+  return `${PID_DIRECTORY}/${name}.pid`;
+}
+
+function parseLogLevel(text: string): LogLevel {
+  if (!isLogLevel(text)) throw new InvalidArgumentError("use debug, info, warn or error");
+  return text;
+}
+
+function parseMetricsListenOption(text: string): MetricsListen | null {
+  try {
+    return parseMetricsListen(text);
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
+}
+
+function collectReadyPeer(text: string, previous: string[] = []): string[] {
+  try {
+    decodeKey(text, "a ready peer's public key");
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
+  return [...previous, text.trim()];
+}
+
+/** Keys the log must never show: the private key and every pre-shared key of `config`. */
+function addSecrets(secrets: Secrets, config: ReturnType<typeof readConfigFile>): void {
+  secrets.add(config.privateKey);
+  for (const peer of config.peers) if (peer.presharedKey) secrets.add(peer.presharedKey);
+}
+
+async function up(
+  file: string,
+  options: {
+    interface?: string;
+    logLevel: LogLevel;
+    metricsListen: MetricsListen | null;
+    readyPeer?: string[];
+    metricsListenIsDefault?: boolean;
+  },
+): Promise<void> {
+  const secrets = new Secrets();
+  const logger = createLogger({ level: options.logLevel, secrets });
+  const config = readConfigFile(file);
+  addSecrets(secrets, config);
+  for (const warning of config.warnings) logger.warn(warning);
+  const name = options.interface ?? interfaceNameFromPath(file);
+  if (name.length > 15)
+    throw new UsageError(`interface name "${name}" is longer than 15 characters`);
+  const addonError = nativeLoadError();
+  if (addonError) throw addonError;
+  if (process.getuid?.() !== 0) {
+    logger.warn("not running as root: creating the interface needs CAP_NET_ADMIN");
+  }
+  const metrics = options.metricsListen
+    ? { ...options.metricsListen, readyPeers: options.readyPeer ?? [] }
+    : null;
+  const daemon = await Daemon.start({
+    interfaceName: name,
+    config,
+    logger,
+    metrics,
+    metricsOptional: options.metricsListenIsDefault ?? false,
+  });
+  mkdirSync(PID_DIRECTORY, { recursive: true, mode: 0o755 });
+  writeFileSync(pidFile(daemon.name), `${process.pid}\n`);
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info("stopping", { signal });
+    daemon
+      .stop()
+      .then(() => {
+        rmSync(pidFile(daemon.name), { force: true });
+        process.exit(0);
+      })
+      .catch(fail);
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+  process.on("SIGHUP", () => {
+    try {
+      const changed = readConfigFile(file);
+      addSecrets(secrets, changed);
+      for (const warning of changed.warnings) logger.warn(warning);
+      daemon.applyConfig(changed).catch((error: Error) => {
+        logger.error("reload failed; the running configuration is unchanged", {
+          error: error.message,
+        });
+      });
+    } catch (error) {
+      logger.error("reload failed; the running configuration is unchanged", {
+        error: (error as Error).message,
+      });
+    }
+  });
+}
+
+function isEdgetunProcess(pid: number): boolean {
+  try {
+    return (
+      readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("edgetun") ||
+      readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("cli/main.js")
+    );
+  } catch {
+    return false;
+  }
+}
+
+async function down(name: string): Promise<void> {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(pidFile(name), "utf8").trim());
+  } catch {
+    throw new UsageError(`no edgetun daemon serves ${name} (no ${pidFile(name)})`);
+  }
+  if (!Number.isInteger(pid) || pid <= 0 || !isEdgetunProcess(pid)) {
+    rmSync(pidFile(name), { force: true });
+    throw new UsageError(`no edgetun daemon serves ${name} (stale pid file removed)`);
+  }
+  process.kill(pid, "SIGTERM");
+  const deadline = Date.now() + 15_000;
+  while (existsSync(`/proc/${pid}`)) {
+    if (Date.now() > deadline)
+      throw new UsageError(`the daemon for ${name} (pid ${pid}) did not stop in 15 s`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+async function show(name: string | undefined, options: { json?: boolean }): Promise<void> {
+  const names = name ? [name] : listInterfaces();
+  const states: InterfaceState[] = [];
+  let failures = 0;
+  for (const each of names) {
+    try {
+      states.push(await readInterfaceState(each));
+    } catch (error) {
+      if (name) throw error;
+      // Listing all: a socket nobody listens on is a crashed daemon's, not an interface; `wg
+      // show` passes over it too. Any other failure is reported and the rest still shown.
+      if ((error as { code?: unknown }).code === "ERR_NO_INTERFACE") continue;
+      process.stderr.write(`edgetun: ${(error as Error).message}\n`);
+      failures++;
+    }
+  }
+  if (failures > 0) process.exitCode = 1;
+  if (options.json) {
+    process.stdout.write(`${JSON.stringify(name ? states[0] : states, null, 2)}\n`);
+    return;
+  }
+  process.stdout.write(states.map((state) => formatState(state)).join("\n"));
+}
+
+async function syncconf(name: string, file: string): Promise<void> {
+  const config = readConfigFile(file);
+  for (const warning of config.warnings) process.stderr.write(`edgetun: warning: ${warning}\n`);
+  const endpoints = await Promise.all(
+    config.peers.map((peer) => (peer.endpoint ? resolveEndpoint(peer.endpoint) : null)),
+  );
+  const current = await readInterfaceState(name);
+  await uapiRequest(name, syncRequest(config, current, endpoints));
+}
+
+const program = new Command()
+  .name("edgetun")
+  .description(
+    "Userspace WireGuard-compatible tunnel for container edge nodes.\n" +
+      "Speaks the WireGuard protocol; manage a running interface with edgetun or wg.",
+  )
+  .version(VERSION)
+  .showHelpAfterError();
+
+program
+  .command("up")
+  .description("run the tunnel described by a wg-quick style file, in the foreground")
+  .argument(
+    "<file.conf>",
+    "configuration file; the interface is named after it (edge0.conf → edge0)",
+  )
+  .option("-i, --interface <name>", "interface name instead of the file's base name")
+  .option("--log-level <level>", "debug, info, warn or error", parseLogLevel, "info")
+  .addOption(
+    new Option("--metrics-listen <host:port>", "serve /metrics, /healthz and /readyz; off: none")
+      .argParser(parseMetricsListenOption)
+      .default(
+        { host: "127.0.0.1", port: DEFAULT_METRICS_PORT },
+        `127.0.0.1:${DEFAULT_METRICS_PORT}`,
+      ),
+  )
+  .option(
+    "--ready-peer <public-key>",
+    "/readyz needs a session with this peer (repeatable; default: any one peer)",
+    collectReadyPeer,
+  )
+  .action((file: string, options: Parameters<typeof up>[1], command: Command) =>
+    up(file, {
+      ...options,
+      metricsListenIsDefault: command.getOptionValueSource("metricsListen") === "default",
+    }),
+  );
+
+program
+  .command("down")
+  .description("stop the daemon serving an interface and wait until it is gone")
+  .argument("<name>", "interface name")
+  .action(down);
+
+program
+  .command("show")
+  .description("show interfaces, peers, endpoints, allowed IPs, handshakes and transfer")
+  .argument("[name]", "one interface (default: all)")
+  .option("--json", "machine-readable output")
+  .action(show);
+
+program
+  .command("syncconf")
+  .description("apply a changed configuration file; unchanged peers keep their sessions")
+  .argument("<name>", "interface name")
+  .argument("<file.conf>", "configuration file")
+  .action(syncconf);
+
+program
+  .command("demo")
+  .description(
+    "see it work (root): two namespaces, a hub and an edge, a ping and a transfer, then cleanup",
+  )
+  .option("--megabytes <n>", "how much to send through the tunnel", "100")
+  .option("--keep", "leave the namespaces and daemons running for a look around")
+  .action(async (options: { megabytes: string; keep?: boolean }) => {
+    process.exitCode = await runDemo({
+      megabytes: Number(options.megabytes),
+      out: process.stdout,
+      keep: options.keep ?? false,
+    });
+  });
+
+program
+  .command("genkey")
+  .description("print a new private key (base64), as `wg genkey` does")
+  .action(() => {
+    process.stdout.write(`${generatePrivateKey()}\n`);
+  });
+
+program
+  .command("pubkey")
+  .description("read a private key on stdin and print its public key, as `wg pubkey` does")
+  .action(() => {
+    process.stdout.write(`${publicKeyOf(readFileSync(0, "utf8"))}\n`);
+  });
+
+program
+  .command("genpsk")
+  .description("print a new pre-shared key (base64), as `wg genpsk` does")
+  .action(() => {
+    process.stdout.write(`${generatePresharedKey()}\n`);
+  });
+
+program.parseAsync().catch((error: unknown) => {
+  if (
+    error instanceof UsageError ||
+    error instanceof ConfigError ||
+    error instanceof KeyFormatError ||
+    (error instanceof Error && "code" in error)
+  ) {
+    fail(error);
+  }
+  throw error;
+});

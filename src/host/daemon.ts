@@ -1,0 +1,625 @@
+// The daemon: the protocol core wired to a TUN device and a UDP socket through the native
+// addon, plus the control socket and the interface's addresses and routes. It owns no
+// protocol logic: every decision is the Device's; this file moves batches and keeps time.
+import type { InterfaceFileConfig, PeerFileConfig } from "./config.js";
+import { resolveEndpoint } from "./config.js";
+import { Device, MAX_QUEUED_HANDSHAKES, type PeerConfig } from "../core/device.js";
+import type { Logger } from "./log.js";
+import { DropReporter, shortKey } from "./log.js";
+import {
+  DATA_HEADER_LENGTH,
+  DATA_MIN_LENGTH,
+  MessageType,
+  TAG_LENGTH,
+  classifyMessage,
+} from "../core/messages.js";
+import { DataPathObservations, MetricsServer, type MetricsServerOptions } from "./metrics.js";
+import {
+  ENDPOINT_SIZE,
+  PacketBatch,
+  TunDevice,
+  UdpBatchSocket,
+  openBatch,
+  readEndpoint,
+  sealBatch,
+  writeEndpoint,
+} from "./native/index.js";
+import type { Keypair } from "../core/noise.js";
+import { writeDataHeader } from "../core/send.js";
+import { InterfaceSetup, routesFor, type Route } from "./netif.js";
+import type { Endpoint, Peer } from "../core/peer.js";
+import { UapiServer, type UapiHost } from "./uapi.js";
+
+/** Packets moved per read/receive call; a batch is processed fully before the next. */
+const BATCH = 128;
+const KEY_SIZE = 32;
+/**
+ * Handshake messages handled per event-loop turn. Each costs up to ~0.4 ms of Diffie-Hellman,
+ * so data batches get a turn in between even during a handshake flood.
+ */
+const HANDSHAKES_PER_TURN = 32;
+
+/** Arena slot: the MTU plus the WireGuard header, padding and tag, rounded up. */
+function slotSizeFor(mtu: number): number {
+  return Math.ceil((mtu + DATA_HEADER_LENGTH + 16 + TAG_LENGTH) / 64) * 64;
+}
+
+/**
+ * Per-packet bookkeeping of one batch on its way through seal/open: parallel typed arrays
+ * (what the addon reads) and the peers and keypairs (what the core needs afterwards).
+ */
+class CryptoBatch {
+  readonly offsets = new Uint32Array(BATCH);
+  readonly lengths = new Uint32Array(BATCH);
+  readonly keySlots = new Uint32Array(BATCH);
+  /** Counter of packet i as (low, high) 32-bit halves: no BigInt per packet. */
+  readonly counters = new Uint32Array(BATCH * 2);
+  readonly status = new Int32Array(BATCH);
+  /** Packet i's key is bytes [32 i, 32 i + 32): copied per packet, which costs less than slots. */
+  readonly keys = Buffer.alloc(BATCH * KEY_SIZE);
+  readonly endpoints = new Uint8Array(BATCH * ENDPOINT_SIZE);
+  readonly peers: Array<Peer | null> = new Array<Peer | null>(BATCH).fill(null);
+  readonly keypairs: Array<Keypair | null> = new Array<Keypair | null>(BATCH).fill(null);
+  readonly counterValues = new Float64Array(BATCH);
+  /** Index of the packet in the batch it was read from. */
+  readonly source = new Uint32Array(BATCH);
+  count = 0;
+
+  constructor(readonly arena: Buffer) {}
+
+  add(offset: number, length: number, key: Uint8Array, counter: number): number {
+    const i = this.count++;
+    this.offsets[i] = offset;
+    this.lengths[i] = length;
+    this.keySlots[i] = i;
+    this.counters[2 * i] = counter >>> 0;
+    this.counters[2 * i + 1] = Math.floor(counter / 0x100000000);
+    this.counterValues[i] = counter;
+    this.keys.set(key, i * KEY_SIZE);
+    return i;
+  }
+
+  /** Forgets the batch, keys included, so no key lingers in the scratch space. */
+  reset(): void {
+    this.keys.fill(0, 0, this.count * KEY_SIZE);
+    this.peers.fill(null, 0, this.count);
+    this.keypairs.fill(null, 0, this.count);
+    this.count = 0;
+  }
+}
+
+export interface DaemonOptions {
+  interfaceName: string;
+  config: InterfaceFileConfig;
+  logger: Logger;
+  /** Where the control socket goes (default /var/run/wireguard). */
+  uapiDirectory?: string;
+  /** The HTTP server for /metrics, /healthz and /readyz; null or absent: none. */
+  metrics?: MetricsServerOptions | null;
+  /** The metrics address is the default, not the operator's: if it is taken, run without. */
+  metricsOptional?: boolean;
+}
+
+export class DaemonCounters {
+  /** Datagrams the socket would not take (send buffer full or unreachable). */
+  socketSendErrors = 0;
+  /** Packets the TUN device would not take. */
+  tunWriteErrors = 0;
+  tunReadBatches = 0;
+  udpReceiveBatches = 0;
+}
+
+export class Daemon implements UapiHost {
+  readonly device: Device;
+  readonly counters = new DaemonCounters();
+  /** Batch sizes and handshake round trips, for the metrics. */
+  readonly observations = new DataPathObservations();
+  // TUN reads land after room for the transport header, with room for padding and tag
+  // behind them, so packets are sealed and sent from where they were read.
+  private readonly tunIn: PacketBatch;
+  private readonly sealing: CryptoBatch;
+  private readonly udpIn: PacketBatch;
+  private readonly opening: CryptoBatch;
+  /** Decrypted inner packets, written to the TUN from where they were received. */
+  private readonly tunWrites: {
+    arena: Buffer;
+    offsets: Uint32Array;
+    lengths: Uint32Array;
+    status: Int32Array;
+  };
+  // For what the core emits outside the batches (handshakes, staged packets, keepalives).
+  private readonly udpOut: PacketBatch;
+  private readonly tunOut: PacketBatch;
+  /** Endpoint records by endpoint object: peers keep theirs, so this is a per-peer cache. */
+  private readonly endpointRecords = new WeakMap<Endpoint, Uint8Array>();
+  private socket: UdpBatchSocket | null = null;
+  private uapi: UapiServer | null = null;
+  private metrics: MetricsServer | null = null;
+  private readonly dropReporter: DropReporter;
+  private ticker: NodeJS.Timeout | null = null;
+  private mark = 0;
+  private stopped = false;
+  /** Handshake messages wait here, bounded, so that they never hold up data batches. */
+  private readonly handshakeQueue: Array<{ message: Buffer; source: Endpoint }> = [];
+  private handshakesScheduled = false;
+
+  private constructor(
+    readonly name: string,
+    private readonly tun: TunDevice,
+    private readonly setup: InterfaceSetup,
+    private readonly logger: Logger,
+    config: InterfaceFileConfig,
+  ) {
+    this.device = new Device({ privateKey: config.privateKey, mtu: config.mtu });
+    this.dropReporter = new DropReporter(logger, { interface: name });
+    this.mark = config.fwmark;
+    const slotSize = slotSizeFor(config.mtu);
+    this.tunIn = new PacketBatch(BATCH, {
+      slotSize,
+      headroom: DATA_HEADER_LENGTH,
+      tailroom: 16 + TAG_LENGTH,
+    });
+    this.sealing = new CryptoBatch(this.tunIn.arena);
+    this.udpIn = new PacketBatch(BATCH, { slotSize });
+    this.opening = new CryptoBatch(this.udpIn.arena);
+    this.tunWrites = {
+      arena: this.udpIn.arena,
+      offsets: new Uint32Array(BATCH),
+      lengths: new Uint32Array(BATCH),
+      status: new Int32Array(BATCH),
+    };
+    this.udpOut = new PacketBatch(BATCH, { slotSize });
+    this.tunOut = new PacketBatch(BATCH, { slotSize });
+  }
+
+  /**
+   * Brings the interface up: TUN device, addresses, MTU, UDP socket, peers, routes, control
+   * socket. On any failure everything done so far is undone before the error is rethrown.
+   */
+  static async start(options: DaemonOptions): Promise<Daemon> {
+    const { config, logger, interfaceName } = options;
+    // Resolve endpoints first: a name that does not resolve must stop us before any change.
+    const endpoints = await Promise.all(
+      config.peers.map((peer) => (peer.endpoint ? resolveEndpoint(peer.endpoint) : null)),
+    );
+    // Offload: the kernel hands over 64 KB TCP super-packets that the addon splits (and
+    // coalesces on the way back), far fewer syscalls; it falls back by itself when refused.
+    const tun = TunDevice.open({ name: interfaceName, offload: true });
+    const setup = new InterfaceSetup(tun.name, logger);
+    const daemon = new Daemon(tun.name, tun, setup, logger, config);
+    try {
+      daemon.bindSocket(config.listenPort ?? 0);
+      config.peers.forEach((peer, i) => daemon.device.addPeer(peerConfig(peer, endpoints[i]!)));
+      tun.setMtu(config.mtu);
+      for (const address of config.addresses) {
+        await setup.addAddress(address.text, address.address.length === 16);
+      }
+      tun.up();
+      await daemon.addRoutes();
+      daemon.uapi = await UapiServer.listen(
+        tun.name,
+        daemon,
+        options.uapiDirectory ? { directory: options.uapiDirectory } : {},
+      );
+      if (options.metrics) daemon.metrics = await daemon.listenMetrics(options);
+      tun.onReadable(() => daemon.readTunnel());
+      daemon.ticker = setInterval(() => daemon.tick(), daemon.device.wheel.granularityMs);
+      logger.info("interface up", {
+        interface: tun.name,
+        listenPort: daemon.listenPort(),
+        peers: config.peers.length,
+        publicKey: shortKey(daemon.device.publicKey?.toString("base64") ?? ""),
+        metrics: daemon.metrics?.url ?? "off",
+      });
+      return daemon;
+    } catch (error) {
+      await daemon.stop();
+      throw error;
+    }
+  }
+
+  private async addRoutes(): Promise<void> {
+    const prefixes: Route[] = [];
+    for (const peer of this.device.peers.values()) {
+      prefixes.push(...this.device.allowedIps.entriesFor(peer));
+    }
+    for (const route of routesFor(prefixes)) {
+      await this.setup.addRoute(route, this.fwmarkForDefaultRoute(route));
+    }
+  }
+
+  /** A default route needs a mark to tell tunnel traffic apart; wg-quick picks 51820. */
+  private fwmarkForDefaultRoute(route: Route): number {
+    if (route.cidr !== 0) return this.mark;
+    if (this.mark === 0) this.setFwmark(51820);
+    return this.mark;
+  }
+
+  private bindSocket(port: number): void {
+    const socket = UdpBatchSocket.open({ port });
+    if (this.mark !== 0) socket.setFwmark?.(this.mark);
+    socket.onReadable(() => this.receiveNetwork());
+    this.socket?.close();
+    this.socket = socket;
+  }
+
+  /**
+   * An address the operator chose must work; the default one may be taken by another
+   * interface's daemon on this host, and then this one runs without metrics and says so.
+   */
+  private async listenMetrics(options: DaemonOptions): Promise<MetricsServer | null> {
+    try {
+      return await MetricsServer.listen(this, options.metrics!);
+    } catch (error) {
+      if (!options.metricsOptional || (error as { code?: string }).code !== "EADDRINUSE")
+        throw error;
+      this.logger.warn("metrics off: the default metrics address is taken", {
+        error: (error as Error).message,
+      });
+      return null;
+    }
+  }
+
+  /** Up and not stopping: what /readyz checks first. */
+  get isUp(): boolean {
+    return this.ticker !== null && !this.stopped;
+  }
+
+  /** Removes the interface (its routes go with it), policy rules and the control socket. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.ticker) clearInterval(this.ticker);
+    await this.metrics?.close();
+    this.dropReporter.flush();
+    await this.uapi?.close();
+    this.socket?.close();
+    this.tun.close();
+    await this.setup.teardown();
+    this.logger.info("interface down", {
+      interface: this.name,
+      drops: Object.fromEntries(
+        Object.entries(this.device.stats.drops).filter(([, count]) => count > 0),
+      ),
+      ...this.counters,
+    });
+  }
+
+  // --- data path -------------------------------------------------------------------------
+
+  /**
+   * TUN → network. Packets with a session are sealed in place, in one call, and sent from
+   * the same arena in one call; the rest (no session yet, no route) take the core's own path.
+   */
+  private readTunnel(): void {
+    const batch = this.tunIn;
+    const count = this.tun.readBatch(batch);
+    if (count === 0) return;
+    this.counters.tunReadBatches++;
+    this.observations.tunRead.observe(count);
+    const sealing = this.sealing;
+    const arena = batch.arena;
+    for (let i = 0; i < count; i++) {
+      const offset = batch.offsets[i]!;
+      const length = batch.lengths[i]!;
+      const job = this.device.prepareTunnelPacket(arena.subarray(offset, offset + length));
+      if (!job) continue;
+      const keypair = job.keypair!;
+      arena.fill(0, offset + length, offset + job.paddedLength);
+      writeDataHeader(arena, offset - DATA_HEADER_LENGTH, keypair.remoteIndex, job.counter);
+      const n = sealing.add(offset, job.paddedLength, keypair.sendingKey, job.counter);
+      sealing.peers[n] = job.peer;
+      sealing.keypairs[n] = keypair;
+      sealing.endpoints.set(this.endpointRecord(job.peer!.endpoint!), n * ENDPOINT_SIZE);
+    }
+    if (sealing.count > 0) this.sendSealed();
+    this.flush();
+  }
+
+  private sendSealed(): void {
+    const sealing = this.sealing;
+    const n = sealing.count;
+    sealBatch(sealing, sealing.keys, n);
+    // Send header ‖ ciphertext ‖ tag: step back over the header written before sealing.
+    for (let j = 0; j < n; j++) {
+      sealing.offsets[j] = sealing.offsets[j]! - DATA_HEADER_LENGTH;
+      sealing.lengths[j] = sealing.lengths[j]! + DATA_HEADER_LENGTH;
+    }
+    this.sendFrom(sealing, n);
+    for (let j = 0; j < n; j++) this.device.dataSent(sealing.peers[j]!, sealing.keypairs[j]!);
+    sealing.reset();
+  }
+
+  private sendFrom(
+    slots: {
+      arena: Uint8Array;
+      offsets: Uint32Array;
+      lengths: Uint32Array;
+      endpoints: Uint8Array;
+      status: Int32Array;
+    },
+    count: number,
+  ): void {
+    const socket = this.socket;
+    const sent = socket ? socket.sendBatch(slots, count) : 0;
+    this.observations.udpSend.observe(count);
+    for (let j = 0; j < sent; j++) if (slots.status[j]! < 0) this.counters.socketSendErrors++;
+    this.counters.socketSendErrors += count - sent;
+  }
+
+  /**
+   * Network → TUN. Transport messages are checked, opened in place in one call, checked
+   * again and written to the TUN from the same arena; handshakes go to the core one by one.
+   */
+  private receiveNetwork(): void {
+    const socket = this.socket;
+    if (!socket) return;
+    const batch = this.udpIn;
+    const count = socket.recvBatch(batch);
+    if (count === 0) return;
+    this.counters.udpReceiveBatches++;
+    this.observations.udpReceive.observe(count);
+    const opening = this.opening;
+    const arena = batch.arena;
+    for (let i = 0; i < count; i++) {
+      const offset = batch.offsets[i]!;
+      const length = batch.lengths[i]!;
+      const message = arena.subarray(offset, offset + length);
+      const isData =
+        length >= DATA_MIN_LENGTH &&
+        arena[offset] === MessageType.TransportData &&
+        arena[offset + 1] === 0 &&
+        arena[offset + 2] === 0 &&
+        arena[offset + 3] === 0;
+      if (!isData) {
+        const source = readEndpoint(batch.endpoints, i);
+        // Malformed input is dropped (and counted) at once; only well-formed handshake
+        // messages may take a place in the queue.
+        if (classifyMessage(message).ok) this.queueHandshake(message, source);
+        else this.device.handleDatagram(message, source);
+        continue;
+      }
+      const job = this.device.prepareData(message);
+      if (!job) continue;
+      const keypair = job.keypair!;
+      const n = opening.add(
+        offset + DATA_HEADER_LENGTH,
+        length - DATA_HEADER_LENGTH,
+        keypair.receivingKey,
+        job.counter,
+      );
+      opening.peers[n] = job.peer;
+      opening.keypairs[n] = keypair;
+      opening.source[n] = i;
+    }
+    if (opening.count > 0) this.writeOpened();
+    this.flush();
+  }
+
+  private queueHandshake(message: Buffer, source: Endpoint): void {
+    if (this.handshakeQueue.length >= MAX_QUEUED_HANDSHAKES) {
+      this.device.stats.drops.handshake_queue_full++;
+      return;
+    }
+    // A copy: the receive arena is reused by the next batch.
+    this.handshakeQueue.push({ message: Buffer.from(message), source });
+    if (!this.handshakesScheduled) {
+      this.handshakesScheduled = true;
+      setImmediate(() => this.processHandshakes());
+    }
+  }
+
+  private processHandshakes(): void {
+    this.handshakesScheduled = false;
+    if (this.stopped) return;
+    const queue = this.handshakeQueue;
+    for (let n = 0; n < HANDSHAKES_PER_TURN && queue.length > 0; n++) {
+      // The backlog tells the device when to ask for cookies instead of doing DH.
+      this.device.handshakeBacklog = queue.length;
+      const { message, source } = queue.shift()!;
+      const completed = this.device.stats.handshakesCompleted;
+      this.device.handleDatagram(message, source);
+      if (this.device.stats.handshakesCompleted !== completed) {
+        this.observations.handshakeCompleted(this.device, message);
+      }
+    }
+    this.device.handshakeBacklog = queue.length;
+    this.flush();
+    if (queue.length > 0) {
+      this.handshakesScheduled = true;
+      setImmediate(() => this.processHandshakes());
+    }
+  }
+
+  private writeOpened(): void {
+    const opening = this.opening;
+    const n = opening.count;
+    openBatch(opening, opening.keys, n);
+    const writes = this.tunWrites;
+    let m = 0;
+    for (let j = 0; j < n; j++) {
+      if (opening.status[j] !== 0) {
+        this.device.stats.drops.decryption_failed++;
+        continue;
+      }
+      const peer = opening.peers[j]!;
+      const offset = opening.offsets[j]!;
+      const plaintext = opening.arena.subarray(offset, offset + opening.lengths[j]!);
+      const packet = this.device.completeData(
+        peer,
+        opening.keypairs[j]!,
+        opening.counterValues[j]!,
+        plaintext,
+        opening.lengths[j]! + DATA_HEADER_LENGTH + TAG_LENGTH,
+        this.sourceOf(opening.source[j]!, peer),
+      );
+      if (!packet) continue;
+      writes.offsets[m] = offset;
+      writes.lengths[m] = packet.length;
+      m++;
+    }
+    opening.reset();
+    if (m === 0) return;
+    const written = this.tun.writeBatch(writes, m);
+    this.observations.tunWrite.observe(m);
+    for (let j = 0; j < written; j++) if (writes.status[j]! < 0) this.counters.tunWriteErrors++;
+    this.counters.tunWriteErrors += m - written;
+  }
+
+  /** The sender of datagram i: the peer's own endpoint object when unchanged (no allocation). */
+  private sourceOf(index: number, peer: Peer): Endpoint {
+    const records = this.udpIn.endpoints;
+    const at = index * ENDPOINT_SIZE;
+    if (peer.endpoint) {
+      const known = this.endpointRecord(peer.endpoint);
+      let same = true;
+      for (let k = 0; k < 18 && same; k++) same = records[at + k] === known[k];
+      if (same) return peer.endpoint;
+    }
+    return readEndpoint(records, index);
+  }
+
+  private tick(): void {
+    this.device.tick();
+    this.flush();
+    this.dropReporter.check(this.device.stats.drops);
+  }
+
+  /** Carries out what the device asked for, in batches. */
+  private flush(): void {
+    const actions = this.device.actions;
+    const { datagrams, endpoints, tunnelPackets } = actions;
+    for (let start = 0; start < datagrams.length; start += BATCH) {
+      const count = Math.min(BATCH, datagrams.length - start);
+      for (let j = 0; j < count; j++) {
+        this.udpOut.setPacket(j, datagrams[start + j]!);
+        this.udpOut.endpoints.set(this.endpointRecord(endpoints[start + j]!), j * ENDPOINT_SIZE);
+      }
+      const sent = this.socket ? this.socket.sendBatch(this.udpOut, count) : 0;
+      this.observations.udpSend.observe(count);
+      for (let j = 0; j < sent; j++)
+        if (this.udpOut.status[j]! < 0) this.counters.socketSendErrors++;
+      this.counters.socketSendErrors += count - sent;
+    }
+    for (let start = 0; start < tunnelPackets.length; start += BATCH) {
+      const count = Math.min(BATCH, tunnelPackets.length - start);
+      for (let j = 0; j < count; j++) this.tunOut.setPacket(j, tunnelPackets[start + j]!);
+      const written = this.tun.writeBatch(this.tunOut, count);
+      this.observations.tunWrite.observe(count);
+      for (let j = 0; j < written; j++)
+        if (this.tunOut.status[j]! < 0) this.counters.tunWriteErrors++;
+      this.counters.tunWriteErrors += count - written;
+    }
+    actions.clear();
+  }
+
+  private endpointRecord(endpoint: Endpoint): Uint8Array {
+    let record = this.endpointRecords.get(endpoint);
+    if (!record) {
+      record = new Uint8Array(ENDPOINT_SIZE);
+      writeEndpoint(record, 0, endpoint);
+      this.endpointRecords.set(endpoint, record);
+    }
+    return record;
+  }
+
+  // --- control (UapiHost) ------------------------------------------------------------------
+
+  listenPort(): number {
+    return this.socket?.port ?? 0;
+  }
+
+  setListenPort(port: number): void {
+    if (port === this.listenPort()) return;
+    this.bindSocket(port); // throws EADDRINUSE and leaves the old socket in place
+  }
+
+  fwmark(): number {
+    return this.mark;
+  }
+
+  async afterSet(): Promise<void> {
+    this.flush();
+    try {
+      await this.addRoutes();
+    } catch (error) {
+      this.logger.warn("could not add routes for the new allowed IPs", {
+        error: (error as Error).message,
+      });
+    }
+  }
+
+  setFwmark(mark: number): void {
+    this.mark = mark;
+    this.socket?.setFwmark?.(mark);
+  }
+
+  /**
+   * Applies a changed configuration the way `wg syncconf` does: peers that did not change
+   * keep their sessions and counters; removed peers go; new peers come; changed fields are
+   * updated in place. Addresses and MTU are left alone (as wg syncconf does).
+   */
+  async applyConfig(config: InterfaceFileConfig): Promise<void> {
+    const endpoints = await Promise.all(
+      config.peers.map((peer) => (peer.endpoint ? resolveEndpoint(peer.endpoint) : null)),
+    );
+    this.device.setPrivateKey(config.privateKey);
+    if (config.listenPort !== null) this.setListenPort(config.listenPort);
+    if (config.fwmark !== this.mark) this.setFwmark(config.fwmark);
+    const wanted = new Set(config.peers.map((p) => p.publicKey.toString("base64")));
+    for (const peer of [...this.device.peers.values()]) {
+      if (!wanted.has(peer.publicKeyBase64)) this.device.removePeer(peer.publicKey);
+    }
+    config.peers.forEach((filePeer, i) => {
+      const settings = peerConfig(filePeer, endpoints[i]!);
+      const existing = this.device.peer(filePeer.publicKey);
+      if (!existing) {
+        this.device.addPeer(settings);
+        return;
+      }
+      updateExisting(this.device, existing, settings);
+    });
+    await this.addRoutes();
+    this.flush();
+    this.logger.info("configuration applied", { interface: this.name, peers: config.peers.length });
+  }
+}
+
+function peerConfig(
+  peer: PeerFileConfig,
+  endpoint: { address: string; port: number } | null,
+): PeerConfig {
+  return {
+    publicKey: peer.publicKey,
+    presharedKey: peer.presharedKey ?? Buffer.alloc(32),
+    endpoint,
+    allowedIps: peer.allowedIps,
+    persistentKeepalive: peer.persistentKeepalive,
+  };
+}
+
+/** Changes only what differs, so an unchanged peer's session is not touched. */
+function updateExisting(device: Device, peer: Peer, settings: PeerConfig): void {
+  const psk = settings.presharedKey ?? Buffer.alloc(32);
+  if (!peer.presharedKey.equals(psk)) peer.presharedKey = psk;
+  const endpoint = settings.endpoint ?? null;
+  if (
+    endpoint &&
+    (!peer.endpoint ||
+      peer.endpoint.address !== endpoint.address ||
+      peer.endpoint.port !== endpoint.port)
+  ) {
+    peer.endpoint = endpoint;
+  }
+  const current = device.allowedIps.entriesFor(peer);
+  const key = (r: { address: Uint8Array; cidr: number }) =>
+    `${Buffer.from(r.address).toString("hex")}/${r.cidr}`;
+  const wanted = new Map((settings.allowedIps ?? []).map((r) => [key(r), r]));
+  for (const route of current) {
+    if (!wanted.delete(key(route))) device.allowedIps.remove(route.address, route.cidr, peer);
+  }
+  for (const route of wanted.values()) device.allowedIps.insert(route.address, route.cidr, peer);
+  if ((settings.persistentKeepalive ?? 0) !== peer.persistentKeepalive) {
+    device.setPersistentKeepalive(peer, settings.persistentKeepalive ?? 0);
+  }
+}

@@ -1,0 +1,234 @@
+/**
+ * The batched data path: typed access to the native addon (native/*.c) that owns the TUN
+ * device, the UDP socket and the per-packet ChaCha20-Poly1305.
+ *
+ * Everything here works on *batches*: one arena Buffer holding many packets, described by
+ * parallel typed arrays (offset, length, endpoint, key slot, counter, status per packet). One
+ * call moves or transforms a whole batch, so the cost of crossing from JS into C is paid
+ * once per batch rather than once per packet, and nothing is allocated per packet.
+ *
+ * The addon is loaded lazily, on first use, so that code which only imports types or the
+ * endpoint helpers still works on a machine where it has not been built.
+ *
+ * Endpoint records ({@link ENDPOINT_SIZE} bytes each, in a Uint8Array table):
+ *
+ *   bytes 0..15   IPv6 address; an IPv4 address is stored IPv4-mapped (::ffff:a.b.c.d)
+ *   bytes 16..17  UDP port, network byte order
+ *   bytes 18..19  zero
+ *   bytes 20..23  little-endian u32: IPv6 scope id for a peer, interface index for a local
+ *                 address (IP_PKTINFO/IPV6_PKTINFO)
+ *
+ * Bytes 0..17 are the same for the same peer whatever the socket family, so they can serve
+ * directly as a map key or as the "source IP ‖ source port" input of a cookie MAC.
+ */
+
+import { createRequire } from "node:module";
+import { existsSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { constants as osConstants } from "node:os";
+import type { TunOffloadStats } from "./tun.js";
+import type { OpenSslReferenceRates } from "./aead.js";
+
+/** Most packets one read/receive/send call handles (the addon's scratch space is this big). */
+export const MAX_BATCH = 1024;
+/** Size of one endpoint record. */
+export const ENDPOINT_SIZE = 24;
+/** ChaCha20-Poly1305 key and tag sizes. */
+export const AEAD_KEY_SIZE = 32;
+export const AEAD_TAG_SIZE = 16;
+/** `status[i]` of a packet that failed authentication in {@link openBatch} (-EBADMSG). */
+export const STATUS_AUTH_FAILED = -(osConstants.errno.EBADMSG ?? 74);
+
+/** The addon's raw interface; the exported classes below are the supported way to use it. */
+export interface NativeAddon {
+  readonly MAX_BATCH: number;
+  readonly ENDPOINT_SIZE: number;
+  readonly READABLE: number;
+  readonly WRITABLE: number;
+  tunOpen(
+    name: string,
+    multiQueue: boolean,
+    offload?: boolean,
+    gro?: boolean,
+  ): { fd: number; name: string; offload: boolean; uso: boolean };
+  tunPending(fd: number): number;
+  tunOffloadStats(fd: number): TunOffloadStats | null;
+  tunRead(
+    fd: number,
+    arena: Uint8Array,
+    offsets: Uint32Array,
+    lengths: Uint32Array,
+    first: number,
+    count: number,
+    room: number,
+  ): number;
+  tunWrite(
+    fd: number,
+    arena: Uint8Array,
+    offsets: Uint32Array,
+    lengths: Uint32Array,
+    status: Int32Array | null,
+    first: number,
+    count: number,
+  ): number;
+  linkSetMtu(name: string, mtu: number): void;
+  linkGetMtu(name: string): number;
+  linkSetUp(name: string, up: boolean): void;
+  linkIndex(name: string): number;
+  udpBind(
+    host: string,
+    port: number,
+    receiveBufferSize: number,
+    sendBufferSize: number,
+    noGso: boolean,
+  ): {
+    fd: number;
+    port: number;
+    family: 4 | 6;
+    dualStack: boolean;
+    gso: boolean;
+    receiveBufferSize: number;
+    sendBufferSize: number;
+  };
+  udpRecv(
+    fd: number,
+    arena: Uint8Array,
+    offsets: Uint32Array,
+    lengths: Uint32Array,
+    endpoints: Uint8Array,
+    locals: Uint8Array | null,
+    first: number,
+    count: number,
+    room: number,
+  ): number;
+  udpSend(
+    fd: number,
+    arena: Uint8Array,
+    offsets: Uint32Array,
+    lengths: Uint32Array,
+    endpoints: Uint8Array,
+    locals: Uint8Array | null,
+    status: Int32Array | null,
+    first: number,
+    count: number,
+  ): number;
+  udpSetMark(fd: number, mark: number): void;
+  aeadSealBatch(
+    arena: Uint8Array,
+    offsets: Uint32Array,
+    lengths: Uint32Array,
+    keySlots: Uint32Array,
+    counters: BigUint64Array | Uint32Array,
+    keys: Uint8Array,
+    status: Int32Array | null,
+    first: number,
+    count: number,
+  ): void;
+  aeadOpenBatch(
+    arena: Uint8Array,
+    offsets: Uint32Array,
+    lengths: Uint32Array,
+    keySlots: Uint32Array,
+    counters: BigUint64Array | Uint32Array,
+    keys: Uint8Array,
+    status: Int32Array | null,
+    first: number,
+    count: number,
+  ): number;
+  aeadSeal(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array | null, data: Uint8Array): Buffer;
+  aeadOpen(
+    key: Uint8Array,
+    nonce: Uint8Array,
+    aad: Uint8Array | null,
+    sealed: Uint8Array,
+  ): Buffer | null;
+  aeadCalibrate(packetSize: number, milliseconds: number): OpenSslReferenceRates;
+  watch(fd: number, events: number, callback: (events: number, status: number) => void): void;
+  watchRef(fd: number, ref: boolean): void;
+  close(fd: number): void;
+}
+
+/** An Error carrying a stable `code`, like Node's own system errors. */
+export interface CodedError extends Error {
+  code: string;
+}
+
+export function codedError(message: string, code: string, cause?: unknown): CodedError {
+  const error = new Error(message, cause === undefined ? undefined : { cause }) as CodedError;
+  error.code = code;
+  return error;
+}
+
+let addon: NativeAddon | undefined;
+let loadFailure: CodedError | undefined;
+
+// This file runs from src/host/native/ under vitest and from dist/src/host/native/ once
+// compiled, so the addon is three or four levels up; EDGETUN_ADDON overrides both.
+function addonCandidates(): string[] {
+  const override = process.env["EDGETUN_ADDON"];
+  if (override !== undefined && override !== "") {
+    return [override];
+  }
+  const here = dirname(fileURLToPath(import.meta.url));
+  const candidates: string[] = [];
+  for (const up of [join("..", "..", ".."), join("..", "..", "..", "..")]) {
+    for (const build of ["Release", "Debug"]) {
+      candidates.push(join(here, up, "build", build, "edgetun.node"));
+    }
+  }
+  return candidates;
+}
+
+export function loadAddon(): NativeAddon {
+  if (addon !== undefined) {
+    return addon;
+  }
+  if (loadFailure !== undefined) {
+    throw loadFailure;
+  }
+  const candidates = addonCandidates();
+  const path = candidates.find((candidate) => existsSync(candidate));
+  if (path === undefined) {
+    loadFailure = codedError(
+      `addon not built: run npm ci (or npm rebuild) to compile build/Release/edgetun.node; looked in ${candidates.join(", ")}`,
+      "ERR_EDGETUN_ADDON_MISSING",
+    );
+    throw loadFailure;
+  }
+  try {
+    const loaded = createRequire(import.meta.url)(path) as NativeAddon;
+    if (loaded.ENDPOINT_SIZE !== ENDPOINT_SIZE || loaded.MAX_BATCH !== MAX_BATCH) {
+      throw new Error("addon constants do not match src/host/native (stale build?)");
+    }
+    addon = loaded;
+    return addon;
+  } catch (error) {
+    const detail = error instanceof Error ? error.message : String(error);
+    const code =
+      error instanceof Error && "code" in error && error.code === "ERR_EDGETUN_UNSUPPORTED_PLATFORM"
+        ? "ERR_EDGETUN_UNSUPPORTED_PLATFORM"
+        : "ERR_EDGETUN_ADDON_LOAD";
+    loadFailure = codedError(
+      `cannot load native addon ${path}: ${detail} (run npm rebuild)`,
+      code,
+      error,
+    );
+    throw loadFailure;
+  }
+}
+
+/** True when the addon is built and loads; never throws. */
+export function nativeAvailable(): boolean {
+  try {
+    loadAddon();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Why the addon cannot be used, or undefined when it can. */
+export function nativeLoadError(): CodedError | undefined {
+  return nativeAvailable() ? undefined : loadFailure;
+}

@@ -1,0 +1,698 @@
+/**
+ * The control socket: the line protocol that Debian's `wg` (and every other client of
+ * userspace WireGuard implementations) speaks over `/var/run/wireguard/<interface>.sock`.
+ *
+ * A request is `get=1\n\n`, or `set=1\n`, `key=value\n` lines and `\n`. The reply to a get
+ * lists the device and then each peer as `key=value` lines; every reply ends `errno=N\n\n`,
+ * N being 0 or a negative Linux errno.
+ *
+ * Errno policy:
+ * - a set is parsed and validated whole before anything changes, so a rejected request leaves
+ *   the device exactly as it was (wireguard-go instead applies line by line up to the error);
+ * - -EPROTO: a line without "=", a key that is not part of the protocol, an unknown operation;
+ * - -EINVAL: a value that does not parse, or a protocol key where it cannot be set (a peer
+ *   key before any `public_key`, a device key inside a peer section, a read-only key);
+ * - -EADDRINUSE (or the code the host's error carries): the listen port could not be bound;
+ * - -EMSGSIZE: a line or request over the size limits; the connection is then closed, as it
+ *   is after an unknown operation, since the framing can no longer be trusted.
+ * A rejected set only costs its own reply: the connection stays usable.
+ */
+import { channel } from "node:diagnostics_channel";
+import { chmod, lstat, mkdir, unlink } from "node:fs/promises";
+import { createConnection, createServer, isIPv4, isIPv6, type Server, type Socket } from "node:net";
+import { constants } from "node:os";
+import { join } from "node:path";
+import type { Device } from "../core/device.js";
+import { formatAddress, formatCidr, parseCidr } from "../core/ipaddr.js";
+import type { Endpoint } from "../core/peer.js";
+
+/** What the control socket needs from the daemon around the device: the UDP port and mark. */
+export interface UapiHost {
+  device: Device;
+  listenPort(): number;
+  /** May throw (or reject with) an Error whose `code` is "EADDRINUSE". */
+  setListenPort(port: number): Promise<void> | void;
+  fwmark(): number;
+  setFwmark(mark: number): void;
+  /**
+   * Called after a set was applied: the daemon sends what the change queued (a keepalive
+   * when persistent keepalive was turned on) and adds routes for new allowed IPs.
+   */
+  afterSet?(): Promise<void> | void;
+}
+
+export const DEFAULT_UAPI_DIRECTORY = "/var/run/wireguard";
+/** A request larger than this is refused: about 5,000 peers with one allowed IP each. */
+export const DEFAULT_MAX_REQUEST_BYTES = 1 << 20;
+/** The longest legitimate line (a scoped IPv6 endpoint) is under 100 bytes. */
+export const MAX_LINE_BYTES = 4096;
+
+/**
+ * Rejected sets and dropped connections are published here as {@link UapiDiagnostic}, since
+ * the errno a client sees says little about which line was wrong.
+ */
+export const uapiDiagnostics = channel("edgetun:uapi");
+
+export interface UapiDiagnostic {
+  readonly operation: "set" | "connection";
+  /** Negative errno, as sent to the client. */
+  readonly errno: number;
+  readonly reason: string;
+}
+
+/** Control-socket setup errors: `code` is stable. */
+export class UapiSocketError extends Error {
+  override readonly name = "UapiSocketError";
+  constructor(
+    message: string,
+    readonly code: "EADDRINUSE" | "EEXIST" | "ERR_UAPI_INTERFACE_NAME",
+  ) {
+    super(message);
+  }
+}
+
+const { EINVAL, EIO, EMSGSIZE, EPROTO } = constants.errno;
+
+// ---------------------------------------------------------------------------------------
+// get
+
+/** The whole reply to `get=1`, ending `errno=0\n\n`. */
+export function handleGet(host: UapiHost): string {
+  const device = host.device;
+  const lines: string[] = [];
+  if (device.identity) lines.push(`private_key=${hex(device.identity.privateKey.raw)}`);
+  lines.push(`listen_port=${host.listenPort()}`);
+  const fwmark = host.fwmark();
+  if (fwmark !== 0) lines.push(`fwmark=${fwmark}`);
+  for (const peer of device.peers.values()) {
+    lines.push(`public_key=${hex(peer.publicKey)}`);
+    lines.push(`preshared_key=${hex(peer.presharedKey)}`);
+    lines.push("protocol_version=1");
+    if (peer.endpoint) lines.push(`endpoint=${formatEndpoint(peer.endpoint)}`);
+    const handshakeMs = peer.lastHandshakeWallMs;
+    const seconds = Math.floor(handshakeMs / 1000);
+    lines.push(`last_handshake_time_sec=${seconds}`);
+    lines.push(`last_handshake_time_nsec=${Math.floor((handshakeMs - seconds * 1000) * 1e6)}`);
+    lines.push(`tx_bytes=${peer.txBytes}`);
+    lines.push(`rx_bytes=${peer.rxBytes}`);
+    lines.push(`persistent_keepalive_interval=${peer.persistentKeepalive}`);
+    for (const { address, cidr } of device.allowedIps.entriesFor(peer)) {
+      lines.push(`allowed_ip=${formatCidr(address, cidr)}`);
+    }
+  }
+  lines.push("errno=0", "", "");
+  return lines.join("\n");
+}
+
+function hex(bytes: Uint8Array): string {
+  return Buffer.from(bytes).toString("hex");
+}
+
+function formatEndpoint(endpoint: Endpoint): string {
+  // The I/O layer's endpoints may carry a numeric IPv6 zone beside the address.
+  const scopeId = (endpoint as { scopeId?: number }).scopeId;
+  if (!endpoint.address.includes(":")) return `${endpoint.address}:${endpoint.port}`;
+  const zone = scopeId && !endpoint.address.includes("%") ? `%${scopeId}` : "";
+  return `[${endpoint.address}${zone}]:${endpoint.port}`;
+}
+
+// ---------------------------------------------------------------------------------------
+// set: parsing and validation, with no effect on the device
+
+class UapiRequestError extends Error {
+  constructor(
+    readonly errno: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+interface PeerSection {
+  publicKey: Buffer;
+  remove: boolean;
+  updateOnly: boolean;
+  presharedKey?: Buffer;
+  endpoint?: Endpoint;
+  persistentKeepalive?: number;
+  replaceAllowedIps: boolean;
+  allowedIps: Array<{ address: Uint8Array; cidr: number }>;
+}
+
+interface SetRequest {
+  /** null removes the key. */
+  privateKey?: Buffer | null;
+  listenPort?: number;
+  fwmark?: number;
+  replacePeers: boolean;
+  peers: PeerSection[];
+}
+
+const DEVICE_KEYS = new Set(["private_key", "listen_port", "fwmark", "replace_peers"]);
+const PEER_KEYS = new Set([
+  "public_key",
+  "remove",
+  "update_only",
+  "preshared_key",
+  "endpoint",
+  "persistent_keepalive_interval",
+  "replace_allowed_ips",
+  "allowed_ip",
+  "protocol_version",
+]);
+const READ_ONLY_KEYS = new Set([
+  "last_handshake_time_sec",
+  "last_handshake_time_nsec",
+  "tx_bytes",
+  "rx_bytes",
+]);
+
+function parseSetRequest(lines: readonly string[]): SetRequest {
+  const request: SetRequest = { replacePeers: false, peers: [] };
+  let section: PeerSection | null = null;
+  for (const [index, line] of lines.entries()) {
+    const equals = line.indexOf("=");
+    if (equals <= 0) throw new UapiRequestError(EPROTO, `line ${index + 1}: not key=value`);
+    const key = line.slice(0, equals);
+    const value = line.slice(equals + 1);
+    try {
+      if (key === "public_key") {
+        section = {
+          publicKey: parseKey(value),
+          remove: false,
+          updateOnly: false,
+          replaceAllowedIps: false,
+          allowedIps: [],
+        };
+        request.peers.push(section);
+      } else if (section === null) {
+        parseDeviceLine(request, key, value);
+      } else {
+        parsePeerLine(section, key, value);
+      }
+    } catch (error) {
+      if (error instanceof UapiRequestError) {
+        error.message = `line ${index + 1} (${key}): ${error.message}`;
+      }
+      throw error;
+    }
+  }
+  return request;
+}
+
+function parseDeviceLine(request: SetRequest, key: string, value: string): void {
+  switch (key) {
+    case "private_key": {
+      const raw = parseKey(value);
+      request.privateKey = raw.every((byte) => byte === 0) ? null : raw;
+      return;
+    }
+    case "listen_port":
+      request.listenPort = parseDecimal(value, 0xffff);
+      return;
+    case "fwmark":
+      request.fwmark = parseDecimal(value, 0xffffffff);
+      return;
+    case "replace_peers":
+      parseTrue(value);
+      request.replacePeers = true;
+      return;
+  }
+  if (PEER_KEYS.has(key)) throw new UapiRequestError(EINVAL, "a peer key before any public_key");
+  throw unknownKey(key);
+}
+
+function parsePeerLine(section: PeerSection, key: string, value: string): void {
+  switch (key) {
+    case "remove":
+      parseTrue(value);
+      section.remove = true;
+      return;
+    case "update_only":
+      parseTrue(value);
+      section.updateOnly = true;
+      return;
+    case "preshared_key":
+      section.presharedKey = parseKey(value);
+      return;
+    case "endpoint":
+      section.endpoint = parseEndpoint(value);
+      return;
+    case "persistent_keepalive_interval":
+      section.persistentKeepalive = parseDecimal(value, 0xffff);
+      return;
+    case "replace_allowed_ips":
+      parseTrue(value);
+      section.replaceAllowedIps = true;
+      // Prefixes listed earlier in this section would be removed again at this point.
+      section.allowedIps = [];
+      return;
+    case "allowed_ip":
+      section.allowedIps.push(parseAllowedIp(value));
+      return;
+    case "protocol_version":
+      if (value !== "1") throw new UapiRequestError(EINVAL, "only protocol version 1 exists");
+      return;
+  }
+  if (DEVICE_KEYS.has(key)) {
+    throw new UapiRequestError(EINVAL, "a device key inside a peer section");
+  }
+  throw unknownKey(key);
+}
+
+function unknownKey(key: string): UapiRequestError {
+  if (READ_ONLY_KEYS.has(key)) return new UapiRequestError(EINVAL, "read-only");
+  return new UapiRequestError(EPROTO, "not a key of the protocol");
+}
+
+function parseKey(value: string): Buffer {
+  if (!/^[0-9a-fA-F]{64}$/.test(value)) {
+    throw new UapiRequestError(EINVAL, "a key is 64 hexadecimal digits");
+  }
+  return Buffer.from(value, "hex");
+}
+
+function parseDecimal(value: string, max: number): number {
+  const number = /^[0-9]{1,10}$/.test(value) ? Number(value) : NaN;
+  if (!(number <= max)) throw new UapiRequestError(EINVAL, `not a decimal number 0..${max}`);
+  return number;
+}
+
+function parseTrue(value: string): void {
+  if (value !== "true") throw new UapiRequestError(EINVAL, 'the only value is "true"');
+}
+
+function parseAllowedIp(value: string): { address: Uint8Array; cidr: number } {
+  // parseCidr also takes a bare address; the protocol always writes the prefix length.
+  if (!value.includes("/")) throw new UapiRequestError(EINVAL, "not a CIDR prefix");
+  try {
+    return parseCidr(value);
+  } catch (error) {
+    throw new UapiRequestError(EINVAL, (error as Error).message);
+  }
+}
+
+/** "192.0.2.1:51820", "[2001:db8::1]:51820" or "[fe80::1%eth0]:51820"; numeric only. */
+function parseEndpoint(value: string): Endpoint {
+  const match = /^(?:\[([^\]]+)\]|([^:[\]]+)):([0-9]{1,5})$/.exec(value);
+  const port = Number(match?.[3]);
+  if (!match || !(port <= 0xffff)) {
+    throw new UapiRequestError(EINVAL, "an endpoint is IPv4:port or [IPv6]:port");
+  }
+  const bracketed = match[1];
+  if (bracketed === undefined) {
+    const address = match[2]!;
+    if (!isIPv4(address)) throw new UapiRequestError(EINVAL, "not an IPv4 address");
+    return { address, port };
+  }
+  const percent = bracketed.indexOf("%");
+  const base = percent === -1 ? bracketed : bracketed.slice(0, percent);
+  const zone = percent === -1 ? "" : bracketed.slice(percent + 1);
+  if (!isIPv6(base) || (percent !== -1 && !/^[A-Za-z0-9_.=+-]{1,15}$/.test(zone))) {
+    throw new UapiRequestError(EINVAL, "not an IPv6 address");
+  }
+  // Stored in the form `wg show` prints, so an endpoint reads back as it does elsewhere.
+  const address = formatAddress(parseCidr(base).address) + (zone ? `%${zone}` : "");
+  return { address, port };
+}
+
+// ---------------------------------------------------------------------------------------
+// set: applying a validated request
+
+// Sets on one device run one at a time: a set awaiting the listen port must not interleave
+// with another that would then apply half of its changes around it.
+const setQueues = new WeakMap<Device, Promise<unknown>>();
+
+/**
+ * Applies a `set=1` request; `lines` are the `key=value` lines between `set=1` and the blank
+ * line. Returns 0, or a negative errno with the device unchanged.
+ */
+export async function handleSet(host: UapiHost, lines: readonly string[]): Promise<number> {
+  const request = [...lines];
+  const previous = setQueues.get(host.device) ?? Promise.resolve();
+  // Never rejects, so one failure cannot stall the sets queued behind it.
+  const result = previous.then(() =>
+    runSet(host, request).catch((error: unknown) =>
+      rejectSet(-EIO, `set failed unexpectedly: ${messageOf(error)}`),
+    ),
+  );
+  setQueues.set(host.device, result);
+  return result;
+}
+
+async function runSet(host: UapiHost, lines: readonly string[]): Promise<number> {
+  let request: SetRequest;
+  try {
+    request = parseSetRequest(lines);
+  } catch (error) {
+    if (!(error instanceof UapiRequestError)) throw error;
+    return rejectSet(-error.errno, error.message);
+  }
+
+  // The two host calls can fail for reasons no validation foresees, so they go first and the
+  // fwmark is put back if the port then fails; nothing after them can fail.
+  const previousFwmark = host.fwmark();
+  try {
+    if (request.fwmark !== undefined && request.fwmark !== previousFwmark) {
+      host.setFwmark(request.fwmark);
+    }
+  } catch (error) {
+    return rejectSet(errnoOf(error), `fwmark ${request.fwmark}: ${messageOf(error)}`);
+  }
+  try {
+    if (request.listenPort !== undefined && request.listenPort !== host.listenPort()) {
+      await host.setListenPort(request.listenPort);
+    }
+  } catch (error) {
+    if (host.fwmark() !== previousFwmark) host.setFwmark(previousFwmark);
+    return rejectSet(errnoOf(error), `listen port ${request.listenPort}: ${messageOf(error)}`);
+  }
+
+  try {
+    applyToDevice(host.device, request);
+  } catch (error) {
+    // A broken invariant in the device, not bad input: the request was valid.
+    return rejectSet(-EIO, `applying a validated set failed: ${messageOf(error)}`);
+  }
+  await host.afterSet?.();
+  return 0;
+}
+
+function applyToDevice(device: Device, request: SetRequest): void {
+  if (request.privateKey !== undefined) device.setPrivateKey(request.privateKey);
+  if (request.replacePeers) {
+    for (const peer of [...device.peers.values()]) device.removePeer(peer.publicKey);
+  }
+  for (const section of request.peers) {
+    // A peer with our own public key is ignored, as the kernel and wireguard-go do.
+    if (device.publicKey?.equals(section.publicKey)) continue;
+    const existing = device.peer(section.publicKey);
+    if (section.remove) {
+      if (existing) device.removePeer(section.publicKey);
+      continue;
+    }
+    const changes = {
+      presharedKey: section.presharedKey,
+      endpoint: section.endpoint,
+      allowedIps: section.allowedIps,
+      persistentKeepalive: section.persistentKeepalive,
+    };
+    if (existing) {
+      if (section.replaceAllowedIps) device.allowedIps.removeByValue(existing);
+      device.updatePeer(existing, changes);
+    } else if (!section.updateOnly) {
+      device.addPeer({ publicKey: section.publicKey, ...changes });
+    }
+  }
+}
+
+function rejectSet(errno: number, reason: string): number {
+  publish({ operation: "set", errno, reason });
+  return errno;
+}
+
+function publish(diagnostic: UapiDiagnostic): void {
+  if (uapiDiagnostics.hasSubscribers) uapiDiagnostics.publish(diagnostic);
+}
+
+/** A host error's `code` ("EADDRINUSE", "EACCES", …) as a negative errno; -EIO otherwise. */
+function errnoOf(error: unknown): number {
+  const code = (error as { code?: unknown } | null)?.code;
+  const errnos = constants.errno as Record<string, number | undefined>;
+  const number = typeof code === "string" ? errnos[code] : undefined;
+  return -(number ?? EIO);
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+// ---------------------------------------------------------------------------------------
+// The socket
+
+export interface UapiServerOptions {
+  /** Where `<interface>.sock` goes; `wg` only looks in the default. */
+  directory?: string;
+  maxRequestBytes?: number;
+}
+
+type Request =
+  | { readonly kind: "get" }
+  | { readonly kind: "set"; readonly lines: string[] }
+  | { readonly kind: "error"; readonly errno: number };
+
+/** One client: splits its bytes into requests and answers them in order. */
+class UapiConnection {
+  readonly #socket: Socket;
+  readonly #host: UapiHost;
+  readonly #maxRequestBytes: number;
+  #state: "operation" | "get" | "set" = "operation";
+  #partialLine: Buffer[] = [];
+  #partialLineBytes = 0;
+  #requestBytes = 0;
+  #setLines: string[] = [];
+  readonly #queue: Request[] = [];
+  #answering = false;
+  /** Framing lost (garbage, oversize): input is ignored and the connection closes. */
+  #broken = false;
+  #clientEnded = false;
+
+  constructor(socket: Socket, host: UapiHost, maxRequestBytes: number) {
+    this.#socket = socket;
+    this.#host = host;
+    this.#maxRequestBytes = maxRequestBytes;
+    socket.on("data", (chunk: Buffer) => this.#receive(chunk));
+    socket.on("end", () => {
+      this.#clientEnded = true;
+      if (!this.#answering) socket.end();
+    });
+    // EPIPE, ECONNRESET: the client went away; nothing to tell it.
+    socket.on("error", () => socket.destroy());
+  }
+
+  #receive(chunk: Buffer): void {
+    let start = 0;
+    while (!this.#broken && start < chunk.length) {
+      const newline = chunk.indexOf(0x0a, start);
+      const end = newline === -1 ? chunk.length : newline;
+      this.#partialLineBytes += end - start;
+      this.#requestBytes += end - start + (newline === -1 ? 0 : 1);
+      if (this.#partialLineBytes > MAX_LINE_BYTES) {
+        this.#fail(EMSGSIZE, `a line longer than ${MAX_LINE_BYTES} bytes`);
+      } else if (this.#requestBytes > this.#maxRequestBytes) {
+        this.#fail(EMSGSIZE, `a request longer than ${this.#maxRequestBytes} bytes`);
+      } else if (newline === -1) {
+        this.#partialLine.push(Buffer.from(chunk.subarray(start)));
+        start = chunk.length;
+      } else {
+        this.#partialLine.push(chunk.subarray(start, newline));
+        const line = Buffer.concat(this.#partialLine).toString("latin1");
+        this.#partialLine = [];
+        this.#partialLineBytes = 0;
+        this.#line(line);
+        start = newline + 1;
+      }
+    }
+    // #answer handles every error it expects; anything else must not take the daemon down.
+    this.#answer().catch(() => this.#socket.destroy());
+  }
+
+  #line(line: string): void {
+    switch (this.#state) {
+      case "operation":
+        if (line === "get=1") this.#state = "get";
+        else if (line === "set=1") this.#state = "set";
+        else this.#fail(EPROTO, `unknown operation ${JSON.stringify(line.slice(0, 40))}`);
+        return;
+      case "get":
+        if (line !== "") this.#fail(EINVAL, "get=1 takes no arguments");
+        else this.#complete({ kind: "get" });
+        return;
+      case "set":
+        if (line !== "") this.#setLines.push(line);
+        else this.#complete({ kind: "set", lines: this.#setLines });
+        return;
+    }
+  }
+
+  #complete(request: Request): void {
+    this.#queue.push(request);
+    this.#state = "operation";
+    this.#setLines = [];
+    this.#requestBytes = 0;
+  }
+
+  #fail(errno: number, reason: string): void {
+    publish({ operation: "connection", errno: -errno, reason });
+    this.#queue.push({ kind: "error", errno });
+    this.#broken = true;
+    this.#partialLine = [];
+    this.#setLines = [];
+  }
+
+  async #answer(): Promise<void> {
+    if (this.#answering) return;
+    this.#answering = true;
+    // Paused while answering, so a client cannot pile up requests faster than they are served.
+    this.#socket.pause();
+    const socket = this.#socket;
+    try {
+      for (let request = this.#queue.shift(); request; request = this.#queue.shift()) {
+        const reply = await this.#reply(request);
+        if (socket.destroyed) return;
+        const flushed = socket.write(reply);
+        if (request.kind === "error") {
+          socket.destroySoon();
+          return;
+        }
+        if (!flushed) await drained(socket);
+      }
+      if (this.#clientEnded) socket.end();
+    } finally {
+      this.#answering = false;
+      if (!this.#broken && !socket.destroyed) socket.resume();
+    }
+  }
+
+  async #reply(request: Request): Promise<string> {
+    switch (request.kind) {
+      case "get":
+        try {
+          return handleGet(this.#host);
+        } catch (error) {
+          publish({ operation: "connection", errno: -EIO, reason: messageOf(error) });
+          return `errno=${-EIO}\n\n`;
+        }
+      case "set":
+        return `errno=${await handleSet(this.#host, request.lines)}\n\n`;
+      case "error":
+        return `errno=${-request.errno}\n\n`;
+    }
+  }
+}
+
+function drained(socket: Socket): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      socket.off("drain", done);
+      socket.off("close", done);
+      resolve();
+    };
+    socket.on("drain", done);
+    socket.on("close", done);
+  });
+}
+
+export class UapiServer {
+  readonly path: string;
+  readonly #server: Server;
+  readonly #connections = new Set<Socket>();
+  #closed = false;
+
+  private constructor(path: string, server: Server) {
+    this.path = path;
+    this.#server = server;
+  }
+
+  /**
+   * Listens on `<directory>/<interfaceName>.sock`, replacing a stale socket left by a crashed
+   * run. Fails with code "EADDRINUSE" if another daemon answers there.
+   */
+  static async listen(
+    interfaceName: string,
+    host: UapiHost,
+    options: UapiServerOptions = {},
+  ): Promise<UapiServer> {
+    // wg-quick's rule for interface names; it also keeps the name a single path component.
+    if (!/^[A-Za-z0-9_=+.-]{1,15}$/.test(interfaceName) || /^\.\.?$/.test(interfaceName)) {
+      throw new UapiSocketError(
+        `${JSON.stringify(interfaceName)} is not an interface name (1 to 15 of A-Z a-z 0-9 _=+.-)`,
+        "ERR_UAPI_INTERFACE_NAME",
+      );
+    }
+    const directory = options.directory ?? DEFAULT_UAPI_DIRECTORY;
+    const maxRequestBytes = options.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
+    const path = join(directory, `${interfaceName}.sock`);
+
+    // Only a directory created here is made private; an existing one is the operator's.
+    if ((await mkdir(directory, { recursive: true, mode: 0o700 })) !== undefined) {
+      await chmod(directory, 0o700);
+    }
+    await removeStaleSocket(path, interfaceName);
+
+    const server = createServer({ allowHalfOpen: true });
+    const uapi = new UapiServer(path, server);
+    server.on("connection", (socket) => {
+      uapi.#connections.add(socket);
+      socket.on("close", () => uapi.#connections.delete(socket));
+      new UapiConnection(socket, host, maxRequestBytes);
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(path, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    }).catch((error: unknown) => {
+      // Another daemon won the race between the check above and our bind.
+      if ((error as { code?: unknown }).code === "EADDRINUSE") throw anotherDaemon(interfaceName);
+      throw error;
+    });
+    try {
+      await chmod(path, 0o600);
+    } catch (error) {
+      await uapi.close();
+      throw error;
+    }
+    return uapi;
+  }
+
+  /** Stops listening, drops every connection and removes the socket file. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const socket of this.#connections) socket.destroy();
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    await unlink(this.path).catch((error: unknown) => {
+      if ((error as { code?: unknown }).code !== "ENOENT") throw error;
+    });
+  }
+}
+
+function anotherDaemon(interfaceName: string): UapiSocketError {
+  return new UapiSocketError(
+    `another daemon already serves interface ${interfaceName}: its control socket answers`,
+    "EADDRINUSE",
+  );
+}
+
+/** Removes `path` if it is a socket nobody accepts on; throws if somebody does. */
+async function removeStaleSocket(path: string, interfaceName: string): Promise<void> {
+  let stats;
+  try {
+    stats = await lstat(path);
+  } catch (error) {
+    if ((error as { code?: unknown }).code === "ENOENT") return;
+    throw error;
+  }
+  if (!stats.isSocket()) {
+    throw new UapiSocketError(`${path} exists and is not a socket; not replacing it`, "EEXIST");
+  }
+  const live = await new Promise<boolean>((resolve, reject) => {
+    const probe = createConnection(path);
+    probe.once("connect", () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once("error", (error: NodeJS.ErrnoException) => {
+      if (error.code === "ECONNREFUSED" || error.code === "ENOENT") resolve(false);
+      // A full backlog still means somebody listens.
+      else if (error.code === "EAGAIN") resolve(true);
+      else reject(error);
+    });
+  });
+  if (live) throw anotherDaemon(interfaceName);
+  await unlink(path).catch((error: unknown) => {
+    if ((error as { code?: unknown }).code !== "ENOENT") throw error;
+  });
+}

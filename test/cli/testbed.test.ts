@@ -1,0 +1,310 @@
+// The edge testbed's own pieces that run without root: its command line (bad input is a
+// usage error, exit 2, before anything is created), impairment levels, the UDP delay relay on
+// loopback, and the report (tables laid out as prettier lays them out, SVG that is well formed).
+import { spawn, spawnSync } from "node:child_process";
+import { createSocket, type Socket } from "node:dgram";
+import { existsSync } from "node:fs";
+import { performance } from "node:perf_hooks";
+import { fileURLToPath } from "node:url";
+import * as prettier from "prettier";
+import { afterEach, describe, expect, it } from "vitest";
+import { parseLevel, type Level } from "../../bench/testbed/impair.js";
+import {
+  figures,
+  markdownReport,
+  markdownTable,
+  type Meta,
+  type Result,
+} from "../../bench/testbed/report.js";
+
+const dist = fileURLToPath(new URL("../../dist/bench/testbed", import.meta.url));
+const mainJs = `${dist}main.js`;
+const relayJs = `${dist}relay.js`;
+const built = existsSync(mainJs) && existsSync(relayJs);
+const builtReason = "dist/bench/testbed is not built (npm run build)";
+
+describe("impairment levels", () => {
+  it.each<[string, Level]>([
+    ["none", { kind: "none" }],
+    ["loss:1", { kind: "loss", percent: 1 }],
+    ["loss:99", { kind: "loss", percent: 99 }],
+    ["delay:350", { kind: "delay", ms: 350 }],
+    ["rate:100", { kind: "rate", mbit: 100 }],
+  ])("reads %s", (text, level) => {
+    expect(parseLevel(text)).toEqual(level);
+  });
+
+  it.each([
+    "loss:2.5",
+    "loss:0",
+    "loss:100",
+    "loss:-1",
+    "delay:0",
+    "delay:6000",
+    "rate:x",
+    "jitter:5",
+    "none:1",
+    "",
+  ])("refuses %j with the forms it takes", (text) => {
+    expect(() => parseLevel(text)).toThrow(/bad impairment level/);
+  });
+});
+
+describe.skipIf(!built)(`bench command line (${built ? "built" : builtReason})`, () => {
+  function runMain(args: string[]): { status: number | null; stderr: string; stdout: string } {
+    const result = spawnSync(process.execPath, [mainJs, ...args], {
+      encoding: "utf8",
+      timeout: 20_000,
+    });
+    return { status: result.status, stderr: result.stderr, stdout: result.stdout };
+  }
+
+  it.each([
+    [["--levels", "loss:2.5"], /whole, 1-99/],
+    [["--tunnels", "edgetun,nosuch"], /unknown tunnel "nosuch"/],
+    [["--tunnels", ","], /--tunnels names none/],
+    [["--time-limit", "0"], /--time-limit wants minutes > 0/],
+    [["--bogus"], /--bogus/],
+    [["stray"], /unexpected argument "stray"/],
+  ])("%j is a usage error (exit 2) that names the problem and prints the usage", (args, why) => {
+    const { status, stderr } = runMain(args);
+    expect(status).toBe(2);
+    expect(stderr).toMatch(why);
+    expect(stderr).toContain("usage: npm run bench:testbed");
+  });
+
+  it("--help prints the usage and exits 0", () => {
+    const { status, stdout } = runMain(["--help"]);
+    expect(status).toBe(0);
+    expect(stdout).toContain("--quick");
+  });
+});
+
+describe.skipIf(!built)(`UDP delay relay on loopback (${built ? "built" : builtReason})`, () => {
+  const sockets: Socket[] = [];
+  let relay: ReturnType<typeof spawn> | null = null;
+
+  afterEach(() => {
+    for (const socket of sockets.splice(0)) socket.close();
+    if (relay && relay.exitCode === null) relay.kill("SIGKILL");
+    relay = null;
+  });
+
+  async function udp(): Promise<Socket> {
+    const socket = createSocket("udp4");
+    sockets.push(socket);
+    await new Promise<void>((resolve) => socket.bind(0, "127.0.0.1", resolve));
+    return socket;
+  }
+
+  /** Starts the relay between an "edge" socket and a "hub" socket; resolves once it is ready. */
+  async function startRelay(delayMs: number, queueLimit: number) {
+    const hub = await udp();
+    const edge = await udp();
+    // A port for the relay's edge side: bind, read, release (the relay binds it next).
+    const probe = await udp();
+    const relayPort = probe.address().port;
+    probe.close();
+    sockets.splice(sockets.indexOf(probe), 1);
+    const options = {
+      delayMs,
+      hub: `127.0.0.1:${hub.address().port}`,
+      hubBind: "127.0.0.1",
+      listen: [`127.0.0.1:${relayPort}`],
+      queueLimit,
+    };
+    const child = spawn(process.execPath, [relayJs, JSON.stringify(options)], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    relay = child;
+    let stdout = "";
+    child.stdout!.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error("relay did not get ready")), 10_000);
+      child.stdout!.on("data", () => {
+        if (stdout.includes("ready\n")) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      child.once("exit", (code) => reject(new Error(`relay exited ${code}`)));
+    });
+    const counters = async () => {
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      child.kill("SIGTERM");
+      await exited;
+      const line = stdout.split("\n").find((l) => l.startsWith("{"));
+      return JSON.parse(line ?? "{}") as { forwarded: number; dropped: number; sendErrors: number };
+    };
+    return { hub, edge, relayPort, counters };
+  }
+
+  it("holds every datagram the delay each way, keeps their order, and answers the edge", async () => {
+    const delayMs = 60;
+    const { hub, edge, relayPort, counters } = await startRelay(delayMs, 1000);
+    // The hub echoes to whoever sent (the relay's hub-side socket for this edge).
+    hub.on("message", (data, remote) => hub.send(data, remote.port, remote.address));
+    const arrivals: Array<{ n: number; rtt: number }> = [];
+    const sentAt = new Map<number, number>();
+    const done = new Promise<void>((resolve) => {
+      edge.on("message", (data) => {
+        const n = data.readUInt32BE(0);
+        arrivals.push({ n, rtt: performance.now() - sentAt.get(n)! });
+        if (arrivals.length === 20) resolve();
+      });
+    });
+    for (let n = 0; n < 20; n++) {
+      const datagram = Buffer.alloc(64);
+      datagram.writeUInt32BE(n, 0);
+      sentAt.set(n, performance.now());
+      edge.send(datagram, relayPort, "127.0.0.1");
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    await done;
+    expect(arrivals.map((a) => a.n)).toEqual([...Array(20).keys()]);
+    for (const { rtt } of arrivals) {
+      expect(rtt).toBeGreaterThanOrEqual(2 * delayMs - 1);
+      expect(rtt).toBeLessThan(2 * delayMs + 500);
+    }
+    expect(await counters()).toEqual({ forwarded: 40, dropped: 0, sendErrors: 0 });
+  });
+
+  it("drops and counts what arrives at a full queue, and ignores strangers on the hub side", async () => {
+    const { hub, edge, relayPort, counters } = await startRelay(300, 5);
+    const atHub: number[] = [];
+    let relayHubSide: { port: number; address: string } | null = null;
+    hub.on("message", (data, remote) => {
+      relayHubSide = remote;
+      atHub.push(data.readUInt32BE(0));
+    });
+    const gotEcho = new Promise<void>((resolve) => edge.on("message", () => resolve()));
+    for (let n = 0; n < 12; n++) {
+      const datagram = Buffer.alloc(16);
+      datagram.writeUInt32BE(n, 0);
+      edge.send(datagram, relayPort, "127.0.0.1");
+    }
+    await expect.poll(() => atHub.length, { timeout: 5000 }).toBe(5);
+    expect(atHub).toEqual([0, 1, 2, 3, 4]);
+    // A datagram to the relay's hub-side socket from anyone but the hub goes nowhere.
+    const stranger = await udp();
+    const target = relayHubSide!;
+    stranger.send(Buffer.from("nope"), target.port, target.address);
+    hub.send(Buffer.alloc(4), target.port, target.address);
+    await gotEcho;
+    const edgeGot: Buffer[] = [];
+    edge.on("message", (data) => edgeGot.push(data));
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    expect(edgeGot.some((d) => d.toString() === "nope")).toBe(false);
+    expect(await counters()).toEqual({ forwarded: 6, dropped: 7, sendErrors: 0 });
+  });
+});
+
+describe("testbed report", () => {
+  const levels = ["none", "loss 5%"];
+  const meta: Meta = {
+    runId: "t1",
+    startedAt: "2026-11-25T00:00:00.000Z",
+    quick: true,
+    machine: { cpus: 2, cpuModel: "test", memoryGiB: 1, kernel: "6.0", node: "20.0.0" },
+    tunnels: ["edgetun", "wireguard-go"],
+    levels: [{ kind: "none" }, { kind: "loss", percent: 5 }],
+    settings: {},
+  };
+
+  function results(): Result[] {
+    const out: Result[] = [];
+    for (const [t, tunnel] of ["edgetun", "wireguard-go"].entries()) {
+      for (const [l, level] of levels.entries()) {
+        const base = {
+          tunnel,
+          level,
+          kind: (l === 0 ? "none" : "loss") as Level["kind"],
+          value: l === 0 ? 0 : 5,
+        };
+        const mbps = 1000 / (t + 1) / (l + 1);
+        out.push({ ...base, scenario: "bring-up", values: { firstPacketMs: 100 + t } });
+        out.push({ ...base, scenario: "ping", path: "pod-pod", values: { avgMs: 1.5, p99Ms: 3 } });
+        for (const scenario of ["tcp1", "tcp4", "udp"] as const) {
+          for (const path of ["edge-hub", "pod-pod"] as const) {
+            out.push({
+              ...base,
+              scenario,
+              path,
+              values: { receivedMbps: mbps, receivedBytes: mbps * 1.25e6, lostPercent: 12.5 },
+              cost: { cpuSeconds: 2, peakRssMiB: 60 + t } as Result["cost"],
+            });
+          }
+        }
+        for (const concurrency of [1, 100]) {
+          out.push({
+            ...base,
+            scenario: "http",
+            concurrency,
+            values: {
+              requestsPerSecond: 500 * concurrency,
+              p50Ms: 2,
+              p99Ms: 9.5,
+              failureRate: 0.001,
+            },
+          });
+        }
+      }
+    }
+    out.push({
+      tunnel: "underlay",
+      level: "delay 50 ms",
+      kind: "delay",
+      value: 50,
+      scenario: "skipped",
+      values: {},
+      message: "no UDP to relay",
+    });
+    return out;
+  }
+
+  it("writes Markdown tables that prettier leaves as they are", async () => {
+    const table = markdownTable(
+      ["tunnel", "TCP×1 e→h"],
+      [
+        ["edgetun", "1,833"],
+        ["wg", "–"],
+      ],
+    );
+    expect(await prettier.format(table, { parser: "markdown" })).toBe(`${table}\n`);
+    const report = markdownReport(meta, results(), 165);
+    expect(await prettier.format(report, { parser: "markdown", printWidth: 100 })).toBe(
+      report.endsWith("\n") ? report : `${report}\n`,
+    );
+  });
+
+  it("puts each tunnel and level on a row with its figures, and lists what was skipped", () => {
+    const report = markdownReport(meta, results(), 165);
+    expect(report).toContain("took 165 s");
+    const rows = report.split("\n").filter((line) => line.startsWith("| edgetun "));
+    // two levels × (throughput table + service-call table)
+    expect(rows).toHaveLength(4);
+    expect(rows[0]).toMatch(/\| edgetun\s+\| none\s+\| 100\s+\| 1\.50 \/ 3\.00\s+\| 1,000\s+\|/);
+    // 6 runs × 1.25e9 B × 8 bit / 12 CPU s = 5 Gbit per CPU second
+    expect(rows[0]).toMatch(/\| 12\.0\s+\| 60\s+\| 5\.00\s+\|$/);
+    expect(report).toContain("| 50,000 · 2.0/9.5 · 0.10 %");
+    expect(report).toContain("- underlay, delay 50 ms: no UDP to relay");
+  });
+
+  it("draws well-formed SVG with one line per tunnel", () => {
+    const svgs = figures(meta, results());
+    expect(svgs.map((f) => f.name)).toEqual(["loss", "concurrency"]);
+    for (const { svg } of svgs) {
+      expect(svg.startsWith("<svg")).toBe(true);
+      expect(svg).toContain("edgetun");
+      expect(svg).toContain("wireguard-go");
+      // Every element that opens closes, in order.
+      const stack: string[] = [];
+      for (const [, closing, name, selfClosing] of svg.matchAll(/<(\/?)([a-zA-Z]+)[^>]*?(\/?)>/g)) {
+        if (selfClosing) continue;
+        if (closing) expect(stack.pop()).toBe(name);
+        else stack.push(name!);
+      }
+      expect(stack).toEqual([]);
+    }
+  });
+});
