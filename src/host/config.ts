@@ -22,57 +22,13 @@ import { basename, dirname, resolve } from "node:path";
 import { PrivateKey } from "../core/crypto.js";
 import { formatCidr, InvalidCidrError, parseCidr } from "../core/ipaddr.js";
 import { decodeKey, encodeKey, KeyFormatError } from "../core/keys.js";
-
-export type ConfigErrorCode =
-  | "ERR_CONFIG_SYNTAX"
-  | "ERR_CONFIG_UNKNOWN_KEY"
-  | "ERR_CONFIG_KEY"
-  | "ERR_CONFIG_KEY_LENGTH"
-  | "ERR_CONFIG_CIDR"
-  | "ERR_CONFIG_DUPLICATE_PEER"
-  | "ERR_CONFIG_PORT"
-  | "ERR_CONFIG_MTU"
-  | "ERR_CONFIG_MISSING"
-  | "ERR_CONFIG_ENDPOINT"
-  | "ERR_CONFIG_VALUE"
-  | "ERR_CONFIG_FILE";
-
-/**
- * A configuration problem. `message` reads `edge0.conf:7: unknown key "Foo" in [Peer]`; `line`
- * is 0 when the problem concerns the whole file, and `file` is "" when the text did not come
- * from a file (an endpoint given on the control socket), in which case `message` is `problem`.
- */
-export class ConfigError extends Error {
-  override readonly name = "ConfigError";
-
-  constructor(
-    readonly code: ConfigErrorCode,
-    readonly file: string,
-    readonly line: number,
-    /** The message without the "file:line: " prefix. */
-    readonly problem: string,
-  ) {
-    super(`${locationPrefix(file, line)}${problem}`);
-  }
-}
-
-function locationPrefix(file: string, line: number): string {
-  if (file === "") return "";
-  return line > 0 ? `${file}:${line}: ` : `${file}: `;
-}
-
-/** Thrown by {@link resolveEndpoint}: a DNS failure, which may be temporary, not a bad file. */
-export class EndpointResolutionError extends Error {
-  override readonly name = "EndpointResolutionError";
-  readonly code = "ERR_ENDPOINT_UNRESOLVED";
-
-  constructor(
-    readonly host: string,
-    cause: unknown,
-  ) {
-    super(`cannot resolve endpoint host ${JSON.stringify(host)}: ${reasonOf(cause)}`, { cause });
-  }
-}
+import {
+  ConfigError,
+  describeCause,
+  EndpointResolutionError,
+  locationPrefix,
+  type ConfigErrorCode,
+} from "./errors.js";
 
 /** An interface address: unlike AllowedIPs, the host bits are the interface's own address. */
 export interface AddressConfig {
@@ -188,7 +144,12 @@ export function readConfigFile(path: string): InterfaceFileConfig {
   try {
     text = readFileSync(path, "utf8");
   } catch (error) {
-    throw new ConfigError("ERR_CONFIG_FILE", path, 0, `cannot read the file: ${reasonOf(error)}`);
+    throw new ConfigError(
+      "ERR_CONFIG_FILE",
+      path,
+      0,
+      `cannot read the file: ${describeCause(error)}`,
+    );
   }
   return parseConfig(text, path);
 }
@@ -561,7 +522,7 @@ class ConfigFileParser {
       throw this.#error(
         "ERR_CONFIG_FILE",
         line,
-        `cannot read PrivateKeyFile ${JSON.stringify(path)}: ${reasonOf(error)}`,
+        `cannot read PrivateKeyFile ${JSON.stringify(path)}: ${describeCause(error)}`,
       );
     }
     // `wg genkey > file` leaves a newline after the key.
@@ -765,14 +726,4 @@ export function interfaceNameFromPath(path: string): string {
     );
   }
   return name;
-}
-
-function reasonOf(error: unknown): string {
-  if (error instanceof Error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    return code !== undefined && !error.message.includes(code)
-      ? `${code}: ${error.message}`
-      : error.message;
-  }
-  return String(error);
 }

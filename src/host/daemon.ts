@@ -14,6 +14,7 @@ import {
   classifyMessage,
 } from "../core/messages.js";
 import { DataPathObservations, MetricsServer, type MetricsServerOptions } from "./metrics.js";
+import { MetricsListenError } from "./errors.js";
 import {
   ENDPOINT_SIZE,
   PacketBatch,
@@ -251,8 +252,8 @@ export class Daemon implements UapiHost {
     try {
       return await MetricsServer.listen(this, options.metrics!);
     } catch (error) {
-      if (!options.metricsOptional || (error as { code?: string }).code !== "EADDRINUSE")
-        throw error;
+      const taken = error instanceof MetricsListenError && error.code === "EADDRINUSE";
+      if (!options.metricsOptional || !taken) throw error;
       this.logger.warn("metrics off: the default metrics address is taken", {
         error: (error as Error).message,
       });

@@ -13,6 +13,7 @@ import {
 } from "prom-client";
 import { DROP_REASONS, type Device, type DropReason } from "../core/device.js";
 import { shortKey } from "./log.js";
+import { MetricsListenError } from "./errors.js";
 import {
   MessageType,
   REJECT_AFTER_TIME_MS,
@@ -733,15 +734,6 @@ export interface MetricsServerOptions extends MetricsListen {
   maxEventLoopLagMs?: number;
   /** prom-client's process and Node.js metrics; default on. */
   defaultMetrics?: boolean;
-}
-
-export class MetricsListenError extends Error {
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 /** `host:port` for messages and URLs, IPv6 in brackets. */

@@ -25,6 +25,7 @@ import { join } from "node:path";
 import type { Device } from "../core/device.js";
 import { formatAddress, formatCidr, parseCidr } from "../core/ipaddr.js";
 import type { Endpoint } from "../core/peer.js";
+import { asAreaError, EdgetunError, UapiRequestError, UapiSocketError } from "./errors.js";
 
 /** What the control socket needs from the daemon around the device: the UDP port and mark. */
 export interface UapiHost {
@@ -58,17 +59,6 @@ export interface UapiDiagnostic {
   /** Negative errno, as sent to the client. */
   readonly errno: number;
   readonly reason: string;
-}
-
-/** Control-socket setup errors: `code` is stable. */
-export class UapiSocketError extends Error {
-  override readonly name = "UapiSocketError";
-  constructor(
-    message: string,
-    readonly code: "EADDRINUSE" | "EEXIST" | "ERR_UAPI_INTERFACE_NAME",
-  ) {
-    super(message);
-  }
 }
 
 const { EINVAL, EIO, EMSGSIZE, EPROTO } = constants.errno;
@@ -118,15 +108,6 @@ function formatEndpoint(endpoint: Endpoint): string {
 
 // ---------------------------------------------------------------------------------------
 // set: parsing and validation, with no effect on the device
-
-class UapiRequestError extends Error {
-  constructor(
-    readonly errno: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
 
 interface PeerSection {
   publicKey: Buffer;
@@ -417,9 +398,9 @@ function publish(diagnostic: UapiDiagnostic): void {
 
 /** A host error's `code` ("EADDRINUSE", "EACCES", …) as a negative errno; -EIO otherwise. */
 function errnoOf(error: unknown): number {
-  const code = (error as { code?: unknown } | null)?.code;
+  const code = asAreaError(error, (code, message) => new EdgetunError(code, message));
   const errnos = constants.errno as Record<string, number | undefined>;
-  const number = typeof code === "string" ? errnos[code] : undefined;
+  const number = code instanceof EdgetunError ? errnos[code.code] : undefined;
   return -(number ?? EIO);
 }
 
@@ -603,11 +584,23 @@ export class UapiServer {
     host: UapiHost,
     options: UapiServerOptions = {},
   ): Promise<UapiServer> {
+    try {
+      return await UapiServer.#listen(interfaceName, host, options);
+    } catch (error) {
+      throw asAreaError(error, (code, message, why) => new UapiSocketError(code, message, why));
+    }
+  }
+
+  static async #listen(
+    interfaceName: string,
+    host: UapiHost,
+    options: UapiServerOptions,
+  ): Promise<UapiServer> {
     // wg-quick's rule for interface names; it also keeps the name a single path component.
     if (!/^[A-Za-z0-9_=+.-]{1,15}$/.test(interfaceName) || /^\.\.?$/.test(interfaceName)) {
       throw new UapiSocketError(
-        `${JSON.stringify(interfaceName)} is not an interface name (1 to 15 of A-Z a-z 0-9 _=+.-)`,
         "ERR_UAPI_INTERFACE_NAME",
+        `${JSON.stringify(interfaceName)} is not an interface name (1 to 15 of A-Z a-z 0-9 _=+.-)`,
       );
     }
     const directory = options.directory ?? DEFAULT_UAPI_DIRECTORY;
@@ -661,8 +654,8 @@ export class UapiServer {
 
 function anotherDaemon(interfaceName: string): UapiSocketError {
   return new UapiSocketError(
-    `another daemon already serves interface ${interfaceName}: its control socket answers`,
     "EADDRINUSE",
+    `another daemon already serves interface ${interfaceName}: its control socket answers`,
   );
 }
 
@@ -676,7 +669,7 @@ async function removeStaleSocket(path: string, interfaceName: string): Promise<v
     throw error;
   }
   if (!stats.isSocket()) {
-    throw new UapiSocketError(`${path} exists and is not a socket; not replacing it`, "EEXIST");
+    throw new UapiSocketError("EEXIST", `${path} exists and is not a socket; not replacing it`);
   }
   const live = await new Promise<boolean>((resolve, reject) => {
     const probe = createConnection(path);

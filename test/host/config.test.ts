@@ -8,17 +8,19 @@ import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import {
-  ConfigError,
   DEFAULT_MTU,
-  EndpointResolutionError,
   interfaceNameFromPath,
   parseConfig,
   parseEndpoint,
   readConfigFile,
   resolveEndpoint,
-  type ConfigErrorCode,
   type InterfaceFileConfig,
 } from "../../src/host/config.js";
+import {
+  ConfigError,
+  EndpointResolutionError,
+  type ConfigErrorCode,
+} from "../../src/host/errors.js";
 import { formatCidr } from "../../src/core/ipaddr.js";
 import {
   encodeKey,

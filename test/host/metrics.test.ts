@@ -19,7 +19,6 @@ import { MessageType, paddedLength } from "../../src/core/messages.js";
 import {
   DataPathObservations,
   HANDSHAKE_FAILURE_REASONS,
-  MetricsListenError,
   MetricsServer,
   createMetricsRegistry,
   parseMetricsListen,
@@ -27,6 +26,7 @@ import {
   renderMetrics,
   type MetricsSource,
 } from "../../src/host/metrics.js";
+import { MetricsListenError } from "../../src/host/errors.js";
 import { Testbed, netnsUnavailableReason, waitFor } from "../support/netns.js";
 import { ipv4Packet, pairOfNodes, type Network, type Node } from "../support/index.js";
 
