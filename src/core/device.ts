@@ -7,7 +7,8 @@ import { PrivateKey, nodeTransportCipher, systemRandom } from "./crypto.js";
 import type { RandomSource, TransportCipher } from "./crypto.js";
 import { IndexTable } from "./indextable.js";
 import { type Keypair, StaticIdentity } from "./noise.js";
-import { Peer, type Endpoint } from "./peer.js";
+import type { Endpoint } from "./endpoint.js";
+import { Peer } from "./peer.js";
 import { HandshakeRateLimiter } from "./ratelimiter.js";
 import { OpenJob, completeData, prepareData, receiveDatagram } from "./receive.js";
 import {

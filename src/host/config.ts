@@ -16,10 +16,16 @@
 
 import { lookup } from "node:dns/promises";
 import { readFileSync } from "node:fs";
-import { isIPv4, isIPv6 } from "node:net";
 import { basename, dirname, resolve } from "node:path";
 
 import { PrivateKey } from "../core/crypto.js";
+import {
+  endpointOf,
+  EndpointFormatError,
+  parseEndpoint as parseEndpointText,
+  type Endpoint,
+  type EndpointSpec,
+} from "../core/endpoint.js";
 import { formatCidr, InvalidCidrError, parseCidr } from "../core/ipaddr.js";
 import { decodeKey, encodeKey, KeyFormatError } from "../core/keys.js";
 import {
@@ -38,16 +44,10 @@ export interface AddressConfig {
   text: string;
 }
 
-/** `host` is an IPv4 or IPv6 address (no brackets) or a host name, not yet resolved. */
-export interface EndpointConfig {
-  host: string;
-  port: number;
-}
-
 export interface PeerFileConfig {
   publicKey: Buffer;
   presharedKey: Buffer | null;
-  endpoint: EndpointConfig | null;
+  endpoint: EndpointSpec | null;
   /** Host bits masked off, as `wg` stores them. */
   allowedIps: Array<{ address: Uint8Array; cidr: number }>;
   /** Seconds; 0 is off. */
@@ -119,7 +119,7 @@ interface PeerDraft {
   line: number;
   publicKey: Buffer | null;
   presharedKey: Buffer | null;
-  endpoint: EndpointConfig | null;
+  endpoint: EndpointSpec | null;
   allowedIps: Array<{ address: Uint8Array; cidr: number }>;
   persistentKeepalive: number;
 }
@@ -621,57 +621,19 @@ function maskHostBits(address: Uint8Array, cidr: number): Uint8Array {
  * as written, to be resolved when the tunnel comes up ({@link resolveEndpoint}). Throws a
  * ConfigError with code ERR_CONFIG_ENDPOINT and no file or line, which parseConfig fills in.
  */
-export function parseEndpoint(text: string): EndpointConfig {
+export function parseEndpoint(text: string): EndpointSpec {
   const trimmed = text.trim();
-  const fail = (problem: string): ConfigError =>
-    new ConfigError(
+  try {
+    return parseEndpointText(trimmed, { names: true });
+  } catch (error) {
+    if (!(error instanceof EndpointFormatError)) throw error;
+    throw new ConfigError(
       "ERR_CONFIG_ENDPOINT",
       "",
       0,
-      `invalid endpoint ${JSON.stringify(trimmed)}: ${problem}`,
+      `invalid endpoint ${JSON.stringify(trimmed)}: ${error.message}`,
     );
-
-  let host: string;
-  let portText: string;
-  if (trimmed.startsWith("[")) {
-    const close = trimmed.indexOf("]");
-    if (close === -1) throw fail('no "]" after the IPv6 address');
-    host = trimmed.slice(1, close);
-    if (trimmed[close + 1] !== ":") throw fail('expected ":port" after "]"');
-    portText = trimmed.slice(close + 2);
-    // A zone ("[fe80::1%eth0]") is allowed: a link-local endpoint needs one.
-    if (!isIPv6(host)) throw fail(`${JSON.stringify(host)} is not an IPv6 address`);
-  } else {
-    const colon = trimmed.lastIndexOf(":");
-    if (colon === -1) throw fail("no port; write host:port, e.g. 203.0.113.1:51820");
-    host = trimmed.slice(0, colon);
-    portText = trimmed.slice(colon + 1);
-    if (host === "") throw fail("no host before the port");
-    // `wg` splits "fd00::1:51820" at the last colon, but that text is also a whole IPv6 address.
-    if (host.includes(":")) throw fail("an IPv6 address needs brackets, e.g. [fd00::1]:51820");
-    if (!isIPv4(host) && !isHostName(host)) {
-      throw fail(`${JSON.stringify(host)} is neither an IPv4 address nor a host name`);
-    }
   }
-
-  const port = parseDecimal(portText);
-  if (port === null || port < 1 || port > MAX_PORT) {
-    throw fail(`the port must be a number from 1 to ${MAX_PORT}, not ${JSON.stringify(portText)}`);
-  }
-  return { host, port };
-}
-
-/**
- * RFC 1123 labels (underscores allowed, as resolvers accept them). A name whose last label is all
- * digits is refused: "10.0.0" or "10.0.0.256" is a mistyped address, which getaddrinfo would
- * otherwise read in inet_aton's surprising ways.
- */
-function isHostName(text: string): boolean {
-  const name = text.endsWith(".") ? text.slice(0, -1) : text;
-  if (name.length === 0 || name.length > 253) return false;
-  const labels = name.split(".");
-  const label = /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/;
-  return labels.every((part) => label.test(part)) && !/^[0-9]+$/.test(labels.at(-1)!);
 }
 
 export interface ResolveEndpointOptions {
@@ -684,19 +646,16 @@ export interface ResolveEndpointOptions {
  * through the system resolver (dns.lookup, so /etc/hosts and nsswitch apply, as for `wg`).
  */
 export async function resolveEndpoint(
-  endpoint: EndpointConfig,
+  spec: EndpointSpec,
   options: ResolveEndpointOptions = {},
-): Promise<{ address: string; port: number }> {
-  const { host, port } = endpoint;
-  if (isIPv4(host) || isIPv6(host)) {
-    return { address: host, port };
-  }
+): Promise<Endpoint> {
+  if (spec.kind === "address") return spec.endpoint;
   const lookupHost = options.lookup ?? ((name: string) => lookup(name));
   try {
-    const { address } = await lookupHost(host);
-    return { address, port };
+    const { address } = await lookupHost(spec.name);
+    return endpointOf(address, spec.port);
   } catch (error) {
-    throw new EndpointResolutionError(host, error);
+    throw new EndpointResolutionError(spec.name, error);
   }
 }
 

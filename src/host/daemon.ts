@@ -16,6 +16,7 @@ import {
 import { DataPathObservations, MetricsServer, type MetricsServerOptions } from "./metrics.js";
 import { MetricsListenError } from "./errors.js";
 import {
+  ENDPOINT_ADDRESS_AND_PORT_BYTES,
   ENDPOINT_SIZE,
   PacketBatch,
   TunDevice,
@@ -28,7 +29,8 @@ import {
 import type { Keypair } from "../core/noise.js";
 import { writeDataHeader } from "../core/send.js";
 import { InterfaceSetup, routesFor, type Route } from "./netif.js";
-import type { Endpoint, Peer } from "../core/peer.js";
+import type { Endpoint } from "../core/endpoint.js";
+import type { Peer } from "../core/peer.js";
 import { UapiServer, type UapiHost } from "./uapi.js";
 
 /** Packets moved per read/receive call; a batch is processed fully before the next. */
@@ -474,7 +476,9 @@ export class Daemon implements UapiHost {
     if (peer.endpoint) {
       const known = this.endpointRecord(peer.endpoint);
       let same = true;
-      for (let k = 0; k < 18 && same; k++) same = records[at + k] === known[k];
+      for (let k = 0; k < ENDPOINT_ADDRESS_AND_PORT_BYTES && same; k++) {
+        same = records[at + k] === known[k];
+      }
       if (same) return peer.endpoint;
     }
     return readEndpoint(records, index);
@@ -586,10 +590,7 @@ export class Daemon implements UapiHost {
   }
 }
 
-function peerConfig(
-  peer: PeerFileConfig,
-  endpoint: { address: string; port: number } | null,
-): PeerConfig {
+function peerConfig(peer: PeerFileConfig, endpoint: Endpoint | null): PeerConfig {
   return {
     publicKey: peer.publicKey,
     presharedKey: peer.presharedKey ?? Buffer.alloc(32),

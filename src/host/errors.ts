@@ -96,7 +96,16 @@ export function describeCause(error: unknown): string {
  * `…_UNSUPPORTED_PLATFORM`), or a system call it made failed: then `code` is the errno name
  * ("EPERM", "EADDRINUSE", "EBADF") and the message says what to do.
  */
-export class NativeError extends EdgetunError {}
+export class NativeError extends EdgetunError {
+  /** The negative errno of a failed system call, as Node's own system errors carry it. */
+  readonly errno: number | undefined;
+
+  constructor(code: string, message: string, options?: ErrorOptions) {
+    super(code, message, options);
+    const errno = (options?.cause as NodeJS.ErrnoException | undefined)?.errno;
+    this.errno = typeof errno === "number" ? errno : undefined;
+  }
+}
 
 // --- interface set-up ---------------------------------------------------------------------
 

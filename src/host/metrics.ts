@@ -21,7 +21,8 @@ import {
   readUint32,
 } from "../core/messages.js";
 import type { Keypair } from "../core/noise.js";
-import type { Endpoint, Peer } from "../core/peer.js";
+import { formatEndpoint, type Endpoint } from "../core/endpoint.js";
+import type { Peer } from "../core/peer.js";
 
 /** Where `edgetun up` serves metrics unless told otherwise. */
 export const DEFAULT_METRICS_PORT = 9586;
@@ -131,12 +132,6 @@ export function hasLiveSession(peer: Peer, nowMs: number): boolean {
   return (
     current !== null && current.sendingValid && nowMs - current.createdAt < REJECT_AFTER_TIME_MS
   );
-}
-
-export function formatEndpoint(endpoint: Endpoint): string {
-  return endpoint.address.includes(":")
-    ? `[${endpoint.address}]:${endpoint.port}`
-    : `${endpoint.address}:${endpoint.port}`;
 }
 
 export interface Readiness {
