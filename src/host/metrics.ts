@@ -11,7 +11,8 @@ import {
   collectDefaultMetrics,
   type MetricType,
 } from "prom-client";
-import { DROP_REASONS, type Device, type DropReason } from "../core/device.js";
+import type { Device } from "../core/device.js";
+import { DROP_REASONS, HANDSHAKE_FAILURE_REASONS } from "../core/drops.js";
 import { shortKey } from "./log.js";
 import { MetricsListenError } from "./errors.js";
 import {
@@ -30,23 +31,6 @@ export const DEFAULT_METRICS_PORT = 9586;
 export const BATCH_SIZE_BUCKETS: readonly number[] = [1, 2, 4, 8, 16, 32, 64, 128];
 /** Seconds from sending an initiation to consuming its response. */
 export const HANDSHAKE_RTT_BUCKETS: readonly number[] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
-/**
- * Drop reasons that are a handshake message refused: together, the failed handshakes.
- * `cookie_required` is not among them (under load, the sender retries with the cookie), nor
- * `handshake_abandoned`, which counts the packets that waited for a handshake, not handshakes.
- */
-export const HANDSHAKE_FAILURE_REASONS: readonly DropReason[] = [
-  "bad_mac1",
-  "rate_limited",
-  "handshake_decryption_failed",
-  "unknown_peer",
-  "handshake_replay",
-  "handshake_flood",
-  "unexpected_handshake",
-  "bad_cookie_reply",
-  "handshake_queue_full",
-];
-
 /**
  * Counts of observations in fixed buckets: `counts[i]` holds values in (bounds[i-1],
  * bounds[i]], the last slot those above every bound. Not cumulative; that is done at scrape.
@@ -457,7 +441,7 @@ export function createMetricsRegistry(
   new ScrapedCounter(
     registry,
     "edgetun_dropped_packets_total",
-    "Packets and datagrams dropped, by reason (see DROP_REASONS in src/device.ts).",
+    "Packets and datagrams dropped, by reason (see src/core/drops.ts).",
     ["interface", "reason"],
     (emit) => {
       for (const reason of DROP_REASONS) {

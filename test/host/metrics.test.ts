@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DROP_REASONS } from "../../src/core/device.js";
+import { DROP_REASONS, HANDSHAKE_FAILURE_REASONS } from "../../src/core/drops.js";
 import {
   decodeKey,
   generatePresharedKey,
@@ -18,7 +18,6 @@ import { DropReporter, RateLimitedLog, Secrets, createLogger } from "../../src/h
 import { MessageType, paddedLength } from "../../src/core/messages.js";
 import {
   DataPathObservations,
-  HANDSHAKE_FAILURE_REASONS,
   MetricsServer,
   createMetricsRegistry,
   parseMetricsListen,
