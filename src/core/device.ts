@@ -128,6 +128,12 @@ export class Device {
   private underLoadUntil = -Infinity;
   /** Set by the I/O layer from its handshake queue depth; adds to the rate measured here. */
   handshakeBacklog = 0;
+  /**
+   * Called when a handshake with `peer` completes (a response consumed, or the first data on
+   * a session we answered): its new keypair is `peer.keypairs.current`. For observers such as
+   * the metrics, which then need not parse packets themselves.
+   */
+  onHandshakeCompleted: ((peer: Peer) => void) | null = null;
 
   constructor(options: DeviceOptions = {}) {
     this.clock = options.clock ?? systemClock;

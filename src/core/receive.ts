@@ -136,6 +136,7 @@ function handshakeCompleted(device: Device, peer: Peer): void {
   peer.lastHandshakeWallMs = device.clock.wallClockMs();
   peer.handshakesCompleted++;
   device.stats.handshakesCompleted++;
+  device.onHandshakeCompleted?.(peer);
 }
 
 /** Bookkeeping for any authenticated message: roaming, counters, timers. */

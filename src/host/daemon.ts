@@ -8,10 +8,12 @@ import type { Logger } from "./log.js";
 import { DropReporter, shortKey } from "./log.js";
 import {
   DATA_HEADER_LENGTH,
-  DATA_MIN_LENGTH,
-  MessageType,
+  DATA_TRAILER_ROOM,
+  KEY_LENGTH,
   TAG_LENGTH,
   classifyMessage,
+  frameDataInPlace,
+  isTransportData,
 } from "../core/messages.js";
 import { DataPathObservations, MetricsServer, type MetricsServerOptions } from "./metrics.js";
 import { MetricsListenError } from "./errors.js";
@@ -27,7 +29,6 @@ import {
   writeEndpoint,
 } from "./native/index.js";
 import type { Keypair } from "../core/noise.js";
-import { writeDataHeader } from "../core/send.js";
 import { InterfaceSetup, routesFor, type Route } from "./netif.js";
 import type { Endpoint } from "../core/endpoint.js";
 import type { Peer } from "../core/peer.js";
@@ -35,16 +36,21 @@ import { UapiServer, type UapiHost } from "./uapi.js";
 
 /** Packets moved per read/receive call; a batch is processed fully before the next. */
 const BATCH = 128;
-const KEY_SIZE = 32;
 /**
  * Handshake messages handled per event-loop turn. Each costs up to ~0.4 ms of Diffie-Hellman,
  * so data batches get a turn in between even during a handshake flood.
  */
 const HANDSHAKES_PER_TURN = 32;
 
+/** Arena slots start on cache lines. */
+const SLOT_ALIGNMENT = 64;
+/** The firewall mark a default route's policy rule uses when none is set; wg-quick's too. */
+const DEFAULT_ROUTE_FWMARK = 51820;
+
 /** Arena slot: the MTU plus the WireGuard header, padding and tag, rounded up. */
 function slotSizeFor(mtu: number): number {
-  return Math.ceil((mtu + DATA_HEADER_LENGTH + 16 + TAG_LENGTH) / 64) * 64;
+  const bytes = mtu + DATA_HEADER_LENGTH + DATA_TRAILER_ROOM;
+  return Math.ceil(bytes / SLOT_ALIGNMENT) * SLOT_ALIGNMENT;
 }
 
 /**
@@ -59,7 +65,7 @@ class CryptoBatch {
   readonly counters = new Uint32Array(BATCH * 2);
   readonly status = new Int32Array(BATCH);
   /** Packet i's key is bytes [32 i, 32 i + 32): copied per packet, which costs less than slots. */
-  readonly keys = Buffer.alloc(BATCH * KEY_SIZE);
+  readonly keys = Buffer.alloc(BATCH * KEY_LENGTH);
   readonly endpoints = new Uint8Array(BATCH * ENDPOINT_SIZE);
   readonly peers: Array<Peer | null> = new Array<Peer | null>(BATCH).fill(null);
   readonly keypairs: Array<Keypair | null> = new Array<Keypair | null>(BATCH).fill(null);
@@ -78,13 +84,13 @@ class CryptoBatch {
     this.counters[2 * i] = counter >>> 0;
     this.counters[2 * i + 1] = Math.floor(counter / 0x100000000);
     this.counterValues[i] = counter;
-    this.keys.set(key, i * KEY_SIZE);
+    this.keys.set(key, i * KEY_LENGTH);
     return i;
   }
 
   /** Forgets the batch, keys included, so no key lingers in the scratch space. */
   reset(): void {
-    this.keys.fill(0, 0, this.count * KEY_SIZE);
+    this.keys.fill(0, 0, this.count * KEY_LENGTH);
     this.peers.fill(null, 0, this.count);
     this.keypairs.fill(null, 0, this.count);
     this.count = 0;
@@ -154,13 +160,14 @@ export class Daemon implements UapiHost {
     config: InterfaceFileConfig,
   ) {
     this.device = new Device({ privateKey: config.privateKey, mtu: config.mtu });
+    this.device.onHandshakeCompleted = (peer) => this.observations.handshakeCompleted(peer);
     this.dropReporter = new DropReporter(logger, { interface: name });
     this.mark = config.fwmark;
     const slotSize = slotSizeFor(config.mtu);
     this.tunIn = new PacketBatch(BATCH, {
       slotSize,
       headroom: DATA_HEADER_LENGTH,
-      tailroom: 16 + TAG_LENGTH,
+      tailroom: DATA_TRAILER_ROOM,
     });
     this.sealing = new CryptoBatch(this.tunIn.arena);
     this.udpIn = new PacketBatch(BATCH, { slotSize });
@@ -234,7 +241,7 @@ export class Daemon implements UapiHost {
   /** A default route needs a mark to tell tunnel traffic apart; wg-quick picks 51820. */
   private fwmarkForDefaultRoute(route: Route): number {
     if (route.cidr !== 0) return this.mark;
-    if (this.mark === 0) this.setFwmark(51820);
+    if (this.mark === 0) this.setFwmark(DEFAULT_ROUTE_FWMARK);
     return this.mark;
   }
 
@@ -308,8 +315,7 @@ export class Daemon implements UapiHost {
       const job = this.device.prepareTunnelPacket(arena.subarray(offset, offset + length));
       if (!job) continue;
       const keypair = job.keypair!;
-      arena.fill(0, offset + length, offset + job.paddedLength);
-      writeDataHeader(arena, offset - DATA_HEADER_LENGTH, keypair.remoteIndex, job.counter);
+      frameDataInPlace(arena, offset, length, job.paddedLength, keypair.remoteIndex, job.counter);
       const n = sealing.add(offset, job.paddedLength, keypair.sendingKey, job.counter);
       sealing.peers[n] = job.peer;
       sealing.keypairs[n] = keypair;
@@ -368,13 +374,7 @@ export class Daemon implements UapiHost {
       const offset = batch.offsets[i]!;
       const length = batch.lengths[i]!;
       const message = arena.subarray(offset, offset + length);
-      const isData =
-        length >= DATA_MIN_LENGTH &&
-        arena[offset] === MessageType.TransportData &&
-        arena[offset + 1] === 0 &&
-        arena[offset + 2] === 0 &&
-        arena[offset + 3] === 0;
-      if (!isData) {
+      if (!isTransportData(arena, offset, length)) {
         const source = readEndpoint(batch.endpoints, i);
         // Malformed input is dropped (and counted) at once; only well-formed handshake
         // messages may take a place in the queue.
@@ -420,11 +420,7 @@ export class Daemon implements UapiHost {
       // The backlog tells the device when to ask for cookies instead of doing DH.
       this.device.handshakeBacklog = queue.length;
       const { message, source } = queue.shift()!;
-      const completed = this.device.stats.handshakesCompleted;
       this.device.handleDatagram(message, source);
-      if (this.device.stats.handshakesCompleted !== completed) {
-        this.observations.handshakeCompleted(this.device, message);
-      }
     }
     this.device.handshakeBacklog = queue.length;
     this.flush();

@@ -15,12 +15,7 @@ import type { Device } from "../core/device.js";
 import { DROP_REASONS, HANDSHAKE_FAILURE_REASONS } from "../core/drops.js";
 import { shortKey } from "./log.js";
 import { MetricsListenError } from "./errors.js";
-import {
-  MessageType,
-  REJECT_AFTER_TIME_MS,
-  RESPONSE_RECEIVER,
-  readUint32,
-} from "../core/messages.js";
+import { REJECT_AFTER_TIME_MS } from "../core/messages.js";
 import type { Keypair } from "../core/noise.js";
 import { formatEndpoint, type Endpoint } from "../core/endpoint.js";
 import type { Peer } from "../core/peer.js";
@@ -91,11 +86,9 @@ export class DataPathObservations {
   readonly tunWrite = new BucketHistogram(BATCH_SIZE_BUCKETS);
   readonly handshakeRtt = new HandshakeRtt();
 
-  /** After `message` completed a handshake: if it was a response to us, its RTT. */
-  handshakeCompleted(device: Device, message: Uint8Array): void {
-    if (message[0] !== MessageType.HandshakeResponse) return;
-    const entry = device.indexTable.lookup(readUint32(message, RESPONSE_RECEIVER));
-    if (entry) this.handshakeRtt.notice(entry.peer);
+  /** The device's handshake-completed hook: the RTT of a session this side initiated. */
+  handshakeCompleted(peer: Peer): void {
+    this.handshakeRtt.notice(peer);
   }
 }
 

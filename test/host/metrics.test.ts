@@ -275,8 +275,8 @@ describe("metrics over an in-memory pair", () => {
     expect(held).not.toBeNull();
     net.clock.advance(37);
     const source = sourceFor(a);
+    a.device.onHandshakeCompleted = (peer) => source.observations.handshakeCompleted(peer);
     a.device.handleDatagram(held!, b.endpoint);
-    source.observations.handshakeCompleted(a.device, held!);
     net.run();
     expect(b.delivered).toHaveLength(1);
 
