@@ -33,6 +33,7 @@ import { InterfaceSetup, routesFor, type Route } from "./netif.js";
 import type { Endpoint } from "../core/endpoint.js";
 import type { Peer } from "../core/peer.js";
 import { UapiServer, type UapiHost } from "./uapi.js";
+import type { DatagramSocket, DatagramSocketOpener, TunnelDevice } from "./io.js";
 
 /** Packets moved per read/receive call; a batch is processed fully before the next. */
 const BATCH = 128;
@@ -141,7 +142,7 @@ export class Daemon implements UapiHost {
   private readonly tunOut: PacketBatch;
   /** Endpoint records by endpoint object: peers keep theirs, so this is a per-peer cache. */
   private readonly endpointRecords = new WeakMap<Endpoint, Uint8Array>();
-  private socket: UdpBatchSocket | null = null;
+  private socket: DatagramSocket | null = null;
   private uapi: UapiServer | null = null;
   private metrics: MetricsServer | null = null;
   private readonly dropReporter: DropReporter;
@@ -154,8 +155,10 @@ export class Daemon implements UapiHost {
 
   private constructor(
     readonly name: string,
-    private readonly tun: TunDevice,
-    private readonly setup: InterfaceSetup,
+    private readonly tun: TunnelDevice,
+    private readonly openSocket: DatagramSocketOpener,
+    /** Addresses, routes and rules; null when the devices are not the system's (tests). */
+    private readonly setup: InterfaceSetup | null,
     private readonly logger: Logger,
     config: InterfaceFileConfig,
   ) {
@@ -196,7 +199,8 @@ export class Daemon implements UapiHost {
     // coalesces on the way back), far fewer syscalls; it falls back by itself when refused.
     const tun = TunDevice.open({ name: interfaceName, offload: true });
     const setup = new InterfaceSetup(tun.name, logger);
-    const daemon = new Daemon(tun.name, tun, setup, logger, config);
+    const openSocket = (port: number) => UdpBatchSocket.open({ port });
+    const daemon = new Daemon(tun.name, tun, openSocket, setup, logger, config);
     try {
       daemon.bindSocket(config.listenPort ?? 0);
       config.peers.forEach((peer, i) => daemon.device.addPeer(peerConfig(peer, endpoints[i]!)));
@@ -228,7 +232,36 @@ export class Daemon implements UapiHost {
     }
   }
 
+  /**
+   * The data path alone over devices of the caller's (in-memory ones in tests): the core, the
+   * batched seal/open path, the handshake queue and the timers, with no interface set-up,
+   * control socket or metrics server. Stop it with {@link stop}.
+   */
+  static async startDataPath(options: {
+    tun: TunnelDevice;
+    openSocket: DatagramSocketOpener;
+    config: InterfaceFileConfig;
+    logger: Logger;
+  }): Promise<Daemon> {
+    const { tun, openSocket, config, logger } = options;
+    const endpoints = await Promise.all(
+      config.peers.map((peer) => (peer.endpoint ? resolveEndpoint(peer.endpoint) : null)),
+    );
+    const daemon = new Daemon(tun.name, tun, openSocket, null, logger, config);
+    try {
+      daemon.bindSocket(config.listenPort ?? 0);
+      config.peers.forEach((peer, i) => daemon.device.addPeer(peerConfig(peer, endpoints[i]!)));
+      tun.onReadable(() => daemon.readTunnel());
+      daemon.ticker = setInterval(() => daemon.tick(), daemon.device.wheel.granularityMs);
+      return daemon;
+    } catch (error) {
+      await daemon.stop();
+      throw error;
+    }
+  }
+
   private async addRoutes(): Promise<void> {
+    if (!this.setup) return;
     const prefixes: Route[] = [];
     for (const peer of this.device.peers.values()) {
       prefixes.push(...this.device.allowedIps.entriesFor(peer));
@@ -246,7 +279,7 @@ export class Daemon implements UapiHost {
   }
 
   private bindSocket(port: number): void {
-    const socket = UdpBatchSocket.open({ port });
+    const socket = this.openSocket(port);
     if (this.mark !== 0) socket.setFwmark?.(this.mark);
     socket.onReadable(() => this.receiveNetwork());
     this.socket?.close();
@@ -285,7 +318,7 @@ export class Daemon implements UapiHost {
     await this.uapi?.close();
     this.socket?.close();
     this.tun.close();
-    await this.setup.teardown();
+    await this.setup?.teardown();
     this.logger.info("interface down", {
       interface: this.name,
       drops: Object.fromEntries(
