@@ -22,7 +22,7 @@ import { PrivateKey } from "../core/crypto.js";
 import {
   endpointOf,
   EndpointFormatError,
-  parseEndpoint as parseEndpointText,
+  parseEndpoint,
   type Endpoint,
   type EndpointSpec,
 } from "../core/endpoint.js";
@@ -440,7 +440,7 @@ class ConfigFileParser {
         return;
       case "Endpoint":
         try {
-          peer.endpoint = parseEndpoint(value);
+          peer.endpoint = parseEndpointSetting(value);
         } catch (error) {
           if (!(error instanceof ConfigError)) throw error;
           throw this.#error(error.code, line, error.problem);
@@ -621,10 +621,10 @@ function maskHostBits(address: Uint8Array, cidr: number): Uint8Array {
  * as written, to be resolved when the tunnel comes up ({@link resolveEndpoint}). Throws a
  * ConfigError with code ERR_CONFIG_ENDPOINT and no file or line, which parseConfig fills in.
  */
-export function parseEndpoint(text: string): EndpointSpec {
+export function parseEndpointSetting(text: string): EndpointSpec {
   const trimmed = text.trim();
   try {
-    return parseEndpointText(trimmed, { names: true });
+    return parseEndpoint(trimmed, { names: true });
   } catch (error) {
     if (!(error instanceof EndpointFormatError)) throw error;
     throw new ConfigError(

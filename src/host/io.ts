@@ -6,12 +6,7 @@
  * conn/bindtest), so the batched seal/open path and the handshake queue are tested without
  * root. Slots are the addon's batch descriptors (src/host/native/batch.ts).
  */
-import type {
-  ReceiveSlots,
-  UdpReceiveSlots,
-  UdpSendSlots,
-  WriteSlots,
-} from "./native/index.js";
+import type { ReceiveSlots, UdpReceiveSlots, UdpSendSlots, WriteSlots } from "./native/index.js";
 
 export interface TunnelDevice {
   readonly name: string;

@@ -11,7 +11,7 @@ import {
   DEFAULT_MTU,
   interfaceNameFromPath,
   parseConfig,
-  parseEndpoint,
+  parseEndpointSetting,
   readConfigFile,
   resolveEndpoint,
   type InterfaceFileConfig,
@@ -634,7 +634,7 @@ describe("PrivateKeyFile and readConfigFile", () => {
   });
 });
 
-describe("parseEndpoint", () => {
+describe("parseEndpointSetting", () => {
   const address = (address: string, port: number, zone?: string) => ({
     kind: "address",
     endpoint: zone ? { address, port, zone } : { address, port },
@@ -651,7 +651,7 @@ describe("parseEndpoint", () => {
     ["localhost:51820", name("localhost", 51820)],
     ["  edge-7_a.internal:443  ", name("edge-7_a.internal", 443)],
   ])("%s", (text, spec) => {
-    expect(parseEndpoint(text)).toEqual(spec);
+    expect(parseEndpointSetting(text)).toEqual(spec);
   });
 
   it.each([
@@ -680,7 +680,7 @@ describe("parseEndpoint", () => {
     "hub..example.net:51820",
     "https://hub:51820",
   ])("refuses %j with ERR_CONFIG_ENDPOINT", (text) => {
-    const error = errorOf(() => parseEndpoint(text));
+    const error = errorOf(() => parseEndpointSetting(text));
     expect(error.code).toBe("ERR_CONFIG_ENDPOINT");
     expect(error.file).toBe("");
     expect(error.line).toBe(0);
@@ -713,13 +713,13 @@ describe("resolveEndpoint", () => {
 
   it("returns numeric addresses as they are, without asking DNS", async () => {
     await expect(
-      resolveEndpoint(parseEndpoint("1.2.3.4:1"), { lookup: failingLookup }),
+      resolveEndpoint(parseEndpointSetting("1.2.3.4:1"), { lookup: failingLookup }),
     ).resolves.toEqual({
       address: "1.2.3.4",
       port: 1,
     });
     await expect(
-      resolveEndpoint(parseEndpoint("[fd00::1]:51820"), { lookup: failingLookup }),
+      resolveEndpoint(parseEndpointSetting("[fd00::1]:51820"), { lookup: failingLookup }),
     ).resolves.toEqual({ address: "fd00::1", port: 51820 });
   });
 
@@ -730,7 +730,7 @@ describe("resolveEndpoint", () => {
       return { address: "203.0.113.7" };
     };
     await expect(
-      resolveEndpoint(parseEndpoint("hub.example.net:51820"), { lookup }),
+      resolveEndpoint(parseEndpointSetting("hub.example.net:51820"), { lookup }),
     ).resolves.toEqual({
       address: "203.0.113.7",
       port: 51820,
@@ -739,7 +739,7 @@ describe("resolveEndpoint", () => {
   });
 
   it("resolves localhost through the system resolver", async () => {
-    const { address, port } = await resolveEndpoint(parseEndpoint("localhost:51820"));
+    const { address, port } = await resolveEndpoint(parseEndpointSetting("localhost:51820"));
     expect(["127.0.0.1", "::1"]).toContain(address);
     expect(port).toBe(51820);
   });
@@ -750,7 +750,7 @@ describe("resolveEndpoint", () => {
         code: "ENOTFOUND",
       });
     };
-    const error = await resolveEndpoint(parseEndpoint("nowhere.invalid:1"), {
+    const error = await resolveEndpoint(parseEndpointSetting("nowhere.invalid:1"), {
       lookup: notFound,
     }).catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(EndpointResolutionError);
@@ -905,11 +905,11 @@ describe("parseConfig on arbitrary text", () => {
     );
   });
 
-  it("parseEndpoint throws only ConfigError", () => {
+  it("parseEndpointSetting throws only ConfigError", () => {
     fc.assert(
       fc.property(fc.string({ maxLength: 40 }), (text) => {
         try {
-          const spec = parseEndpoint(text);
+          const spec = parseEndpointSetting(text);
           const port = spec.kind === "name" ? spec.port : spec.endpoint.port;
           expect(port).toBeGreaterThan(0);
           expect(spec.kind === "name" ? spec.name : spec.endpoint.address).not.toBe("");
