@@ -8,7 +8,7 @@
 //   npm run build && sudo npm run bench:testbed [-- --quick] [-- --tunnels edgetun,underlay]
 //
 // Options: --quick (a subset in under 3 minutes), --tunnels LIST (edgetun, wireguard-go,
-// underlay, boringtun, kernel, openvpn; the last three only if present), --levels LIST (none,
+// underlay, boringtun, kernel, openvpn, tinc, softether; the last five only if present), --levels LIST (none,
 // loss:N, delay:MS, rate:MBIT), --out DIR, --time-limit MINUTES. Exit codes: 0 all measured,
 // 1 some step failed, 2 cannot run here (bad option, not root, tool missing), 3 another run is
 // active, 124 time limit, 130/143 interrupted. The testbed is always removed, whatever the end.
@@ -31,6 +31,12 @@ import {
   type Meta,
 } from "./report.js";
 import { runCase, type Settings } from "./scenarios.js";
+import {
+  SOFTETHER_GLOBAL_PATHS,
+  globalPathsSnapshot,
+  softEtherConflict,
+  softEtherUnavailable,
+} from "./softether.js";
 import { preflightProblems } from "./tools.js";
 import { Topology, removeLeftovers } from "./topology.js";
 import {
@@ -53,7 +59,7 @@ const FULL_LEVELS = [
   "rate:100",
 ];
 const QUICK_LEVELS = ["none", "loss:5"];
-const OPTIONAL_TUNNELS: TunnelName[] = ["boringtun", "kernel", "openvpn"];
+const OPTIONAL_TUNNELS: TunnelName[] = ["boringtun", "kernel", "openvpn", "tinc", "softether"];
 
 const FULL: Settings = {
   iperfSeconds: 10,
@@ -198,6 +204,17 @@ async function main(): Promise<number> {
     return 3;
   }
 
+  // SoftEther's fixed paths are one machine-wide set: never next to another SoftEther.
+  let softEtherPaths: string | null = null;
+  if (options.tunnels.includes("softether") && !softEtherUnavailable()) {
+    const conflict = softEtherConflict();
+    if (conflict) {
+      complain(`cannot run softether: ${conflict}`);
+      return 2;
+    }
+    softEtherPaths = globalPathsSnapshot();
+  }
+
   const topo = new Topology();
   let keys: Keys | null = null;
   /** Tables and figures from what was measured so far, once measuring has begun. */
@@ -327,6 +344,12 @@ async function main(): Promise<number> {
   } finally {
     clearTimeout(watchdog);
     cleanup();
+  }
+  if (softEtherPaths !== null && globalPathsSnapshot() !== softEtherPaths) {
+    errors++;
+    complain(
+      `SoftEther's global paths (${SOFTETHER_GLOBAL_PATHS.join(", ")}) changed during the run`,
+    );
   }
   const durationS = writeReport();
   const minutes = Math.floor(durationS / 60);

@@ -15,6 +15,7 @@ export type Scenario =
   | "http"
   | "tunnel-transfer"
   | "relay"
+  | "transport"
   | "skipped"
   | "error";
 
