@@ -87,7 +87,7 @@ const USAGE = `usage: npm run bench:testbed -- [--quick] [--tunnels LIST] [--lev
   --levels LIST    comma list of none, loss:PERCENT, delay:MS, rate:MBIT (default: all of
                    ${FULL_LEVELS.join(",")}; with --quick ${QUICK_LEVELS.join(",")})
   --out DIR        where results go (default bench/results)
-  --time-limit MIN stop (and clean up) after this many minutes (default 6 quick, 240 full)`;
+  --time-limit MIN stop (and clean up) after this many minutes (default 3 per tunnel, at least 6, quick; 240 full)`;
 
 class UsageError extends Error {}
 
@@ -146,7 +146,9 @@ function parseOptions(argv: string[]): Options {
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
-  const limit = Number(values["time-limit"] ?? (quick ? 6 : 240));
+  // A quick case takes about half a minute on a busy two-core machine, a full one three.
+  const defaultLimit = quick ? Math.max(6, 3 * tunnels.length) : 240;
+  const limit = Number(values["time-limit"] ?? defaultLimit);
   if (!Number.isFinite(limit) || limit <= 0) throw new UsageError("--time-limit wants minutes > 0");
   const out = values.out ?? fileURLToPath(new URL("../../../bench/results/", import.meta.url));
   return {
@@ -186,6 +188,17 @@ async function main(): Promise<number> {
     return 2;
   }
 
+  // SoftEther's fixed paths are one machine-wide set: never next to another SoftEther.
+  let softEtherPaths: string | null = null;
+  if (options.tunnels.includes("softether") && !softEtherUnavailable()) {
+    const conflict = softEtherConflict();
+    if (conflict) {
+      complain(`cannot run softether: ${conflict}`);
+      return 2;
+    }
+    softEtherPaths = globalPathsSnapshot();
+  }
+
   const leftovers = removeLeftovers();
   for (const gone of leftovers.removed) {
     say(
@@ -202,17 +215,6 @@ async function main(): Promise<number> {
         "two cores and spoil each other's figures. Wait for it or stop it (its namespaces are left alone).",
     );
     return 3;
-  }
-
-  // SoftEther's fixed paths are one machine-wide set: never next to another SoftEther.
-  let softEtherPaths: string | null = null;
-  if (options.tunnels.includes("softether") && !softEtherUnavailable()) {
-    const conflict = softEtherConflict();
-    if (conflict) {
-      complain(`cannot run softether: ${conflict}`);
-      return 2;
-    }
-    softEtherPaths = globalPathsSnapshot();
   }
 
   const topo = new Topology();

@@ -31,6 +31,7 @@ import {
   readdirSync,
   readlinkSync,
   rmSync,
+  statSync,
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
@@ -38,7 +39,7 @@ import type { Level } from "./impair.js";
 import { NodeTunnels, START_TIMEOUT_MS } from "./node-tunnels.js";
 import { StepError, endPids, nsExec, nsRun, nsSpawn, sleep } from "./proc.js";
 import { commandExistsIn } from "./tools.js";
-import { HUB_PORT, TUNNEL_MTU, type Node, type Topology } from "./topology.js";
+import { HUB_PORT, PREFIX, TUNNEL_MTU, type Node, type Topology } from "./topology.js";
 import type { Daemon, Keys } from "./tunnels.js";
 import { linkBytes } from "./tinc.js";
 
@@ -99,8 +100,25 @@ export function privatePathsArgs(state: string, command: string, args: string[])
   ];
 }
 
-/** The pids of SoftEther programs running on this machine (any namespace), with their program. */
+/** The network namespaces of testbed runs (`etb-…`, this one's and others'), by inode. */
+function testbedNetworkNamespaces(): Set<string> {
+  const inodes = new Set<string>();
+  try {
+    for (const name of readdirSync("/run/netns")) {
+      if (name.startsWith(PREFIX)) inodes.add(`net:[${statSync(`/run/netns/${name}`).ino}]`);
+    }
+  } catch {
+    // no namespaces
+  }
+  return inodes;
+}
+
+/**
+ * SoftEther programs running on this machine outside the testbeds' namespaces: those use the
+ * fixed paths. (A testbed's own run on private paths, inside its namespaces.)
+ */
 export function softEtherProcesses(): Array<{ pid: number; program: string }> {
+  const ours = testbedNetworkNamespaces();
   const found: Array<{ pid: number; program: string }> = [];
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry)) continue;
@@ -110,19 +128,27 @@ export function softEtherProcesses(): Array<{ pid: number; program: string }> {
     } catch {
       continue;
     }
-    if (exe.startsWith(`${SOFTETHER_DIR}/`)) found.push({ pid: Number(entry), program: exe });
+    if (!exe.startsWith(`${SOFTETHER_DIR}/`)) continue;
+    let netns = "";
+    try {
+      netns = readlinkSync(`/proc/${entry}/ns/net`);
+    } catch {
+      // gone, or not ours to read
+    }
+    if (!ours.has(netns)) found.push({ pid: Number(entry), program: exe });
   }
   return found;
 }
 
 /** Why SoftEther cannot run here (not installed, or another SoftEther uses its paths), or null. */
-export function softEtherUnavailable(): string | null {
+export function softEtherUnavailable(dir = SOFTETHER_DIR): string | null {
   for (const [program, pkg] of [
-    [VPNSERVER, "softether-vpnserver"],
-    [VPNCLIENT, "softether-vpnclient"],
-    [VPNCMD, "softether-vpncmd"],
+    ["vpnserver", "softether-vpnserver"],
+    ["vpnclient", "softether-vpnclient"],
+    ["vpncmd", "softether-vpncmd"],
   ] as const) {
-    if (!existsSync(program)) return `${program} is missing (apt-get install ${pkg})`;
+    const path = join(dir, program, program);
+    if (!existsSync(path)) return `${path} is missing (apt-get install ${pkg})`;
   }
   if (!commandExistsIn("unshare")) return "unshare is not installed (apt-get install util-linux)";
   return null;
