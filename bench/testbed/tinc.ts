@@ -61,7 +61,10 @@ export function tincConf(node: Node, hub: Node, ifname: string): string {
     `Interface = ${ifname}`,
   ];
   if (node === hub) lines.push(`BindToAddress = ${hub.underlayAddress}`, "TunnelServer = yes");
-  else lines.push(`ConnectTo = ${tincName(hub)}`);
+  // An edge whose connection attempt was lost retries every 5 s, as WireGuard re-initiates,
+  // rather than after tinc's growing back-off (5, 10, 15 s … up to 900 s by default), which
+  // would time the back-off, not the tunnel, under loss.
+  else lines.push(`ConnectTo = ${tincName(hub)}`, "MaxTimeout = 5");
   return `${lines.join("\n")}\n`;
 }
 
