@@ -43,7 +43,7 @@ import { Topology } from "../../bench/testbed/topology.js";
 import { Keys } from "../../bench/testbed/tunnels.js";
 import { netnsUnavailableReason } from "../support/netns.js";
 
-const dist = fileURLToPath(new URL("../../dist/bench/testbed", import.meta.url));
+const dist = fileURLToPath(new URL("../../dist/bench/testbed/", import.meta.url));
 const mainJs = `${dist}main.js`;
 const relayJs = `${dist}relay.js`;
 const built = existsSync(mainJs) && existsSync(relayJs);
