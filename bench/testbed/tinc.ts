@@ -132,6 +132,8 @@ export class TincTunnels extends NodeTunnels {
       "-c",
       conf,
       "-D",
+      // Connections and their protocol requests (nothing per packet): what diagnose() shows.
+      "-d2",
       `--pidfile=${join(conf, "tincd.pid")}`,
     ]);
     this.procs.set(node, proc);
@@ -179,7 +181,7 @@ export class TincTunnels extends NodeTunnels {
     const parts: string[] = [];
     for (const node of [edge, this.topo.hub]) {
       const proc = this.procs.get(node);
-      const lines = proc ? proc.stderr.toString().split("\n").slice(-6).join(" / ") : "not started";
+      const lines = proc ? proc.stderr.toString().split("\n").slice(-12).join(" / ") : "not started";
       parts.push(`${node.label}: ${lines || "nothing logged"}`);
     }
     const dead = this.deadDaemon();
