@@ -181,7 +181,9 @@ export class TincTunnels extends NodeTunnels {
     const parts: string[] = [];
     for (const node of [edge, this.topo.hub]) {
       const proc = this.procs.get(node);
-      const lines = proc ? proc.stderr.toString().split("\n").slice(-12).join(" / ") : "not started";
+      const lines = proc
+        ? proc.stderr.toString().split("\n").slice(-12).join(" / ")
+        : "not started";
       parts.push(`${node.label}: ${lines || "nothing logged"}`);
     }
     const dead = this.deadDaemon();
