@@ -27,7 +27,7 @@ import {
   uapiRequest,
   type InterfaceState,
 } from "./show.js";
-import { syncRequest } from "./syncconf.js";
+import { parseRunningState, syncRequest } from "./syncconf.js";
 
 const PID_DIRECTORY = "/run/edgetun";
 const VERSION = "0.1.0";
@@ -129,11 +129,8 @@ async function up(
       const changed = readConfigFile(file);
       addSecrets(secrets, changed);
       for (const warning of changed.warnings) logger.warn(warning);
-      daemon.applyConfig(changed).catch((error: Error) => {
-        logger.error("reload failed; the running configuration is unchanged", {
-          error: error.message,
-        });
-      });
+      // The reconfiguration queue logs the outcome, applied or refused, itself.
+      daemon.applyConfig(changed, "reload").catch(() => undefined);
     } catch (error) {
       logger.error("reload failed; the running configuration is unchanged", {
         error: (error as Error).message,
@@ -203,7 +200,7 @@ async function syncconf(name: string, file: string): Promise<void> {
   const endpoints = await Promise.all(
     config.peers.map((peer) => (peer.endpoint ? resolveEndpoint(peer.endpoint) : null)),
   );
-  const current = await readInterfaceState(name);
+  const current = parseRunningState(await uapiRequest(name, "get=1\n\n"));
   await uapiRequest(name, syncRequest(config, current, endpoints));
 }
 
