@@ -583,7 +583,10 @@ export class Daemon implements UapiHost, ReconfigurationHost {
    * reload): the difference against the running state, computed when its turn in the queue
    * comes, is applied as one change. Addresses and MTU are left alone (as wg syncconf does).
    */
-  async applyConfig(config: InterfaceFileConfig, source: ChangeSource = "reload"): Promise<ChangeSummary> {
+  async applyConfig(
+    config: InterfaceFileConfig,
+    source: ChangeSource = "reload",
+  ): Promise<ChangeSummary> {
     const endpoints = await Promise.all(
       config.peers.map((peer) => (peer.endpoint ? resolveEndpoint(peer.endpoint) : null)),
     );

@@ -146,11 +146,14 @@ export class InterfaceSetup {
     const removed = results.filter((r) => r.errno === 0).map((r) => r.what);
     rmSync(this.#rulesFile, { force: true });
     if (removed.length > 0) {
-      this.logger.warn("removed policy rules left behind by an earlier instance that did not stop", {
-        interface: this.name,
-        pid: record.pid,
-        rules: removed,
-      });
+      this.logger.warn(
+        "removed policy rules left behind by an earlier instance that did not stop",
+        {
+          interface: this.name,
+          pid: record.pid,
+          rules: removed,
+        },
+      );
     }
   }
 
@@ -316,7 +319,8 @@ export class InterfaceSetup {
 
   #warnFailures(results: NetlinkResult[], message: string): void {
     const failures = results.filter(
-      (r) => r.errno !== 0 && r.errno !== -constants.errno.ESRCH && r.errno !== -constants.errno.ENOENT,
+      (r) =>
+        r.errno !== 0 && r.errno !== -constants.errno.ESRCH && r.errno !== -constants.errno.ENOENT,
     );
     if (failures.length > 0) {
       this.logger.warn(message, { interface: this.name, failures: failures.map(describeFailure) });
@@ -356,7 +360,11 @@ function currentNetns(): number {
 function throwOnFailure(results: NetlinkResult[]): void {
   const failures = results.filter((r) => r.errno !== 0);
   if (failures.length > 0) {
-    throw new InterfaceSetupError(failures.map(describeFailure).join("; "), "ERR_INTERFACE_SETUP", failures[0]!.errno);
+    throw new InterfaceSetupError(
+      failures.map(describeFailure).join("; "),
+      "ERR_INTERFACE_SETUP",
+      failures[0]!.errno,
+    );
   }
 }
 

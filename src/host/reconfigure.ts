@@ -161,10 +161,7 @@ export function validateChange(change: ConfigChange): void {
     if (peer.presharedKey && peer.presharedKey.length !== KEY_BYTES) {
       throw invalid("a pre-shared key is 32 bytes");
     }
-    if (
-      peer.persistentKeepalive !== undefined &&
-      !isInteger(peer.persistentKeepalive, 0, 0xffff)
-    ) {
+    if (peer.persistentKeepalive !== undefined && !isInteger(peer.persistentKeepalive, 0, 0xffff)) {
       throw invalid(`persistent keepalive ${peer.persistentKeepalive} is not 0 to 65535`);
     }
     if (peer.endpoint && !isInteger(peer.endpoint.port, 0, 0xffff)) {
@@ -556,7 +553,11 @@ export class Reconfigurer {
 }
 
 /** A host error ("EADDRINUSE", "EEXIST", …) as a refusal carrying the matching errno. */
-function hostError(code: ReconfigurationErrorCode, what: string, error: unknown): ReconfigurationError {
+function hostError(
+  code: ReconfigurationErrorCode,
+  what: string,
+  error: unknown,
+): ReconfigurationError {
   const errorCode = (error as { code?: unknown } | null)?.code;
   const ownErrno = (error as { errno?: unknown } | null)?.errno;
   const errnos = constants.errno as Record<string, number | undefined>;

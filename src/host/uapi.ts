@@ -332,7 +332,8 @@ export async function handleSet(host: UapiHost, lines: readonly string[]): Promi
     return rejectSet(-error.errno, error.message);
   }
   try {
-    await host.reconfigure(request, "wg set");
+    // wg set, wg setconf/syncconf and edgetun syncconf all arrive as this one request.
+    await host.reconfigure(request, "control socket");
     return 0;
   } catch (error) {
     if (error instanceof ReconfigurationError) return rejectSet(error.errno, error.message);
