@@ -18,7 +18,14 @@ import {
   publicKeyOf,
 } from "../core/keys.js";
 import { Secrets, createLogger, isLogLevel, type LogLevel } from "../host/log.js";
-import { DEFAULT_METRICS_PORT, parseMetricsListen, type MetricsListen } from "../host/metrics.js";
+import {
+  DEFAULT_METRICS_PORT,
+  DEFAULT_PEER_SERIES,
+  parseMetricsListen,
+  parsePeerSeries,
+  type MetricsListen,
+  type PeerSeries,
+} from "../host/metrics.js";
 import { nativeLoadError } from "../host/native/index.js";
 import {
   formatState,
@@ -58,6 +65,14 @@ function parseMetricsListenOption(text: string): MetricsListen | null {
   }
 }
 
+function parsePeerSeriesOption(text: string): PeerSeries {
+  try {
+    return parsePeerSeries(text);
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
+}
+
 function collectReadyPeer(text: string, previous: string[] = []): string[] {
   try {
     decodeKey(text, "a ready peer's public key");
@@ -79,6 +94,7 @@ async function up(
     interface?: string;
     logLevel: LogLevel;
     metricsListen: MetricsListen | null;
+    metricsPeers: PeerSeries;
     readyPeer?: string[];
     metricsListenIsDefault?: boolean;
   },
@@ -97,7 +113,11 @@ async function up(
     logger.warn("not running as root: creating the interface needs CAP_NET_ADMIN");
   }
   const metrics = options.metricsListen
-    ? { ...options.metricsListen, readyPeers: options.readyPeer ?? [] }
+    ? {
+        ...options.metricsListen,
+        readyPeers: options.readyPeer ?? [],
+        peerSeries: options.metricsPeers,
+      }
     : null;
   const daemon = await Daemon.start({
     interfaceName: name,
@@ -229,6 +249,14 @@ program
         { host: "127.0.0.1", port: DEFAULT_METRICS_PORT },
         `127.0.0.1:${DEFAULT_METRICS_PORT}`,
       ),
+  )
+  .addOption(
+    new Option(
+      "--metrics-peers <all|none|N>",
+      "which peers get /metrics series of their own: all, none (interface totals only), or the N busiest",
+    )
+      .argParser(parsePeerSeriesOption)
+      .default(DEFAULT_PEER_SERIES),
   )
   .option(
     "--ready-peer <public-key>",

@@ -476,7 +476,7 @@ export class Reconfigurer {
     try {
       const summary = await this.#applyNow(build());
       if (source !== "up") {
-        this.logger?.info("configuration changed", {
+        this.logger?.info("configuration applied", {
           interface: this.interfaceName,
           source,
           ...summary,

@@ -154,8 +154,9 @@ describe("parseConfig: whole files", () => {
 
   it("reads Table as wg-quick does: auto by default, off, main or a table number", () => {
     const withTable = (value: string | null) =>
-      parse(conf("[Interface]", "PrivateKey = $PRIV", ...(value === null ? [] : [`Table = ${value}`])))
-        .table;
+      parse(
+        conf("[Interface]", "PrivateKey = $PRIV", ...(value === null ? [] : [`Table = ${value}`])),
+      ).table;
     expect(withTable(null)).toEqual({ kind: "auto" });
     expect(withTable("auto")).toEqual({ kind: "auto" });
     expect(withTable("off")).toEqual({ kind: "off" });
