@@ -13,7 +13,8 @@
               "native/tun.c",
               "native/offload.c",
               "native/udp.c",
-              "native/aead.c"
+              "native/aead.c",
+              "native/netlink.c"
             ]
           },
           { "sources": ["native/unsupported.c"] }

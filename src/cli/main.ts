@@ -10,7 +10,14 @@ import { EXIT_STATUS_HELP, reportOf } from "./exit-status.js";
 import { UapiClientError } from "../host/errors.js";
 import { decodeKey, generatePresharedKey, generatePrivateKey, publicKeyOf } from "../core/keys.js";
 import { Secrets, createLogger, isLogLevel, type LogLevel } from "../host/log.js";
-import { DEFAULT_METRICS_PORT, parseMetricsListen, type MetricsListen } from "../host/metrics.js";
+import {
+  DEFAULT_METRICS_PORT,
+  DEFAULT_PEER_SERIES,
+  parseMetricsListen,
+  parsePeerSeries,
+  type MetricsListen,
+  type PeerSeries,
+} from "../host/metrics.js";
 import { nativeLoadError } from "../host/native/index.js";
 import {
   formatState,
@@ -19,7 +26,7 @@ import {
   uapiRequest,
   type InterfaceState,
 } from "./show.js";
-import { syncRequest } from "./syncconf.js";
+import { parseRunningState, syncRequest } from "./syncconf.js";
 
 const PID_DIRECTORY = "/run/edgetun";
 const VERSION = "0.1.0";
@@ -54,6 +61,14 @@ function parseMetricsListenOption(text: string): MetricsListen | null {
   }
 }
 
+function parsePeerSeriesOption(text: string): PeerSeries {
+  try {
+    return parsePeerSeries(text);
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
+}
+
 function collectReadyPeer(text: string, previous: string[] = []): string[] {
   try {
     decodeKey(text, "a ready peer's public key");
@@ -75,6 +90,7 @@ async function up(
     interface?: string;
     logLevel: LogLevel;
     metricsListen: MetricsListen | null;
+    metricsPeers: PeerSeries;
     readyPeer?: string[];
     metricsListenIsDefault?: boolean;
   },
@@ -93,7 +109,11 @@ async function up(
     logger.warn("not running as root: creating the interface needs CAP_NET_ADMIN");
   }
   const metrics = options.metricsListen
-    ? { ...options.metricsListen, readyPeers: options.readyPeer ?? [] }
+    ? {
+        ...options.metricsListen,
+        readyPeers: options.readyPeer ?? [],
+        peerSeries: options.metricsPeers,
+      }
     : null;
   const daemon = await Daemon.start({
     interfaceName: name,
@@ -125,11 +145,8 @@ async function up(
       const changed = readConfigFile(file);
       addSecrets(secrets, changed);
       for (const warning of changed.warnings) logger.warn(warning);
-      daemon.applyConfig(changed).catch((error: Error) => {
-        logger.error("reload failed; the running configuration is unchanged", {
-          error: error.message,
-        });
-      });
+      // The reconfiguration queue logs the outcome, applied or refused, itself.
+      daemon.applyConfig(changed, "reload").catch(() => undefined);
     } catch (error) {
       logger.error("reload failed; the running configuration is unchanged", {
         error: (error as Error).message,
@@ -199,7 +216,7 @@ async function syncconf(name: string, file: string): Promise<void> {
   const endpoints = await Promise.all(
     config.peers.map((peer) => (peer.endpoint ? resolveEndpoint(peer.endpoint) : null)),
   );
-  const current = await readInterfaceState(name);
+  const current = parseRunningState(await uapiRequest(name, "get=1\n\n"));
   await uapiRequest(name, syncRequest(config, current, endpoints));
 }
 
@@ -229,6 +246,14 @@ program
         { host: "127.0.0.1", port: DEFAULT_METRICS_PORT },
         `127.0.0.1:${DEFAULT_METRICS_PORT}`,
       ),
+  )
+  .addOption(
+    new Option(
+      "--metrics-peers <all|none|N>",
+      "which peers get /metrics series of their own: all, none (interface totals only), or the N busiest",
+    )
+      .argParser(parsePeerSeriesOption)
+      .default(DEFAULT_PEER_SERIES),
   )
   .option(
     "--ready-peer <public-key>",

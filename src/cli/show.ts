@@ -2,6 +2,7 @@
 // request `wg` makes) and prints it in the shape of `wg show`, or as JSON for scripts.
 import { createConnection } from "node:net";
 import { readdirSync } from "node:fs";
+import { constants as osConstants } from "node:os";
 import { join } from "node:path";
 import { publicKeyOf } from "../core/keys.js";
 import { UapiClientError } from "../host/errors.js";
@@ -62,11 +63,24 @@ export function uapiRequest(
       const lines = reply.split("\n").filter((line) => line !== "");
       const errno = lines.find((line) => line.startsWith("errno="));
       if (errno && errno !== "errno=0") {
-        reject(new UapiClientError(`${name}: request failed (${errno})`, "ERR_UAPI_REQUEST"));
+        reject(
+          new UapiClientError(
+            `${name}: request refused (${errno}${errnoName(errno)}); the interface is unchanged, the daemon's log says why`,
+            "ERR_UAPI_REQUEST",
+          ),
+        );
       } else resolve(lines.filter((line) => !line.startsWith("errno=")));
     });
     socket.write(request);
   });
+}
+
+/** " EEXIST" for "errno=-17": what `wg` prints as text. */
+function errnoName(line: string): string {
+  const errno = -Number(line.slice("errno=".length));
+  const names = osConstants.errno as Record<string, number>;
+  const name = Object.keys(names).find((key) => names[key] === errno);
+  return name ? ` ${name}` : "";
 }
 
 export function listInterfaces(directory = DEFAULT_SOCKET_DIRECTORY): string[] {

@@ -174,6 +174,23 @@ export class AllowedIps<T> {
     return true;
   }
 
+  /**
+   * The value stored for exactly this prefix (not the longest match): whether a prefix is
+   * in the table at all, which is what decides whether it needs a route.
+   */
+  exact(address: Uint8Array, cidr: number): T | undefined {
+    const addressBits = checkedAddressBits(address, cidr);
+    const words = prefixWords(address, cidr);
+    let node = this.#root(addressBits);
+    while (node !== null && node.cidr < cidr && node.coversWords(words)) {
+      node = bitOfWords(words, node.cidr) === 0 ? node.child0 : node.child1;
+    }
+    if (node === null || node.cidr !== cidr || !node.coversWords(words) || !node.hasValue) {
+      return undefined;
+    }
+    return node.value;
+  }
+
   /** Removes every prefix that maps to `value` (a peer being removed or replacing its IPs). */
   removeByValue(value: T): void {
     const nodes = this.#nodesByValue.get(value);

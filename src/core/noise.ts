@@ -106,23 +106,42 @@ export class Handshake {
   remoteIndex = 0;
 
   readonly remoteStatic: Buffer;
-  readonly remoteStaticKey: KeyObject;
   presharedKey: Buffer = Buffer.alloc(KEY_LENGTH);
-  /** DH(our static, their static), fixed until either key changes; null if it is all zeros. */
-  precomputedStaticStatic: Buffer | null = null;
+  // The imported public key and DH(our static, their static) are made on first use, not when
+  // the peer is added: a hub starting with 5,000 peers would otherwise spend seconds (and a
+  // native key object per peer) before the first packet, mostly for peers not yet talking.
+  #remoteStaticKey: KeyObject | null = null;
+  #identity: StaticIdentity | null = null;
+  /** undefined: not computed yet for the current identity. */
+  #staticStatic: Buffer | null | undefined = undefined;
   /** The newest initiation timestamp accepted from this peer (replay protection). */
   latestTimestamp: Buffer = Buffer.alloc(TIMESTAMP_LENGTH);
   lastInitiationConsumedAt = -Infinity;
 
   constructor(remoteStatic: Uint8Array) {
+    if (remoteStatic.length !== KEY_LENGTH) throw new RangeError("a public key is 32 bytes");
     this.remoteStatic = Buffer.from(remoteStatic);
-    this.remoteStaticKey = publicKeyObject(remoteStatic);
   }
 
-  /** Recomputes what depends on our static key; called when the device key changes. */
+  get remoteStaticKey(): KeyObject {
+    return (this.#remoteStaticKey ??= publicKeyObject(this.remoteStatic));
+  }
+
+  /** DH(our static, their static), fixed until either key changes; null if it is all zeros. */
+  get precomputedStaticStatic(): Buffer | null {
+    if (this.#staticStatic === undefined) {
+      this.#staticStatic = this.#identity
+        ? dh(this.#identity.privateKey, this.remoteStaticKey)
+        : null;
+    }
+    return this.#staticStatic;
+  }
+
+  /** Forgets what depends on our static key; called when the device key changes. */
   setLocalIdentity(identity: StaticIdentity | null): void {
-    wipe(this.precomputedStaticStatic);
-    this.precomputedStaticStatic = identity ? dh(identity.privateKey, this.remoteStaticKey) : null;
+    wipe(this.#staticStatic ?? null);
+    this.#identity = identity;
+    this.#staticStatic = undefined;
   }
 
   clear(): void {

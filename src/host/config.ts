@@ -26,6 +26,7 @@ import {
   type Endpoint,
   type EndpointSpec,
 } from "../core/endpoint.js";
+import type { RouteTable } from "./netif.js";
 import { formatCidr, InvalidCidrError, parseCidr } from "../core/ipaddr.js";
 import { decodeKey, encodeKey, KeyFormatError } from "../core/keys.js";
 import {
@@ -64,6 +65,8 @@ export interface InterfaceFileConfig {
   mtu: number;
   /** 0 is off. */
   fwmark: number;
+  /** wg-quick's `Table`: where routes for the peers' allowed IPs go (src/host/netif.ts). */
+  table: RouteTable;
   peers: PeerFileConfig[];
   /** `file:line: …` for keys that are accepted but do nothing, and for likely mistakes. */
   warnings: string[];
@@ -82,6 +85,9 @@ const MIN_MTU_IPV6 = 1280; // RFC 8200; Linux takes IPv6 off a link with a small
 const MAX_MTU = 9000; // jumbo frames; beyond that no path carries the encapsulated packet
 const MAX_PORT = 65535;
 const MAX_FWMARK = 0xffffffff;
+/** Routing table ids are 32-bit; 0 means "unspecified" to the kernel. */
+const MAX_TABLE = 0xffffffff;
+const MAIN_TABLE = 254;
 const MAX_INTERFACE_NAME_LENGTH = 15; // IFNAMSIZ - 1
 
 const INTERFACE_KEYS = [
@@ -91,6 +97,7 @@ const INTERFACE_KEYS = [
   "Address",
   "MTU",
   "FwMark",
+  "Table",
 ] as const;
 const PEER_KEYS = [
   "PublicKey",
@@ -99,10 +106,9 @@ const PEER_KEYS = [
   "AllowedIPs",
   "PersistentKeepalive",
 ] as const;
-/** wg-quick's own [Interface] keys for things edgetun leaves to the host (resolv.conf, routes, hooks). */
+/** wg-quick's own [Interface] keys for things edgetun leaves to the host (resolv.conf, hooks). */
 const IGNORED_INTERFACE_KEYS = [
   "DNS",
-  "Table",
   "PreUp",
   "PostUp",
   "PreDown",
@@ -176,6 +182,7 @@ class ConfigFileParser {
   #mtu = DEFAULT_MTU;
   #mtuLine = 0;
   #fwmark = 0;
+  #table: RouteTable = { kind: "auto" };
 
   #peer: PeerDraft | null = null;
   readonly #peers: PeerFileConfig[] = [];
@@ -202,6 +209,7 @@ class ConfigFileParser {
       addresses: this.#addresses,
       mtu: this.#mtu,
       fwmark: this.#fwmark,
+      table: this.#table,
       peers: this.#peers,
       warnings: this.#warnings,
       file: this.#file,
@@ -398,6 +406,18 @@ class ConfigFileParser {
           );
         }
         this.#fwmark = fwmark;
+        return;
+      }
+      case "Table": {
+        const table = parseTable(value);
+        if (table === null) {
+          throw this.#error(
+            "ERR_CONFIG_VALUE",
+            line,
+            `Table must be "off", "auto", "main" or a table number from 1 to ${MAX_TABLE}, not ${JSON.stringify(value)}`,
+          );
+        }
+        this.#table = table;
         return;
       }
     }
@@ -685,4 +705,14 @@ export function interfaceNameFromPath(path: string): string {
     );
   }
   return name;
+}
+/** wg-quick's Table values: off, auto, main (254) or a number; names of rt_tables aside. */
+function parseTable(text: string): RouteTable | null {
+  const lower = text.trim().toLowerCase();
+  if (lower === "off") return { kind: "off" };
+  if (lower === "auto") return { kind: "auto" };
+  if (lower === "main") return { kind: "table", id: MAIN_TABLE };
+  const id = parseDecimal(text.trim());
+  if (id === null || id < 1 || id > MAX_TABLE) return null;
+  return { kind: "table", id };
 }

@@ -1,9 +1,9 @@
 // The daemon: the protocol core wired to a TUN device and a UDP socket through the native
 // addon, plus the control socket and the interface's addresses and routes. It owns no
 // protocol logic: every decision is the Device's; this file moves batches and keeps time.
-import type { InterfaceFileConfig, PeerFileConfig } from "./config.js";
+import type { InterfaceFileConfig } from "./config.js";
 import { resolveEndpoint } from "./config.js";
-import { Device, MAX_QUEUED_HANDSHAKES, type PeerConfig } from "../core/device.js";
+import { Device, MAX_QUEUED_HANDSHAKES } from "../core/device.js";
 import type { Logger } from "./log.js";
 import { DropReporter, shortKey } from "./log.js";
 import {
@@ -29,9 +29,18 @@ import {
   writeEndpoint,
 } from "./native/index.js";
 import type { Keypair } from "../core/noise.js";
-import { InterfaceSetup, routesFor, type Route } from "./netif.js";
+import { InterfaceSetup } from "./netif.js";
 import type { Endpoint } from "../core/endpoint.js";
 import type { Peer } from "../core/peer.js";
+import {
+  Reconfigurer,
+  changeFromConfig,
+  type ChangeSource,
+  type ChangeSummary,
+  type ConfigChange,
+  type PendingListenPort,
+  type ReconfigurationHost,
+} from "./reconfigure.js";
 import { UapiServer, type UapiHost } from "./uapi.js";
 import type { DatagramSocket, DatagramSocketOpener, TunnelDevice } from "./io.js";
 
@@ -45,8 +54,6 @@ const HANDSHAKES_PER_TURN = 32;
 
 /** Arena slots start on cache lines. */
 const SLOT_ALIGNMENT = 64;
-/** The firewall mark a default route's policy rule uses when none is set; wg-quick's too. */
-const DEFAULT_ROUTE_FWMARK = 51820;
 
 /** Arena slot: the MTU plus the WireGuard header, padding and tag, rounded up. */
 function slotSizeFor(mtu: number): number {
@@ -108,6 +115,8 @@ export interface DaemonOptions {
   metrics?: MetricsServerOptions | null;
   /** The metrics address is the default, not the operator's: if it is taken, run without. */
   metricsOptional?: boolean;
+  /** Where the record of policy rules goes (default /run/edgetun), see src/host/netif.ts. */
+  stateDirectory?: string;
 }
 
 export class DaemonCounters {
@@ -119,7 +128,7 @@ export class DaemonCounters {
   udpReceiveBatches = 0;
 }
 
-export class Daemon implements UapiHost {
+export class Daemon implements UapiHost, ReconfigurationHost {
   readonly device: Device;
   readonly counters = new DaemonCounters();
   /** Batch sizes and handshake round trips, for the metrics. */
@@ -152,6 +161,8 @@ export class Daemon implements UapiHost {
   /** Handshake messages wait here, bounded, so that they never hold up data batches. */
   private readonly handshakeQueue: Array<{ message: Buffer; source: Endpoint }> = [];
   private handshakesScheduled = false;
+  /** Every change after start goes through this one queue (src/host/reconfigure.ts). */
+  private readonly reconfigurer: Reconfigurer;
 
   private constructor(
     readonly name: string,
@@ -162,6 +173,7 @@ export class Daemon implements UapiHost {
     private readonly logger: Logger,
     config: InterfaceFileConfig,
   ) {
+    this.reconfigurer = new Reconfigurer(this, logger, name);
     this.device = new Device({ privateKey: config.privateKey, mtu: config.mtu });
     this.device.onHandshakeCompleted = (peer) => this.observations.handshakeCompleted(peer);
     this.dropReporter = new DropReporter(logger, { interface: name });
@@ -186,8 +198,10 @@ export class Daemon implements UapiHost {
   }
 
   /**
-   * Brings the interface up: TUN device, addresses, MTU, UDP socket, peers, routes, control
-   * socket. On any failure everything done so far is undone before the error is rethrown.
+   * Brings the interface up: TUN device, policy rules an earlier killed instance left, UDP
+   * socket, MTU, addresses, link up, then the peers and their routes as one change through the
+   * reconfiguration queue, then the control socket. On any failure everything done so far is
+   * undone before the error is rethrown, and "interface up" is logged only after all of it.
    */
   static async start(options: DaemonOptions): Promise<Daemon> {
     const { config, logger, interfaceName } = options;
@@ -198,18 +212,24 @@ export class Daemon implements UapiHost {
     // Offload: the kernel hands over 64 KB TCP super-packets that the addon splits (and
     // coalesces on the way back), far fewer syscalls; it falls back by itself when refused.
     const tun = TunDevice.open({ name: interfaceName, offload: true });
-    const setup = new InterfaceSetup(tun.name, logger);
+    const setup = new InterfaceSetup(tun.name, logger, config.table, options.stateDirectory);
     const openSocket = (port: number) => UdpBatchSocket.open({ port });
     const daemon = new Daemon(tun.name, tun, openSocket, setup, logger, config);
     try {
+      setup.attach(tun.ifindex);
+      // This process owns the interface name now, so rules recorded for it are a dead one's.
+      setup.removeLeftovers();
       daemon.bindSocket(config.listenPort ?? 0);
-      config.peers.forEach((peer, i) => daemon.device.addPeer(peerConfig(peer, endpoints[i]!)));
       tun.setMtu(config.mtu);
-      for (const address of config.addresses) {
-        await setup.addAddress(address.text, address.address.length === 16);
-      }
+      setup.addAddresses(config.addresses);
       tun.up();
-      await daemon.addRoutes();
+      await daemon.reconfigurer.apply(
+        changeFromConfig(daemon.device, { ...config, listenPort: null }, endpoints, {
+          listenPort: daemon.listenPort(),
+          fwmark: daemon.mark,
+        }),
+        "up",
+      );
       daemon.uapi = await UapiServer.listen(
         tun.name,
         daemon,
@@ -222,6 +242,7 @@ export class Daemon implements UapiHost {
         interface: tun.name,
         listenPort: daemon.listenPort(),
         peers: config.peers.length,
+        routes: setup.installedRoutes.length,
         publicKey: shortKey(daemon.device.publicKey?.toString("base64") ?? ""),
         metrics: daemon.metrics?.url ?? "off",
       });
@@ -250,7 +271,13 @@ export class Daemon implements UapiHost {
     const daemon = new Daemon(tun.name, tun, openSocket, null, logger, config);
     try {
       daemon.bindSocket(config.listenPort ?? 0);
-      config.peers.forEach((peer, i) => daemon.device.addPeer(peerConfig(peer, endpoints[i]!)));
+      await daemon.reconfigurer.apply(
+        changeFromConfig(daemon.device, { ...config, listenPort: null }, endpoints, {
+          listenPort: daemon.listenPort(),
+          fwmark: daemon.mark,
+        }),
+        "up",
+      );
       tun.onReadable(() => daemon.readTunnel());
       daemon.ticker = setInterval(() => daemon.tick(), daemon.device.wheel.granularityMs);
       return daemon;
@@ -258,24 +285,6 @@ export class Daemon implements UapiHost {
       await daemon.stop();
       throw error;
     }
-  }
-
-  private async addRoutes(): Promise<void> {
-    if (!this.setup) return;
-    const prefixes: Route[] = [];
-    for (const peer of this.device.peers.values()) {
-      prefixes.push(...this.device.allowedIps.entriesFor(peer));
-    }
-    for (const route of routesFor(prefixes)) {
-      await this.setup.addRoute(route, this.fwmarkForDefaultRoute(route));
-    }
-  }
-
-  /** A default route needs a mark to tell tunnel traffic apart; wg-quick picks 51820. */
-  private fwmarkForDefaultRoute(route: Route): number {
-    if (route.cidr !== 0) return this.mark;
-    if (this.mark === 0) this.setFwmark(DEFAULT_ROUTE_FWMARK);
-    return this.mark;
   }
 
   private bindSocket(port: number): void {
@@ -317,8 +326,9 @@ export class Daemon implements UapiHost {
     this.dropReporter.flush();
     await this.uapi?.close();
     this.socket?.close();
+    // The interface goes with the TUN device, and its routes with it; policy rules do not.
     this.tun.close();
-    await this.setup?.teardown();
+    this.setup?.teardown();
     this.logger.info("interface down", {
       interface: this.name,
       drops: Object.fromEntries(
@@ -563,94 +573,68 @@ export class Daemon implements UapiHost {
     return this.socket?.port ?? 0;
   }
 
-  setListenPort(port: number): void {
-    if (port === this.listenPort()) return;
-    this.bindSocket(port); // throws EADDRINUSE and leaves the old socket in place
+  /** Binds `port` beside the current socket; the reconfiguration queue commits or aborts. */
+  prepareListenPort(port: number): PendingListenPort {
+    const socket = this.openSocket(port); // throws EADDRINUSE, nothing changed
+    if (this.mark !== 0) socket.setFwmark?.(this.mark);
+    return {
+      commit: () => {
+        socket.onReadable(() => this.receiveNetwork());
+        this.socket?.close();
+        this.socket = socket;
+      },
+      abort: () => socket.close(),
+    };
   }
 
   fwmark(): number {
     return this.mark;
   }
 
-  async afterSet(): Promise<void> {
-    this.flush();
-    try {
-      await this.addRoutes();
-    } catch (error) {
-      this.logger.warn("could not add routes for the new allowed IPs", {
-        error: (error as Error).message,
-      });
-    }
+  setFwmark(mark: number): void {
+    this.socket?.setFwmark?.(mark);
+    this.mark = mark;
   }
 
-  setFwmark(mark: number): void {
-    this.mark = mark;
-    this.socket?.setFwmark?.(mark);
+  /** The route side of a change: which routes this daemon installed, and how to change them. */
+  get routes(): InterfaceSetup | null {
+    return this.setup;
+  }
+
+  /** After a change: send what it queued (a keepalive when persistent keepalive came on). */
+  afterChange(): void {
+    if (!this.stopped) this.flush();
   }
 
   /**
-   * Applies a changed configuration the way `wg syncconf` does: peers that did not change
-   * keep their sessions and counters; removed peers go; new peers come; changed fields are
-   * updated in place. Addresses and MTU are left alone (as wg syncconf does).
+   * Applies `change` through the interface's one reconfiguration queue, all or nothing (see
+   * src/host/reconfigure.ts); rejects with a ReconfigurationError and then nothing changed.
+   * `source` names the caller in the log ("wg set", "reload", "syncconf", "fleet").
    */
-  async applyConfig(config: InterfaceFileConfig): Promise<void> {
+  reconfigure(change: ConfigChange, source: ChangeSource): Promise<ChangeSummary> {
+    return this.reconfigurer.apply(change, source);
+  }
+
+  /**
+   * Makes the running interface what `config` describes, the way `wg syncconf` does (a
+   * reload): the difference against the running state, computed when its turn in the queue
+   * comes, is applied as one change. Addresses and MTU are left alone (as wg syncconf does).
+   */
+  async applyConfig(
+    config: InterfaceFileConfig,
+    source: ChangeSource = "reload",
+  ): Promise<ChangeSummary> {
     const endpoints = await Promise.all(
       config.peers.map((peer) => (peer.endpoint ? resolveEndpoint(peer.endpoint) : null)),
     );
-    this.device.setPrivateKey(config.privateKey);
-    if (config.listenPort !== null) this.setListenPort(config.listenPort);
-    if (config.fwmark !== this.mark) this.setFwmark(config.fwmark);
-    const wanted = new Set(config.peers.map((p) => p.publicKey.toString("base64")));
-    for (const peer of [...this.device.peers.values()]) {
-      if (!wanted.has(peer.publicKeyBase64)) this.device.removePeer(peer.publicKey);
-    }
-    config.peers.forEach((filePeer, i) => {
-      const settings = peerConfig(filePeer, endpoints[i]!);
-      const existing = this.device.peer(filePeer.publicKey);
-      if (!existing) {
-        this.device.addPeer(settings);
-        return;
-      }
-      updateExisting(this.device, existing, settings);
-    });
-    await this.addRoutes();
-    this.flush();
-    this.logger.info("configuration applied", { interface: this.name, peers: config.peers.length });
-  }
-}
-
-function peerConfig(peer: PeerFileConfig, endpoint: Endpoint | null): PeerConfig {
-  return {
-    publicKey: peer.publicKey,
-    presharedKey: peer.presharedKey ?? Buffer.alloc(32),
-    endpoint,
-    allowedIps: peer.allowedIps,
-    persistentKeepalive: peer.persistentKeepalive,
-  };
-}
-
-/** Changes only what differs, so an unchanged peer's session is not touched. */
-function updateExisting(device: Device, peer: Peer, settings: PeerConfig): void {
-  const psk = settings.presharedKey ?? Buffer.alloc(32);
-  if (!peer.presharedKey.equals(psk)) peer.presharedKey = psk;
-  const endpoint = settings.endpoint ?? null;
-  if (
-    endpoint &&
-    (!peer.endpoint ||
-      peer.endpoint.address !== endpoint.address ||
-      peer.endpoint.port !== endpoint.port)
-  ) {
-    peer.endpoint = endpoint;
-  }
-  const current = device.allowedIps.entriesFor(peer);
-  const key = (r: { address: Uint8Array; cidr: number }) =>
-    `${Buffer.from(r.address).toString("hex")}/${r.cidr}`;
-  const wanted = new Map((settings.allowedIps ?? []).map((r) => [key(r), r]));
-  for (const route of current) {
-    if (!wanted.delete(key(route))) device.allowedIps.remove(route.address, route.cidr, peer);
-  }
-  for (const route of wanted.values()) device.allowedIps.insert(route.address, route.cidr, peer);
-  if ((settings.persistentKeepalive ?? 0) !== peer.persistentKeepalive) {
-    device.setPersistentKeepalive(peer, settings.persistentKeepalive ?? 0);
+    return this.reconfigurer.applyBuilt(
+      () =>
+        changeFromConfig(this.device, config, endpoints, {
+          listenPort: this.listenPort(),
+          fwmark: this.mark,
+          keepFwmark: this.setup?.routesDefaultThroughMark ?? false,
+        }),
+      source,
+    );
   }
 }

@@ -109,10 +109,20 @@ export class NativeError extends EdgetunError {
 
 // --- interface set-up ---------------------------------------------------------------------
 
-/** Addresses, routes or policy rules could not be set (`ERR_INTERFACE_SETUP`). */
+/**
+ * Addresses, routes or policy rules could not be set (`ERR_INTERFACE_SETUP`), or a route the
+ * daemon would install is already there (`ERR_ROUTE_CONFLICT`).
+ */
 export class InterfaceSetupError extends EdgetunError {
-  constructor(message: string) {
-    super("ERR_INTERFACE_SETUP", message);
+  declare readonly code: "ERR_INTERFACE_SETUP" | "ERR_ROUTE_CONFLICT";
+
+  constructor(
+    message: string,
+    code: "ERR_INTERFACE_SETUP" | "ERR_ROUTE_CONFLICT" = "ERR_INTERFACE_SETUP",
+    /** The negative errno the kernel answered, when there is one. */
+    readonly errno = 0,
+  ) {
+    super(code, message);
   }
 }
 

@@ -313,7 +313,26 @@ class ScrapedHistogram extends Histogram<string> {
   }
 }
 
+/**
+ * Which peers get series of their own: every peer, none (interface totals only), or at most N,
+ * the N with the most traffic (re-chosen at most once a second). Interface totals and
+ * `edgetun_peer_series_omitted` are always there, so a limited scrape still adds up.
+ */
+export type PeerSeries = "all" | "none" | number;
+
+/** The default keeps a hub of a thousand edges fully visible and 5,000 affordable. */
+export const DEFAULT_PEER_SERIES = 1000;
+
+/** "all", "none" or a whole number, as the command line takes it. */
+export function parsePeerSeries(text: string): PeerSeries {
+  if (text === "all" || text === "none") return text;
+  if (/^[0-9]{1,7}$/.test(text)) return Number(text);
+  throw new RangeError(`use all, none or a number of peers, not ${JSON.stringify(text)}`);
+}
+
 export interface RegistryOptions {
+  /** Per-peer series: see {@link PeerSeries}; default {@link DEFAULT_PEER_SERIES}. */
+  peerSeries?: PeerSeries;
   /** prom-client's process and Node.js metrics (CPU, memory, event-loop lag, GC); default on. */
   defaultMetrics?: boolean;
   /** Adds `edgetun_event_loop_lag_seconds`, the figure /healthz decides on. */
@@ -363,11 +382,44 @@ export function createMetricsRegistry(
       emit(iface(), sumOverPeers(field)),
     );
   };
+  const limit = options.peerSeries ?? DEFAULT_PEER_SERIES;
+  let chosen: Peer[] = [];
+  let chosenAt = -Infinity;
+  /** The peers with series of their own at this scrape. */
+  const seriesPeers = (): Iterable<Peer> => {
+    if (limit === "all" || (limit !== "none" && device.peers.size <= limit)) {
+      return device.peers.values();
+    }
+    if (limit === "none" || limit === 0) return [];
+    const now = performance.now();
+    if (now - chosenAt > 1000) {
+      chosen = [...device.peers.values()]
+        .sort((a, b) => b.rxBytes + b.txBytes - (a.rxBytes + a.txBytes))
+        .slice(0, limit);
+      chosenAt = now;
+    }
+    return chosen;
+  };
   const perPeer = (name: string, help: string, field: PeerCounter): void => {
     new ScrapedCounter(registry, name, help, byPeer, (emit) => {
-      for (const peer of device.peers.values()) emit(peerLabels(peer), peer[field]);
+      for (const peer of seriesPeers()) emit(peerLabels(peer), peer[field]);
     });
   };
+  new ScrapedGauge(
+    registry,
+    "edgetun_peer_series_omitted",
+    "Peers left out of the per-peer series (--metrics-peers); interface totals count them.",
+    byInterface,
+    (emit) => {
+      const shown =
+        limit === "all"
+          ? device.peers.size
+          : limit === "none"
+            ? 0
+            : Math.min(limit, device.peers.size);
+      emit(iface(), device.peers.size - shown);
+    },
+  );
   const stat = (name: string, help: string, field: DeviceCounter): void => {
     new ScrapedCounter(registry, name, help, byInterface, (emit) =>
       emit(iface(), device.stats[field]),
@@ -586,7 +638,7 @@ export function createMetricsRegistry(
     "Unix time of the peer's latest completed handshake, in seconds; 0 when none.",
     byPeer,
     (emit) => {
-      for (const peer of device.peers.values()) {
+      for (const peer of seriesPeers()) {
         emit(peerLabels(peer), Math.floor(peer.lastHandshakeWallMs / 1000));
       }
     },
@@ -597,7 +649,7 @@ export function createMetricsRegistry(
     "The peer's current endpoint, as a label; always 1. Peers without an endpoint are absent.",
     ["interface", "public_key", "endpoint"],
     (emit) => {
-      for (const peer of device.peers.values()) {
+      for (const peer of seriesPeers()) {
         if (peer.endpoint) {
           emit(endpointLabels(peer, peer.endpoint), 1);
         }
@@ -613,7 +665,7 @@ export function createMetricsRegistry(
       byPeer,
       HANDSHAKE_RTT_BUCKETS,
       (emit) => {
-        for (const peer of device.peers.values()) {
+        for (const peer of seriesPeers()) {
           rtt.notice(peer);
           const histogram = rtt.of(peer);
           if (histogram) emit(peerLabels(peer), histogram);
@@ -706,6 +758,8 @@ export interface MetricsServerOptions extends MetricsListen {
   maxEventLoopLagMs?: number;
   /** prom-client's process and Node.js metrics; default on. */
   defaultMetrics?: boolean;
+  /** Which peers get series of their own; default {@link DEFAULT_PEER_SERIES}. */
+  peerSeries?: PeerSeries;
 }
 
 /** `host:port` for messages and URLs, IPv6 in brackets. */
@@ -734,6 +788,7 @@ export class MetricsServer {
     const registry = createMetricsRegistry(source, {
       watchdog,
       defaultMetrics: options.defaultMetrics ?? true,
+      ...(options.peerSeries !== undefined ? { peerSeries: options.peerSeries } : {}),
     });
     const maxLagMs = options.maxEventLoopLagMs ?? 5_000;
     const readyPeers = options.readyPeers ?? [];

@@ -13,6 +13,8 @@
  * - -EINVAL: a value that does not parse, or a protocol key where it cannot be set (a peer
  *   key before any `public_key`, a device key inside a peer section, a read-only key);
  * - -EADDRINUSE (or the code the host's error carries): the listen port could not be bound;
+ * - -EEXIST: a route for a new allowed IP is already there through something else (the
+ *   daemon routes allowed IPs, see src/host/netif.ts);
  * - -EMSGSIZE: a line or request over the size limits; the connection is then closed, as it
  *   is after an unknown operation, since the framing can no longer be trusted.
  * A rejected set only costs its own reply: the connection stays usable.
@@ -30,26 +32,33 @@ import {
   EndpointFormatError,
   type Endpoint,
 } from "../core/endpoint.js";
-import { asAreaError, EdgetunError, UapiRequestError, UapiSocketError } from "./errors.js";
+import { asAreaError, UapiRequestError, UapiSocketError } from "./errors.js";
+import {
+  ReconfigurationError,
+  type ChangeSource,
+  type ConfigChange,
+  type PeerChange,
+  type Prefix,
+} from "./reconfigure.js";
 
-/** What the control socket needs from the daemon around the device: the UDP port and mark. */
+/** What the control socket needs from the daemon: the state to answer `get`, and the queue. */
 export interface UapiHost {
   device: Device;
   listenPort(): number;
-  /** May throw (or reject with) an Error whose `code` is "EADDRINUSE". */
-  setListenPort(port: number): Promise<void> | void;
   fwmark(): number;
-  setFwmark(mark: number): void;
   /**
-   * Called after a set was applied: the daemon sends what the change queued (a keepalive
-   * when persistent keepalive was turned on) and adds routes for new allowed IPs.
+   * Applies a parsed `set` through the interface's one reconfiguration queue
+   * (src/host/reconfigure.ts); rejects with a ReconfigurationError, the device unchanged.
    */
-  afterSet?(): Promise<void> | void;
+  reconfigure(change: ConfigChange, source: ChangeSource): Promise<unknown>;
 }
 
 export const DEFAULT_UAPI_DIRECTORY = "/var/run/wireguard";
-/** A request larger than this is refused: about 5,000 peers with one allowed IP each. */
-export const DEFAULT_MAX_REQUEST_BYTES = 1 << 20;
+/**
+ * A request larger than this is refused. `wg syncconf` sends every peer of the file, about
+ * 300 bytes each with a pre-shared key, an endpoint and two allowed IPs: room for 50,000.
+ */
+export const DEFAULT_MAX_REQUEST_BYTES = 16 << 20;
 /** The longest legitimate line (a scoped IPv6 endpoint) is under 100 bytes. */
 export const MAX_LINE_BYTES = 4096;
 
@@ -106,25 +115,14 @@ function hex(bytes: Uint8Array): string {
 // ---------------------------------------------------------------------------------------
 // set: parsing and validation, with no effect on the device
 
-interface PeerSection {
+type PeerSection = { -readonly [K in keyof PeerChange]: PeerChange[K] } & {
+  allowedIps: Prefix[];
   publicKey: Buffer;
-  remove: boolean;
-  updateOnly: boolean;
-  presharedKey?: Buffer;
-  endpoint?: Endpoint;
-  persistentKeepalive?: number;
-  replaceAllowedIps: boolean;
-  allowedIps: Array<{ address: Uint8Array; cidr: number }>;
-}
+};
 
-interface SetRequest {
-  /** null removes the key. */
-  privateKey?: Buffer | null;
-  listenPort?: number;
-  fwmark?: number;
-  replacePeers: boolean;
+type SetRequest = { -readonly [K in keyof ConfigChange]: ConfigChange[K] } & {
   peers: PeerSection[];
-}
+};
 
 const DEVICE_KEYS = new Set(["private_key", "listen_port", "fwmark", "replace_peers"]);
 const PEER_KEYS = new Set([
@@ -285,28 +283,13 @@ function parseNumericEndpoint(value: string): Endpoint {
 // ---------------------------------------------------------------------------------------
 // set: applying a validated request
 
-// Sets on one device run one at a time: a set awaiting the listen port must not interleave
-// with another that would then apply half of its changes around it.
-const setQueues = new WeakMap<Device, Promise<unknown>>();
-
 /**
  * Applies a `set=1` request; `lines` are the `key=value` lines between `set=1` and the blank
- * line. Returns 0, or a negative errno with the device unchanged.
+ * line. Returns 0, or a negative errno with the device unchanged: the request is parsed and
+ * validated whole, then applied through the daemon's reconfiguration queue, which runs one
+ * change at a time and all or nothing.
  */
 export async function handleSet(host: UapiHost, lines: readonly string[]): Promise<number> {
-  const request = [...lines];
-  const previous = setQueues.get(host.device) ?? Promise.resolve();
-  // Never rejects, so one failure cannot stall the sets queued behind it.
-  const result = previous.then(() =>
-    runSet(host, request).catch((error: unknown) =>
-      rejectSet(-EIO, `set failed unexpectedly: ${messageOf(error)}`),
-    ),
-  );
-  setQueues.set(host.device, result);
-  return result;
-}
-
-async function runSet(host: UapiHost, lines: readonly string[]): Promise<number> {
   let request: SetRequest;
   try {
     request = parseSetRequest(lines);
@@ -314,61 +297,13 @@ async function runSet(host: UapiHost, lines: readonly string[]): Promise<number>
     if (!(error instanceof UapiRequestError)) throw error;
     return rejectSet(-error.errno, error.message);
   }
-
-  // The two host calls can fail for reasons no validation foresees, so they go first and the
-  // fwmark is put back if the port then fails; nothing after them can fail.
-  const previousFwmark = host.fwmark();
   try {
-    if (request.fwmark !== undefined && request.fwmark !== previousFwmark) {
-      host.setFwmark(request.fwmark);
-    }
+    // wg set, wg setconf/syncconf and edgetun syncconf all arrive as this one request.
+    await host.reconfigure(request, "control socket");
+    return 0;
   } catch (error) {
-    return rejectSet(errnoOf(error), `fwmark ${request.fwmark}: ${messageOf(error)}`);
-  }
-  try {
-    if (request.listenPort !== undefined && request.listenPort !== host.listenPort()) {
-      await host.setListenPort(request.listenPort);
-    }
-  } catch (error) {
-    if (host.fwmark() !== previousFwmark) host.setFwmark(previousFwmark);
-    return rejectSet(errnoOf(error), `listen port ${request.listenPort}: ${messageOf(error)}`);
-  }
-
-  try {
-    applyToDevice(host.device, request);
-  } catch (error) {
-    // A broken invariant in the device, not bad input: the request was valid.
-    return rejectSet(-EIO, `applying a validated set failed: ${messageOf(error)}`);
-  }
-  await host.afterSet?.();
-  return 0;
-}
-
-function applyToDevice(device: Device, request: SetRequest): void {
-  if (request.privateKey !== undefined) device.setPrivateKey(request.privateKey);
-  if (request.replacePeers) {
-    for (const peer of [...device.peers.values()]) device.removePeer(peer.publicKey);
-  }
-  for (const section of request.peers) {
-    // A peer with our own public key is ignored, as the kernel and wireguard-go do.
-    if (device.publicKey?.equals(section.publicKey)) continue;
-    const existing = device.peer(section.publicKey);
-    if (section.remove) {
-      if (existing) device.removePeer(section.publicKey);
-      continue;
-    }
-    const changes = {
-      presharedKey: section.presharedKey,
-      endpoint: section.endpoint,
-      allowedIps: section.allowedIps,
-      persistentKeepalive: section.persistentKeepalive,
-    };
-    if (existing) {
-      if (section.replaceAllowedIps) device.allowedIps.removeByValue(existing);
-      device.updatePeer(existing, changes);
-    } else if (!section.updateOnly) {
-      device.addPeer({ publicKey: section.publicKey, ...changes });
-    }
+    if (error instanceof ReconfigurationError) return rejectSet(error.errno, error.message);
+    return rejectSet(-EIO, `set failed unexpectedly: ${messageOf(error)}`);
   }
 }
 
@@ -379,14 +314,6 @@ function rejectSet(errno: number, reason: string): number {
 
 function publish(diagnostic: UapiDiagnostic): void {
   if (uapiDiagnostics.hasSubscribers) uapiDiagnostics.publish(diagnostic);
-}
-
-/** A host error's `code` ("EADDRINUSE", "EACCES", …) as a negative errno; -EIO otherwise. */
-function errnoOf(error: unknown): number {
-  const code = asAreaError(error, (code, message) => new EdgetunError(code, message));
-  const errnos = constants.errno as Record<string, number | undefined>;
-  const number = code instanceof EdgetunError ? errnos[code.code] : undefined;
-  return -(number ?? EIO);
 }
 
 function messageOf(error: unknown): string {

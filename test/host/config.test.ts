@@ -147,11 +147,26 @@ describe("parseConfig: whole files", () => {
     expect(hub.endpoint).toEqual({ kind: "name", name: "hub.example.net", port: 51820 });
     expect(cidrs(hub.allowedIps)).toEqual(["10.100.0.0/24", "10.244.0.0/16"]);
     expect(hub.persistentKeepalive).toBe(25);
+    expect(config.table).toEqual({ kind: "off" });
     expect(config.warnings).toEqual([
       "edge0.conf:4: DNS is accepted for wg-quick compatibility but ignored by edgetun",
-      "edge0.conf:5: Table is accepted for wg-quick compatibility but ignored by edgetun",
       "edge0.conf:6: PostUp is accepted for wg-quick compatibility but ignored by edgetun",
     ]);
+  });
+
+  it("reads Table as wg-quick does: auto by default, off, main or a table number", () => {
+    const withTable = (value: string | null) =>
+      parse(
+        conf("[Interface]", "PrivateKey = $PRIV", ...(value === null ? [] : [`Table = ${value}`])),
+      ).table;
+    expect(withTable(null)).toEqual({ kind: "auto" });
+    expect(withTable("auto")).toEqual({ kind: "auto" });
+    expect(withTable("off")).toEqual({ kind: "off" });
+    expect(withTable("main")).toEqual({ kind: "table", id: 254 });
+    expect(withTable("1234")).toEqual({ kind: "table", id: 1234 });
+    for (const bad of ["0", "-1", "4294967296", "local", "12x"]) {
+      expect(() => withTable(bad)).toThrow(/Table must be "off", "auto", "main" or a table number/);
+    }
   });
 
   it("keeps the interface address's host bits and prefix length", () => {

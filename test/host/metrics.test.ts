@@ -21,9 +21,11 @@ import {
   MetricsServer,
   createMetricsRegistry,
   parseMetricsListen,
+  parsePeerSeries,
   readiness,
   renderMetrics,
   type MetricsSource,
+  type PeerSeries,
 } from "../../src/host/metrics.js";
 import { MetricsListenError } from "../../src/host/errors.js";
 import { Testbed, netnsUnavailableReason, waitFor } from "../support/netns.js";
@@ -110,6 +112,37 @@ function bytesOnWire(net: Network, from: string, to: string): number {
 }
 
 describe("metrics over an in-memory pair", () => {
+  it("--metrics-peers: all, none, or the N busiest peers get series; totals and the omitted count add up", async () => {
+    const { net, a, b } = pairOfNodes({ psk: false });
+    net.send("a", ipv4Packet("10.0.0.1", "10.0.0.2", "busy"));
+    for (let i = 0; i < 4; i++) {
+      a.device.addPeer({ publicKey: decodeKey(publicKeyOf(generatePrivateKey())) });
+    }
+    const source = sourceFor(a);
+    const scrapeWith = async (peerSeries: PeerSeries) =>
+      parseScrape(
+        await renderMetrics(createMetricsRegistry(source, { defaultMetrics: false, peerSeries })),
+      );
+    const iface = { interface: "et-a" };
+    const all = await scrapeWith("all");
+    expect(all.series("edgetun_peer_tx_packets_total")).toHaveLength(5);
+    expect(all.get("edgetun_peer_series_omitted", iface)).toBe(0);
+    const none = await scrapeWith("none");
+    expect(none.series("edgetun_peer_tx_packets_total")).toHaveLength(0);
+    expect(none.series("edgetun_peer_latest_handshake_seconds")).toHaveLength(0);
+    expect(none.get("edgetun_peer_series_omitted", iface)).toBe(5);
+    expect(none.get("edgetun_tx_packets_total", iface)).toBe(1);
+    const one = await scrapeWith(1);
+    expect(one.series("edgetun_peer_tx_packets_total")).toEqual([
+      {
+        labels: { interface: "et-a", public_key: b.key.publicKey.toString("base64") },
+        value: 1,
+      },
+    ]);
+    expect(one.get("edgetun_peer_series_omitted", iface)).toBe(4);
+    expect(() => parsePeerSeries("some")).toThrow(/all, none or a number/);
+  });
+
   it("traffic counters match exactly what was sent, per interface and per peer", async () => {
     const { net, a, b } = pairOfNodes({ psk: true });
     const sizes = [1, 15, 16, 100, 999, 1400];

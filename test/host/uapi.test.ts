@@ -12,6 +12,13 @@ import { Device } from "../../src/core/device.js";
 import { formatCidr, parseCidr } from "../../src/core/ipaddr.js";
 import { decodeKey, encodeKey, generatePrivateKey, publicKeyOf } from "../../src/core/keys.js";
 import {
+  Reconfigurer,
+  type ConfigChange,
+  type PendingListenPort,
+  type ReconfigurationHost,
+} from "../../src/host/reconfigure.js";
+import {
+  DEFAULT_MAX_REQUEST_BYTES,
   DEFAULT_UAPI_DIRECTORY,
   UapiServer,
   handleGet,
@@ -51,14 +58,18 @@ function newKey(): TestKey {
   };
 }
 
-/** Records what the control socket asks of the daemon; one port can be made "in use". */
-class FakeHost implements UapiHost {
+/**
+ * Records what the control socket asks of the daemon; one port can be made "in use". Changes
+ * go through the real reconfiguration queue (src/host/reconfigure.ts), without routes.
+ */
+class FakeHost implements UapiHost, ReconfigurationHost {
   port = 51820;
   mark = 0;
   busyPort: number | null = null;
   readonly portRequests: number[] = [];
-  /** Milliseconds setListenPort takes, to see concurrent sets queue behind it. */
+  /** Milliseconds prepareListenPort takes, to see concurrent sets queue behind it. */
   portDelayMs = 0;
+  readonly #queue = new Reconfigurer(this);
 
   constructor(readonly device: Device) {}
 
@@ -66,13 +77,13 @@ class FakeHost implements UapiHost {
     return this.port;
   }
 
-  async setListenPort(port: number): Promise<void> {
+  async prepareListenPort(port: number): Promise<PendingListenPort> {
     this.portRequests.push(port);
     if (this.portDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.portDelayMs));
     if (port === this.busyPort) {
       throw Object.assign(new Error(`port ${port} is in use`), { code: "EADDRINUSE" });
     }
-    this.port = port;
+    return { commit: () => (this.port = port), abort: () => undefined };
   }
 
   fwmark(): number {
@@ -81,6 +92,10 @@ class FakeHost implements UapiHost {
 
   setFwmark(mark: number): void {
     this.mark = mark;
+  }
+
+  reconfigure(change: ConfigChange, source: string): Promise<unknown> {
+    return this.#queue.apply(change, source);
   }
 }
 
@@ -460,7 +475,7 @@ describe("handleSet", () => {
       throw Object.assign(new Error("not permitted"), { code: "EPERM" });
     };
     expect(await handleSet(host, ["fwmark=1", `public_key=${newKey().publicHex}`])).toBe(-1);
-    host.setListenPort = () => Promise.reject(new Error("no code"));
+    host.prepareListenPort = () => Promise.reject(new Error("no code"));
     expect(await handleSet(host, ["listen_port=1", `public_key=${newKey().publicHex}`])).toBe(-5);
     expect(device.peers.size).toBe(0);
   });
@@ -621,8 +636,8 @@ describe("UapiServer", () => {
       ["get=1 with arguments", () => "get=1\nprivate_key=00\n\n", EINVAL],
       ["a line over 4 KiB", () => "set=1\n" + "a".repeat(8192), EMSGSIZE],
       [
-        "a request over 1 MiB",
-        () => "set=1\n" + "allowed_ip=10.0.0.1/32\n".repeat((1 << 20) / 20),
+        "a request over the size limit (16 MiB: wg syncconf of 50,000 peers fits)",
+        () => "set=1\n" + "allowed_ip=10.0.0.1/32\n".repeat(DEFAULT_MAX_REQUEST_BYTES / 20),
         EMSGSIZE,
       ],
       ["binary noise", () => Buffer.concat([randomBytes(5000), Buffer.from("\n\n")]), EPROTO],

@@ -148,6 +148,8 @@ export interface NativeAddon {
   watch(fd: number, events: number, callback: (events: number, status: number) => void): void;
   watchRef(fd: number, ref: boolean): void;
   close(fd: number): void;
+  /** Sends nlmsghdr-framed rtnetlink requests; errors[i] gets 0 or -errno for request i. */
+  netlinkTransact(messages: Uint8Array, errors: Int32Array): number;
 }
 
 /**

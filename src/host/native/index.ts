@@ -7,3 +7,4 @@ export * from "./poll.js";
 export * from "./tun.js";
 export * from "./udp.js";
 export * from "./aead.js";
+export * from "./netlink.js";
