@@ -323,9 +323,10 @@ export function studyTable(results: Result[]): string {
 }
 
 export function errorsList(results: Result[]): string[] {
+  // One line each, single-spaced: a message may carry a tool's output (as prettier would).
   return results
     .filter((r) => r.scenario === "error")
-    .map((r) => `${r.tunnel}, ${r.level}: ${r.message ?? "error"}`);
+    .map((r) => `${r.tunnel}, ${r.level}: ${r.message ?? "error"}`.replace(/\s+/g, " "));
 }
 
 /** A record's detail as "key value, key value" for a list item. */
