@@ -147,7 +147,7 @@ describe.skipIf(skipReason !== null)("the data path over in-memory devices", () 
     await waitFor("the forgery counted", () => drops.decryption_failed === 1);
 
     const unknownIndex = Buffer.from(captured!);
-    unknownIndex.writeUInt32LE(unknownIndex.readUInt32LE(4) ^ 0xffffffff, 4);
+    unknownIndex.writeUInt32LE((unknownIndex.readUInt32LE(4) ^ 0xffffffff) >>> 0, 4);
     network.inject(unknownIndex, A, B);
     network.inject(Buffer.from([MessageType.TransportData, 0, 0]), A, B);
     network.inject(Buffer.alloc(64, 9), A, B);
