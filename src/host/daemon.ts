@@ -15,7 +15,12 @@ import {
   frameDataInPlace,
   isTransportData,
 } from "../core/messages.js";
-import { DataPathObservations, MetricsServer, type MetricsServerOptions } from "./metrics.js";
+import {
+  DataPathObservations,
+  MetricsServer,
+  type MetricsExtension,
+  type MetricsServerOptions,
+} from "./metrics.js";
 import { MetricsListenError } from "./errors.js";
 import {
   ENDPOINT_ADDRESS_AND_PORT_BYTES,
@@ -108,6 +113,13 @@ export interface DaemonOptions {
   metrics?: MetricsServerOptions | null;
   /** The metrics address is the default, not the operator's: if it is taken, run without. */
   metricsOptional?: boolean;
+  /** Started once the interface is up, before metrics (the fleet watcher); stopped first. */
+  attach?: (daemon: Daemon) => Promise<DaemonAttachment>;
+}
+
+/** A part running beside the daemon, with its own probes note and metrics. */
+export interface DaemonAttachment extends MetricsExtension {
+  stop(): Promise<void>;
 }
 
 export class DaemonCounters {
@@ -145,6 +157,7 @@ export class Daemon implements UapiHost {
   private socket: DatagramSocket | null = null;
   private uapi: UapiServer | null = null;
   private metrics: MetricsServer | null = null;
+  readonly extensions: DaemonAttachment[] = [];
   private readonly dropReporter: DropReporter;
   private ticker: NodeJS.Timeout | null = null;
   private mark = 0;
@@ -215,6 +228,7 @@ export class Daemon implements UapiHost {
         daemon,
         options.uapiDirectory ? { directory: options.uapiDirectory } : {},
       );
+      if (options.attach) daemon.extensions.push(await options.attach(daemon));
       if (options.metrics) daemon.metrics = await daemon.listenMetrics(options);
       tun.onReadable(() => daemon.readTunnel());
       daemon.ticker = setInterval(() => daemon.tick(), daemon.device.wheel.granularityMs);
@@ -313,6 +327,7 @@ export class Daemon implements UapiHost {
     if (this.stopped) return;
     this.stopped = true;
     if (this.ticker) clearInterval(this.ticker);
+    for (const extension of this.extensions) await extension.stop();
     await this.metrics?.close();
     this.dropReporter.flush();
     await this.uapi?.close();
@@ -566,6 +581,11 @@ export class Daemon implements UapiHost {
   setListenPort(port: number): void {
     if (port === this.listenPort()) return;
     this.bindSocket(port); // throws EADDRINUSE and leaves the old socket in place
+  }
+
+  /** Sends what the core queued after a change made outside the data path. */
+  flushActions(): void {
+    this.flush();
   }
 
   fwmark(): number {
