@@ -37,9 +37,8 @@ export class FleetRoutes {
   private queue(verb: "add" | "del", prefixes: readonly Prefix[]): void {
     for (const p of prefixes) {
       if (p.cidr === 0 || !this.needsRoute(p)) continue;
-      this.queued.push(
-        `${p.address.length === 4 ? "-4" : "-6"} route ${verb} ${formatCidr(p.address, p.cidr)} dev ${this.interfaceName}`,
-      );
+      // No family option: a batch line takes none, and the prefix tells the family anyway.
+      this.queued.push(`route ${verb} ${formatCidr(p.address, p.cidr)} dev ${this.interfaceName}`);
     }
     if (!this.running && this.queued.length > 0) this.running = this.drain();
   }
@@ -73,7 +72,7 @@ export class FleetRoutes {
     for (const failure of failures) {
       // "File exists": the route is there already, ours or another interface's (left alone,
       // as `up` does); "No such process" on delete: it went with an earlier change.
-      const [, , verb, route] = failure.line.split(" ");
+      const [, verb, route] = failure.line.split(" ");
       this.logger.warn(`could not ${verb === "add" ? "add" : "remove"} a fleet route`, {
         interface: this.interfaceName,
         route,
