@@ -96,6 +96,7 @@ export class TestEtcd {
           if (child.exitCode !== null || Date.now() > deadline) {
             throw new Error(
               `etcd did not start: ${(error as Error).message}\n${this.log.join("")}`,
+              { cause: error },
             );
           }
           await new Promise((resolve) => setTimeout(resolve, 100));
