@@ -105,7 +105,7 @@ async function populate(client: EtcdClient, prefix: string, from: number, to: nu
       ops.push({ put: leaseKey(prefix, edge.tunnelAddress), value: edge.name });
     }
     batches.push(client.txn([], ops));
-    if (batches.length >= 8) await Promise.all(batches.splice(0));
+    if (batches.length >= 4) await Promise.all(batches.splice(0));
   }
   await Promise.all(batches);
 }
@@ -137,7 +137,12 @@ async function main(): Promise<void> {
   );
   // This process reaches the namespace's etcd through a relay started inside it.
   const relayPort = await relayInto(hub);
-  const client = new EtcdClient({ host: "127.0.0.1", port: relayPort, prefix: PREFIX, tls: false });
+  // Generous timeout: the relay and a busy machine make single requests slow, not wrong.
+  const client = new EtcdClient(
+    { host: "127.0.0.1", port: relayPort, prefix: PREFIX, tls: false },
+    {},
+    60_000,
+  );
 
   let t = performance.now();
   await populate(client, PREFIX, 0, EDGES);
@@ -338,7 +343,11 @@ async function loopbackEtcd(): Promise<number> {
 async function measureResync() {
   const etcdPort = await loopbackEtcd();
   const prefix = "/resync";
-  const writer = new EtcdClient({ host: "127.0.0.1", port: etcdPort, prefix, tls: false });
+  const writer = new EtcdClient(
+    { host: "127.0.0.1", port: etcdPort, prefix, tls: false },
+    {},
+    60_000,
+  );
   await populate(writer, prefix, 0, EDGES);
   // A link to etcd this process can cut: the watcher misses history that is then compacted.
   let cut = false;
