@@ -70,6 +70,20 @@ export async function readFleet(client: EtcdClient, prefix: string): Promise<Fle
   return contents;
 }
 
+/** Only the hubs: `fleet add` must not read thousands of edges to issue one config. */
+async function readHubs(client: EtcdClient, prefix: string): Promise<HubRecord[]> {
+  const { kvs } = await client.rangePrefix(`${prefix}/${HUBS}/`);
+  const hubs: HubRecord[] = [];
+  for (const kv of kvs) {
+    try {
+      hubs.push(parseHubRecord(nameOfKey(prefix, HUBS, kv.key), kv.value));
+    } catch (error) {
+      if (!(error instanceof FleetRecordError)) throw error;
+    }
+  }
+  return hubs;
+}
+
 export interface AddEdgeRequest {
   name: string;
   podCidrs: Prefix[];
@@ -100,7 +114,7 @@ export async function addEdge(
   request: AddEdgeRequest,
 ): Promise<AddedEdge> {
   const key = edgeKey(prefix, request.name);
-  const { hubs } = await readFleet(client, prefix);
+  const hubs = await readHubs(client, prefix);
   const hub = hubs[0];
   if (!hub) {
     throw new FleetAdminError(
