@@ -120,6 +120,8 @@ export interface DaemonOptions {
 /** A part running beside the daemon, with its own probes note and metrics. */
 export interface DaemonAttachment extends MetricsExtension {
   stop(): Promise<void>;
+  /** True for peers this part put in: a reload of the file leaves them alone. */
+  ownsPeer?(publicKeyBase64: string): boolean;
 }
 
 export class DaemonCounters {
@@ -622,7 +624,9 @@ export class Daemon implements UapiHost {
     if (config.fwmark !== this.mark) this.setFwmark(config.fwmark);
     const wanted = new Set(config.peers.map((p) => p.publicKey.toString("base64")));
     for (const peer of [...this.device.peers.values()]) {
-      if (!wanted.has(peer.publicKeyBase64)) this.device.removePeer(peer.publicKey);
+      if (wanted.has(peer.publicKeyBase64)) continue;
+      if (this.extensions.some((e) => e.ownsPeer?.(peer.publicKeyBase64))) continue;
+      this.device.removePeer(peer.publicKey);
     }
     config.peers.forEach((filePeer, i) => {
       const settings = peerConfig(filePeer, endpoints[i]!);

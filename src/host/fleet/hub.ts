@@ -42,7 +42,10 @@ export async function attachFleet(
     cidr: a.cidr,
   }));
   const routes = new FleetRoutes(daemon.name, connected, logger);
-  const sink = options.sink ?? new DaemonFleetSink(daemon, routes);
+  // Checked before anything starts: a hub without an Address cannot say what its subnet is.
+  const hubRecord = options.advertise ? hubRecordOf(daemon, config, options.advertise) : null;
+  const daemonSink = new DaemonFleetSink(daemon, routes);
+  const sink = options.sink ?? daemonSink;
   const watcher = new FleetWatcher({
     client,
     prefix: options.location.prefix,
@@ -53,8 +56,8 @@ export async function attachFleet(
   watcher.start();
   let advertising: Promise<void> | null = null;
   let stopped = false;
-  if (options.advertise) {
-    const record = hubRecordOf(daemon, config, options.advertise);
+  if (options.advertise && hubRecord) {
+    const record = hubRecord;
     const key = hubKey(options.location.prefix, options.advertise.name);
     advertising = (async () => {
       // Until it is written: etcd may be down when the hub starts.
@@ -87,6 +90,7 @@ export async function attachFleet(
     routes,
     client,
     readinessNote: () => watcher.readinessNote(),
+    ownsPeer: (key) => daemonSink.ownsPeer(key),
     registerMetrics: (add) => registerFleetMetrics(add, daemon.name, watcher),
     async stop() {
       stopped = true;

@@ -53,7 +53,9 @@ export class PrefixOwners {
   private readonly below = new Map<string, number>();
 
   add(prefix: Prefix, owner: string): void {
-    this.owners.set(prefixKey(prefix.address, prefix.cidr), owner);
+    const key = prefixKey(prefix.address, prefix.cidr);
+    if (this.owners.get(key) === owner) return; // counted once, or `remove` would leave a count
+    this.owners.set(key, owner);
     for (let cidr = 0; cidr < prefix.cidr; cidr++) {
       const key = prefixKey(prefix.address, cidr);
       this.below.set(key, (this.below.get(key) ?? 0) + 1);
@@ -120,6 +122,11 @@ export class DaemonFleetSink implements FleetSink {
         this.owners.add(prefix, `file peer ${shortKey(peer.publicKeyBase64)}`);
       }
     }
+  }
+
+  /** True for a peer this sink put in (the daemon's file reload must leave it alone). */
+  ownsPeer(publicKeyBase64: string): boolean {
+    return this.edgeOfKey.has(publicKeyBase64);
   }
 
   private ownerName(edge: EdgeRecord): string {

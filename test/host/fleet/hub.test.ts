@@ -26,6 +26,7 @@ describe.skipIf(skip !== null)("a hub on the fleet, in namespaces", () => {
   const dir = mkdtempSync(join(tmpdir(), "edgetun-fleet-"));
   let hub = "";
   let hubLog = "";
+  let hubPid = 0;
   const edges: Record<string, string> = {};
 
   const inNs = (ns: string, args: string[]) =>
@@ -144,6 +145,7 @@ describe.skipIf(skip !== null)("a hub on the fleet, in namespaces", () => {
       "--log-level",
       "debug",
     ]);
+    hubPid = daemon.pid!;
     daemon.stderr!.setEncoding("utf8");
     daemon.stderr!.on("data", (chunk: string) => {
       if (hubLog.length < 200_000) hubLog += chunk;
@@ -178,6 +180,12 @@ describe.skipIf(skip !== null)("a hub on the fleet, in namespaces", () => {
       () => run("ip", ["-n", hub, "route", "show", "10.244.2.0/24"]) === "",
     );
     expect(pings(edges.e1!, "10.244.22.1")).toBe(true);
+
+    // Reloading the hub's file (SIGHUP) leaves the fleet's peers alone: the file has none.
+    process.kill(hubPid, "SIGHUP");
+    await waitFor("reloaded", () => hubLog.includes('"msg":"configuration applied"'));
+    expect(pings(hub, "10.244.22.1")).toBe(true);
+    expect(pings(edges.e1!, "10.99.0.1")).toBe(true);
 
     // A malformed record: logged, counted, not applied; the others keep working.
     etcdctl(["put", "/fleet/edges/broken", '{"publicKey": "not a key"}']);
