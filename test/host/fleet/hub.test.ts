@@ -102,7 +102,7 @@ describe.skipIf(skip !== null)("a hub on the fleet, in namespaces", () => {
     run("ip", ["-n", hub, "addr", "add", "192.168.77.1/24", "dev", "br0"]);
     run("ip", ["-n", hub, "link", "set", "br0", "up"]);
     // Edge to edge goes through the hub's kernel: forwarding on, as on any router.
-    inNs(hub, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    inNs(hub, ["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
     // etcd on the hub namespace's own loopback: nobody else's port, gone with the namespace.
     bed.spawn(hub, "etcd", [
       "--data-dir",
