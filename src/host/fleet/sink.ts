@@ -84,13 +84,18 @@ export class PrefixOwners {
     }
     // Narrower prefixes inside this one, less the ones `self` holds itself.
     const inside = this.below.get(prefixKey(prefix.address, prefix.cidr)) ?? 0;
-    const ownInside = own.filter(
-      (p) =>
-        p.address.length === prefix.address.length &&
-        p.cidr > prefix.cidr &&
-        prefixKey(p.address, prefix.cidr) === prefixKey(prefix.address, prefix.cidr) &&
-        this.owners.get(prefixKey(p.address, p.cidr)) === self,
-    ).length;
+    const here = prefixKey(prefix.address, prefix.cidr);
+    const ownInside = new Set(
+      own
+        .filter(
+          (p) =>
+            p.address.length === prefix.address.length &&
+            p.cidr > prefix.cidr &&
+            prefixKey(p.address, prefix.cidr) === here &&
+            this.owners.get(prefixKey(p.address, p.cidr)) === self,
+        )
+        .map((p) => prefixKey(p.address, p.cidr)),
+    ).size;
     return inside > ownInside
       ? `a narrower prefix inside ${formatCidr(prefix.address, prefix.cidr)}`
       : null;
