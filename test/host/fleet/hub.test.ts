@@ -151,7 +151,7 @@ describe.skipIf(skip !== null)("a hub on the fleet, in namespaces", () => {
       if (hubLog.length < 200_000) hubLog += chunk;
     });
     await waitFor("hub recorded", () => hubLog.includes("hub recorded in the fleet"), 20_000);
-  }, 60_000);
+  }, 120_000);
 
   afterAll(() => {
     bed.cleanup();
