@@ -3,8 +3,10 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { Command, InvalidArgumentError, Option } from "commander";
+import { EdgetunError } from "../core/errors.js";
 import { parseCidr } from "../core/ipaddr.js";
-import { parseEndpoint, type EndpointConfig, type InterfaceFileConfig } from "../host/config.js";
+import type { EndpointSpec } from "../core/endpoint.js";
+import { parseEndpointSetting, type InterfaceFileConfig } from "../host/config.js";
 import type { Daemon, DaemonAttachment } from "../host/daemon.js";
 import type { Logger } from "../host/log.js";
 import { addEdge, exportPeers, formatFleet, readFleet, removeEdge } from "../host/fleet/admin.js";
@@ -18,6 +20,13 @@ import { attachFleet } from "../host/fleet/hub.js";
 import { checkName, type Prefix } from "../host/fleet/records.js";
 
 export const STORE_ENV = "EDGETUN_FLEET";
+
+/** A fleet option that cannot be used as given (missing store, unreadable credential file). */
+export class FleetUsageError extends EdgetunError {
+  constructor(message: string) {
+    super("ERR_FLEET_USAGE", message);
+  }
+}
 
 interface TlsOptions {
   storeCa?: string;
@@ -44,7 +53,7 @@ function readTlsFiles(options: TlsOptions): StoreTlsFiles {
   if (cert) files.cert = cert;
   if (key) files.key = key;
   if ((cert === undefined) !== (key === undefined)) {
-    throw new InvalidArgumentError("--store-cert and --store-key go together");
+    throw new FleetUsageError("--store-cert and --store-key go together");
   }
   return files;
 }
@@ -86,9 +95,9 @@ function parsePrefix(text: string, previous: Prefix[] = []): Prefix[] {
   return [...previous, ...added];
 }
 
-function parseEndpointOption(text: string, previous: EndpointConfig[] = []): EndpointConfig[] {
+function parseEndpointOption(text: string, previous: EndpointSpec[] = []): EndpointSpec[] {
   try {
-    return [...previous, parseEndpoint(text)];
+    return [...previous, parseEndpointSetting(text)];
   } catch (error) {
     throw new InvalidArgumentError((error as Error).message);
   }
@@ -104,7 +113,7 @@ function parseKeepalive(text: string): number {
 
 export interface UpFleetOptions extends TlsOptions {
   peersFrom?: StoreLocation;
-  advertiseEndpoint?: EndpointConfig[];
+  advertiseEndpoint?: EndpointSpec[];
   advertiseName?: string;
   advertiseAllowedIps?: Prefix[];
 }
@@ -141,7 +150,7 @@ export function fleetAttachment(
 ): ((daemon: Daemon) => Promise<DaemonAttachment>) | undefined {
   if (!options.peersFrom) {
     if (options.advertiseEndpoint) {
-      throw new InvalidArgumentError("--advertise-endpoint needs --peers-from");
+      throw new FleetUsageError("--advertise-endpoint needs --peers-from");
     }
     return undefined;
   }
@@ -241,7 +250,7 @@ export function registerFleetCommands(program: Command): void {
             name,
             podCidrs: options.podCidr ?? [],
             ...(options.publicKey ? { publicKey: options.publicKey } : {}),
-            endpoint: options.endpoint ? parseEndpoint(options.endpoint) : null,
+            endpoint: options.endpoint ? parseEndpointSetting(options.endpoint) : null,
             persistentKeepalive: options.persistentKeepalive ?? 0,
             storePresharedKey: options.storePresharedKey ?? false,
           }),

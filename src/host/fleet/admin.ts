@@ -8,7 +8,8 @@ import {
   publicKeyOf,
 } from "../../core/keys.js";
 import { formatAddress, formatCidr } from "../../core/ipaddr.js";
-import type { EndpointConfig } from "../config.js";
+import type { EndpointSpec } from "../../core/endpoint.js";
+import { EdgetunError } from "../../core/errors.js";
 import type { EtcdClient } from "./etcd.js";
 import {
   EDGES,
@@ -18,7 +19,7 @@ import {
   edgeAllowedIps,
   edgeKey,
   formatEdgeRecord,
-  formatEndpointConfig,
+  formatEndpointSpec,
   leaseKey,
   nameOfKey,
   parseEdgeRecord,
@@ -35,12 +36,9 @@ export type FleetAdminErrorCode =
   | "ERR_FLEET_FULL"
   | "ERR_FLEET_BUSY";
 
-export class FleetAdminError extends Error {
-  constructor(
-    readonly code: FleetAdminErrorCode,
-    message: string,
-  ) {
-    super(message);
+export class FleetAdminError extends EdgetunError {
+  constructor(code: FleetAdminErrorCode, message: string) {
+    super(code, message);
   }
 }
 
@@ -89,7 +87,7 @@ export interface AddEdgeRequest {
   podCidrs: Prefix[];
   /** The edge's own key; absent: a key pair is made and the private half printed once. */
   publicKey?: string;
-  endpoint?: EndpointConfig | null;
+  endpoint?: EndpointSpec | null;
   persistentKeepalive?: number;
   /** Keep a new pre-shared key in the store, in clear (the operator's explicit choice). */
   storePresharedKey?: boolean;
@@ -249,7 +247,7 @@ export function edgeConfig(edge: EdgeRecord, hub: HubRecord, privateKey: string 
     `PublicKey = ${encodeKey(hub.publicKey)}`,
   ];
   if (edge.presharedKey) lines.push(`PresharedKey = ${encodeKey(edge.presharedKey)}`);
-  if (hub.endpoints[0]) lines.push(`Endpoint = ${formatEndpointConfig(hub.endpoints[0])}`);
+  if (hub.endpoints[0]) lines.push(`Endpoint = ${formatEndpointSpec(hub.endpoints[0])}`);
   lines.push(
     `AllowedIPs = ${hub.allowedIps.map((p) => formatCidr(p.address, p.cidr)).join(", ")}`,
     // Behind NAT, the hub can reach the edge only while the mapping is kept open.
@@ -270,7 +268,7 @@ export function exportPeers(contents: FleetContents): string {
         .map((p) => formatCidr(p.address, p.cidr))
         .join(", ")}`,
     );
-    if (edge.endpoint) lines.push(`Endpoint = ${formatEndpointConfig(edge.endpoint)}`);
+    if (edge.endpoint) lines.push(`Endpoint = ${formatEndpointSpec(edge.endpoint)}`);
     if (edge.persistentKeepalive) lines.push(`PersistentKeepalive = ${edge.persistentKeepalive}`);
   }
   return `${lines.join("\n")}\n`;
@@ -285,7 +283,7 @@ export function formatFleet(contents: FleetContents): string {
       hub.name,
       encodeKey(hub.publicKey),
       formatAddress(hub.address),
-      hub.endpoints.map(formatEndpointConfig).join(","),
+      hub.endpoints.map(formatEndpointSpec).join(","),
     ]);
   }
   for (const edge of [...contents.edges].sort((a, b) => a.name.localeCompare(b.name))) {

@@ -5,6 +5,7 @@
 // `compact_revision`, where etcd3 reports only "Watcher canceled".
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from "node:http";
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
+import { EdgetunError } from "../../core/errors.js";
 
 /** Where the fleet lives: `etcd://HOST:PORT/PREFIX` (plain) or `etcds://HOST:PORT/PREFIX` (TLS). */
 export interface StoreLocation {
@@ -29,14 +30,15 @@ export type EtcdErrorCode =
   | "ERR_STORE_COMPACTED"
   | "ERR_STORE_RESPONSE";
 
-export class EtcdError extends Error {
+export class EtcdError extends EdgetunError {
+  declare readonly code: EtcdErrorCode;
   constructor(
-    readonly code: EtcdErrorCode,
+    code: EtcdErrorCode,
     message: string,
     /** For ERR_STORE_COMPACTED: the oldest revision still available. */
     readonly compactRevision = 0,
   ) {
-    super(message);
+    super(code, message);
   }
 }
 

@@ -6,7 +6,7 @@ import type { Logger } from "../log.js";
 import type { ScrapedMetricAdder } from "../metrics.js";
 import { EtcdClient, type StoreLocation, type StoreTlsFiles } from "./etcd.js";
 import { formatHubRecord, hubKey, maskAddress, type HubRecord, type Prefix } from "./records.js";
-import type { EndpointConfig } from "../config.js";
+import type { EndpointSpec } from "../../core/endpoint.js";
 import { FleetRoutes } from "./routes.js";
 import { DaemonFleetSink, type FleetDaemon, type FleetSink } from "./sink.js";
 import { FleetWatcher, REJECT_REASONS } from "./watcher.js";
@@ -16,7 +16,7 @@ export interface HubFleetOptions {
   tls: StoreTlsFiles;
   logger: Logger;
   /** Record this hub under the prefix, reachable at these endpoints. */
-  advertise?: { name: string; endpoints: EndpointConfig[]; allowedIps: Prefix[] } | null;
+  advertise?: { name: string; endpoints: EndpointSpec[]; allowedIps: Prefix[] } | null;
   /** How long `up` waits for the first full load before it goes on without (default 5 s). */
   firstLoadTimeoutMs?: number;
   onSecret?: (key: Buffer) => void;

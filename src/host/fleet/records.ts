@@ -8,7 +8,9 @@
 //                         transaction as the edge, so no two edges ever hold one address)
 import { decodeKey, encodeKey } from "../../core/keys.js";
 import { formatAddress, formatCidr, parseCidr } from "../../core/ipaddr.js";
-import { parseEndpoint, type EndpointConfig } from "../config.js";
+import { EdgetunError } from "../../core/errors.js";
+import { formatEndpoint, type EndpointSpec } from "../../core/endpoint.js";
+import { parseEndpointSetting } from "../config.js";
 
 export const EDGES = "edges";
 export const HUBS = "hubs";
@@ -18,8 +20,10 @@ export const MAX_RECORD_BYTES = 8192;
 const MAX_POD_CIDRS = 64;
 const NAME_PATTERN = /^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$/;
 
-export class FleetRecordError extends Error {
-  readonly code = "ERR_FLEET_RECORD";
+export class FleetRecordError extends EdgetunError {
+  constructor(message: string) {
+    super("ERR_FLEET_RECORD", message);
+  }
 }
 
 export interface Prefix {
@@ -32,7 +36,7 @@ export interface EdgeRecord {
   publicKey: Buffer;
   tunnelAddress: Uint8Array;
   podCidrs: Prefix[];
-  endpoint: EndpointConfig | null;
+  endpoint: EndpointSpec | null;
   /** Seconds the hub keeps the edge's NAT mapping open with; 0: off. */
   persistentKeepalive: number;
   /** Only when the operator chose to keep it in the store (`fleet add --store-preshared-key`). */
@@ -43,7 +47,7 @@ export interface HubRecord {
   name: string;
   publicKey: Buffer;
   /** Where edges reach it, "host:port" each. */
-  endpoints: EndpointConfig[];
+  endpoints: EndpointSpec[];
   /** The fleet's tunnel subnet: edges get their addresses from it. */
   subnet: Prefix;
   /** The hub's own tunnel address (never given to an edge). */
@@ -144,10 +148,10 @@ function hostAddress(record: Json, field: string): Uint8Array {
   return prefix(value, field).address;
 }
 
-function endpoint(value: unknown, field: string): EndpointConfig {
+function endpoint(value: unknown, field: string): EndpointSpec {
   if (typeof value !== "string") throw new FleetRecordError(`"${field}" must be "host:port"`);
   try {
-    return parseEndpoint(value);
+    return parseEndpointSetting(value);
   } catch (error) {
     throw new FleetRecordError(`"${field}": ${(error as Error).message}`);
   }
@@ -186,7 +190,7 @@ export function formatEdgeRecord(edge: EdgeRecord): string {
     tunnelAddress: formatAddress(edge.tunnelAddress),
     podCidrs: edge.podCidrs.map((p) => formatCidr(p.address, p.cidr)),
   };
-  if (edge.endpoint) record.endpoint = formatEndpointConfig(edge.endpoint);
+  if (edge.endpoint) record.endpoint = formatEndpointSpec(edge.endpoint);
   if (edge.persistentKeepalive) record.persistentKeepalive = edge.persistentKeepalive;
   if (edge.presharedKey) record.presharedKey = encodeKey(edge.presharedKey);
   return JSON.stringify(record);
@@ -219,17 +223,17 @@ export function parseHubRecord(name: string, value: Buffer): HubRecord {
 export function formatHubRecord(hub: Omit<HubRecord, "name">): string {
   return JSON.stringify({
     publicKey: encodeKey(hub.publicKey),
-    endpoints: hub.endpoints.map(formatEndpointConfig),
+    endpoints: hub.endpoints.map(formatEndpointSpec),
     subnet: formatCidr(hub.subnet.address, hub.subnet.cidr),
     address: formatAddress(hub.address),
     allowedIps: hub.allowedIps.map((p) => formatCidr(p.address, p.cidr)),
   });
 }
 
-export function formatEndpointConfig(endpoint: EndpointConfig): string {
-  return endpoint.host.includes(":")
-    ? `[${endpoint.host}]:${endpoint.port}`
-    : `${endpoint.host}:${endpoint.port}`;
+export function formatEndpointSpec(endpoint: EndpointSpec): string {
+  return endpoint.kind === "address"
+    ? formatEndpoint(endpoint.endpoint)
+    : `${endpoint.name}:${endpoint.port}`;
 }
 
 /** The hub's allowed IPs for an edge: its tunnel address as a host prefix, then its pods. */

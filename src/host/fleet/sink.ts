@@ -6,19 +6,19 @@ import { formatCidr } from "../../core/ipaddr.js";
 import type { Peer } from "../../core/peer.js";
 import { resolveEndpoint } from "../config.js";
 import { shortKey } from "../log.js";
+import { EdgetunError } from "../../core/errors.js";
 import { edgeAllowedIps, maskAddress, type EdgeRecord, type Prefix } from "./records.js";
 import type { FleetRoutes } from "./routes.js";
 
 export type FleetConflictKind = "public_key" | "allowed_ips";
 
 /** A change the running set of peers cannot take; nothing of it was applied. */
-export class FleetConflictError extends Error {
-  readonly code = "ERR_FLEET_CONFLICT";
+export class FleetConflictError extends EdgetunError {
   constructor(
     readonly kind: FleetConflictKind,
     message: string,
   ) {
-    super(message);
+    super("ERR_FLEET_CONFLICT", message);
   }
 }
 

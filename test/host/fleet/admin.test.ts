@@ -34,7 +34,7 @@ async function recordHub(client: EtcdClient, prefix: string): Promise<void> {
     hubKey(prefix, "hub1"),
     formatHubRecord({
       publicKey: decodeKey(hubPublicKey),
-      endpoints: [{ host: "192.0.2.1", port: 51820 }],
+      endpoints: [{ kind: "address", endpoint: { address: "192.0.2.1", port: 51820 } }],
       subnet: parseCidr("10.99.0.0/24"),
       address: parseCidr("10.99.0.1").address,
       allowedIps: [parseCidr("10.99.0.0/24"), parseCidr("10.244.0.0/16")],
