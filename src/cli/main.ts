@@ -27,6 +27,12 @@ import {
   type InterfaceState,
 } from "./show.js";
 import { parseRunningState, syncRequest } from "./syncconf.js";
+import {
+  addUpFleetOptions,
+  fleetAttachment,
+  registerFleetCommands,
+  type UpFleetOptions,
+} from "./fleet.js";
 
 const PID_DIRECTORY = "/run/edgetun";
 const VERSION = "0.1.0";
@@ -93,7 +99,7 @@ async function up(
     metricsPeers: PeerSeries;
     readyPeer?: string[];
     metricsListenIsDefault?: boolean;
-  },
+  } & UpFleetOptions,
 ): Promise<void> {
   const secrets = new Secrets();
   const logger = createLogger({ level: options.logLevel, secrets });
@@ -121,6 +127,7 @@ async function up(
     logger,
     metrics,
     metricsOptional: options.metricsListenIsDefault ?? false,
+    attach: fleetAttachment(options, config, logger, (key) => secrets.add(key)),
   });
   mkdirSync(PID_DIRECTORY, { recursive: true, mode: 0o755 });
   writeFileSync(pidFile(daemon.name), `${process.pid}\n`);
@@ -230,7 +237,7 @@ const program = new Command()
   .addHelpText("after", EXIT_STATUS_HELP)
   .showHelpAfterError();
 
-program
+const upCommand = program
   .command("up")
   .description("run the tunnel described by a wg-quick style file, in the foreground")
   .argument(
@@ -266,6 +273,8 @@ program
       metricsListenIsDefault: command.getOptionValueSource("metricsListen") === "default",
     }),
   );
+addUpFleetOptions(upCommand);
+registerFleetCommands(program);
 
 program
   .command("down")

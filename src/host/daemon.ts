@@ -15,7 +15,12 @@ import {
   frameDataInPlace,
   isTransportData,
 } from "../core/messages.js";
-import { DataPathObservations, MetricsServer, type MetricsServerOptions } from "./metrics.js";
+import {
+  DataPathObservations,
+  MetricsServer,
+  type MetricsExtension,
+  type MetricsServerOptions,
+} from "./metrics.js";
 import { MetricsListenError } from "./errors.js";
 import {
   ENDPOINT_ADDRESS_AND_PORT_BYTES,
@@ -117,6 +122,15 @@ export interface DaemonOptions {
   metricsOptional?: boolean;
   /** Where the record of policy rules goes (default /run/edgetun), see src/host/netif.ts. */
   stateDirectory?: string;
+  /** Started once the interface is up, before metrics (the fleet watcher); stopped first. */
+  attach?: (daemon: Daemon) => Promise<DaemonAttachment>;
+}
+
+/** A part running beside the daemon, with its own probes note and metrics. */
+export interface DaemonAttachment extends MetricsExtension {
+  stop(): Promise<void>;
+  /** True for peers this part put in: a reload of the file leaves them alone. */
+  ownsPeer?(publicKeyBase64: string): boolean;
 }
 
 export class DaemonCounters {
@@ -154,6 +168,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   private socket: DatagramSocket | null = null;
   private uapi: UapiServer | null = null;
   private metrics: MetricsServer | null = null;
+  readonly extensions: DaemonAttachment[] = [];
   private readonly dropReporter: DropReporter;
   private ticker: NodeJS.Timeout | null = null;
   private mark = 0;
@@ -235,6 +250,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
         daemon,
         options.uapiDirectory ? { directory: options.uapiDirectory } : {},
       );
+      if (options.attach) daemon.extensions.push(await options.attach(daemon));
       if (options.metrics) daemon.metrics = await daemon.listenMetrics(options);
       tun.onReadable(() => daemon.readTunnel());
       daemon.ticker = setInterval(() => daemon.tick(), daemon.device.wheel.granularityMs);
@@ -322,6 +338,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     if (this.stopped) return;
     this.stopped = true;
     if (this.ticker) clearInterval(this.ticker);
+    for (const extension of this.extensions) await extension.stop();
     await this.metrics?.close();
     this.dropReporter.flush();
     await this.uapi?.close();
@@ -587,6 +604,11 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     };
   }
 
+  /** Sends what the core queued after a change made outside the data path. */
+  flushActions(): void {
+    this.flush();
+  }
+
   fwmark(): number {
     return this.mark;
   }
@@ -633,6 +655,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
           listenPort: this.listenPort(),
           fwmark: this.mark,
           keepFwmark: this.setup?.routesDefaultThroughMark ?? false,
+          keepsPeer: (key) => this.extensions.some((part) => part.ownsPeer?.(key) ?? false),
         }),
       source,
     );

@@ -101,7 +101,25 @@ export interface MetricsSource {
   readonly isUp: boolean;
   readonly counters?: { readonly socketSendErrors: number; readonly tunWriteErrors: number };
   readonly observations?: DataPathObservations;
+  /** Parts started beside the daemon (the fleet watcher): their notes and metrics. */
+  readonly extensions?: readonly MetricsExtension[];
 }
+
+/** What a part beside the daemon adds to the probes and the metrics. */
+export interface MetricsExtension {
+  /** A line for /readyz's reason (it does not change the verdict); null when all is well. */
+  readinessNote?(): string | null;
+  registerMetrics?(add: ScrapedMetricAdder): void;
+}
+
+/** Adds a metric read at each scrape; `read` emits (labels, value) pairs. */
+export type ScrapedMetricAdder = (
+  type: "counter" | "gauge",
+  name: string,
+  help: string,
+  labelNames: string[],
+  read: (emit: (labels: Readonly<Record<string, string>>, value: number) => void) => void,
+) => void;
 
 /** A session that may still carry data: current keypair younger than Reject-After-Time. */
 export function hasLiveSession(peer: Peer, nowMs: number): boolean {
@@ -121,6 +139,12 @@ export interface Readiness {
  * `readyPeers` (base64 public keys), every one of those has.
  */
 export function readiness(source: MetricsSource, readyPeers: readonly string[] = []): Readiness {
+  const verdict = peerReadiness(source, readyPeers);
+  const notes = (source.extensions ?? []).map((e) => e.readinessNote?.()).filter((n) => !!n);
+  return notes.length > 0 ? { ...verdict, reason: [verdict.reason, ...notes].join("; ") } : verdict;
+}
+
+function peerReadiness(source: MetricsSource, readyPeers: readonly string[]): Readiness {
   if (!source.isUp) return { ready: false, reason: `interface ${source.name} is not up` };
   const device = source.device;
   const now = device.clock.now();
@@ -673,6 +697,11 @@ export function createMetricsRegistry(
       },
     );
   }
+  const addScraped: ScrapedMetricAdder = (type, name, help, labelNames, read) => {
+    if (type === "counter") new ScrapedCounter(registry, name, help, labelNames, read);
+    else new ScrapedGauge(registry, name, help, labelNames, read);
+  };
+  for (const extension of source.extensions ?? []) extension.registerMetrics?.(addScraped);
   return registry;
 }
 
