@@ -1,14 +1,8 @@
 #!/usr/bin/env node
 // The `edgetun` command.
-import { mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { readFileSync, rmSync, existsSync } from "node:fs";
 import { Command, InvalidArgumentError, Option } from "commander";
-import {
-  ConfigError,
-  interfaceNameFromPath,
-  readConfigFile,
-  resolveEndpoint,
-} from "../host/config.js";
-import { Daemon } from "../host/daemon.js";
+import { ConfigError, readConfigFile, resolveEndpoint } from "../host/config.js";
 import { runDemo } from "./demo.js";
 import {
   KeyFormatError,
@@ -17,9 +11,8 @@ import {
   generatePrivateKey,
   publicKeyOf,
 } from "../core/keys.js";
-import { Secrets, createLogger, isLogLevel, type LogLevel } from "../host/log.js";
+import { isLogLevel, type LogLevel } from "../host/log.js";
 import { DEFAULT_METRICS_PORT, parseMetricsListen, type MetricsListen } from "../host/metrics.js";
-import { nativeLoadError } from "../host/native/index.js";
 import {
   formatState,
   listInterfaces,
@@ -28,9 +21,9 @@ import {
   type InterfaceState,
 } from "./show.js";
 import { syncRequest } from "./syncconf.js";
-
-const PID_DIRECTORY = "/run/edgetun";
-const VERSION = "0.1.0";
+import { up, type UpOptions } from "./up.js";
+import { pidFile } from "./pidfile.js";
+import { VERSION } from "./version.js";
 
 /** An error for the user: printed without a stack, exit code 1. */
 class UsageError extends Error {}
@@ -39,10 +32,6 @@ function fail(error: unknown): never {
   const message = error instanceof Error ? error.message : String(error);
   process.stderr.write(`edgetun: ${message}\n`);
   process.exit(1);
-}
-
-function pidFile(name: string): string {
-  return `${PID_DIRECTORY}/${name}.pid`;
 }
 
 function parseLogLevel(text: string): LogLevel {
@@ -65,81 +54,6 @@ function collectReadyPeer(text: string, previous: string[] = []): string[] {
     throw new InvalidArgumentError((error as Error).message);
   }
   return [...previous, text.trim()];
-}
-
-/** Keys the log must never show: the private key and every pre-shared key of `config`. */
-function addSecrets(secrets: Secrets, config: ReturnType<typeof readConfigFile>): void {
-  secrets.add(config.privateKey);
-  for (const peer of config.peers) if (peer.presharedKey) secrets.add(peer.presharedKey);
-}
-
-async function up(
-  file: string,
-  options: {
-    interface?: string;
-    logLevel: LogLevel;
-    metricsListen: MetricsListen | null;
-    readyPeer?: string[];
-    metricsListenIsDefault?: boolean;
-  },
-): Promise<void> {
-  const secrets = new Secrets();
-  const logger = createLogger({ level: options.logLevel, secrets });
-  const config = readConfigFile(file);
-  addSecrets(secrets, config);
-  for (const warning of config.warnings) logger.warn(warning);
-  const name = options.interface ?? interfaceNameFromPath(file);
-  if (name.length > 15)
-    throw new UsageError(`interface name "${name}" is longer than 15 characters`);
-  const addonError = nativeLoadError();
-  if (addonError) throw addonError;
-  if (process.getuid?.() !== 0) {
-    logger.warn("not running as root: creating the interface needs CAP_NET_ADMIN");
-  }
-  const metrics = options.metricsListen
-    ? { ...options.metricsListen, readyPeers: options.readyPeer ?? [] }
-    : null;
-  const daemon = await Daemon.start({
-    interfaceName: name,
-    config,
-    logger,
-    metrics,
-    metricsOptional: options.metricsListenIsDefault ?? false,
-  });
-  mkdirSync(PID_DIRECTORY, { recursive: true, mode: 0o755 });
-  writeFileSync(pidFile(daemon.name), `${process.pid}\n`);
-
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info("stopping", { signal });
-    daemon
-      .stop()
-      .then(() => {
-        rmSync(pidFile(daemon.name), { force: true });
-        process.exit(0);
-      })
-      .catch(fail);
-  };
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
-  process.on("SIGHUP", () => {
-    try {
-      const changed = readConfigFile(file);
-      addSecrets(secrets, changed);
-      for (const warning of changed.warnings) logger.warn(warning);
-      daemon.applyConfig(changed).catch((error: Error) => {
-        logger.error("reload failed; the running configuration is unchanged", {
-          error: error.message,
-        });
-      });
-    } catch (error) {
-      logger.error("reload failed; the running configuration is unchanged", {
-        error: (error as Error).message,
-      });
-    }
-  });
 }
 
 function isEdgetunProcess(pid: number): boolean {
@@ -238,7 +152,7 @@ program
     "/readyz needs a session with this peer (repeatable; default: any one peer)",
     collectReadyPeer,
   )
-  .action((file: string, options: Parameters<typeof up>[1], command: Command) =>
+  .action((file: string, options: UpOptions, command: Command) =>
     up(file, {
       ...options,
       metricsListenIsDefault: command.getOptionValueSource("metricsListen") === "default",

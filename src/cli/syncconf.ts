@@ -13,7 +13,9 @@ export function syncRequest(
   current: InterfaceState,
   endpoints: ReadonlyArray<{ address: string; port: number } | null>,
 ): string {
-  const lines = ["set=1", `private_key=${hex(config.privateKey)}`];
+  const lines = ["set=1"];
+  // No PrivateKey in the file: the running key stays, as with `wg syncconf`.
+  if (config.privateKey !== null) lines.push(`private_key=${hex(config.privateKey)}`);
   if (config.listenPort !== null) lines.push(`listen_port=${config.listenPort}`);
   lines.push(`fwmark=${config.fwmark}`);
   const wanted = new Set(config.peers.map((peer) => peer.publicKey.toString("base64")));

@@ -98,6 +98,28 @@ export interface DaemonOptions {
   metrics?: MetricsServerOptions | null;
   /** The metrics address is the default, not the operator's: if it is taken, run without. */
   metricsOptional?: boolean;
+  /**
+   * Add a route for every peer's allowed IPs (default true). False when something else
+   * manages routes: as wireguard-go, under wg-quick, which adds them itself after `wg setconf`
+   * and would otherwise find its default-route table taken.
+   */
+  manageRoutes?: boolean;
+  /**
+   * Called once when the interface is deleted from outside (`ip link delete`, `wg-quick
+   * down`): the daemon has stopped itself by then, control socket included.
+   */
+  onInterfaceGone?: () => void;
+}
+
+/**
+ * What a TUN read fails with once its interface has been deleted: the kernel detaches the
+ * queue and answers EBADFD (77), which libuv has no name for.
+ */
+const EBADFD = 77;
+
+function isInterfaceGone(error: unknown): boolean {
+  const { errno, code } = error as { errno?: unknown; code?: unknown };
+  return errno === -EBADFD || errno === EBADFD || code === "EBADFD" || code === "ENODEV";
 }
 
 export class DaemonCounters {
@@ -149,6 +171,8 @@ export class Daemon implements UapiHost {
     private readonly setup: InterfaceSetup,
     private readonly logger: Logger,
     config: InterfaceFileConfig,
+    private readonly manageRoutes: boolean,
+    private readonly onInterfaceGone: (() => void) | undefined,
   ) {
     this.device = new Device({ privateKey: config.privateKey, mtu: config.mtu });
     this.dropReporter = new DropReporter(logger, { interface: name });
@@ -186,7 +210,15 @@ export class Daemon implements UapiHost {
     // coalesces on the way back), far fewer syscalls; it falls back by itself when refused.
     const tun = TunDevice.open({ name: interfaceName, offload: true });
     const setup = new InterfaceSetup(tun.name, logger);
-    const daemon = new Daemon(tun.name, tun, setup, logger, config);
+    const daemon = new Daemon(
+      tun.name,
+      tun,
+      setup,
+      logger,
+      config,
+      options.manageRoutes ?? true,
+      options.onInterfaceGone,
+    );
     try {
       daemon.bindSocket(config.listenPort ?? 0);
       config.peers.forEach((peer, i) => daemon.device.addPeer(peerConfig(peer, endpoints[i]!)));
@@ -219,6 +251,7 @@ export class Daemon implements UapiHost {
   }
 
   private async addRoutes(): Promise<void> {
+    if (!this.manageRoutes) return;
     const prefixes: Route[] = [];
     for (const peer of this.device.peers.values()) {
       prefixes.push(...this.device.allowedIps.entriesFor(peer));
@@ -285,6 +318,22 @@ export class Daemon implements UapiHost {
     });
   }
 
+  /** The interface was deleted under us: stop as after SIGTERM, then tell the owner. */
+  private interfaceGone(): void {
+    if (this.stopped) return;
+    this.tun.onReadable(null);
+    this.logger.info("interface deleted; stopping", { interface: this.name });
+    this.stop().then(
+      () => this.onInterfaceGone?.(),
+      (error: unknown) => {
+        this.logger.error("stopping after the interface was deleted failed", {
+          error: (error as Error).message,
+        });
+        this.onInterfaceGone?.();
+      },
+    );
+  }
+
   // --- data path -------------------------------------------------------------------------
 
   /**
@@ -293,7 +342,14 @@ export class Daemon implements UapiHost {
    */
   private readTunnel(): void {
     const batch = this.tunIn;
-    const count = this.tun.readBatch(batch);
+    let count: number;
+    try {
+      count = this.tun.readBatch(batch);
+    } catch (error) {
+      if (!isInterfaceGone(error)) throw error;
+      this.interfaceGone();
+      return;
+    }
     if (count === 0) return;
     this.counters.tunReadBatches++;
     this.observations.tunRead.observe(count);
@@ -563,7 +619,8 @@ export class Daemon implements UapiHost {
     const endpoints = await Promise.all(
       config.peers.map((peer) => (peer.endpoint ? resolveEndpoint(peer.endpoint) : null)),
     );
-    this.device.setPrivateKey(config.privateKey);
+    // A file without PrivateKey leaves the running key (perhaps set by a hook) in place.
+    if (config.privateKey !== null) this.device.setPrivateKey(config.privateKey);
     if (config.listenPort !== null) this.setListenPort(config.listenPort);
     if (config.fwmark !== this.mark) this.setFwmark(config.fwmark);
     const wanted = new Set(config.peers.map((p) => p.publicKey.toString("base64")));
