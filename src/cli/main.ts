@@ -22,6 +22,7 @@ import {
 } from "./show.js";
 import { syncRequest } from "./syncconf.js";
 import { up, type UpOptions } from "./up.js";
+import { stripConfig } from "./strip.js";
 import { pidFile } from "./pidfile.js";
 import { VERSION } from "./version.js";
 
@@ -178,6 +179,23 @@ program
   .argument("<name>", "interface name")
   .argument("<file.conf>", "configuration file")
   .action(syncconf);
+
+program
+  .command("strip")
+  .description(
+    "print a file as wg setconf/syncconf take it (wg-quick keys out, PrivateKeyFile resolved)",
+  )
+  .argument("<file.conf>", "configuration file")
+  .action((file: string) => {
+    process.stdout.write(stripConfig(file));
+  });
+
+program
+  .command("version")
+  .description("print the version")
+  .action(() => {
+    process.stdout.write(`edgetun v${VERSION}\n`);
+  });
 
 program
   .command("demo")

@@ -326,6 +326,55 @@ describe.skipIf(skipReason !== null)("edgetun as a drop-in for wg-quick", () => 
     expect(nftTables()).not.toContain(`hook_${name}`);
   }, 30_000);
 
+  it("wg syncconf takes `edgetun strip` of a file with PrivateKeyFile (wg-quick strip refuses it to wg)", async () => {
+    const name = nextName();
+    namesUsed.push(name);
+    const file = join(tmp, `${name}.conf`);
+    writeFileSync(
+      file,
+      [
+        "[Interface]",
+        `PrivateKeyFile = ${etKeyFile}`,
+        "Address = 10.65.0.1/24",
+        "PostUp = true",
+        "ListenPort = 51999",
+        "",
+        "[Peer]",
+        `PublicKey = ${publicKeyOf(wgPrivate)}`,
+        "AllowedIPs = 10.65.0.2/32",
+        "",
+      ].join("\n"),
+    );
+    const stripped = await runAsync(process.execPath, [cli, "strip", file], env);
+    expect(stripped.code, stripped.stderr).toBe(0);
+    expect(stripped.stdout).toContain(`PrivateKey = ${etPrivate}`);
+    expect(stripped.stdout).not.toMatch(/PrivateKeyFile|Address|PostUp/);
+    const started = await runAsync("ip", ["netns", "exec", etNs, implementation, name], env);
+    expect(started.code, started.stderr).toBe(0);
+    const pid = Number(readFileSync(`/run/edgetun/${name}.pid`, "utf8"));
+    try {
+      const strippedFile = join(tmp, `${name}.stripped`);
+      writeFileSync(strippedFile, stripped.stdout, { mode: 0o600 });
+      const sync = await runAsync(
+        "ip",
+        ["netns", "exec", etNs, "wg", "syncconf", name, strippedFile],
+        env,
+      );
+      expect(sync.code, sync.stderr).toBe(0);
+      expect(bed.exec(etNs, "wg", ["show", name, "public-key"]).trim()).toBe(
+        publicKeyOf(etPrivate),
+      );
+      expect(bed.exec(etNs, "wg", ["show", name, "listen-port"]).trim()).toBe("51999");
+      // The unstripped file is what wg refuses.
+      const raw = await runAsync("ip", ["netns", "exec", etNs, "wg", "syncconf", name, file], env);
+      expect(raw.code).not.toBe(0);
+      expect(raw.stderr).toContain("Line unrecognized");
+    } finally {
+      bed.exec(etNs, "ip", ["link", "delete", "dev", name]);
+      await waitFor("edgetun-go to exit", () => !processAlive(pid), 15_000);
+    }
+  }, 40_000);
+
   for (const how of ["edgetun up", "edgetun-go"] as const) {
     it(`deleting the interface under ${how} ends it: status 0, socket and pid file gone`, async () => {
       const name = nextName();
