@@ -21,6 +21,7 @@ import {
   type InterfaceState,
 } from "./show.js";
 import { syncRequest } from "./syncconf.js";
+import { SHOW_FIELDS, formatField, isShowField } from "./show-fields.js";
 import { up, type UpOptions } from "./up.js";
 import { stripConfig } from "./strip.js";
 import { pidFile } from "./pidfile.js";
@@ -88,15 +89,34 @@ async function down(name: string): Promise<void> {
   }
 }
 
-async function show(name: string | undefined, options: { json?: boolean }): Promise<void> {
-  const names = name ? [name] : listInterfaces();
+async function show(
+  target: string | undefined,
+  field: string | undefined,
+  options: { json?: boolean },
+): Promise<void> {
+  if (target === "interfaces") {
+    process.stdout.write(
+      listInterfaces()
+        .map((each) => `${each}\n`)
+        .join(""),
+    );
+    return;
+  }
+  if (field !== undefined && !isShowField(field)) {
+    throw new UsageError(
+      `unknown field "${field}"; one of ${SHOW_FIELDS.join(", ")}\n` +
+        "Usage: edgetun show [all | interfaces | NAME] [FIELD] [--json]",
+    );
+  }
+  const all = target === undefined || target === "all";
+  const names = all ? listInterfaces() : [target];
   const states: InterfaceState[] = [];
   let failures = 0;
   for (const each of names) {
     try {
       states.push(await readInterfaceState(each));
     } catch (error) {
-      if (name) throw error;
+      if (!all) throw error;
       // Listing all: a socket nobody listens on is a crashed daemon's, not an interface; `wg
       // show` passes over it too. Any other failure is reported and the rest still shown.
       if ((error as { code?: unknown }).code === "ERR_NO_INTERFACE") continue;
@@ -106,7 +126,11 @@ async function show(name: string | undefined, options: { json?: boolean }): Prom
   }
   if (failures > 0) process.exitCode = 1;
   if (options.json) {
-    process.stdout.write(`${JSON.stringify(name ? states[0] : states, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify(all ? states : states[0], null, 2)}\n`);
+    return;
+  }
+  if (field !== undefined) {
+    process.stdout.write(states.map((state) => formatField(state, field, all)).join(""));
     return;
   }
   process.stdout.write(states.map((state) => formatState(state)).join("\n"));
@@ -169,7 +193,8 @@ program
 program
   .command("show")
   .description("show interfaces, peers, endpoints, allowed IPs, handshakes and transfer")
-  .argument("[name]", "one interface (default: all)")
+  .argument("[name]", "an interface, all (the default) or interfaces (their names)")
+  .argument("[field]", `one field, as wg show prints it: ${SHOW_FIELDS.join(", ")}`)
   .option("--json", "machine-readable output")
   .action(show);
 

@@ -291,6 +291,29 @@ describe.skipIf(skipReason !== null)("edgetun as a drop-in for wg-quick", () => 
       );
       await waitFor("the pid file", () => existsSync(`/run/edgetun/${name}.pid`));
       const pid = await expectUp(name);
+      // `edgetun show NAME FIELD` prints what `wg show NAME FIELD` prints, and `all` likewise.
+      for (const field of [
+        "public-key",
+        "listen-port",
+        "fwmark",
+        "peers",
+        "endpoints",
+        "allowed-ips",
+        "persistent-keepalive",
+      ]) {
+        const ours = await runAsync(process.execPath, [cli, "show", name, field], env);
+        expect(ours.code, ours.stderr).toBe(0);
+        expect(ours.stdout, field).toBe(bed.exec(etNs, "wg", ["show", name, field]));
+        const ourAll = await runAsync(process.execPath, [cli, "show", "all", field], env);
+        const theirAll = bed.exec(etNs, "wg", ["show", "all", field]);
+        const mine = (text: string) =>
+          text.split("\n").filter((line) => line.startsWith(`${name}\t`));
+        expect(mine(ourAll.stdout), `all ${field}`).toEqual(mine(theirAll));
+        expect(mine(ourAll.stdout).length, `all ${field}`).toBeGreaterThan(0);
+      }
+      const bad = await runAsync(process.execPath, [cli, "show", name, "nonsense"], env);
+      expect(bad.code).toBe(1);
+      expect(bad.stderr).toContain("Usage: edgetun show");
       const down = await runAsync(process.execPath, [cli, "down", name], env);
       expect(down.code, down.stderr).toBe(0);
       expect(await exited).toBe(0);
@@ -307,7 +330,7 @@ describe.skipIf(skipReason !== null)("edgetun as a drop-in for wg-quick", () => 
     } finally {
       if (daemon.exitCode === null && daemon.pid) process.kill(daemon.pid, "SIGTERM");
     }
-  }, 90_000);
+  }, 180_000);
 
   it("a failing PreUp stops edgetun up before anything changes", async () => {
     const name = nextName();

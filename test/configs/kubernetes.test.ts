@@ -88,9 +88,9 @@ describe("configs/kubernetes", () => {
     const pod = all.find(({ resource }) => resource.kind === "Pod")!.resource;
     const broken = structuredClone(pod) as Resource & { spec: PodSpec };
     (broken.spec.containers[1]!.securityContext as { runAsNonRoot: unknown }).runAsNonRoot = "yes";
-    expect(() => new Pod(broken).validate()).toThrow(/runAsNonRoot must be boolean/);
+    expect(() => new Pod(broken as never).validate()).toThrow(/runAsNonRoot must be boolean/);
     const noContainers = { ...pod, spec: {} };
-    expect(() => new Pod(noContainers).validate()).toThrow(/containers/);
+    expect(() => new Pod(noContainers as never).validate()).toThrow(/containers/);
   });
 
   it("edgetun containers: pinned image, non-root, RuntimeDefault seccomp, only NET_ADMIN, /dev/net/tun", () => {
