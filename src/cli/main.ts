@@ -2,15 +2,12 @@
 // The `edgetun` command.
 import { readFileSync, rmSync, existsSync } from "node:fs";
 import { Command, InvalidArgumentError, Option } from "commander";
-import { ConfigError, readConfigFile, resolveEndpoint } from "../host/config.js";
+import { readConfigFile, resolveEndpoint } from "../host/config.js";
 import { runDemo } from "./demo.js";
-import {
-  KeyFormatError,
-  decodeKey,
-  generatePresharedKey,
-  generatePrivateKey,
-  publicKeyOf,
-} from "../core/keys.js";
+import { EdgetunError } from "../core/errors.js";
+import { EXIT_STATUS_HELP, reportOf } from "./exit-status.js";
+import { UapiClientError } from "../host/errors.js";
+import { decodeKey, generatePresharedKey, generatePrivateKey, publicKeyOf } from "../core/keys.js";
 import { isLogLevel, type LogLevel } from "../host/log.js";
 import { DEFAULT_METRICS_PORT, parseMetricsListen, type MetricsListen } from "../host/metrics.js";
 import {
@@ -27,13 +24,17 @@ import { stripConfig } from "./strip.js";
 import { pidFile } from "./pidfile.js";
 import { VERSION } from "./version.js";
 
-/** An error for the user: printed without a stack, exit code 1. */
-class UsageError extends Error {}
+/** A mistake in how the command was used, found after commander's own checks. */
+class UsageError extends EdgetunError {
+  constructor(message: string) {
+    super("ERR_USAGE", message);
+  }
+}
 
 function fail(error: unknown): never {
-  const message = error instanceof Error ? error.message : String(error);
-  process.stderr.write(`edgetun: ${message}\n`);
-  process.exit(1);
+  const { status, text } = reportOf(error);
+  process.stderr.write(`edgetun: ${text}\n`);
+  process.exit(status);
 }
 
 function parseLogLevel(text: string): LogLevel {
@@ -119,8 +120,8 @@ async function show(
       if (!all) throw error;
       // Listing all: a socket nobody listens on is a crashed daemon's, not an interface; `wg
       // show` passes over it too. Any other failure is reported and the rest still shown.
-      if ((error as { code?: unknown }).code === "ERR_NO_INTERFACE") continue;
-      process.stderr.write(`edgetun: ${(error as Error).message}\n`);
+      if (error instanceof UapiClientError && error.code === "ERR_NO_INTERFACE") continue;
+      process.stderr.write(`edgetun: ${reportOf(error).text}\n`);
       failures++;
     }
   }
@@ -153,6 +154,7 @@ const program = new Command()
       "Speaks the WireGuard protocol; manage a running interface with edgetun or wg.",
   )
   .version(VERSION)
+  .addHelpText("after", EXIT_STATUS_HELP)
   .showHelpAfterError();
 
 program
@@ -258,14 +260,4 @@ program
     process.stdout.write(`${generatePresharedKey()}\n`);
   });
 
-program.parseAsync().catch((error: unknown) => {
-  if (
-    error instanceof UsageError ||
-    error instanceof ConfigError ||
-    error instanceof KeyFormatError ||
-    (error instanceof Error && "code" in error)
-  ) {
-    fail(error);
-  }
-  throw error;
-});
+program.parseAsync().catch(fail);

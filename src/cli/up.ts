@@ -2,7 +2,8 @@
 // wg-quick's sequence around it: PreUp hooks; the interface, its key, peers, addresses and
 // routes; DNS; PostUp hooks. Down (SIGTERM, SIGINT, `edgetun down`) reverses it: PreDown
 // hooks, SaveConfig, the interface removed, DNS taken back, PostDown hooks.
-import { ConfigError, interfaceNameFromPath, readConfigFile } from "../host/config.js";
+import { interfaceNameFromPath, readConfigFile } from "../host/config.js";
+import { ConfigError } from "../host/errors.js";
 import type { InterfaceFileConfig } from "../host/config.js";
 import { Daemon } from "../host/daemon.js";
 import { setDns, unsetDns } from "../host/dns.js";

@@ -3,11 +3,13 @@
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import type { DnsConfig } from "./config.js";
+import { EdgetunError } from "../core/errors.js";
 import type { Logger } from "./log.js";
 
-export class DnsSetupError extends Error {
-  override readonly name = "DnsSetupError";
-  readonly code = "ERR_DNS_SETUP";
+export class DnsSetupError extends EdgetunError {
+  constructor(message: string) {
+    super("ERR_DNS_SETUP", message);
+  }
 }
 
 /** The text resolvconf is given: as wg-quick writes it. */

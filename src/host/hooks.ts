@@ -2,13 +2,12 @@
 // replaced by the interface name, as wg-quick runs them. They carry the NAT and firewall rules
 // of real hubs and the "PostUp = wg set %i private-key …" pattern.
 import { spawn } from "node:child_process";
+import { EdgetunError } from "../core/errors.js";
 import type { Logger } from "./log.js";
 
 export type HookPhase = "PreUp" | "PostUp" | "PreDown" | "PostDown";
 
-export class HookError extends Error {
-  override readonly name = "HookError";
-  readonly code = "ERR_HOOK_FAILED";
+export class HookError extends EdgetunError {
   constructor(
     readonly phase: HookPhase,
     readonly command: string,
@@ -17,6 +16,7 @@ export class HookError extends Error {
     reason?: string,
   ) {
     super(
+      "ERR_HOOK_FAILED",
       `${phase} hook failed (${reason ?? (signal ? `killed by ${signal}` : `exit status ${status}`)}): ${command}`,
     );
   }

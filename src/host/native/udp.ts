@@ -1,5 +1,5 @@
 // The UDP socket with recvmmsg/sendmmsg.
-import { loadAddon, type NativeAddon } from "./addon.js";
+import { callNative, type NativeAddon } from "./addon.js";
 import { type UdpReceiveSlots, type UdpSendSlots } from "./batch.js";
 import { PolledDescriptor, defaultCount } from "./poll.js";
 
@@ -52,12 +52,14 @@ export class UdpBatchSocket extends PolledDescriptor {
    * a static `bind` would shadow Function.prototype.bind on the class.)
    */
   static open(options: UdpBindOptions = {}): UdpBatchSocket {
-    const bound = loadAddon().udpBind(
-      options.host ?? "::",
-      options.port ?? 0,
-      options.receiveBufferSize ?? DEFAULT_SOCKET_BUFFER,
-      options.sendBufferSize ?? DEFAULT_SOCKET_BUFFER,
-      options.gso === false,
+    const bound = callNative((addon) =>
+      addon.udpBind(
+        options.host ?? "::",
+        options.port ?? 0,
+        options.receiveBufferSize ?? DEFAULT_SOCKET_BUFFER,
+        options.sendBufferSize ?? DEFAULT_SOCKET_BUFFER,
+        options.gso === false,
+      ),
     );
     return new UdpBatchSocket(bound);
   }
@@ -67,7 +69,8 @@ export class UdpBatchSocket extends PolledDescriptor {
    * tunnel's own UDP traffic out of the tunnel; 0 clears it. Needs CAP_NET_ADMIN.
    */
   setFwmark(mark: number): void {
-    this.native().udpSetMark(this.fd, mark);
+    const fd = this.fd;
+    callNative(() => this.native().udpSetMark(fd, mark));
   }
 
   /**
