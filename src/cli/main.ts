@@ -1,15 +1,14 @@
 #!/usr/bin/env node
 // The `edgetun` command.
-import { mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { readFileSync, rmSync, existsSync } from "node:fs";
 import { Command, InvalidArgumentError, Option } from "commander";
-import { interfaceNameFromPath, readConfigFile, resolveEndpoint } from "../host/config.js";
-import { Daemon } from "../host/daemon.js";
+import { readConfigFile, resolveEndpoint } from "../host/config.js";
 import { runDemo } from "./demo.js";
 import { EdgetunError } from "../core/errors.js";
 import { EXIT_STATUS_HELP, reportOf } from "./exit-status.js";
 import { UapiClientError } from "../host/errors.js";
 import { decodeKey, generatePresharedKey, generatePrivateKey, publicKeyOf } from "../core/keys.js";
-import { Secrets, createLogger, isLogLevel, type LogLevel } from "../host/log.js";
+import { isLogLevel, type LogLevel } from "../host/log.js";
 import {
   DEFAULT_METRICS_PORT,
   DEFAULT_PEER_SERIES,
@@ -18,7 +17,6 @@ import {
   type MetricsListen,
   type PeerSeries,
 } from "../host/metrics.js";
-import { nativeLoadError } from "../host/native/index.js";
 import {
   formatState,
   listInterfaces,
@@ -27,15 +25,13 @@ import {
   type InterfaceState,
 } from "./show.js";
 import { parseRunningState, syncRequest } from "./syncconf.js";
-import {
-  addUpFleetOptions,
-  fleetAttachment,
-  registerFleetCommands,
-  type UpFleetOptions,
-} from "./fleet.js";
+import { addUpFleetOptions, registerFleetCommands } from "./fleet.js";
 
-const PID_DIRECTORY = "/run/edgetun";
-const VERSION = "0.1.0";
+import { SHOW_FIELDS, formatField, isShowField } from "./show-fields.js";
+import { up, type UpOptions } from "./up.js";
+import { stripConfig } from "./strip.js";
+import { pidFile } from "./pidfile.js";
+import { VERSION } from "./version.js";
 
 /** A mistake in how the command was used, found after commander's own checks. */
 class UsageError extends EdgetunError {
@@ -48,10 +44,6 @@ function fail(error: unknown): never {
   const { status, text } = reportOf(error);
   process.stderr.write(`edgetun: ${text}\n`);
   process.exit(status);
-}
-
-function pidFile(name: string): string {
-  return `${PID_DIRECTORY}/${name}.pid`;
 }
 
 function parseLogLevel(text: string): LogLevel {
@@ -82,84 +74,6 @@ function collectReadyPeer(text: string, previous: string[] = []): string[] {
     throw new InvalidArgumentError((error as Error).message);
   }
   return [...previous, text.trim()];
-}
-
-/** Keys the log must never show: the private key and every pre-shared key of `config`. */
-function addSecrets(secrets: Secrets, config: ReturnType<typeof readConfigFile>): void {
-  secrets.add(config.privateKey);
-  for (const peer of config.peers) if (peer.presharedKey) secrets.add(peer.presharedKey);
-}
-
-async function up(
-  file: string,
-  options: {
-    interface?: string;
-    logLevel: LogLevel;
-    metricsListen: MetricsListen | null;
-    metricsPeers: PeerSeries;
-    readyPeer?: string[];
-    metricsListenIsDefault?: boolean;
-  } & UpFleetOptions,
-): Promise<void> {
-  const secrets = new Secrets();
-  const logger = createLogger({ level: options.logLevel, secrets });
-  const config = readConfigFile(file);
-  addSecrets(secrets, config);
-  for (const warning of config.warnings) logger.warn(warning);
-  const name = options.interface ?? interfaceNameFromPath(file);
-  if (name.length > 15)
-    throw new UsageError(`interface name "${name}" is longer than 15 characters`);
-  const addonError = nativeLoadError();
-  if (addonError) throw addonError;
-  if (process.getuid?.() !== 0) {
-    logger.warn("not running as root: creating the interface needs CAP_NET_ADMIN");
-  }
-  const metrics = options.metricsListen
-    ? {
-        ...options.metricsListen,
-        readyPeers: options.readyPeer ?? [],
-        peerSeries: options.metricsPeers,
-      }
-    : null;
-  const daemon = await Daemon.start({
-    interfaceName: name,
-    config,
-    logger,
-    metrics,
-    metricsOptional: options.metricsListenIsDefault ?? false,
-    attach: fleetAttachment(options, config, logger, (key) => secrets.add(key)),
-  });
-  mkdirSync(PID_DIRECTORY, { recursive: true, mode: 0o755 });
-  writeFileSync(pidFile(daemon.name), `${process.pid}\n`);
-
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info("stopping", { signal });
-    daemon
-      .stop()
-      .then(() => {
-        rmSync(pidFile(daemon.name), { force: true });
-        process.exit(0);
-      })
-      .catch(fail);
-  };
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
-  process.on("SIGHUP", () => {
-    try {
-      const changed = readConfigFile(file);
-      addSecrets(secrets, changed);
-      for (const warning of changed.warnings) logger.warn(warning);
-      // The reconfiguration queue logs the outcome, applied or refused, itself.
-      daemon.applyConfig(changed, "reload").catch(() => undefined);
-    } catch (error) {
-      logger.error("reload failed; the running configuration is unchanged", {
-        error: (error as Error).message,
-      });
-    }
-  });
 }
 
 function isEdgetunProcess(pid: number): boolean {
@@ -193,15 +107,34 @@ async function down(name: string): Promise<void> {
   }
 }
 
-async function show(name: string | undefined, options: { json?: boolean }): Promise<void> {
-  const names = name ? [name] : listInterfaces();
+async function show(
+  target: string | undefined,
+  field: string | undefined,
+  options: { json?: boolean },
+): Promise<void> {
+  if (target === "interfaces") {
+    process.stdout.write(
+      listInterfaces()
+        .map((each) => `${each}\n`)
+        .join(""),
+    );
+    return;
+  }
+  if (field !== undefined && !isShowField(field)) {
+    throw new UsageError(
+      `unknown field "${field}"; one of ${SHOW_FIELDS.join(", ")}\n` +
+        "Usage: edgetun show [all | interfaces | NAME] [FIELD] [--json]",
+    );
+  }
+  const all = target === undefined || target === "all";
+  const names = all ? listInterfaces() : [target];
   const states: InterfaceState[] = [];
   let failures = 0;
   for (const each of names) {
     try {
       states.push(await readInterfaceState(each));
     } catch (error) {
-      if (name) throw error;
+      if (!all) throw error;
       // Listing all: a socket nobody listens on is a crashed daemon's, not an interface; `wg
       // show` passes over it too. Any other failure is reported and the rest still shown.
       if (error instanceof UapiClientError && error.code === "ERR_NO_INTERFACE") continue;
@@ -211,7 +144,11 @@ async function show(name: string | undefined, options: { json?: boolean }): Prom
   }
   if (failures > 0) process.exitCode = 1;
   if (options.json) {
-    process.stdout.write(`${JSON.stringify(name ? states[0] : states, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify(all ? states : states[0], null, 2)}\n`);
+    return;
+  }
+  if (field !== undefined) {
+    process.stdout.write(states.map((state) => formatField(state, field, all)).join(""));
     return;
   }
   process.stdout.write(states.map((state) => formatState(state)).join("\n"));
@@ -267,7 +204,7 @@ const upCommand = program
     "/readyz needs a session with this peer (repeatable; default: any one peer)",
     collectReadyPeer,
   )
-  .action((file: string, options: Parameters<typeof up>[1], command: Command) =>
+  .action((file: string, options: UpOptions, command: Command) =>
     up(file, {
       ...options,
       metricsListenIsDefault: command.getOptionValueSource("metricsListen") === "default",
@@ -285,7 +222,8 @@ program
 program
   .command("show")
   .description("show interfaces, peers, endpoints, allowed IPs, handshakes and transfer")
-  .argument("[name]", "one interface (default: all)")
+  .argument("[name]", "an interface, all (the default) or interfaces (their names)")
+  .argument("[field]", `one field, as wg show prints it: ${SHOW_FIELDS.join(", ")}`)
   .option("--json", "machine-readable output")
   .action(show);
 
@@ -295,6 +233,23 @@ program
   .argument("<name>", "interface name")
   .argument("<file.conf>", "configuration file")
   .action(syncconf);
+
+program
+  .command("strip")
+  .description(
+    "print a file as wg setconf/syncconf take it (wg-quick keys out, PrivateKeyFile resolved)",
+  )
+  .argument("<file.conf>", "configuration file")
+  .action((file: string) => {
+    process.stdout.write(stripConfig(file));
+  });
+
+program
+  .command("version")
+  .description("print the version")
+  .action(() => {
+    process.stdout.write(`edgetun v${VERSION}\n`);
+  });
 
 program
   .command("demo")

@@ -16,6 +16,7 @@
 
 import { lookup } from "node:dns/promises";
 import { readFileSync } from "node:fs";
+import { isIPv4, isIPv6 } from "node:net";
 import { basename, dirname, resolve } from "node:path";
 
 import { PrivateKey } from "../core/crypto.js";
@@ -57,8 +58,28 @@ export interface PeerFileConfig {
   line: number;
 }
 
+/** wg-quick's `DNS`: addresses become nameservers, anything else a search domain. */
+export interface DnsConfig {
+  servers: string[];
+  search: string[];
+}
+
+/** wg-quick's hooks, each a bash snippet in file order; `%i` is the interface name. */
+export interface HooksConfig {
+  preUp: string[];
+  postUp: string[];
+  preDown: string[];
+  postDown: string[];
+}
+
 export interface InterfaceFileConfig {
-  privateKey: Buffer;
+  /**
+   * null: none in the file. wg-quick accepts that too (a hook such as `PostUp = wg set %i
+   * private-key …` often sets it); until one is set the interface makes no handshakes.
+   */
+  privateKey: Buffer | null;
+  /** The PrivateKeyFile as written, so that SaveConfig can write the reference back. */
+  privateKeyFile: string | null;
   /** null: none given, so the socket takes a random port (as 0 does). */
   listenPort: number | null;
   addresses: AddressConfig[];
@@ -68,6 +89,10 @@ export interface InterfaceFileConfig {
   /** wg-quick's `Table`: where routes for the peers' allowed IPs go (src/host/netif.ts). */
   table: RouteTable;
   peers: PeerFileConfig[];
+  dns: DnsConfig;
+  hooks: HooksConfig;
+  /** wg-quick's SaveConfig: write the running state back to the file when the tunnel stops. */
+  saveConfig: boolean;
   /** `file:line: …` for keys that are accepted but do nothing, and for likely mistakes. */
   warnings: string[];
   file: string;
@@ -98,6 +123,12 @@ const INTERFACE_KEYS = [
   "MTU",
   "FwMark",
   "Table",
+  "DNS",
+  "PreUp",
+  "PostUp",
+  "PreDown",
+  "PostDown",
+  "SaveConfig",
 ] as const;
 const PEER_KEYS = [
   "PublicKey",
@@ -106,17 +137,18 @@ const PEER_KEYS = [
   "AllowedIPs",
   "PersistentKeepalive",
 ] as const;
-/** wg-quick's own [Interface] keys for things edgetun leaves to the host (resolv.conf, hooks). */
-const IGNORED_INTERFACE_KEYS = [
+/** wg-quick's own [Interface] keys that edgetun accepts and leaves alone: none left. */
+const IGNORED_INTERFACE_KEYS: readonly string[] = [];
+/** Keys that may appear on several lines, their lists adding up, as in wg-quick. */
+const REPEATABLE_KEYS: ReadonlySet<string> = new Set([
+  "Address",
+  "AllowedIPs",
   "DNS",
   "PreUp",
   "PostUp",
   "PreDown",
   "PostDown",
-  "SaveConfig",
-] as const;
-/** Keys that may appear on several lines, their lists adding up, as in wg-quick. */
-const REPEATABLE_KEYS: ReadonlySet<string> = new Set(["Address", "AllowedIPs"]);
+]);
 
 type InterfaceKey = (typeof INTERFACE_KEYS)[number];
 type PeerKey = (typeof PEER_KEYS)[number];
@@ -142,6 +174,29 @@ export function parseConfig(
 ): InterfaceFileConfig {
   const readFile = options.readFile ?? ((path: string) => readFileSync(path, "utf8"));
   return new ConfigFileParser(file, readFile).parse(text);
+}
+
+/**
+ * An interface with nothing configured: no key, no peers, no addresses, a random port. What
+ * wireguard-go starts with before `wg setconf` fills it in.
+ */
+export function emptyInterfaceConfig(): InterfaceFileConfig {
+  return {
+    privateKey: null,
+    privateKeyFile: null,
+    listenPort: null,
+    addresses: [],
+    mtu: DEFAULT_MTU,
+    fwmark: 0,
+    // wg-quick adds the routes itself around a userspace implementation.
+    table: { kind: "off" },
+    peers: [],
+    dns: { servers: [], search: [] },
+    hooks: { preUp: [], postUp: [], preDown: [], postDown: [] },
+    saveConfig: false,
+    warnings: [],
+    file: "",
+  };
 }
 
 /** Reads and parses a configuration file; a relative PrivateKeyFile is found beside it. */
@@ -176,6 +231,10 @@ class ConfigFileParser {
 
   #interfaceLine = 0;
   #privateKey: Buffer | null = null;
+  #privateKeyFile: string | null = null;
+  readonly #dns: DnsConfig = { servers: [], search: [] };
+  readonly #hooks: HooksConfig = { preUp: [], postUp: [], preDown: [], postDown: [] };
+  #saveConfig = false;
   #ownPublicKey: Buffer | null = null;
   #listenPort: number | null = null;
   readonly #addresses: AddressConfig[] = [];
@@ -200,11 +259,15 @@ class ConfigFileParser {
     const lines = text.replace(/^\uFEFF/, "").split("\n");
     lines.forEach((rawLine, index) => this.#parseLine(rawLine, index + 1));
     this.#finishSection();
-    if (this.#privateKey === null) {
+    if (this.#interfaceLine === 0) {
       throw this.#error("ERR_CONFIG_MISSING", 0, "no [Interface] section");
     }
     return {
       privateKey: this.#privateKey,
+      privateKeyFile: this.#privateKeyFile,
+      dns: this.#dns,
+      hooks: this.#hooks,
+      saveConfig: this.#saveConfig,
       listenPort: this.#listenPort,
       addresses: this.#addresses,
       mtu: this.#mtu,
@@ -313,13 +376,6 @@ class ConfigFileParser {
   }
 
   #finishInterface(): void {
-    if (this.#privateKey === null) {
-      throw this.#error(
-        "ERR_CONFIG_MISSING",
-        this.#interfaceLine,
-        "[Interface] has neither PrivateKey nor PrivateKeyFile",
-      );
-    }
     const hasIpv6Address = this.#addresses.some((entry) => entry.address.length === 16);
     if (hasIpv6Address && this.#mtu < MIN_MTU_IPV6) {
       throw this.#error(
@@ -328,7 +384,9 @@ class ConfigFileParser {
         `MTU ${this.#mtu} is below ${MIN_MTU_IPV6}, the minimum for an interface with an IPv6 address`,
       );
     }
-    this.#ownPublicKey = new PrivateKey(this.#privateKey).publicKey;
+    if (this.#privateKey !== null) {
+      this.#ownPublicKey = new PrivateKey(this.#privateKey).publicKey;
+    }
   }
 
   #finishPeer(): void {
@@ -363,7 +421,47 @@ class ConfigFileParser {
       case "PrivateKeyFile":
         this.#refuseBothPrivateKeySources("PrivateKey", line);
         this.#privateKey = this.#privateKeyFromFile(value, line);
+        this.#privateKeyFile = value;
         return;
+      case "DNS":
+        // As wg-quick: a list split on commas and spaces; what looks like an address is a
+        // nameserver, the rest search domains.
+        for (const entry of value.split(/[\s,]+/).filter((part) => part !== "")) {
+          if (/^[0-9.]+$/.test(entry) || entry.includes(":")) {
+            if (!isIPv4(entry) && !isIPv6(entry)) {
+              throw this.#error(
+                "ERR_CONFIG_VALUE",
+                line,
+                `DNS: ${JSON.stringify(entry)} is neither an IP address nor a search domain`,
+              );
+            }
+            this.#dns.servers.push(entry);
+          } else {
+            this.#dns.search.push(entry);
+          }
+        }
+        return;
+      case "PreUp":
+      case "PostUp":
+      case "PreDown":
+      case "PostDown": {
+        if (value === "") throw this.#error("ERR_CONFIG_VALUE", line, `${key} needs a command`);
+        const phase = (key[0]!.toLowerCase() + key.slice(1)) as keyof HooksConfig;
+        this.#hooks[phase].push(value);
+        return;
+      }
+      case "SaveConfig": {
+        // wg-quick's read_bool: exactly "true" or "false" (its key match ignores case, the value's not).
+        if (value !== "true" && value !== "false") {
+          throw this.#error(
+            "ERR_CONFIG_VALUE",
+            line,
+            `SaveConfig must be true or false, not ${JSON.stringify(value)}`,
+          );
+        }
+        this.#saveConfig = value === "true";
+        return;
+      }
       case "ListenPort": {
         const port = parseDecimal(value);
         if (port === null || port > MAX_PORT) {

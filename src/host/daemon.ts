@@ -124,6 +124,17 @@ export interface DaemonOptions {
   stateDirectory?: string;
   /** Started once the interface is up, before metrics (the fleet watcher); stopped first. */
   attach?: (daemon: Daemon) => Promise<DaemonAttachment>;
+  /**
+   * Add a route for every peer's allowed IPs (default true). False when something else
+   * manages routes: as wireguard-go, under wg-quick, which adds them itself after `wg setconf`
+   * and would otherwise find its default-route table taken.
+   */
+  manageRoutes?: boolean;
+  /**
+   * Called once when the interface is deleted from outside (`ip link delete`, `wg-quick
+   * down`): the daemon has stopped itself by then, control socket included.
+   */
+  onInterfaceGone?: () => void;
 }
 
 /** A part running beside the daemon, with its own probes note and metrics. */
@@ -131,6 +142,17 @@ export interface DaemonAttachment extends MetricsExtension {
   stop(): Promise<void>;
   /** True for peers this part put in: a reload of the file leaves them alone. */
   ownsPeer?(publicKeyBase64: string): boolean;
+}
+
+/**
+ * What a TUN read fails with once its interface has been deleted: the kernel detaches the
+ * queue and answers EBADFD (77), which libuv has no name for.
+ */
+const EBADFD = 77;
+
+function isInterfaceGone(error: unknown): boolean {
+  const { errno, code } = error as { errno?: unknown; code?: unknown };
+  return errno === -EBADFD || errno === EBADFD || code === "EBADFD" || code === "ENODEV";
 }
 
 export class DaemonCounters {
@@ -187,6 +209,8 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     private readonly setup: InterfaceSetup | null,
     private readonly logger: Logger,
     config: InterfaceFileConfig,
+    private readonly manageRoutes: boolean,
+    private readonly onInterfaceGone: (() => void) | undefined,
   ) {
     this.reconfigurer = new Reconfigurer(this, logger, name);
     this.device = new Device({ privateKey: config.privateKey, mtu: config.mtu });
@@ -229,7 +253,16 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     const tun = TunDevice.open({ name: interfaceName, offload: true });
     const setup = new InterfaceSetup(tun.name, logger, config.table, options.stateDirectory);
     const openSocket = (port: number) => UdpBatchSocket.open({ port });
-    const daemon = new Daemon(tun.name, tun, openSocket, setup, logger, config);
+    const daemon = new Daemon(
+      tun.name,
+      tun,
+      openSocket,
+      setup,
+      logger,
+      config,
+      options.manageRoutes ?? true,
+      options.onInterfaceGone,
+    );
     try {
       setup.attach(tun.ifindex);
       // This process owns the interface name now, so rules recorded for it are a dead one's.
@@ -284,7 +317,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     const endpoints = await Promise.all(
       config.peers.map((peer) => (peer.endpoint ? resolveEndpoint(peer.endpoint) : null)),
     );
-    const daemon = new Daemon(tun.name, tun, openSocket, null, logger, config);
+    const daemon = new Daemon(tun.name, tun, openSocket, null, logger, config, false, undefined);
     try {
       daemon.bindSocket(config.listenPort ?? 0);
       await daemon.reconfigurer.apply(
@@ -355,6 +388,22 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     });
   }
 
+  /** The interface was deleted under us: stop as after SIGTERM, then tell the owner. */
+  private interfaceGone(): void {
+    if (this.stopped) return;
+    this.tun.onReadable(null);
+    this.logger.info("interface deleted; stopping", { interface: this.name });
+    this.stop().then(
+      () => this.onInterfaceGone?.(),
+      (error: unknown) => {
+        this.logger.error("stopping after the interface was deleted failed", {
+          error: (error as Error).message,
+        });
+        this.onInterfaceGone?.();
+      },
+    );
+  }
+
   // --- data path -------------------------------------------------------------------------
 
   /**
@@ -363,7 +412,14 @@ export class Daemon implements UapiHost, ReconfigurationHost {
    */
   private readTunnel(): void {
     const batch = this.tunIn;
-    const count = this.tun.readBatch(batch);
+    let count: number;
+    try {
+      count = this.tun.readBatch(batch);
+    } catch (error) {
+      if (!isInterfaceGone(error)) throw error;
+      this.interfaceGone();
+      return;
+    }
     if (count === 0) return;
     this.counters.tunReadBatches++;
     this.observations.tunRead.observe(count);
@@ -620,7 +676,8 @@ export class Daemon implements UapiHost, ReconfigurationHost {
 
   /** The route side of a change: which routes this daemon installed, and how to change them. */
   get routes(): InterfaceSetup | null {
-    return this.setup;
+    // Under wg-quick (edgetun-go) the launcher adds the routes itself.
+    return this.manageRoutes ? this.setup : null;
   }
 
   /** After a change: send what it queued (a keepalive when persistent keepalive came on). */

@@ -14,6 +14,7 @@ import {
 import type { Device } from "../core/device.js";
 import { DROP_REASONS, HANDSHAKE_FAILURE_REASONS } from "../core/drops.js";
 import { shortKey } from "./log.js";
+import { NONCONFORMING_DEFAULT_METRICS, addWireguardExporterMetrics } from "./metrics-wireguard.js";
 import { MetricsListenError } from "./errors.js";
 import { REJECT_AFTER_TIME_MS } from "../core/messages.js";
 import type { Keypair } from "../core/noise.js";
@@ -21,7 +22,8 @@ import { formatEndpoint, type Endpoint } from "../core/endpoint.js";
 import type { Peer } from "../core/peer.js";
 
 /** Where `edgetun up` serves metrics unless told otherwise. */
-export const DEFAULT_METRICS_PORT = 9586;
+/** Not 9586, prometheus_wireguard_exporter's port, so that both can run on one host. */
+export const DEFAULT_METRICS_PORT = 9825;
 /** Packets per batch: powers of two up to the daemon's batch of 128. */
 export const BATCH_SIZE_BUCKETS: readonly number[] = [1, 2, 4, 8, 16, 32, 64, 128];
 /** Seconds from sending an initiation to consuming its response. */
@@ -369,7 +371,10 @@ export function createMetricsRegistry(
   options: RegistryOptions = {},
 ): Registry {
   const registry = new Registry();
-  if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry });
+  if (options.defaultMetrics ?? true) {
+    collectDefaultMetrics({ register: registry });
+    for (const name of NONCONFORMING_DEFAULT_METRICS) registry.removeSingleMetric(name);
+  }
   const device = source.device;
   // Label objects are made once and reused (see above): per interface, reason, peer.
   const interfaceLabels: Labels = { interface: source.name };
@@ -702,6 +707,10 @@ export function createMetricsRegistry(
     else new ScrapedGauge(registry, name, help, labelNames, read);
   };
   for (const extension of source.extensions ?? []) extension.registerMetrics?.(addScraped);
+  addWireguardExporterMetrics(registry, source.name, device, {
+    counter: (...args) => new ScrapedCounter(...args),
+    gauge: (...args) => new ScrapedGauge(...args),
+  });
   return registry;
 }
 
@@ -935,17 +944,17 @@ export function parseMetricsListen(text: string): MetricsListen | null {
   if (trimmed.startsWith("[")) {
     const close = trimmed.indexOf("]");
     if (close === -1 || trimmed[close + 1] !== ":") {
-      throw new RangeError("write an IPv6 address as [ADDRESS]:PORT, e.g. [::1]:9586");
+      throw new RangeError("write an IPv6 address as [ADDRESS]:PORT, e.g. [::1]:9825");
     }
     host = trimmed.slice(1, close);
     portText = trimmed.slice(close + 2);
   } else {
     const colon = trimmed.lastIndexOf(":");
-    if (colon === -1) throw new RangeError("expected HOST:PORT (e.g. 127.0.0.1:9586) or off");
+    if (colon === -1) throw new RangeError("expected HOST:PORT (e.g. 127.0.0.1:9825) or off");
     host = trimmed.slice(0, colon);
     portText = trimmed.slice(colon + 1);
     if (host.includes(":")) {
-      throw new RangeError("an IPv6 address needs brackets, e.g. [::1]:9586");
+      throw new RangeError("an IPv6 address needs brackets, e.g. [::1]:9825");
     }
   }
   if (host === "") throw new RangeError("no host before the port (0.0.0.0 for every address)");

@@ -393,7 +393,11 @@ export function changeFromConfig(
   const change: {
     -readonly [K in keyof ConfigChange]: ConfigChange[K];
   } = { replacePeers: false, peers };
-  if (!device.identity || !Buffer.from(device.identity.privateKey.raw).equals(config.privateKey)) {
+  // A file without PrivateKey leaves the running key (perhaps set by a hook) in place.
+  if (
+    config.privateKey !== null &&
+    (!device.identity || !Buffer.from(device.identity.privateKey.raw).equals(config.privateKey))
+  ) {
     change.privateKey = config.privateKey;
   }
   if (config.listenPort !== null && config.listenPort !== current.listenPort) {

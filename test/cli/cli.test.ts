@@ -218,18 +218,14 @@ describe.skipIf(buildMissing !== null)("edgetun up: configuration errors", () =>
     });
   }
 
-  it("missing PrivateKey", () => {
-    const file = writeConfig("no-private-key", [
+  it("a SaveConfig that is neither true nor false", () => {
+    const file = writeConfig("bad-save-config", [
       "# a comment first",
       "[Interface]",
-      "ListenPort = 51820",
-      "Address = 10.0.0.1/24",
-      "",
-      "[Peer]",
-      `PublicKey = ${peerKey}`,
-      "AllowedIPs = 10.0.0.2/32",
+      `PrivateKey = ${peerKey}`,
+      "SaveConfig = yes",
     ]);
-    expectRefused(file, 2, /\[Interface\] has neither PrivateKey nor PrivateKeyFile/);
+    expectRefused(file, 4, /SaveConfig must be true or false, not "yes"/);
   });
 
   it("a PrivateKeyFile that cannot be read", () => {

@@ -95,7 +95,7 @@ describe("parseConfig: whole files", () => {
     );
     const config = parseConfig(text, "hub.conf", noKeyFiles);
 
-    expect(encodeKey(config.privateKey)).toBe(hubPrivate);
+    expect(encodeKey(config.privateKey!)).toBe(hubPrivate);
     expect(config.listenPort).toBe(51820);
     expect(config.addresses.map((a) => ({ text: a.text, cidr: a.cidr }))).toEqual([
       { text: "10.100.0.1/24", cidr: 24 },
@@ -121,7 +121,7 @@ describe("parseConfig: whole files", () => {
     expect(edge2!.line).toBe(15);
   });
 
-  it("parses an edge behind NAT with wg-quick-only keys, which are warned about", () => {
+  it("parses an edge behind NAT with wg-quick's own keys: DNS, hooks, SaveConfig; Table warned about", () => {
     const text = conf(
       "[Interface]",
       "PrivateKey = $PRIV",
@@ -148,10 +148,15 @@ describe("parseConfig: whole files", () => {
     expect(cidrs(hub.allowedIps)).toEqual(["10.100.0.0/24", "10.244.0.0/16"]);
     expect(hub.persistentKeepalive).toBe(25);
     expect(config.table).toEqual({ kind: "off" });
-    expect(config.warnings).toEqual([
-      "edge0.conf:4: DNS is accepted for wg-quick compatibility but ignored by edgetun",
-      "edge0.conf:6: PostUp is accepted for wg-quick compatibility but ignored by edgetun",
-    ]);
+    expect(config.dns).toEqual({ servers: ["10.96.0.10"], search: ["cluster.local"] });
+    expect(config.hooks).toEqual({
+      preUp: [],
+      postUp: ["iptables -A FORWARD -i %i -j ACCEPT"],
+      preDown: [],
+      postDown: [],
+    });
+    expect(config.saveConfig).toBe(false);
+    expect(config.warnings).toEqual([]);
   });
 
   it("reads Table as wg-quick does: auto by default, off, main or a table number", () => {
@@ -167,6 +172,39 @@ describe("parseConfig: whole files", () => {
     for (const bad of ["0", "-1", "4294967296", "local", "12x"]) {
       expect(() => withTable(bad)).toThrow(/Table must be "off", "auto", "main" or a table number/);
     }
+  });
+
+  it("accepts a file without PrivateKey, as wg-quick does (a hook may set it)", () => {
+    const config = parse(
+      conf(
+        "[Interface]",
+        "Address = 10.0.0.1/24",
+        "PostUp = wg set %i private-key /etc/wireguard/%i.key",
+        "PostUp = iptables -t nat -A POSTROUTING -o eth0 -j MASQUERADE",
+        "PreDown = echo a=b",
+        "PostDown = iptables -t nat -D POSTROUTING -o eth0 -j MASQUERADE",
+        "DNS = 10.0.0.53,fd00::53 corp.example",
+        "DNS = lab.example",
+        "SaveConfig = true",
+        "[Peer]",
+        "PublicKey = $PUB",
+        "AllowedIPs = 10.0.0.2/32",
+      ),
+    );
+    expect(config.privateKey).toBeNull();
+    expect(config.privateKeyFile).toBeNull();
+    // In file order, several lines adding up; "=" inside a command is kept.
+    expect(config.hooks.postUp).toEqual([
+      "wg set %i private-key /etc/wireguard/%i.key",
+      "iptables -t nat -A POSTROUTING -o eth0 -j MASQUERADE",
+    ]);
+    expect(config.hooks.preDown).toEqual(["echo a=b"]);
+    expect(config.dns).toEqual({
+      servers: ["10.0.0.53", "fd00::53"],
+      search: ["corp.example", "lab.example"],
+    });
+    expect(config.saveConfig).toBe(true);
+    expect(config.peers).toHaveLength(1);
   });
 
   it("keeps the interface address's host bits and prefix length", () => {
@@ -238,7 +276,7 @@ describe("parseConfig: the format", () => {
       "ENDPOINT=[FD00::1]:51820#comment",
     ].join("\r\n");
     const config = parse(text);
-    expect(encodeKey(config.privateKey)).toBe(hubPrivate);
+    expect(encodeKey(config.privateKey!)).toBe(hubPrivate);
     expect(config.listenPort).toBe(51820);
     expect(config.mtu).toBe(1400);
     expect(cidrs(config.peers[0]!.allowedIps)).toEqual(["10.0.0.0/8", "fd00::/8"]);
@@ -468,12 +506,18 @@ describe("parseConfig: errors name the file, the line and a stable code", () => 
       3,
     ],
     [
-      "no private key",
-      ["# edge", "[Interface]", "ListenPort = 1", ...validPeer],
-      "ERR_CONFIG_MISSING",
-      2,
+      "a SaveConfig that is not a boolean",
+      [...validInterface, "SaveConfig = True"],
+      "ERR_CONFIG_VALUE",
+      3,
     ],
-    ["no private key, no peers", ["[Interface]"], "ERR_CONFIG_MISSING", 1],
+    [
+      "a DNS entry that looks like a broken address",
+      [...validInterface, "DNS = 10.0.0.300"],
+      "ERR_CONFIG_VALUE",
+      3,
+    ],
+    ["an empty hook", [...validInterface, "PostUp ="], "ERR_CONFIG_VALUE", 3],
     [
       "a peer without PublicKey",
       [...validInterface, ...validPeer, "[Peer]", "AllowedIPs = 10.0.0.0/8"],
@@ -589,7 +633,7 @@ describe("PrivateKeyFile and readConfigFile", () => {
 
   it("resolves a relative PrivateKeyFile against the config file's directory", () => {
     const config = readConfigFile(join(directory, "edge0.conf"));
-    expect(encodeKey(config.privateKey)).toBe(edge1Private);
+    expect(encodeKey(config.privateKey!)).toBe(edge1Private);
     expect(encodeKey(config.peers[0]!.publicKey)).toBe(hubPublic);
   });
 
@@ -606,7 +650,7 @@ describe("PrivateKeyFile and readConfigFile", () => {
       },
     );
     expect(asked).toEqual(["/etc/k/edge0.key"]);
-    expect(encodeKey(config.privateKey)).toBe(edge1Private);
+    expect(encodeKey(config.privateKey!)).toBe(edge1Private);
   });
 
   it("takes an absolute PrivateKeyFile as it is", () => {
@@ -615,7 +659,7 @@ describe("PrivateKeyFile and readConfigFile", () => {
       conf("[Interface]", `PrivateKeyFile = ${keyPath}`),
       "elsewhere/edge0.conf",
     );
-    expect(encodeKey(config.privateKey)).toBe(edge1Private);
+    expect(encodeKey(config.privateKey!)).toBe(edge1Private);
   });
 
   it("reports a key file that cannot be read or holds no key at the PrivateKeyFile line", () => {
@@ -877,7 +921,7 @@ describe("parseConfig on arbitrary text", () => {
   function outcomeOf(text: string, read: (path: string) => string): string {
     try {
       const config = parseConfig(text, "fuzz.conf", { readFile: read });
-      expect(config.privateKey).toHaveLength(32);
+      if (config.privateKey !== null) expect(config.privateKey).toHaveLength(32);
       return "ok";
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error;

@@ -143,7 +143,7 @@ describe.skipIf(skip !== null)("fleet commands with a real etcd", () => {
         expect(config.peers).toHaveLength(1);
         expect(config.peers[0]!.publicKey.toString("base64")).toBe(hubPublicKey);
         expect(config.peers[0]!.presharedKey).toBeNull();
-        expect(publicKeyOf(config.privateKey.toString("base64"))).toBe(
+        expect(publicKeyOf(config.privateKey!.toString("base64"))).toBe(
           a.edge.publicKey.toString("base64"),
         );
       }
