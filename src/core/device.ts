@@ -59,6 +59,7 @@ export const DROP_REASONS = [
   "no_endpoint",
   "queue_full",
   "handshake_queue_full",
+  "handshake_over_share",
   "handshake_abandoned",
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
@@ -131,10 +132,6 @@ export interface DeviceOptions {
 
 /** How long the device stays "under load" after the rate last exceeded the threshold. */
 const UNDER_LOAD_LINGER_MS = 1000;
-/** The I/O layer queues at most this many handshake messages; beyond, they are dropped. */
-export const MAX_QUEUED_HANDSHAKES = 4096;
-/** A queue an eighth full means handshakes arrive faster than they are processed. */
-const UNDER_LOAD_BACKLOG = MAX_QUEUED_HANDSHAKES / 8;
 
 export class Device {
   readonly clock: Clock;
@@ -155,8 +152,11 @@ export class Device {
   private handshakeWindowStart = 0;
   private handshakesInWindow = 0;
   private underLoadUntil = -Infinity;
-  /** Set by the I/O layer from its handshake queue depth; adds to the rate measured here. */
-  handshakeBacklog = 0;
+  /**
+   * Set by the I/O layer while handshake messages arrive faster than it takes them in (its
+   * queue overflowed or more wait than a turn takes): under load, whatever the rate here.
+   */
+  handshakesBacklogged = false;
 
   constructor(options: DeviceOptions = {}) {
     this.clock = options.clock ?? systemClock;
@@ -323,10 +323,7 @@ export class Device {
       this.handshakesInWindow = 0;
     }
     this.handshakesInWindow++;
-    if (
-      this.handshakesInWindow > this.underLoadThreshold ||
-      this.handshakeBacklog >= UNDER_LOAD_BACKLOG
-    ) {
+    if (this.handshakesInWindow > this.underLoadThreshold || this.handshakesBacklogged) {
       this.underLoadUntil = nowMs + UNDER_LOAD_LINGER_MS;
     }
     return nowMs < this.underLoadUntil;

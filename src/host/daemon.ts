@@ -3,22 +3,17 @@
 // protocol logic: every decision is the Device's; this file moves batches and keeps time.
 import type { InterfaceFileConfig, PeerFileConfig } from "./config.js";
 import { resolveEndpoint } from "./config.js";
-import { Device, MAX_QUEUED_HANDSHAKES, type PeerConfig } from "../core/device.js";
+import { Device, type PeerConfig } from "../core/device.js";
 import type { Logger } from "./log.js";
 import { DropReporter, shortKey } from "./log.js";
-import {
-  DATA_HEADER_LENGTH,
-  DATA_MIN_LENGTH,
-  MessageType,
-  TAG_LENGTH,
-  classifyMessage,
-} from "../core/messages.js";
+import { DATA_HEADER_LENGTH, DATA_MIN_LENGTH, MessageType, TAG_LENGTH } from "../core/messages.js";
 import { DataPathObservations, MetricsServer, type MetricsServerOptions } from "./metrics.js";
 import {
   ENDPOINT_SIZE,
   PacketBatch,
   TunDevice,
   UdpBatchSocket,
+  UdpSocketPair,
   openBatch,
   readEndpoint,
   sealBatch,
@@ -29,15 +24,17 @@ import { writeDataHeader } from "../core/send.js";
 import { InterfaceSetup, routesFor, type Route } from "./netif.js";
 import type { Endpoint, Peer } from "../core/peer.js";
 import { UapiServer, type UapiHost } from "./uapi.js";
+import { HandshakeShares } from "./handshake-shares.js";
 
 /** Packets moved per read/receive call; a batch is processed fully before the next. */
 const BATCH = 128;
 const KEY_SIZE = 32;
 /**
- * Handshake messages handled per event-loop turn. Each costs up to ~0.4 ms of Diffie-Hellman,
- * so data batches get a turn in between even during a handshake flood.
+ * Handshake messages read per event-loop turn. One may cost ~0.4 ms of Diffie-Hellman, so
+ * data gets a turn in between even during a handshake flood; under a flood most are turned
+ * away for a few bytes' comparison (HandshakeShares) or a cookie reply.
  */
-const HANDSHAKES_PER_TURN = 32;
+const HANDSHAKES_PER_TURN = 64;
 
 /** Arena slot: the MTU plus the WireGuard header, padding and tag, rounded up. */
 function slotSizeFor(mtu: number): number {
@@ -132,16 +129,21 @@ export class Daemon implements UapiHost {
   private readonly tunOut: PacketBatch;
   /** Endpoint records by endpoint object: peers keep theirs, so this is a per-peer cache. */
   private readonly endpointRecords = new WeakMap<Endpoint, Uint8Array>();
+  /** The data socket: transport data arrives here, and everything is sent from it. */
   private socket: UdpBatchSocket | null = null;
+  /** Handshake messages arrive here when the kernel can steer them (null: at `socket`). */
+  private handshakeSocket: UdpBatchSocket | null = null;
+  private sockets: UdpSocketPair | null = null;
+  private readonly handshakeIn: PacketBatch;
+  /** The handshake socket's kernel drop count when last read. */
+  private handshakeSocketDrops = 0;
+  private readonly handshakeShares = new HandshakeShares();
   private uapi: UapiServer | null = null;
   private metrics: MetricsServer | null = null;
   private readonly dropReporter: DropReporter;
   private ticker: NodeJS.Timeout | null = null;
   private mark = 0;
   private stopped = false;
-  /** Handshake messages wait here, bounded, so that they never hold up data batches. */
-  private readonly handshakeQueue: Array<{ message: Buffer; source: Endpoint }> = [];
-  private handshakesScheduled = false;
 
   private constructor(
     readonly name: string,
@@ -161,6 +163,7 @@ export class Daemon implements UapiHost {
     });
     this.sealing = new CryptoBatch(this.tunIn.arena);
     this.udpIn = new PacketBatch(BATCH, { slotSize });
+    this.handshakeIn = new PacketBatch(HANDSHAKES_PER_TURN, { slotSize });
     this.opening = new CryptoBatch(this.udpIn.arena);
     this.tunWrites = {
       arena: this.udpIn.arena,
@@ -236,11 +239,20 @@ export class Daemon implements UapiHost {
   }
 
   private bindSocket(port: number): void {
-    const socket = UdpBatchSocket.open({ port });
-    if (this.mark !== 0) socket.setFwmark?.(this.mark);
-    socket.onReadable(() => this.receiveNetwork());
-    this.socket?.close();
-    this.socket = socket;
+    const sockets = UdpSocketPair.open({ port });
+    try {
+      if (this.mark !== 0) sockets.setFwmark(this.mark);
+    } catch (error) {
+      sockets.close();
+      throw error;
+    }
+    sockets.data.onReadable(() => this.receiveNetwork());
+    sockets.handshake?.onReadable(() => this.receiveHandshakes());
+    this.sockets?.close();
+    this.sockets = sockets;
+    this.socket = sockets.data;
+    this.handshakeSocket = sockets.handshake;
+    this.handshakeSocketDrops = 0;
   }
 
   /**
@@ -273,7 +285,7 @@ export class Daemon implements UapiHost {
     await this.metrics?.close();
     this.dropReporter.flush();
     await this.uapi?.close();
-    this.socket?.close();
+    this.sockets?.close();
     this.tun.close();
     await this.setup.teardown();
     this.logger.info("interface down", {
@@ -361,6 +373,9 @@ export class Daemon implements UapiHost {
     this.observations.udpReceive.observe(count);
     const opening = this.opening;
     const arena = batch.arena;
+    // Handshakes reach this socket only where the kernel cannot steer them (and for a moment
+    // at start): a full batch then means more may wait, and each source gets its share.
+    this.handshakeShares.beginTurn(count === BATCH || this.device.handshakesBacklogged);
     for (let i = 0; i < count; i++) {
       const offset = batch.offsets[i]!;
       const length = batch.lengths[i]!;
@@ -372,11 +387,7 @@ export class Daemon implements UapiHost {
         arena[offset + 2] === 0 &&
         arena[offset + 3] === 0;
       if (!isData) {
-        const source = readEndpoint(batch.endpoints, i);
-        // Malformed input is dropped (and counted) at once; only well-formed handshake
-        // messages may take a place in the queue.
-        if (classifyMessage(message).ok) this.queueHandshake(message, source);
-        else this.device.handleDatagram(message, source);
+        this.receiveHandshake(message, batch.endpoints, i);
         continue;
       }
       const job = this.device.prepareData(message);
@@ -396,38 +407,44 @@ export class Daemon implements UapiHost {
     this.flush();
   }
 
-  private queueHandshake(message: Buffer, source: Endpoint): void {
-    if (this.handshakeQueue.length >= MAX_QUEUED_HANDSHAKES) {
-      this.device.stats.drops.handshake_queue_full++;
-      return;
+  /**
+   * The handshake socket: data waiting at the data socket is served first, then one bounded
+   * batch of handshake messages. The kernel's buffer is the queue, and its overflow (counted
+   * as handshake_queue_full) or a full batch is the sign of a flood: the device then asks for
+   * cookies and every source gets only its share of the turn.
+   */
+  private receiveHandshakes(): void {
+    const socket = this.handshakeSocket;
+    if (!socket) return;
+    this.receiveNetwork();
+    const batch = this.handshakeIn;
+    const count = socket.recvBatch(batch);
+    if (count === 0) return;
+    const drops = socket.queueStats().drops;
+    const overflowed = drops - this.handshakeSocketDrops;
+    this.handshakeSocketDrops = drops;
+    this.device.stats.drops.handshake_queue_full += overflowed;
+    const backlogged = overflowed > 0 || count === HANDSHAKES_PER_TURN;
+    this.device.handshakesBacklogged = backlogged;
+    this.handshakeShares.beginTurn(backlogged);
+    const arena = batch.arena;
+    for (let i = 0; i < count; i++) {
+      const offset = batch.offsets[i]!;
+      this.receiveHandshake(arena.subarray(offset, offset + batch.lengths[i]!), batch.endpoints, i);
     }
-    // A copy: the receive arena is reused by the next batch.
-    this.handshakeQueue.push({ message: Buffer.from(message), source });
-    if (!this.handshakesScheduled) {
-      this.handshakesScheduled = true;
-      setImmediate(() => this.processHandshakes());
-    }
+    this.flush();
   }
 
-  private processHandshakes(): void {
-    this.handshakesScheduled = false;
-    if (this.stopped) return;
-    const queue = this.handshakeQueue;
-    for (let n = 0; n < HANDSHAKES_PER_TURN && queue.length > 0; n++) {
-      // The backlog tells the device when to ask for cookies instead of doing DH.
-      this.device.handshakeBacklog = queue.length;
-      const { message, source } = queue.shift()!;
-      const completed = this.device.stats.handshakesCompleted;
-      this.device.handleDatagram(message, source);
-      if (this.device.stats.handshakesCompleted !== completed) {
-        this.observations.handshakeCompleted(this.device, message);
-      }
+  /** One non-data message from endpoint record `index`: to the device if within its share. */
+  private receiveHandshake(message: Buffer, endpoints: Uint8Array, index: number): void {
+    if (!this.handshakeShares.admit(endpoints, index)) {
+      this.device.stats.drops.handshake_over_share++;
+      return;
     }
-    this.device.handshakeBacklog = queue.length;
-    this.flush();
-    if (queue.length > 0) {
-      this.handshakesScheduled = true;
-      setImmediate(() => this.processHandshakes());
+    const completed = this.device.stats.handshakesCompleted;
+    this.device.handleDatagram(message, readEndpoint(endpoints, index));
+    if (this.device.stats.handshakesCompleted !== completed) {
+      this.observations.handshakeCompleted(this.device, message);
     }
   }
 

@@ -183,7 +183,12 @@ export class RateLimitedLog {
 }
 
 /** Drop reasons that mean this node ran out of room, rather than bad or stale input. */
-const LOCAL_DROP_REASONS = new Set(["queue_full", "handshake_queue_full", "handshake_abandoned"]);
+const LOCAL_DROP_REASONS = new Set([
+  "queue_full",
+  "handshake_queue_full",
+  "handshake_over_share",
+  "handshake_abandoned",
+]);
 
 /**
  * Logs how many packets were dropped, by reason, since the last report: at most once per

@@ -43,6 +43,7 @@ export const HANDSHAKE_FAILURE_REASONS: readonly DropReason[] = [
   "unexpected_handshake",
   "bad_cookie_reply",
   "handshake_queue_full",
+  "handshake_over_share",
 ];
 
 /**
