@@ -165,8 +165,9 @@ describe.skipIf(skipReason !== null)("a handshake flood", () => {
       drops,
     );
 
-    // The flood ran at load: at least a quarter of the paced rate, even on a busy machine.
-    expect(sent.sent).toBeGreaterThan((FLOOD_RATE * FLOOD_SECONDS) / 4);
+    // The flood was one: above the rate (1,000 a second) that puts the hub under load, even
+    // if a busy machine kept the flooder well below its pace.
+    expect(sent.sent).toBeGreaterThan(1_000 * FLOOD_SECONDS);
     expect(received).toBeGreaterThanOrEqual(19);
     expect(joinMs).toBeLessThan(JOIN_DEADLINE_MS);
     // Under load the hub answered with cookies rather than spending DH on every initiation.
