@@ -32,6 +32,7 @@ import { constants } from "node:os";
 import { join } from "node:path";
 import type { Device } from "../core/device.js";
 import { formatAddress, formatCidr, parseCidr } from "../core/ipaddr.js";
+import { redactKeyShaped } from "../core/keys.js";
 import type { Endpoint } from "../core/peer.js";
 
 /** What the control socket needs from the daemon around the device: the UDP port and mark. */
@@ -430,8 +431,10 @@ function rejectSet(errno: number, reason: string): number {
   return errno;
 }
 
+/** Reasons may quote a request's line, and a line may hold a key: redacted before they go. */
 function publish(diagnostic: UapiDiagnostic): void {
-  if (uapiDiagnostics.hasSubscribers) uapiDiagnostics.publish(diagnostic);
+  if (!uapiDiagnostics.hasSubscribers) return;
+  uapiDiagnostics.publish({ ...diagnostic, reason: redactKeyShaped(diagnostic.reason) });
 }
 
 /** A host error's `code` ("EADDRINUSE", "EACCES", …) as a negative errno; -EIO otherwise. */
