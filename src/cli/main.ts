@@ -9,6 +9,7 @@ import {
   resolveEndpoint,
 } from "../host/config.js";
 import { Daemon } from "../host/daemon.js";
+import { runtimeDirectoryError } from "../host/uapi.js";
 import { runDemo } from "./demo.js";
 import {
   KeyFormatError,
@@ -93,9 +94,10 @@ async function up(
     throw new UsageError(`interface name "${name}" is longer than 15 characters`);
   const addonError = nativeLoadError();
   if (addonError) throw addonError;
-  if (process.getuid?.() !== 0) {
-    logger.warn("not running as root: creating the interface needs CAP_NET_ADMIN");
+  if (!hasNetAdmin()) {
+    logger.warn("without CAP_NET_ADMIN (or root) the interface cannot be created");
   }
+  removeStalePidFile(name);
   const metrics = options.metricsListen
     ? { ...options.metricsListen, readyPeers: options.readyPeer ?? [] }
     : null;
@@ -105,9 +107,17 @@ async function up(
     logger,
     metrics,
     metricsOptional: options.metricsListenIsDefault ?? false,
+    // The pid file is the last thing that can fail (a non-root user without its runtime
+    // directory): written before "interface up", never after.
+    beforeUp: (interfaceName) => {
+      try {
+        mkdirSync(PID_DIRECTORY, { recursive: true, mode: 0o755 });
+      } catch (error) {
+        runtimeDirectoryError(PID_DIRECTORY)(error);
+      }
+      writeFileSync(pidFile(interfaceName), `${process.pid}\n`);
+    },
   });
-  mkdirSync(PID_DIRECTORY, { recursive: true, mode: 0o755 });
-  writeFileSync(pidFile(daemon.name), `${process.pid}\n`);
 
   let stopping = false;
   const stop = (signal: string) => {
@@ -140,6 +150,34 @@ async function up(
       });
     }
   });
+}
+
+/** Whether this process holds CAP_NET_ADMIN (bit 12 of the effective set), as root does. */
+function hasNetAdmin(): boolean {
+  try {
+    const status = readFileSync("/proc/self/status", "utf8");
+    const effective = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1];
+    return effective !== undefined && (BigInt(`0x${effective}`) & (1n << 12n)) !== 0n;
+  } catch {
+    return process.getuid?.() === 0;
+  }
+}
+
+/**
+ * A pid file left by an earlier instance killed without cleaning up (SIGKILL, a crash) is
+ * removed; one naming a live edgetun means another daemon serves this interface.
+ */
+function removeStalePidFile(name: string): void {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(pidFile(name), "utf8").trim());
+  } catch {
+    return;
+  }
+  if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isEdgetunProcess(pid)) {
+    throw new UsageError(`another edgetun daemon (pid ${pid}) already serves ${name}`);
+  }
+  rmSync(pidFile(name), { force: true });
 }
 
 function isEdgetunProcess(pid: number): boolean {

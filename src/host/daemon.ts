@@ -95,6 +95,11 @@ export interface DaemonOptions {
   metrics?: MetricsServerOptions | null;
   /** The metrics address is the default, not the operator's: if it is taken, run without. */
   metricsOptional?: boolean;
+  /**
+   * The caller's last steps (a pid file), run after everything else and before "interface
+   * up" is logged; if it throws, the interface is taken down again like any other failure.
+   */
+  beforeUp?: (interfaceName: string) => void | Promise<void>;
 }
 
 export class DaemonCounters {
@@ -207,6 +212,7 @@ export class Daemon implements UapiHost {
       if (options.metrics) daemon.metrics = await daemon.listenMetrics(options);
       tun.onReadable(() => daemon.readTunnel());
       daemon.ticker = setInterval(() => daemon.tick(), daemon.device.wheel.granularityMs);
+      await options.beforeUp?.(tun.name);
       logger.info("interface up", {
         interface: tun.name,
         listenPort: daemon.listenPort(),

@@ -29,7 +29,7 @@ import { channel } from "node:diagnostics_channel";
 import { chmod, lstat, mkdir, unlink } from "node:fs/promises";
 import { createConnection, createServer, isIPv4, isIPv6, type Server, type Socket } from "node:net";
 import { constants } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import type { Device } from "../core/device.js";
 import { formatAddress, formatCidr, parseCidr } from "../core/ipaddr.js";
 import { redactKeyShaped } from "../core/keys.js";
@@ -85,7 +85,7 @@ export class UapiSocketError extends Error {
   override readonly name = "UapiSocketError";
   constructor(
     message: string,
-    readonly code: "EADDRINUSE" | "EEXIST" | "ERR_UAPI_INTERFACE_NAME",
+    readonly code: "EADDRINUSE" | "EEXIST" | "ERR_UAPI_INTERFACE_NAME" | "ERR_RUNTIME_DIRECTORY",
   ) {
     super(message);
   }
@@ -720,10 +720,14 @@ export class UapiServer {
     const path = join(directory, `${interfaceName}.sock`);
 
     // Only a directory created here is made private; an existing one is the operator's.
-    if ((await mkdir(directory, { recursive: true, mode: 0o700 })) !== undefined) {
+    if (
+      (await mkdir(directory, { recursive: true, mode: 0o700 }).catch(
+        runtimeDirectoryError(directory),
+      )) !== undefined
+    ) {
       await chmod(directory, 0o700);
     }
-    await removeStaleSocket(path, interfaceName);
+    await removeStaleSocket(path, interfaceName).catch(runtimeDirectoryError(directory));
 
     const server = createServer({ allowHalfOpen: true });
     const uapi = new UapiServer(path, server, budget);
@@ -750,7 +754,7 @@ export class UapiServer {
     }).catch((error: unknown) => {
       // Another daemon won the race between the check above and our bind.
       if ((error as { code?: unknown }).code === "EADDRINUSE") throw anotherDaemon(interfaceName);
-      throw error;
+      runtimeDirectoryError(directory)(error);
     });
     try {
       await chmod(path, 0o600);
@@ -771,6 +775,22 @@ export class UapiServer {
       if ((error as { code?: unknown }).code !== "ENOENT") throw error;
     });
   }
+}
+
+/**
+ * A non-root daemon (CAP_NET_ADMIN only) cannot create directories under /run: systemd makes
+ * them with RuntimeDirectory=, owned by the service's user. Says so instead of a bare EACCES.
+ */
+export function runtimeDirectoryError(directory: string): (error: unknown) => never {
+  return (error: unknown) => {
+    const code = (error as { code?: unknown }).code;
+    if (code !== "EACCES" && code !== "EPERM") throw error;
+    throw new UapiSocketError(
+      `cannot use ${directory} (${code}): without root, have it made and owned by this ` +
+        `user first (systemd: RuntimeDirectory=${basename(directory)})`,
+      "ERR_RUNTIME_DIRECTORY",
+    );
+  };
 }
 
 function anotherDaemon(interfaceName: string): UapiSocketError {
