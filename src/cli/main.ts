@@ -112,10 +112,10 @@ async function up(
     beforeUp: (interfaceName) => {
       try {
         mkdirSync(PID_DIRECTORY, { recursive: true, mode: 0o755 });
+        writeFileSync(pidFile(interfaceName), `${process.pid}\n`);
       } catch (error) {
         runtimeDirectoryError(PID_DIRECTORY)(error);
       }
-      writeFileSync(pidFile(interfaceName), `${process.pid}\n`);
     },
   });
 
