@@ -426,6 +426,8 @@ export class Daemon implements UapiHost {
     const batch = this.handshakeIn;
     const count = socket.recvBatch(batch);
     if (count === 0) return;
+    this.counters.udpReceiveBatches++;
+    this.observations.udpReceive.observe(count);
     const drops = socket.queueStats().drops;
     const overflowed = drops - this.handshakeSocketDrops;
     this.handshakeSocketDrops = drops;
