@@ -5,7 +5,7 @@
 import { cpus } from "node:os";
 import { PrivateKey } from "../src/core/crypto.js";
 import { Device, type Clock } from "../src/core/device.js";
-import type { Endpoint } from "../src/core/peer.js";
+import type { Endpoint } from "../src/core/endpoint.js";
 
 const peersArg = process.argv.indexOf("--peers");
 const PEERS = peersArg > 0 ? Number(process.argv[peersArg + 1]) : 3000;

@@ -8,7 +8,7 @@
 //   npm run build && sudo npm run bench:testbed [-- --quick] [-- --tunnels edgetun,underlay]
 //
 // Options: --quick (a subset in under 3 minutes), --tunnels LIST (edgetun, wireguard-go,
-// underlay, boringtun, kernel, openvpn; the last three only if present), --levels LIST (none,
+// underlay, boringtun, kernel, openvpn, tinc, softether; the last five only if present), --levels LIST (none,
 // loss:N, delay:MS, rate:MBIT), --out DIR, --time-limit MINUTES. Exit codes: 0 all measured,
 // 1 some step failed, 2 cannot run here (bad option, not root, tool missing), 3 another run is
 // active, 124 time limit, 130/143 interrupted. The testbed is always removed, whatever the end.
@@ -31,6 +31,12 @@ import {
   type Meta,
 } from "./report.js";
 import { runCase, type Settings } from "./scenarios.js";
+import {
+  SOFTETHER_GLOBAL_PATHS,
+  globalPathsSnapshot,
+  softEtherConflict,
+  softEtherUnavailable,
+} from "./softether.js";
 import { preflightProblems } from "./tools.js";
 import { Topology, removeLeftovers } from "./topology.js";
 import {
@@ -53,7 +59,7 @@ const FULL_LEVELS = [
   "rate:100",
 ];
 const QUICK_LEVELS = ["none", "loss:5"];
-const OPTIONAL_TUNNELS: TunnelName[] = ["boringtun", "kernel", "openvpn"];
+const OPTIONAL_TUNNELS: TunnelName[] = ["boringtun", "kernel", "openvpn", "tinc", "softether"];
 
 const FULL: Settings = {
   iperfSeconds: 10,
@@ -81,7 +87,7 @@ const USAGE = `usage: npm run bench:testbed -- [--quick] [--tunnels LIST] [--lev
   --levels LIST    comma list of none, loss:PERCENT, delay:MS, rate:MBIT (default: all of
                    ${FULL_LEVELS.join(",")}; with --quick ${QUICK_LEVELS.join(",")})
   --out DIR        where results go (default bench/results)
-  --time-limit MIN stop (and clean up) after this many minutes (default 6 quick, 240 full)`;
+  --time-limit MIN stop (and clean up) after this many minutes (default 3 per tunnel, at least 6, quick; 240 full)`;
 
 class UsageError extends Error {}
 
@@ -140,7 +146,9 @@ function parseOptions(argv: string[]): Options {
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
-  const limit = Number(values["time-limit"] ?? (quick ? 6 : 240));
+  // A quick case takes about half a minute on a busy two-core machine, a full one three.
+  const defaultLimit = quick ? Math.max(6, 3 * tunnels.length) : 240;
+  const limit = Number(values["time-limit"] ?? defaultLimit);
   if (!Number.isFinite(limit) || limit <= 0) throw new UsageError("--time-limit wants minutes > 0");
   const out = values.out ?? fileURLToPath(new URL("../../../bench/results/", import.meta.url));
   return {
@@ -178,6 +186,17 @@ async function main(): Promise<number> {
   if (problems.length) {
     for (const problem of problems) complain(problem);
     return 2;
+  }
+
+  // SoftEther's fixed paths are one machine-wide set: never next to another SoftEther.
+  let softEtherPaths: string | null = null;
+  if (options.tunnels.includes("softether") && !softEtherUnavailable()) {
+    const conflict = softEtherConflict();
+    if (conflict) {
+      complain(`cannot run softether: ${conflict}`);
+      return 2;
+    }
+    softEtherPaths = globalPathsSnapshot();
   }
 
   const leftovers = removeLeftovers();
@@ -327,6 +346,12 @@ async function main(): Promise<number> {
   } finally {
     clearTimeout(watchdog);
     cleanup();
+  }
+  if (softEtherPaths !== null && globalPathsSnapshot() !== softEtherPaths) {
+    errors++;
+    complain(
+      `SoftEther's global paths (${SOFTETHER_GLOBAL_PATHS.join(", ")}) changed during the run`,
+    );
   }
   const durationS = writeReport();
   const minutes = Math.floor(durationS / 60);

@@ -92,7 +92,19 @@ export async function firstPacket(
   launch: () => Promise<void>,
   timeoutS: number,
 ): Promise<number> {
-  const args = ["-n", "-D", "-i", "0.01", "-w", `${Math.ceil(timeoutS)}`, target];
+  // A count, not a deadline (-w): with a deadline ping quits at the first ICMP error, and a
+  // tunnel may answer "net unreachable" while it still connects (tinc does, before it has
+  // learnt the hub's subnets). The wait below bounds it instead.
+  const intervalS = 0.01;
+  const args = [
+    "-n",
+    "-D",
+    "-i",
+    `${intervalS}`,
+    "-c",
+    `${Math.ceil(timeoutS / intervalS)}`,
+    target,
+  ];
   const probe = nsSpawn(ns, `first-packet ping ${target}`, "ping", args);
   try {
     const reply = probe.waitForLine(/time=/, (timeoutS + 5) * 1000);

@@ -22,7 +22,9 @@ export abstract class NodeTunnels implements Tunnel {
     protected readonly kind: string,
   ) {}
 
-  supports(): string | null {
+  /** Why this tunnel cannot take part at `level`, or null; every level by default. */
+  supports(level: Level): string | null {
+    void level;
     return null;
   }
 

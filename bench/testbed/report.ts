@@ -15,6 +15,7 @@ export type Scenario =
   | "http"
   | "tunnel-transfer"
   | "relay"
+  | "transport"
   | "skipped"
   | "error";
 
@@ -231,10 +232,108 @@ export function httpTable(results: Result[]): string {
   return markdownTable(headers, rows);
 }
 
+/** Which VPN of the seed study each tunnel of the testbed stands for. */
+const STUDY_VPN: Record<string, string> = {
+  edgetun: "WireGuard (edgetun)",
+  "wireguard-go": "WireGuard (wireguard-go)",
+  boringtun: "WireGuard (boringtun)",
+  kernel: "WireGuard (kernel)",
+  openvpn: "OpenVPN",
+  tinc: "tinc",
+  softether: "SoftEther",
+  underlay: "none (plain underlay)",
+};
+
+/** VPNs of the seed study the testbed cannot run, and why. */
+export const NOT_MEASURED: Record<string, string> = {
+  ZeroTier: "not packaged in Debian (no zerotier-one): not measured",
+};
+
+/** The level of a kind with the largest value that has figures, e.g. the worst loss measured. */
+function worstLevel(results: Result[], tunnel: string, kind: Level["kind"]): Result | undefined {
+  return results
+    .filter(
+      (r) =>
+        r.tunnel === tunnel && r.kind === kind && r.scenario === "tcp1" && r.path === "edge-hub",
+    )
+    .sort((a, b) => b.value - a.value)[0];
+}
+
+/**
+ * One row per VPN of the seed study: the figures an operator weighs, without impairment, at the
+ * worst loss and the longest delay the run measured. HTTP at the busiest step up to 100
+ * connections; cost over the no-impairment iperf3 runs.
+ */
+export function studyTable(results: Result[]): string {
+  const steps = concurrencies(results).filter((c) => c <= 100);
+  const step = steps[steps.length - 1];
+  const tunnels = [...new Set(results.map((r) => r.tunnel))];
+  const lossLevel = results.find((r) => r.kind === "loss" && r.scenario !== "skipped")?.level;
+  const headers = [
+    "VPN of the study",
+    "TCP×1 e→h",
+    "TCP×1 p→p",
+    `HTTP ${step ?? "–"} conn. req/s · p99 ms`,
+    "TCP×1 e→h, worst loss",
+    `HTTP ${step ?? "–"} conn., worst loss`,
+    "TCP×1 e→h, longest delay",
+    "RSS MiB",
+    "Gbit/CPU-s",
+  ];
+  const rows: string[][] = [];
+  for (const tunnel of tunnels) {
+    const none = "none";
+    const http = (level: string | undefined) => {
+      const r = level ? find(results, tunnel, level, "http", undefined, step) : undefined;
+      return r ? `${fmt(value(r, "requestsPerSecond"))} · ${fmt(value(r, "p99Ms"), 1)}` : "–";
+    };
+    const at = (r: Result | undefined) =>
+      r ? `${fmt(value(r, "receivedMbps"))} (${r.level})` : "–";
+    const loss = worstLevel(results, tunnel, "loss");
+    const delay = worstLevel(results, tunnel, "delay");
+    const delaySkip = results.find(
+      (r) => r.tunnel === tunnel && r.kind === "delay" && r.scenario === "skipped",
+    );
+    let cpu = 0;
+    let gbit = 0;
+    let rss = Number.NaN;
+    for (const [scenario, path] of THROUGHPUT) {
+      const r = find(results, tunnel, none, scenario, path);
+      if (!r?.cost) continue;
+      cpu += r.cost.cpuSeconds;
+      gbit += (value(r, "receivedBytes") * 8) / 1e9;
+      rss = Number.isFinite(rss) ? Math.max(rss, r.cost.peakRssMiB) : r.cost.peakRssMiB;
+    }
+    rows.push([
+      STUDY_VPN[tunnel] ?? tunnel,
+      fmt(value(find(results, tunnel, none, "tcp1", "edge-hub"), "receivedMbps")),
+      fmt(value(find(results, tunnel, none, "tcp1", "pod-pod"), "receivedMbps")),
+      http(none),
+      at(loss),
+      http(loss?.level ?? lossLevel),
+      delay ? at(delay) : delaySkip ? "skipped" : "–",
+      fmt(rss, 0),
+      cpu > 0 ? fmt(gbit / cpu, 2) : "–",
+    ]);
+  }
+  for (const [vpn, why] of Object.entries(NOT_MEASURED)) {
+    rows.push([vpn, why, ...headers.slice(2).map(() => "")]);
+  }
+  return markdownTable(headers, rows);
+}
+
 export function errorsList(results: Result[]): string[] {
   return results
     .filter((r) => r.scenario === "error")
     .map((r) => `${r.tunnel}, ${r.level}: ${r.message ?? "error"}`);
+}
+
+/** A record's detail as "key value, key value" for a list item. */
+export function describeDetail(detail: unknown): string {
+  if (detail === null || typeof detail !== "object") return String(detail);
+  return Object.entries(detail as Record<string, unknown>)
+    .map(([key, value]) => `${key} ${String(value)}`)
+    .join(", ");
 }
 
 export function markdownReport(meta: Meta, results: Result[], durationS: number): string {
@@ -243,10 +342,21 @@ export function markdownReport(meta: Meta, results: Result[], durationS: number)
   const skipped = results
     .filter((r) => r.scenario === "skipped")
     .map((r) => `${r.tunnel}, ${r.level}: ${r.message ?? ""}`);
+  const transports = results
+    .filter((r) => r.scenario === "transport")
+    .map((r) => `${r.tunnel}, ${r.level}: ${describeDetail(r.detail)}`);
   return [
     `# Edge testbed, ${meta.startedAt.slice(0, 10)}${meta.quick ? " (quick)" : ""}`,
     "",
     `Run ${meta.runId} started ${meta.startedAt}, took ${fmt(durationS)} s. Machine: ${m.cpus} cores (${m.cpuModel}), ${m.memoryGiB} GiB, Linux ${m.kernel}, Node ${m.node}.`,
+    "",
+    "## The seed study's VPNs",
+    "",
+    "Mbit/s received, requests/s and p99 response time; without impairment unless the column",
+    "says otherwise (worst loss / longest delay: the largest level of that kind measured). Delay",
+    "skipped: the tunnel needs TCP to the hub, which the UDP delay relay does not carry.",
+    "",
+    studyTable(results),
     "",
     "## Throughput, latency and cost",
     "",
@@ -265,6 +375,14 @@ export function markdownReport(meta: Meta, results: Result[], durationS: number)
     httpTable(results),
     "",
     ...(skipped.length ? ["Skipped:", "", ...skipped.map((e) => `- ${e}`), ""] : []),
+    ...(transports.length
+      ? [
+          "Transport the tunnel chose at run time (edge 1, read at the end of each case):",
+          "",
+          ...transports.map((e) => `- ${e}`),
+          "",
+        ]
+      : []),
     ...(errors.length ? ["## Errors", "", ...errors.map((e) => `- ${e}`), ""] : []),
   ].join("\n");
 }
@@ -278,6 +396,8 @@ const COLORS: Record<string, string> = {
   boringtun: "#2ca02c",
   kernel: "#d62728",
   openvpn: "#9467bd",
+  tinc: "#8c564b",
+  softether: "#e377c2",
 };
 
 interface Metric {

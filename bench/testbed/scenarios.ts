@@ -238,6 +238,12 @@ export async function runCase(
         );
       }
     }
+    // Where the tunnel picks its transport at run time, what it picked, read before take-down.
+    const transport = await tunnel.transport?.();
+    if (transport) {
+      add("transport", { values: {}, detail: transport });
+      log(`    transport: ${JSON.stringify(transport)}`);
+    }
   } catch (error) {
     fail("scenarios", error);
   } finally {

@@ -12,6 +12,8 @@ import { generatePrivateKey, publicKeyOf } from "../../src/core/keys.js";
 import { hubEndpointFor, type Level } from "./impair.js";
 import { NodeTunnels, START_TIMEOUT_MS } from "./node-tunnels.js";
 import { OpenVpnTunnels, openVpnUnavailable } from "./openvpn.js";
+import { SoftEtherTunnels, softEtherUnavailable } from "./softether.js";
+import { TincTunnels, tincUnavailable } from "./tinc.js";
 import { StepError, nsRun, nsSpawn, runSync, sleep, type Proc } from "./proc.js";
 import { commandExistsIn } from "./tools.js";
 import { HUB_PORT, TUNNEL_MTU, type Node, type Topology } from "./topology.js";
@@ -23,6 +25,8 @@ export const TUNNEL_NAMES = [
   "boringtun",
   "kernel",
   "openvpn",
+  "tinc",
+  "softether",
 ] as const;
 export type TunnelName = (typeof TUNNEL_NAMES)[number];
 
@@ -50,6 +54,8 @@ export interface Tunnel {
   deadDaemon(): string | null;
   /** What the edge's and the hub's tunnels say about each other, for an error message. */
   diagnose(edge: Node): string;
+  /** How the tunnel carried the case's data, where it can choose (SoftEther: TCP or UDP). */
+  transport?(): Promise<object | null>;
 }
 
 /** Keys of every node, made once per run; `wg` reads private keys from files only. */
@@ -357,6 +363,10 @@ export function tunnelUnavailable(name: TunnelName, topo: Topology): string | nu
       return kernelWireguardWorks(topo) ? null : "no kernel WireGuard module on this machine";
     case "openvpn":
       return openVpnUnavailable();
+    case "tinc":
+      return tincUnavailable();
+    case "softether":
+      return softEtherUnavailable();
     case "underlay":
       return null;
   }
@@ -382,6 +392,10 @@ export function makeTunnel(name: TunnelName, topo: Topology, keys: Keys): Tunnel
       return new WgTunnels(topo, keys, name, null);
     case "openvpn":
       return new OpenVpnTunnels(topo, keys);
+    case "tinc":
+      return new TincTunnels(topo, keys);
+    case "softether":
+      return new SoftEtherTunnels(topo, keys);
     case "underlay":
       return new UnderlayRoutes(topo);
   }

@@ -20,7 +20,9 @@ import {
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { EdgetunError } from "../core/errors.js";
 import { generatePrivateKey, publicKeyOf } from "../core/keys.js";
+import { EXIT_CANNOT_RUN, EXIT_FAILED, EXIT_OK } from "./exit-status.js";
 import { nativeLoadError } from "../host/native/index.js";
 import { DEFAULT_SOCKET_DIRECTORY, formatState, readInterfaceState } from "./show.js";
 
@@ -32,10 +34,6 @@ export interface DemoOptions {
   /** Leave namespaces, daemons and files for inspection; default false. Ctrl-C still cleans. */
   keep?: boolean;
 }
-
-const EXIT_OK = 0;
-const EXIT_FAILED = 1;
-const EXIT_CANNOT_RUN = 2;
 
 const PID_DIRECTORY = "/run/edgetun";
 const NETNS_DIRECTORY = "/var/run/netns";
@@ -55,12 +53,12 @@ const OVERALL_MS = 60_000;
 const STEPS = 8;
 
 /** A failure the user should read: printed without a stack. */
-class DemoFailure extends Error {
+class DemoFailure extends EdgetunError {
   constructor(
     message: string,
     readonly exitCode = EXIT_FAILED,
   ) {
-    super(message);
+    super(exitCode === EXIT_CANNOT_RUN ? "ERR_DEMO_CANNOT_RUN" : "ERR_DEMO_FAILED", message);
   }
 }
 

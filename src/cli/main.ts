@@ -2,22 +2,14 @@
 // The `edgetun` command.
 import { mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
 import { Command, InvalidArgumentError, Option } from "commander";
-import {
-  ConfigError,
-  interfaceNameFromPath,
-  readConfigFile,
-  resolveEndpoint,
-} from "../host/config.js";
+import { interfaceNameFromPath, readConfigFile, resolveEndpoint } from "../host/config.js";
 import { Daemon } from "../host/daemon.js";
 import { runtimeDirectoryError } from "../host/uapi.js";
 import { runDemo } from "./demo.js";
-import {
-  KeyFormatError,
-  decodeKey,
-  generatePresharedKey,
-  generatePrivateKey,
-  publicKeyOf,
-} from "../core/keys.js";
+import { EdgetunError } from "../core/errors.js";
+import { EXIT_STATUS_HELP, reportOf } from "./exit-status.js";
+import { UapiClientError } from "../host/errors.js";
+import { decodeKey, generatePresharedKey, generatePrivateKey, publicKeyOf } from "../core/keys.js";
 import { Secrets, createLogger, isLogLevel, type LogLevel } from "../host/log.js";
 import { DEFAULT_METRICS_PORT, parseMetricsListen, type MetricsListen } from "../host/metrics.js";
 import { nativeLoadError } from "../host/native/index.js";
@@ -33,13 +25,17 @@ import { syncRequest } from "./syncconf.js";
 const PID_DIRECTORY = "/run/edgetun";
 const VERSION = "0.1.0";
 
-/** An error for the user: printed without a stack, exit code 1. */
-class UsageError extends Error {}
+/** A mistake in how the command was used, found after commander's own checks. */
+class UsageError extends EdgetunError {
+  constructor(message: string) {
+    super("ERR_USAGE", message);
+  }
+}
 
 function fail(error: unknown): never {
-  const message = error instanceof Error ? error.message : String(error);
-  process.stderr.write(`edgetun: ${message}\n`);
-  process.exit(1);
+  const { status, text } = reportOf(error);
+  process.stderr.write(`edgetun: ${text}\n`);
+  process.exit(status);
 }
 
 function pidFile(name: string): string {
@@ -222,8 +218,8 @@ async function show(name: string | undefined, options: { json?: boolean }): Prom
       if (name) throw error;
       // Listing all: a socket nobody listens on is a crashed daemon's, not an interface; `wg
       // show` passes over it too. Any other failure is reported and the rest still shown.
-      if ((error as { code?: unknown }).code === "ERR_NO_INTERFACE") continue;
-      process.stderr.write(`edgetun: ${(error as Error).message}\n`);
+      if (error instanceof UapiClientError && error.code === "ERR_NO_INTERFACE") continue;
+      process.stderr.write(`edgetun: ${reportOf(error).text}\n`);
       failures++;
     }
   }
@@ -252,6 +248,7 @@ const program = new Command()
       "Speaks the WireGuard protocol; manage a running interface with edgetun or wg.",
   )
   .version(VERSION)
+  .addHelpText("after", EXIT_STATUS_HELP)
   .showHelpAfterError();
 
 program
@@ -339,14 +336,4 @@ program
     process.stdout.write(`${generatePresharedKey()}\n`);
   });
 
-program.parseAsync().catch((error: unknown) => {
-  if (
-    error instanceof UsageError ||
-    error instanceof ConfigError ||
-    error instanceof KeyFormatError ||
-    (error instanceof Error && "code" in error)
-  ) {
-    fail(error);
-  }
-  throw error;
-});
+program.parseAsync().catch(fail);

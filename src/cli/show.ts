@@ -4,6 +4,7 @@ import { createConnection } from "node:net";
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { publicKeyOf } from "../core/keys.js";
+import { UapiClientError } from "../host/errors.js";
 
 export const DEFAULT_SOCKET_DIRECTORY = "/var/run/wireguard";
 
@@ -24,20 +25,6 @@ export interface InterfaceState {
   listenPort: number;
   fwmark: number;
   peers: PeerState[];
-}
-
-/**
- * A request over a control socket that failed: no such interface, a timeout, a refused set.
- * It carries a `code`, so the command line prints it as a message rather than a crash.
- */
-export class UapiClientError extends Error {
-  override readonly name = "UapiClientError";
-  constructor(
-    message: string,
-    readonly code: "ERR_NO_INTERFACE" | "ERR_UAPI_TIMEOUT" | "ERR_UAPI_REQUEST",
-  ) {
-    super(message);
-  }
 }
 
 /** Sends one request to an interface's control socket and returns the reply's lines. */
@@ -65,7 +52,11 @@ export function uapiRequest(
             "ERR_NO_INTERFACE",
           ),
         );
-      } else reject(error);
+      } else {
+        reject(
+          new UapiClientError(`${name}: control socket: ${error.message}`, "ERR_UAPI_REQUEST"),
+        );
+      }
     });
     socket.on("close", () => {
       const lines = reply.split("\n").filter((line) => line !== "");

@@ -2,6 +2,7 @@
 // those of a file, the way `wg syncconf` does. Peers that stay are updated in place (their
 // sessions and counters survive); peers missing from the file are removed.
 import type { InterfaceFileConfig } from "../host/config.js";
+import { formatEndpoint, type Endpoint } from "../core/endpoint.js";
 import { formatCidr } from "../core/ipaddr.js";
 import type { InterfaceState } from "./show.js";
 
@@ -11,7 +12,7 @@ const hex = (key: Uint8Array) => Buffer.from(key).toString("hex");
 export function syncRequest(
   config: InterfaceFileConfig,
   current: InterfaceState,
-  endpoints: ReadonlyArray<{ address: string; port: number } | null>,
+  endpoints: ReadonlyArray<Endpoint | null>,
 ): string {
   const lines = ["set=1", `private_key=${hex(config.privateKey)}`];
   if (config.listenPort !== null) lines.push(`listen_port=${config.listenPort}`);
@@ -27,8 +28,7 @@ export function syncRequest(
     lines.push(`preshared_key=${hex(peer.presharedKey ?? new Uint8Array(32))}`);
     const endpoint = endpoints[i];
     if (endpoint) {
-      const host = endpoint.address.includes(":") ? `[${endpoint.address}]` : endpoint.address;
-      lines.push(`endpoint=${host}:${endpoint.port}`);
+      lines.push(`endpoint=${formatEndpoint(endpoint)}`);
     }
     lines.push(`persistent_keepalive_interval=${peer.persistentKeepalive}`);
     lines.push("replace_allowed_ips=true");

@@ -3,11 +3,13 @@
 // into actions the I/O layer carries out. No sockets, no timers of its own, no wall clock.
 import { AllowedIps } from "./allowedips.js";
 import { CookieChecker } from "./cookie.js";
+import { DROP_REASONS, newDropCounters } from "./drops.js";
 import { PrivateKey, nodeTransportCipher, systemRandom } from "./crypto.js";
 import type { RandomSource, TransportCipher } from "./crypto.js";
 import { IndexTable } from "./indextable.js";
 import { type Keypair, StaticIdentity } from "./noise.js";
-import { Peer, type Endpoint } from "./peer.js";
+import type { Endpoint } from "./endpoint.js";
+import { Peer } from "./peer.js";
 import { HandshakeRateLimiter } from "./ratelimiter.js";
 import { OpenJob, completeData, prepareData, receiveDatagram } from "./receive.js";
 import {
@@ -34,41 +36,9 @@ export const systemClock: Clock = {
   wallClockMs: () => Date.now(),
 };
 
-/** Why a packet was dropped. Each has a counter; nothing from the network throws. */
-export const DROP_REASONS = [
-  "bad_length",
-  "unknown_type",
-  "bad_mac1",
-  "cookie_required",
-  "rate_limited",
-  "no_identity",
-  "handshake_decryption_failed",
-  "unknown_peer",
-  "handshake_replay",
-  "handshake_flood",
-  "unexpected_handshake",
-  "unknown_index",
-  "bad_cookie_reply",
-  "key_expired",
-  "counter_too_large",
-  "decryption_failed",
-  "replayed",
-  "bad_inner_packet",
-  "source_not_allowed",
-  "no_route",
-  "no_endpoint",
-  "queue_full",
-  "handshake_queue_full",
-  "handshake_over_share",
-  "handshake_abandoned",
-] as const;
-export type DropReason = (typeof DROP_REASONS)[number];
-
 export class DeviceStats {
-  readonly drops = Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as Record<
-    DropReason,
-    number
-  >;
+  /** One counter per reason of src/core/drops.ts. */
+  readonly drops = newDropCounters();
   handshakeInitiationsSent = 0;
   handshakeInitiationsReceived = 0;
   handshakeResponsesSent = 0;
@@ -157,6 +127,12 @@ export class Device {
    * queue overflowed or more wait than a turn takes): under load, whatever the rate here.
    */
   handshakesBacklogged = false;
+  /**
+   * Called when a handshake with `peer` completes (a response consumed, or the first data on
+   * a session we answered): its new keypair is `peer.keypairs.current`. For observers such as
+   * the metrics, which then need not parse packets themselves.
+   */
+  onHandshakeCompleted: ((peer: Peer) => void) | null = null;
 
   constructor(options: DeviceOptions = {}) {
     this.clock = options.clock ?? systemClock;

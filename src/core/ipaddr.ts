@@ -6,13 +6,16 @@
  * what the trie, the packet headers and the control socket all work with.
  */
 
+import { EdgetunError } from "./errors.js";
+
 export const IPV4_ADDRESS_BYTES = 4;
 export const IPV6_ADDRESS_BYTES = 16;
 
 /** Thrown by {@link parseCidr}; `code` is stable so the config layer can map it. */
-export class InvalidCidrError extends Error {
-  readonly code = "ERR_INVALID_CIDR";
-  override readonly name = "InvalidCidrError";
+export class InvalidCidrError extends EdgetunError {
+  constructor(message: string) {
+    super("ERR_INVALID_CIDR", message);
+  }
 }
 
 /**

@@ -1,8 +1,12 @@
 // Key text as `wg` writes it: 32 bytes in standard base64 (44 characters).
 import { PrivateKey, systemRandom } from "./crypto.js";
+import { EdgetunError } from "./errors.js";
 
-export class KeyFormatError extends Error {
-  readonly code = "ERR_KEY_FORMAT";
+/** Key text that is not 32 bytes of base64; the message never repeats the text itself. */
+export class KeyFormatError extends EdgetunError {
+  constructor(message: string) {
+    super("ERR_KEY_FORMAT", message);
+  }
 }
 
 export function decodeKey(text: string, what = "key"): Buffer {

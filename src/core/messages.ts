@@ -50,6 +50,11 @@ export const DATA_HEADER_LENGTH = DATA_COUNTER + 8; // 16
 export const DATA_MIN_LENGTH = DATA_HEADER_LENGTH + TAG_LENGTH; // 32: a keepalive
 /** Transport plaintext is zero-padded to a multiple of this. */
 export const PADDING_MULTIPLE = 16;
+/**
+ * Room a packet sealed in place needs behind its plaintext: padding (less than one multiple)
+ * and the tag.
+ */
+export const DATA_TRAILER_ROOM = PADDING_MULTIPLE + TAG_LENGTH;
 
 /** The offset of mac1 and mac2 within a handshake message of the given type. */
 export function macOffsets(type: MessageType): { mac1: number; mac2: number } {
@@ -93,11 +98,11 @@ export function classifyMessage(datagram: Uint8Array): MessageCheck {
   }
 }
 
-export function writeHeader(message: Uint8Array, type: MessageType): void {
-  message[0] = type;
-  message[1] = 0;
-  message[2] = 0;
-  message[3] = 0;
+export function writeHeader(message: Uint8Array, type: MessageType, offset = 0): void {
+  message[offset] = type;
+  message[offset + 1] = 0;
+  message[offset + 2] = 0;
+  message[offset + 3] = 0;
 }
 
 export function readUint32(bytes: Uint8Array, offset: number): number {
@@ -132,6 +137,50 @@ export function readCounter(bytes: Uint8Array, offset: number): number {
 export function writeCounter(bytes: Uint8Array, offset: number, counter: number): void {
   writeUint32(bytes, offset, counter >>> 0);
   writeUint32(bytes, offset + 4, Math.floor(counter / 0x100000000));
+}
+
+/**
+ * Whether `length` bytes at `offset` look like a transport data message: its type, zero
+ * reserved bytes and at least a header and a tag. The cheap check that sends a datagram down
+ * the batched data path; anything else goes to {@link classifyMessage} and the handshake path.
+ */
+export function isTransportData(bytes: Uint8Array, offset: number, length: number): boolean {
+  return (
+    length >= DATA_MIN_LENGTH &&
+    bytes[offset] === MessageType.TransportData &&
+    bytes[offset + 1] === 0 &&
+    bytes[offset + 2] === 0 &&
+    bytes[offset + 3] === 0
+  );
+}
+
+/** Writes the 16-byte transport header at `offset`. */
+export function writeDataHeader(
+  target: Uint8Array,
+  offset: number,
+  receiverIndex: number,
+  counter: number,
+): void {
+  writeHeader(target, MessageType.TransportData, offset);
+  writeUint32(target, offset + DATA_RECEIVER, receiverIndex);
+  writeCounter(target, offset + DATA_COUNTER, counter);
+}
+
+/**
+ * Frames an inner packet for sealing where it lies: its `length` bytes at `offset` are
+ * zero-padded to `padded` and the transport header goes into the DATA_HEADER_LENGTH bytes in
+ * front. The plaintext to seal is then [offset, offset + padded), with room for the tag behind.
+ */
+export function frameDataInPlace(
+  target: Uint8Array,
+  offset: number,
+  length: number,
+  padded: number,
+  receiverIndex: number,
+  counter: number,
+): void {
+  target.fill(0, offset + length, offset + padded);
+  writeDataHeader(target, offset - DATA_HEADER_LENGTH, receiverIndex, counter);
 }
 
 /** Length of the padded transport plaintext for an inner packet of `length` bytes. */

@@ -1,17 +1,8 @@
 // A peer: its keys, handshake, sessions, timers, endpoint and counters.
 import { CookieMaker } from "./cookie.js";
+import type { Endpoint } from "./endpoint.js";
 import { Handshake, Keypairs, type StaticIdentity } from "./noise.js";
 import { PeerTimers, type TimerActions, type TimerWheel } from "./timers.js";
-
-/** A UDP address as the socket layer reports it. */
-export interface Endpoint {
-  readonly address: string;
-  readonly port: number;
-}
-
-export function sameEndpoint(a: Endpoint | null, b: Endpoint): boolean {
-  return a !== null && a.port === b.port && a.address === b.address;
-}
 
 /** Packets waiting for a session are bounded, oldest dropped first (as the kernel does). */
 export const MAX_STAGED_PACKETS = 128;

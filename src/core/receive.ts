@@ -17,7 +17,8 @@ import {
   readUint32,
 } from "./messages.js";
 import { beginSession, consumeInitiation, consumeResponse, type Keypair } from "./noise.js";
-import { sameEndpoint, type Endpoint, type Peer } from "./peer.js";
+import { sameEndpoint, type Endpoint } from "./endpoint.js";
+import type { Peer } from "./peer.js";
 import { installKeypair, sendInitiation, sendKeepalive, sendResponse, sendStaged } from "./send.js";
 
 export function receiveDatagram(device: Device, datagram: Uint8Array, source: Endpoint): void {
@@ -135,6 +136,7 @@ function handshakeCompleted(device: Device, peer: Peer): void {
   peer.lastHandshakeWallMs = device.clock.wallClockMs();
   peer.handshakesCompleted++;
   device.stats.handshakesCompleted++;
+  device.onHandshakeCompleted?.(peer);
 }
 
 /** Bookkeeping for any authenticated message: roaming, counters, timers. */

@@ -2,8 +2,6 @@
 import type { Device } from "./device.js";
 import {
   DATA_HEADER_LENGTH,
-  DATA_COUNTER,
-  DATA_RECEIVER,
   MessageType,
   REJECT_AFTER_MESSAGES,
   REJECT_AFTER_TIME_MS,
@@ -12,8 +10,7 @@ import {
   REKEY_TIMEOUT_MS,
   TAG_LENGTH,
   paddedLength,
-  writeCounter,
-  writeUint32,
+  writeDataHeader,
 } from "./messages.js";
 import { beginSession, createInitiation, createResponse, type Keypair } from "./noise.js";
 import { MAX_STAGED_PACKETS, type Peer } from "./peer.js";
@@ -156,21 +153,6 @@ function sealDatagram(
   body.set(packet);
   device.cipher.seal(keypair.sendingKey, counter, body, datagram.subarray(DATA_HEADER_LENGTH));
   return datagram;
-}
-
-/** Writes the 16-byte transport header at `offset`. */
-export function writeDataHeader(
-  target: Uint8Array,
-  offset: number,
-  receiverIndex: number,
-  counter: number,
-): void {
-  target[offset] = MessageType.TransportData;
-  target[offset + 1] = 0;
-  target[offset + 2] = 0;
-  target[offset + 3] = 0;
-  writeUint32(target, offset + DATA_RECEIVER, receiverIndex);
-  writeCounter(target, offset + DATA_COUNTER, counter);
 }
 
 function emit(device: Device, peer: Peer, datagram: Buffer, countBytes = true): void {

@@ -24,72 +24,26 @@ import {
   statSync,
 } from "node:fs";
 import type { Stats } from "node:fs";
-import { isIPv4, isIPv6 } from "node:net";
+
 import { basename, dirname, resolve } from "node:path";
 
 import { PrivateKey } from "../core/crypto.js";
+import {
+  endpointOf,
+  EndpointFormatError,
+  parseEndpoint,
+  type Endpoint,
+  type EndpointSpec,
+} from "../core/endpoint.js";
 import { formatCidr, InvalidCidrError, parseCidr } from "../core/ipaddr.js";
-import { decodeKey, encodeKey, KeyFormatError, redactKeyShaped } from "../core/keys.js";
-
-export type ConfigErrorCode =
-  | "ERR_CONFIG_SYNTAX"
-  | "ERR_CONFIG_UNKNOWN_KEY"
-  | "ERR_CONFIG_KEY"
-  | "ERR_CONFIG_KEY_LENGTH"
-  | "ERR_CONFIG_CIDR"
-  | "ERR_CONFIG_DUPLICATE_PEER"
-  | "ERR_CONFIG_PORT"
-  | "ERR_CONFIG_MTU"
-  | "ERR_CONFIG_MISSING"
-  | "ERR_CONFIG_ENDPOINT"
-  | "ERR_CONFIG_VALUE"
-  | "ERR_CONFIG_FILE";
-
-/**
- * A configuration problem. `message` reads `edge0.conf:7: unknown key "Foo" in [Peer]`; `line`
- * is 0 when the problem concerns the whole file, and `file` is "" when the text did not come
- * from a file (an endpoint given on the control socket), in which case `message` is `problem`.
- * Anything key-shaped in the problem is redacted here, whatever path raised it: a line that
- * failed to parse may hold a private key (`PrivateKey: …`, a colon for the "=").
- */
-export class ConfigError extends Error {
-  override readonly name = "ConfigError";
-
-  constructor(
-    readonly code: ConfigErrorCode,
-    readonly file: string,
-    readonly line: number,
-    problem: string,
-  ) {
-    const redacted = redactKeyShaped(problem);
-    super(`${locationPrefix(file, line)}${redacted}`);
-    this.problem = redacted;
-  }
-
-  /** The message without the "file:line: " prefix. */
-  readonly problem: string;
-}
-
-function locationPrefix(file: string, line: number): string {
-  if (file === "") return "";
-  return line > 0 ? `${file}:${line}: ` : `${file}: `;
-}
-
-/** Thrown by {@link resolveEndpoint}: a DNS failure, which may be temporary, not a bad file. */
-export class EndpointResolutionError extends Error {
-  override readonly name = "EndpointResolutionError";
-  readonly code = "ERR_ENDPOINT_UNRESOLVED";
-
-  constructor(
-    readonly host: string,
-    cause: unknown,
-  ) {
-    super(
-      redactKeyShaped(`cannot resolve endpoint host ${JSON.stringify(host)}: ${reasonOf(cause)}`),
-      { cause },
-    );
-  }
-}
+import { decodeKey, encodeKey, KeyFormatError } from "../core/keys.js";
+import {
+  ConfigError,
+  describeCause,
+  EndpointResolutionError,
+  locationPrefix,
+  type ConfigErrorCode,
+} from "./errors.js";
 
 /** An interface address: unlike AllowedIPs, the host bits are the interface's own address. */
 export interface AddressConfig {
@@ -99,16 +53,10 @@ export interface AddressConfig {
   text: string;
 }
 
-/** `host` is an IPv4 or IPv6 address (no brackets) or a host name, not yet resolved. */
-export interface EndpointConfig {
-  host: string;
-  port: number;
-}
-
 export interface PeerFileConfig {
   publicKey: Buffer;
   presharedKey: Buffer | null;
-  endpoint: EndpointConfig | null;
+  endpoint: EndpointSpec | null;
   /** Host bits masked off, as `wg` stores them. */
   allowedIps: Array<{ address: Uint8Array; cidr: number }>;
   /** Seconds; 0 is off. */
@@ -182,7 +130,7 @@ interface PeerDraft {
   line: number;
   publicKey: Buffer | null;
   presharedKey: Buffer | null;
-  endpoint: EndpointConfig | null;
+  endpoint: EndpointSpec | null;
   allowedIps: Array<{ address: Uint8Array; cidr: number }>;
   persistentKeepalive: number;
 }
@@ -266,7 +214,12 @@ export function readConfigFile(path: string): InterfaceFileConfig {
   try {
     file = readBoundedFile(path, MAX_CONFIG_FILE_BYTES);
   } catch (error) {
-    throw new ConfigError("ERR_CONFIG_FILE", path, 0, `cannot read the file: ${reasonOf(error)}`);
+    throw new ConfigError(
+      "ERR_CONFIG_FILE",
+      path,
+      0,
+      `cannot read the file: ${describeCause(error)}`,
+    );
   }
   const config = parseConfig(file.text, path);
   if (config.holdsPrivateKey || config.peers.some((peer) => peer.presharedKey !== null)) {
@@ -569,7 +522,7 @@ class ConfigFileParser {
         return;
       case "Endpoint":
         try {
-          peer.endpoint = parseEndpoint(value);
+          peer.endpoint = parseEndpointSetting(value);
         } catch (error) {
           if (!(error instanceof ConfigError)) throw error;
           throw this.#error(error.code, line, error.problem);
@@ -651,7 +604,7 @@ class ConfigFileParser {
       throw this.#error(
         "ERR_CONFIG_FILE",
         line,
-        `cannot read PrivateKeyFile ${JSON.stringify(path)}: ${reasonOf(error)}`,
+        `cannot read PrivateKeyFile ${JSON.stringify(path)}: ${describeCause(error)}`,
       );
     }
     if (this.#onFileSystem) {
@@ -754,57 +707,19 @@ function maskHostBits(address: Uint8Array, cidr: number): Uint8Array {
  * as written, to be resolved when the tunnel comes up ({@link resolveEndpoint}). Throws a
  * ConfigError with code ERR_CONFIG_ENDPOINT and no file or line, which parseConfig fills in.
  */
-export function parseEndpoint(text: string): EndpointConfig {
+export function parseEndpointSetting(text: string): EndpointSpec {
   const trimmed = text.trim();
-  const fail = (problem: string): ConfigError =>
-    new ConfigError(
+  try {
+    return parseEndpoint(trimmed, { names: true });
+  } catch (error) {
+    if (!(error instanceof EndpointFormatError)) throw error;
+    throw new ConfigError(
       "ERR_CONFIG_ENDPOINT",
       "",
       0,
-      `invalid endpoint ${JSON.stringify(trimmed)}: ${problem}`,
+      `invalid endpoint ${JSON.stringify(trimmed)}: ${error.message}`,
     );
-
-  let host: string;
-  let portText: string;
-  if (trimmed.startsWith("[")) {
-    const close = trimmed.indexOf("]");
-    if (close === -1) throw fail('no "]" after the IPv6 address');
-    host = trimmed.slice(1, close);
-    if (trimmed[close + 1] !== ":") throw fail('expected ":port" after "]"');
-    portText = trimmed.slice(close + 2);
-    // A zone ("[fe80::1%eth0]") is allowed: a link-local endpoint needs one.
-    if (!isIPv6(host)) throw fail(`${JSON.stringify(host)} is not an IPv6 address`);
-  } else {
-    const colon = trimmed.lastIndexOf(":");
-    if (colon === -1) throw fail("no port; write host:port, e.g. 203.0.113.1:51820");
-    host = trimmed.slice(0, colon);
-    portText = trimmed.slice(colon + 1);
-    if (host === "") throw fail("no host before the port");
-    // `wg` splits "fd00::1:51820" at the last colon, but that text is also a whole IPv6 address.
-    if (host.includes(":")) throw fail("an IPv6 address needs brackets, e.g. [fd00::1]:51820");
-    if (!isIPv4(host) && !isHostName(host)) {
-      throw fail(`${JSON.stringify(host)} is neither an IPv4 address nor a host name`);
-    }
   }
-
-  const port = parseDecimal(portText);
-  if (port === null || port < 1 || port > MAX_PORT) {
-    throw fail(`the port must be a number from 1 to ${MAX_PORT}, not ${JSON.stringify(portText)}`);
-  }
-  return { host, port };
-}
-
-/**
- * RFC 1123 labels (underscores allowed, as resolvers accept them). A name whose last label is all
- * digits is refused: "10.0.0" or "10.0.0.256" is a mistyped address, which getaddrinfo would
- * otherwise read in inet_aton's surprising ways.
- */
-function isHostName(text: string): boolean {
-  const name = text.endsWith(".") ? text.slice(0, -1) : text;
-  if (name.length === 0 || name.length > 253) return false;
-  const labels = name.split(".");
-  const label = /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/;
-  return labels.every((part) => label.test(part)) && !/^[0-9]+$/.test(labels.at(-1)!);
 }
 
 export interface ResolveEndpointOptions {
@@ -817,19 +732,16 @@ export interface ResolveEndpointOptions {
  * through the system resolver (dns.lookup, so /etc/hosts and nsswitch apply, as for `wg`).
  */
 export async function resolveEndpoint(
-  endpoint: EndpointConfig,
+  spec: EndpointSpec,
   options: ResolveEndpointOptions = {},
-): Promise<{ address: string; port: number }> {
-  const { host, port } = endpoint;
-  if (isIPv4(host) || isIPv6(host)) {
-    return { address: host, port };
-  }
+): Promise<Endpoint> {
+  if (spec.kind === "address") return spec.endpoint;
   const lookupHost = options.lookup ?? ((name: string) => lookup(name));
   try {
-    const { address } = await lookupHost(host);
-    return { address, port };
+    const { address } = await lookupHost(spec.name);
+    return endpointOf(address, spec.port);
   } catch (error) {
-    throw new EndpointResolutionError(host, error);
+    throw new EndpointResolutionError(spec.name, error);
   }
 }
 
@@ -859,14 +771,4 @@ export function interfaceNameFromPath(path: string): string {
     );
   }
   return name;
-}
-
-function reasonOf(error: unknown): string {
-  if (error instanceof Error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    return code !== undefined && !error.message.includes(code)
-      ? `${code}: ${error.message}`
-      : error.message;
-  }
-  return String(error);
 }

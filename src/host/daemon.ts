@@ -6,13 +6,21 @@ import { resolveEndpoint } from "./config.js";
 import { Device, type PeerConfig } from "../core/device.js";
 import type { Logger } from "./log.js";
 import { DropReporter, shortKey } from "./log.js";
-import { DATA_HEADER_LENGTH, DATA_MIN_LENGTH, MessageType, TAG_LENGTH } from "../core/messages.js";
-import { DataPathObservations, MetricsServer, type MetricsServerOptions } from "./metrics.js";
 import {
+  DATA_HEADER_LENGTH,
+  DATA_TRAILER_ROOM,
+  KEY_LENGTH,
+  TAG_LENGTH,
+  frameDataInPlace,
+  isTransportData,
+} from "../core/messages.js";
+import { DataPathObservations, MetricsServer, type MetricsServerOptions } from "./metrics.js";
+import { MetricsListenError } from "./errors.js";
+import {
+  ENDPOINT_ADDRESS_AND_PORT_BYTES,
   ENDPOINT_SIZE,
   PacketBatch,
   TunDevice,
-  UdpBatchSocket,
   UdpSocketPair,
   openBatch,
   readEndpoint,
@@ -20,15 +28,20 @@ import {
   writeEndpoint,
 } from "./native/index.js";
 import type { Keypair } from "../core/noise.js";
-import { writeDataHeader } from "../core/send.js";
 import { InterfaceSetup, routesFor, type Route } from "./netif.js";
-import type { Endpoint, Peer } from "../core/peer.js";
+import type { Endpoint } from "../core/endpoint.js";
+import type { Peer } from "../core/peer.js";
 import { UapiServer, type UapiHost } from "./uapi.js";
 import { HandshakeShares } from "./handshake-shares.js";
+import type {
+  DatagramSocket,
+  DatagramSocketOpener,
+  HandshakeDatagramSocket,
+  TunnelDevice,
+} from "./io.js";
 
 /** Packets moved per read/receive call; a batch is processed fully before the next. */
 const BATCH = 128;
-const KEY_SIZE = 32;
 /**
  * Handshake messages read per event-loop turn. One may cost ~0.4 ms of Diffie-Hellman, so
  * data gets a turn in between even during a handshake flood; under a flood most are turned
@@ -36,9 +49,15 @@ const KEY_SIZE = 32;
  */
 const HANDSHAKES_PER_TURN = 64;
 
+/** Arena slots start on cache lines. */
+const SLOT_ALIGNMENT = 64;
+/** The firewall mark a default route's policy rule uses when none is set; wg-quick's too. */
+const DEFAULT_ROUTE_FWMARK = 51820;
+
 /** Arena slot: the MTU plus the WireGuard header, padding and tag, rounded up. */
 function slotSizeFor(mtu: number): number {
-  return Math.ceil((mtu + DATA_HEADER_LENGTH + 16 + TAG_LENGTH) / 64) * 64;
+  const bytes = mtu + DATA_HEADER_LENGTH + DATA_TRAILER_ROOM;
+  return Math.ceil(bytes / SLOT_ALIGNMENT) * SLOT_ALIGNMENT;
 }
 
 /**
@@ -53,7 +72,7 @@ class CryptoBatch {
   readonly counters = new Uint32Array(BATCH * 2);
   readonly status = new Int32Array(BATCH);
   /** Packet i's key is bytes [32 i, 32 i + 32): copied per packet, which costs less than slots. */
-  readonly keys = Buffer.alloc(BATCH * KEY_SIZE);
+  readonly keys = Buffer.alloc(BATCH * KEY_LENGTH);
   readonly endpoints = new Uint8Array(BATCH * ENDPOINT_SIZE);
   readonly peers: Array<Peer | null> = new Array<Peer | null>(BATCH).fill(null);
   readonly keypairs: Array<Keypair | null> = new Array<Keypair | null>(BATCH).fill(null);
@@ -72,13 +91,13 @@ class CryptoBatch {
     this.counters[2 * i] = counter >>> 0;
     this.counters[2 * i + 1] = Math.floor(counter / 0x100000000);
     this.counterValues[i] = counter;
-    this.keys.set(key, i * KEY_SIZE);
+    this.keys.set(key, i * KEY_LENGTH);
     return i;
   }
 
   /** Forgets the batch, keys included, so no key lingers in the scratch space. */
   reset(): void {
-    this.keys.fill(0, 0, this.count * KEY_SIZE);
+    this.keys.fill(0, 0, this.count * KEY_LENGTH);
     this.peers.fill(null, 0, this.count);
     this.keypairs.fill(null, 0, this.count);
     this.count = 0;
@@ -135,10 +154,9 @@ export class Daemon implements UapiHost {
   /** Endpoint records by endpoint object: peers keep theirs, so this is a per-peer cache. */
   private readonly endpointRecords = new WeakMap<Endpoint, Uint8Array>();
   /** The data socket: transport data arrives here, and everything is sent from it. */
-  private socket: UdpBatchSocket | null = null;
+  private socket: DatagramSocket | null = null;
   /** Handshake messages arrive here when the kernel can steer them (null: at `socket`). */
-  private handshakeSocket: UdpBatchSocket | null = null;
-  private sockets: UdpSocketPair | null = null;
+  private handshakeSocket: HandshakeDatagramSocket | null = null;
   private readonly handshakeIn: PacketBatch;
   /** The handshake socket's kernel drop count when last read. */
   private handshakeSocketDrops = 0;
@@ -152,19 +170,22 @@ export class Daemon implements UapiHost {
 
   private constructor(
     readonly name: string,
-    private readonly tun: TunDevice,
-    private readonly setup: InterfaceSetup,
+    private readonly tun: TunnelDevice,
+    private readonly openSocket: DatagramSocketOpener,
+    /** Addresses, routes and rules; null when the devices are not the system's (tests). */
+    private readonly setup: InterfaceSetup | null,
     private readonly logger: Logger,
     config: InterfaceFileConfig,
   ) {
     this.device = new Device({ privateKey: config.privateKey, mtu: config.mtu });
+    this.device.onHandshakeCompleted = (peer) => this.observations.handshakeCompleted(peer);
     this.dropReporter = new DropReporter(logger, { interface: name });
     this.mark = config.fwmark;
     const slotSize = slotSizeFor(config.mtu);
     this.tunIn = new PacketBatch(BATCH, {
       slotSize,
       headroom: DATA_HEADER_LENGTH,
-      tailroom: 16 + TAG_LENGTH,
+      tailroom: DATA_TRAILER_ROOM,
     });
     this.sealing = new CryptoBatch(this.tunIn.arena);
     this.udpIn = new PacketBatch(BATCH, { slotSize });
@@ -194,7 +215,8 @@ export class Daemon implements UapiHost {
     // coalesces on the way back), far fewer syscalls; it falls back by itself when refused.
     const tun = TunDevice.open({ name: interfaceName, offload: true });
     const setup = new InterfaceSetup(tun.name, logger);
-    const daemon = new Daemon(tun.name, tun, setup, logger, config);
+    const openSocket = (port: number) => UdpSocketPair.open({ port });
+    const daemon = new Daemon(tun.name, tun, openSocket, setup, logger, config);
     try {
       daemon.bindSocket(config.listenPort ?? 0);
       config.peers.forEach((peer, i) => daemon.device.addPeer(peerConfig(peer, endpoints[i]!)));
@@ -227,7 +249,36 @@ export class Daemon implements UapiHost {
     }
   }
 
+  /**
+   * The data path alone over devices of the caller's (in-memory ones in tests): the core, the
+   * batched seal/open path, the handshake queue and the timers, with no interface set-up,
+   * control socket or metrics server. Stop it with {@link stop}.
+   */
+  static async startDataPath(options: {
+    tun: TunnelDevice;
+    openSocket: DatagramSocketOpener;
+    config: InterfaceFileConfig;
+    logger: Logger;
+  }): Promise<Daemon> {
+    const { tun, openSocket, config, logger } = options;
+    const endpoints = await Promise.all(
+      config.peers.map((peer) => (peer.endpoint ? resolveEndpoint(peer.endpoint) : null)),
+    );
+    const daemon = new Daemon(tun.name, tun, openSocket, null, logger, config);
+    try {
+      daemon.bindSocket(config.listenPort ?? 0);
+      config.peers.forEach((peer, i) => daemon.device.addPeer(peerConfig(peer, endpoints[i]!)));
+      tun.onReadable(() => daemon.readTunnel());
+      daemon.ticker = setInterval(() => daemon.tick(), daemon.device.wheel.granularityMs);
+      return daemon;
+    } catch (error) {
+      await daemon.stop();
+      throw error;
+    }
+  }
+
   private async addRoutes(): Promise<void> {
+    if (!this.setup) return;
     const prefixes: Route[] = [];
     for (const peer of this.device.peers.values()) {
       prefixes.push(...this.device.allowedIps.entriesFor(peer));
@@ -240,24 +291,23 @@ export class Daemon implements UapiHost {
   /** A default route needs a mark to tell tunnel traffic apart; wg-quick picks 51820. */
   private fwmarkForDefaultRoute(route: Route): number {
     if (route.cidr !== 0) return this.mark;
-    if (this.mark === 0) this.setFwmark(51820);
+    if (this.mark === 0) this.setFwmark(DEFAULT_ROUTE_FWMARK);
     return this.mark;
   }
 
   private bindSocket(port: number): void {
-    const sockets = UdpSocketPair.open({ port });
+    const socket = this.openSocket(port);
     try {
-      if (this.mark !== 0) sockets.setFwmark(this.mark);
+      if (this.mark !== 0) socket.setFwmark?.(this.mark);
     } catch (error) {
-      sockets.close();
+      socket.close();
       throw error;
     }
-    sockets.data.onReadable(() => this.receiveNetwork());
-    sockets.handshake?.onReadable(() => this.receiveHandshakes());
-    this.sockets?.close();
-    this.sockets = sockets;
-    this.socket = sockets.data;
-    this.handshakeSocket = sockets.handshake;
+    socket.onReadable(() => this.receiveNetwork());
+    socket.handshake?.onReadable(() => this.receiveHandshakes());
+    this.socket?.close();
+    this.socket = socket;
+    this.handshakeSocket = socket.handshake ?? null;
     this.handshakeSocketDrops = 0;
   }
 
@@ -269,8 +319,8 @@ export class Daemon implements UapiHost {
     try {
       return await MetricsServer.listen(this, options.metrics!);
     } catch (error) {
-      if (!options.metricsOptional || (error as { code?: string }).code !== "EADDRINUSE")
-        throw error;
+      const taken = error instanceof MetricsListenError && error.code === "EADDRINUSE";
+      if (!options.metricsOptional || !taken) throw error;
       this.logger.warn("metrics off: the default metrics address is taken", {
         error: (error as Error).message,
       });
@@ -291,9 +341,9 @@ export class Daemon implements UapiHost {
     await this.metrics?.close();
     this.dropReporter.flush();
     await this.uapi?.close();
-    this.sockets?.close();
+    this.socket?.close();
     this.tun.close();
-    await this.setup.teardown();
+    await this.setup?.teardown();
     this.logger.info("interface down", {
       interface: this.name,
       drops: Object.fromEntries(
@@ -323,8 +373,7 @@ export class Daemon implements UapiHost {
       const job = this.device.prepareTunnelPacket(arena.subarray(offset, offset + length));
       if (!job) continue;
       const keypair = job.keypair!;
-      arena.fill(0, offset + length, offset + job.paddedLength);
-      writeDataHeader(arena, offset - DATA_HEADER_LENGTH, keypair.remoteIndex, job.counter);
+      frameDataInPlace(arena, offset, length, job.paddedLength, keypair.remoteIndex, job.counter);
       const n = sealing.add(offset, job.paddedLength, keypair.sendingKey, job.counter);
       sealing.peers[n] = job.peer;
       sealing.keypairs[n] = keypair;
@@ -386,13 +435,7 @@ export class Daemon implements UapiHost {
       const offset = batch.offsets[i]!;
       const length = batch.lengths[i]!;
       const message = arena.subarray(offset, offset + length);
-      const isData =
-        length >= DATA_MIN_LENGTH &&
-        arena[offset] === MessageType.TransportData &&
-        arena[offset + 1] === 0 &&
-        arena[offset + 2] === 0 &&
-        arena[offset + 3] === 0;
-      if (!isData) {
+      if (!isTransportData(arena, offset, length)) {
         this.receiveHandshake(message, batch.endpoints, i);
         continue;
       }
@@ -449,11 +492,7 @@ export class Daemon implements UapiHost {
       this.device.stats.drops.handshake_over_share++;
       return;
     }
-    const completed = this.device.stats.handshakesCompleted;
     this.device.handleDatagram(message, readEndpoint(endpoints, index));
-    if (this.device.stats.handshakesCompleted !== completed) {
-      this.observations.handshakeCompleted(this.device, message);
-    }
   }
 
   private writeOpened(): void {
@@ -498,7 +537,9 @@ export class Daemon implements UapiHost {
     if (peer.endpoint) {
       const known = this.endpointRecord(peer.endpoint);
       let same = true;
-      for (let k = 0; k < 18 && same; k++) same = records[at + k] === known[k];
+      for (let k = 0; k < ENDPOINT_ADDRESS_AND_PORT_BYTES && same; k++) {
+        same = records[at + k] === known[k];
+      }
       if (same) return peer.endpoint;
     }
     return readEndpoint(records, index);
@@ -610,10 +651,7 @@ export class Daemon implements UapiHost {
   }
 }
 
-function peerConfig(
-  peer: PeerFileConfig,
-  endpoint: { address: string; port: number } | null,
-): PeerConfig {
+function peerConfig(peer: PeerFileConfig, endpoint: Endpoint | null): PeerConfig {
   return {
     publicKey: peer.publicKey,
     presharedKey: peer.presharedKey ?? Buffer.alloc(32),

@@ -1,6 +1,7 @@
 // Logs: one JSON object per line, or a readable line on a terminal. Key material never goes
 // into a log: peers appear by their public key shortened the way `wg` does, and a logger given
 // the secrets it serves redacts any value that carries one (a second line of defence).
+import { DROP_REASON_TABLE, isDropReason } from "../core/drops.js";
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
 const LEVELS: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
@@ -182,14 +183,6 @@ export class RateLimitedLog {
   }
 }
 
-/** Drop reasons that mean this node ran out of room, rather than bad or stale input. */
-const LOCAL_DROP_REASONS = new Set([
-  "queue_full",
-  "handshake_queue_full",
-  "handshake_over_share",
-  "handshake_abandoned",
-]);
-
 /**
  * Logs how many packets were dropped, by reason, since the last report: at most once per
  * `intervalMs`, only when the counters moved, and at most a few lines per reason a minute.
@@ -233,7 +226,8 @@ export class DropReporter {
       const delta = count - (this.last.get(reason) ?? 0);
       if (delta <= 0) continue;
       this.last.set(reason, count);
-      const level = LOCAL_DROP_REASONS.has(reason) ? "warn" : "debug";
+      const local = isDropReason(reason) && DROP_REASON_TABLE[reason].origin === "local";
+      const level = local ? "warn" : "debug";
       this.lines.log(level, reason, "packets dropped", {
         ...this.fields,
         reason,

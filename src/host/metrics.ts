@@ -11,16 +11,14 @@ import {
   collectDefaultMetrics,
   type MetricType,
 } from "prom-client";
-import { DROP_REASONS, type Device, type DropReason } from "../core/device.js";
+import type { Device } from "../core/device.js";
+import { DROP_REASONS, HANDSHAKE_FAILURE_REASONS } from "../core/drops.js";
 import { shortKey } from "./log.js";
-import {
-  MessageType,
-  REJECT_AFTER_TIME_MS,
-  RESPONSE_RECEIVER,
-  readUint32,
-} from "../core/messages.js";
+import { MetricsListenError } from "./errors.js";
+import { REJECT_AFTER_TIME_MS } from "../core/messages.js";
 import type { Keypair } from "../core/noise.js";
-import type { Endpoint, Peer } from "../core/peer.js";
+import { formatEndpoint, type Endpoint } from "../core/endpoint.js";
+import type { Peer } from "../core/peer.js";
 
 /** Where `edgetun up` serves metrics unless told otherwise. */
 export const DEFAULT_METRICS_PORT = 9586;
@@ -28,24 +26,6 @@ export const DEFAULT_METRICS_PORT = 9586;
 export const BATCH_SIZE_BUCKETS: readonly number[] = [1, 2, 4, 8, 16, 32, 64, 128];
 /** Seconds from sending an initiation to consuming its response. */
 export const HANDSHAKE_RTT_BUCKETS: readonly number[] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
-/**
- * Drop reasons that are a handshake message refused: together, the failed handshakes.
- * `cookie_required` is not among them (under load, the sender retries with the cookie), nor
- * `handshake_abandoned`, which counts the packets that waited for a handshake, not handshakes.
- */
-export const HANDSHAKE_FAILURE_REASONS: readonly DropReason[] = [
-  "bad_mac1",
-  "rate_limited",
-  "handshake_decryption_failed",
-  "unknown_peer",
-  "handshake_replay",
-  "handshake_flood",
-  "unexpected_handshake",
-  "bad_cookie_reply",
-  "handshake_queue_full",
-  "handshake_over_share",
-];
-
 /**
  * Counts of observations in fixed buckets: `counts[i]` holds values in (bounds[i-1],
  * bounds[i]], the last slot those above every bound. Not cumulative; that is done at scrape.
@@ -106,11 +86,9 @@ export class DataPathObservations {
   readonly tunWrite = new BucketHistogram(BATCH_SIZE_BUCKETS);
   readonly handshakeRtt = new HandshakeRtt();
 
-  /** After `message` completed a handshake: if it was a response to us, its RTT. */
-  handshakeCompleted(device: Device, message: Uint8Array): void {
-    if (message[0] !== MessageType.HandshakeResponse) return;
-    const entry = device.indexTable.lookup(readUint32(message, RESPONSE_RECEIVER));
-    if (entry) this.handshakeRtt.notice(entry.peer);
+  /** The device's handshake-completed hook: the RTT of a session this side initiated. */
+  handshakeCompleted(peer: Peer): void {
+    this.handshakeRtt.notice(peer);
   }
 }
 
@@ -131,12 +109,6 @@ export function hasLiveSession(peer: Peer, nowMs: number): boolean {
   return (
     current !== null && current.sendingValid && nowMs - current.createdAt < REJECT_AFTER_TIME_MS
   );
-}
-
-export function formatEndpoint(endpoint: Endpoint): string {
-  return endpoint.address.includes(":")
-    ? `[${endpoint.address}]:${endpoint.port}`
-    : `${endpoint.address}:${endpoint.port}`;
 }
 
 export interface Readiness {
@@ -462,7 +434,7 @@ export function createMetricsRegistry(
   new ScrapedCounter(
     registry,
     "edgetun_dropped_packets_total",
-    "Packets and datagrams dropped, by reason (see DROP_REASONS in src/device.ts).",
+    "Packets and datagrams dropped, by reason (see src/core/drops.ts).",
     ["interface", "reason"],
     (emit) => {
       for (const reason of DROP_REASONS) {
@@ -734,15 +706,6 @@ export interface MetricsServerOptions extends MetricsListen {
   maxEventLoopLagMs?: number;
   /** prom-client's process and Node.js metrics; default on. */
   defaultMetrics?: boolean;
-}
-
-export class MetricsListenError extends Error {
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 /** `host:port` for messages and URLs, IPv6 in brackets. */

@@ -5,13 +5,10 @@ import { execFile } from "node:child_process";
 import { writeFile } from "node:fs/promises";
 import { promisify } from "node:util";
 import { formatCidr } from "../core/ipaddr.js";
+import { InterfaceSetupError } from "./errors.js";
 import type { Logger } from "./log.js";
 
 const run = promisify(execFile);
-
-export class InterfaceSetupError extends Error {
-  readonly code = "ERR_INTERFACE_SETUP";
-}
 
 async function ip(args: string[]): Promise<string> {
   try {

@@ -27,13 +27,19 @@
  */
 import { channel } from "node:diagnostics_channel";
 import { chmod, lstat, mkdir, unlink } from "node:fs/promises";
-import { createConnection, createServer, isIPv4, isIPv6, type Server, type Socket } from "node:net";
+import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { constants } from "node:os";
 import { basename, join } from "node:path";
 import type { Device } from "../core/device.js";
-import { formatAddress, formatCidr, parseCidr } from "../core/ipaddr.js";
+import { formatCidr, parseCidr } from "../core/ipaddr.js";
+import {
+  formatEndpoint,
+  parseEndpoint,
+  EndpointFormatError,
+  type Endpoint,
+} from "../core/endpoint.js";
+import { asAreaError, EdgetunError, UapiRequestError, UapiSocketError } from "./errors.js";
 import { redactKeyShaped } from "../core/keys.js";
-import type { Endpoint } from "../core/peer.js";
 
 /** What the control socket needs from the daemon around the device: the UDP port and mark. */
 export interface UapiHost {
@@ -80,17 +86,6 @@ export interface UapiDiagnostic {
   readonly reason: string;
 }
 
-/** Control-socket setup errors: `code` is stable. */
-export class UapiSocketError extends Error {
-  override readonly name = "UapiSocketError";
-  constructor(
-    message: string,
-    readonly code: "EADDRINUSE" | "EEXIST" | "ERR_UAPI_INTERFACE_NAME" | "ERR_RUNTIME_DIRECTORY",
-  ) {
-    super(message);
-  }
-}
-
 const { EINVAL, EIO, EMSGSIZE, ENOBUFS, EPROTO, ETIMEDOUT } = constants.errno;
 
 // ---------------------------------------------------------------------------------------
@@ -128,25 +123,8 @@ function hex(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString("hex");
 }
 
-function formatEndpoint(endpoint: Endpoint): string {
-  // The I/O layer's endpoints may carry a numeric IPv6 zone beside the address.
-  const scopeId = (endpoint as { scopeId?: number }).scopeId;
-  if (!endpoint.address.includes(":")) return `${endpoint.address}:${endpoint.port}`;
-  const zone = scopeId && !endpoint.address.includes("%") ? `%${scopeId}` : "";
-  return `[${endpoint.address}${zone}]:${endpoint.port}`;
-}
-
 // ---------------------------------------------------------------------------------------
 // set: parsing and validation, with no effect on the device
-
-class UapiRequestError extends Error {
-  constructor(
-    readonly errno: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
 
 interface PeerSection {
   publicKey: Buffer;
@@ -256,7 +234,7 @@ function parsePeerLine(section: PeerSection, key: string, value: string): void {
       section.presharedKey = parseKey(value);
       return;
     case "endpoint":
-      section.endpoint = parseEndpoint(value);
+      section.endpoint = parseNumericEndpoint(value);
       return;
     case "persistent_keepalive_interval":
       section.persistentKeepalive = parseDecimal(value, 0xffff);
@@ -313,27 +291,15 @@ function parseAllowedIp(value: string): { address: Uint8Array; cidr: number } {
 }
 
 /** "192.0.2.1:51820", "[2001:db8::1]:51820" or "[fe80::1%eth0]:51820"; numeric only. */
-function parseEndpoint(value: string): Endpoint {
-  const match = /^(?:\[([^\]]+)\]|([^:[\]]+)):([0-9]{1,5})$/.exec(value);
-  const port = Number(match?.[3]);
-  if (!match || !(port <= 0xffff)) {
-    throw new UapiRequestError(EINVAL, "an endpoint is IPv4:port or [IPv6]:port");
+function parseNumericEndpoint(value: string): Endpoint {
+  try {
+    const spec = parseEndpoint(value, { names: false, portZero: true });
+    if (spec.kind === "address") return spec.endpoint;
+  } catch (error) {
+    if (!(error instanceof EndpointFormatError)) throw error;
+    throw new UapiRequestError(EINVAL, `invalid endpoint: ${error.message}`);
   }
-  const bracketed = match[1];
-  if (bracketed === undefined) {
-    const address = match[2]!;
-    if (!isIPv4(address)) throw new UapiRequestError(EINVAL, "not an IPv4 address");
-    return { address, port };
-  }
-  const percent = bracketed.indexOf("%");
-  const base = percent === -1 ? bracketed : bracketed.slice(0, percent);
-  const zone = percent === -1 ? "" : bracketed.slice(percent + 1);
-  if (!isIPv6(base) || (percent !== -1 && !/^[A-Za-z0-9_.=+-]{1,15}$/.test(zone))) {
-    throw new UapiRequestError(EINVAL, "not an IPv6 address");
-  }
-  // Stored in the form `wg show` prints, so an endpoint reads back as it does elsewhere.
-  const address = formatAddress(parseCidr(base).address) + (zone ? `%${zone}` : "");
-  return { address, port };
+  throw new UapiRequestError(EINVAL, "an endpoint is IPv4:port or [IPv6]:port");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -439,9 +405,9 @@ function publish(diagnostic: UapiDiagnostic): void {
 
 /** A host error's `code` ("EADDRINUSE", "EACCES", …) as a negative errno; -EIO otherwise. */
 function errnoOf(error: unknown): number {
-  const code = (error as { code?: unknown } | null)?.code;
+  const code = asAreaError(error, (code, message) => new EdgetunError(code, message));
   const errnos = constants.errno as Record<string, number | undefined>;
-  const number = typeof code === "string" ? errnos[code] : undefined;
+  const number = code instanceof EdgetunError ? errnos[code.code] : undefined;
   return -(number ?? EIO);
 }
 
@@ -701,11 +667,23 @@ export class UapiServer {
     host: UapiHost,
     options: UapiServerOptions = {},
   ): Promise<UapiServer> {
+    try {
+      return await UapiServer.#listen(interfaceName, host, options);
+    } catch (error) {
+      throw asAreaError(error, (code, message, why) => new UapiSocketError(code, message, why));
+    }
+  }
+
+  static async #listen(
+    interfaceName: string,
+    host: UapiHost,
+    options: UapiServerOptions,
+  ): Promise<UapiServer> {
     // wg-quick's rule for interface names; it also keeps the name a single path component.
     if (!/^[A-Za-z0-9_=+.-]{1,15}$/.test(interfaceName) || /^\.\.?$/.test(interfaceName)) {
       throw new UapiSocketError(
-        `${JSON.stringify(interfaceName)} is not an interface name (1 to 15 of A-Z a-z 0-9 _=+.-)`,
         "ERR_UAPI_INTERFACE_NAME",
+        `${JSON.stringify(interfaceName)} is not an interface name (1 to 15 of A-Z a-z 0-9 _=+.-)`,
       );
     }
     const directory = options.directory ?? DEFAULT_UAPI_DIRECTORY;
@@ -786,17 +764,17 @@ export function runtimeDirectoryError(directory: string): (error: unknown) => ne
     const code = (error as { code?: unknown }).code;
     if (code !== "EACCES" && code !== "EPERM") throw error;
     throw new UapiSocketError(
+      "ERR_RUNTIME_DIRECTORY",
       `cannot use ${directory} (${code}): without root, have it made and owned by this ` +
         `user first (systemd: RuntimeDirectory=${basename(directory)})`,
-      "ERR_RUNTIME_DIRECTORY",
     );
   };
 }
 
 function anotherDaemon(interfaceName: string): UapiSocketError {
   return new UapiSocketError(
-    `another daemon already serves interface ${interfaceName}: its control socket answers`,
     "EADDRINUSE",
+    `another daemon already serves interface ${interfaceName}: its control socket answers`,
   );
 }
 
@@ -810,7 +788,7 @@ async function removeStaleSocket(path: string, interfaceName: string): Promise<v
     throw error;
   }
   if (!stats.isSocket()) {
-    throw new UapiSocketError(`${path} exists and is not a socket; not replacing it`, "EEXIST");
+    throw new UapiSocketError("EEXIST", `${path} exists and is not a socket; not replacing it`);
   }
   const live = await new Promise<boolean>((resolve, reject) => {
     const probe = createConnection(path);

@@ -366,6 +366,8 @@ describe.skipIf(buildMissing !== null)("edgetun down, help", () => {
       expect(result.stdout).toMatch(new RegExp(`^\\s+${command}\\b`, "m"));
     }
     expect(edgetun(["up", "--help"]).stdout).toMatch(/--log-level/);
+    expect(result.stdout).toMatch(/^Exit status:\n\s+0\s+success\n\s+1\s+failed/m);
+    expect(result.stdout).toMatch(/^\s+70\s+an internal error/m);
   });
 
   it("an unknown command or a missing argument exits 1", () => {

@@ -1,23 +1,49 @@
 // The edge testbed's own pieces that run without root: its command line (bad input is a
 // usage error, exit 2, before anything is created), impairment levels, the UDP delay relay on
 // loopback, and the report (tables laid out as prettier lays them out, SVG that is well formed).
-import { spawn, spawnSync } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createSocket, type Socket } from "node:dgram";
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import * as prettier from "prettier";
 import { afterEach, describe, expect, it } from "vitest";
 import { parseLevel, type Level } from "../../bench/testbed/impair.js";
+import { reach } from "../../bench/testbed/measure.js";
 import {
+  describeDetail,
   figures,
   markdownReport,
   markdownTable,
   type Meta,
   type Result,
 } from "../../bench/testbed/report.js";
+import {
+  SOFTETHER_DIR,
+  SoftEtherTunnels,
+  clientCommands,
+  globalPathsSnapshot,
+  parseAccountStatus,
+  privatePathsArgs,
+  serverCommands,
+  softEtherConflict,
+  softEtherProcesses,
+  softEtherUnavailable,
+} from "../../bench/testbed/softether.js";
+import {
+  TINC_HUB_PODS,
+  TincTunnels,
+  tincConf,
+  tincHostEntries,
+  tincUnavailable,
+} from "../../bench/testbed/tinc.js";
+import { Topology } from "../../bench/testbed/topology.js";
+import { Keys } from "../../bench/testbed/tunnels.js";
+import { netnsUnavailableReason } from "../support/netns.js";
 
-const dist = fileURLToPath(new URL("../../dist/bench/testbed", import.meta.url));
+const dist = fileURLToPath(new URL("../../dist/bench/testbed/", import.meta.url));
 const mainJs = `${dist}main.js`;
 const relayJs = `${dist}relay.js`;
 const built = existsSync(mainJs) && existsSync(relayJs);
@@ -308,3 +334,250 @@ describe("testbed report", () => {
     }
   });
 });
+
+describe("tinc configuration", () => {
+  const topo = new Topology();
+  const [e1, e2] = topo.edges as [(typeof topo.edges)[0], (typeof topo.edges)[0]];
+
+  it("makes the hub a router-mode TunnelServer on its underlay address, and each edge its client", () => {
+    const hub = tincConf(topo.hub, topo.hub, "tun-h");
+    expect(hub).toContain("Name = hub\n");
+    expect(hub).toContain("Mode = router\n");
+    expect(hub).toContain("TunnelServer = yes\n");
+    expect(hub).toContain(`BindToAddress = ${topo.hub.underlayAddress}\n`);
+    expect(hub).toContain("Interface = tun-h\n");
+    expect(hub).not.toContain("ConnectTo");
+    const edge = tincConf(e1, topo.hub, "tun-1");
+    expect(edge).toContain("Name = e1\n");
+    expect(edge).toContain("ConnectTo = hub\n");
+    expect(edge).toContain("Mode = router\n");
+    expect(edge).not.toContain("TunnelServer");
+    // No cipher, digest or compression line: tinc's defaults are what is measured.
+    expect(`${hub}${edge}`).not.toMatch(/Cipher|Digest|Compression|MACLength/);
+  });
+
+  it("gives each edge its pod CIDR and tunnel address as Subnets, and the hub every pod", () => {
+    const hub = tincHostEntries(topo.hub, topo.hub);
+    expect(hub).toContain(`Address = ${topo.hub.underlayAddress}\nPort = 51820\n`);
+    expect(hub).toContain(`Subnet = ${TINC_HUB_PODS}\n`);
+    expect(hub).toContain(`Subnet = ${topo.hub.tunnelAddress}/32\n`);
+    for (const edge of [e1, e2]) {
+      const text = tincHostEntries(edge, topo.hub);
+      expect(text.match(/^Subnet = .*$/gm)).toEqual([
+        `Subnet = ${edge.tunnelAddress}/32`,
+        `Subnet = ${edge.podCidr}`,
+      ]);
+      // An edge is reached through the hub, never at an address of its own.
+      expect(text).not.toContain("Address =");
+    }
+  });
+});
+
+describe("SoftEther configuration", () => {
+  const topo = new Topology();
+  const e1 = topo.edges[0]!;
+
+  it("sets the admin password first, listens on the hub port only, and gives each edge a user", () => {
+    const commands = serverCommands(topo, "ADMIN", (edge) => `pw-${edge.label}`);
+    expect(commands[0]).toBe("ServerPasswordSet ADMIN");
+    expect(commands).toContain("ListenerCreate 51820");
+    for (const port of [443, 992, 1194]) expect(commands).toContain(`ListenerDelete ${port}`);
+    // The session running these came in on 5555: that listener goes last.
+    expect(commands[commands.length - 1]).toBe("ListenerDelete 5555");
+    for (const off of ["VpnAzureSetEnable no", "KeepDisable", "SstpEnable no"]) {
+      expect(commands).toContain(off);
+    }
+    for (const edge of topo.edges) {
+      expect(commands).toContain(`UserCreate ${edge.label} /GROUP:none /REALNAME:none /NOTE:none`);
+      expect(commands).toContain(`UserPasswordSet ${edge.label} /PASSWORD:pw-${edge.label}`);
+    }
+    expect(commands.filter((c) => c.startsWith("BridgeCreate"))).toEqual([
+      "BridgeCreate DEFAULT /DEVICE:etb /TAP:yes",
+    ]);
+  });
+
+  it("connects a client to the hub's server with its own user and adapter", () => {
+    expect(clientCommands(e1, "10.77.0.2:51820", "secret")).toEqual([
+      "NicCreate etb",
+      "AccountCreate hub /SERVER:10.77.0.2:51820 /HUB:DEFAULT /USERNAME:e1 /NICNAME:etb",
+      "AccountPasswordSet hub /PASSWORD:secret /TYPE:standard",
+      "AccountConnect hub",
+    ]);
+  });
+
+  it("reads the transport from AccountStatusGet, and nothing from other text", () => {
+    const status = [
+      "Item                                      |Value",
+      "------------------------------------------+------",
+      "Session Status                            |Connection Completed (Session Established)",
+      "Port Number                               |TCP Port 51820",
+      "Number of TCP Connections                 |2",
+      "Encryption                                |Enabled (Algorithm: TLS_AES_256_GCM_SHA384)",
+      "Use of Compression                        |No (No Compression)",
+      "UDP Acceleration is Supported             |Yes",
+      "UDP Acceleration is Active                |No",
+    ].join("\n");
+    expect(parseAccountStatus(status)).toEqual({
+      tcpConnections: 2,
+      encryption: "Enabled (Algorithm: TLS_AES_256_GCM_SHA384)",
+      compression: "No (No Compression)",
+      udpAccelerationActive: false,
+    });
+    expect(parseAccountStatus("Error occurred. (Error code: 1)")).toBeNull();
+    expect(describeDetail({ udpAccelerationActive: true, tcpConnections: 2 })).toBe(
+      "udpAccelerationActive true, tcpConnections 2",
+    );
+  });
+});
+
+describe("skip reasons when a tunnel is missing", () => {
+  it("names the SoftEther package whose program is missing", () => {
+    const empty = mkdtempSync(join(tmpdir(), "etb-nosoftether-"));
+    try {
+      expect(softEtherUnavailable(empty)).toBe(
+        `${join(empty, "vpnserver", "vpnserver")} is missing (apt-get install softether-vpnserver)`,
+      );
+    } finally {
+      rmSync(empty, { recursive: true, force: true });
+    }
+  });
+
+  it("names the tinc package when tincd is not on the PATH", () => {
+    const empty = mkdtempSync(join(tmpdir(), "etb-notinc-"));
+    const path = process.env["PATH"];
+    process.env["PATH"] = empty;
+    try {
+      expect(tincUnavailable()).toBe("tincd is not installed (apt-get install tinc)");
+    } finally {
+      process.env["PATH"] = path;
+      rmSync(empty, { recursive: true, force: true });
+    }
+  });
+});
+
+const softEtherSkip = netnsUnavailableReason(["unshare", "mount"]) ?? softEtherUnavailable();
+const tincSkip = netnsUnavailableReason(["ping"]) ?? tincUnavailable();
+
+describe.skipIf(softEtherSkip !== null)(
+  `SoftEther's global paths (${softEtherSkip ?? "root, softether installed"})`,
+  () => {
+    let holder: ChildProcess | null = null;
+    let state: string | null = null;
+
+    afterEach(() => {
+      if (holder?.pid && holder.exitCode === null) holder.kill("SIGKILL");
+      holder = null;
+      if (state) rmSync(state, { recursive: true, force: true });
+      state = null;
+    });
+
+    it("gives a SoftEther program the node's own directories in place of the machine's", () => {
+      state = mkdtempSync(join(tmpdir(), "etb-softether-state-"));
+      const before = globalPathsSnapshot();
+      const script = "echo probe > /var/lib/softether/probe && echo run > /run/softether/probe";
+      const result = spawnSync("unshare", privatePathsArgs(state, "sh", ["-c", script]), {
+        encoding: "utf8",
+        timeout: 10_000,
+      });
+      expect(result.stderr).toBe("");
+      expect(result.status).toBe(0);
+      expect(readFileSync(join(state, "lib", "probe"), "utf8")).toBe("probe\n");
+      expect(readFileSync(join(state, "run", "probe"), "utf8")).toBe("run\n");
+      expect(globalPathsSnapshot()).toBe(before);
+    });
+
+    it("refuses a run while another SoftEther program is running, naming its pid", async () => {
+      state = mkdtempSync(join(tmpdir(), "etb-softether-state-"));
+      // vpncmd waiting at its first prompt: a SoftEther program that is not the bench's own.
+      holder = spawn("unshare", privatePathsArgs(state, `${SOFTETHER_DIR}/vpncmd/vpncmd`, []), {
+        stdio: ["pipe", "ignore", "ignore"],
+      });
+      const pid = holder.pid!;
+      const deadline = Date.now() + 10_000;
+      while (!softEtherProcesses().some((p) => p.pid === pid) && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      expect(softEtherConflict()).toContain(`${pid} (${SOFTETHER_DIR}/vpncmd/vpncmd)`);
+      if (built) {
+        const out = mkdtempSync(join(tmpdir(), "etb-softether-out-"));
+        try {
+          const run = spawnSync(
+            process.execPath,
+            [mainJs, "--tunnels", "softether", "--levels", "none", "--out", out],
+            { encoding: "utf8", timeout: 30_000 },
+          );
+          expect(run.status).toBe(2);
+          expect(run.stderr).toMatch(/cannot run softether: another SoftEther is running \(.*\d+/);
+        } finally {
+          rmSync(out, { recursive: true, force: true });
+        }
+      }
+    });
+
+    it(
+      "runs a server and a client on private paths, carries pod traffic, and leaves no trace",
+      { timeout: 120_000 },
+      async () => {
+        const before = globalPathsSnapshot();
+        const topo = new Topology();
+        const keys = new Keys(topo);
+        const tunnel = new SoftEtherTunnels(topo, keys);
+        let pids: number[] = [];
+        try {
+          topo.create();
+          const [e1] = topo.edges;
+          await tunnel.upHub();
+          await tunnel.upEdge(e1!);
+          await reach(e1!.podNs, topo.hub.podAddress, 40);
+          expect(await tunnel.transport()).toMatchObject({ compression: "No (No Compression)" });
+          pids = tunnel.daemons().map((d) => d.pid);
+          // Server and client, each a watcher and its worker.
+          expect(pids).toHaveLength(4);
+          expect(existsSync(join(keys.dir, "softether", "hub", "lib", "vpn_server.config"))).toBe(
+            true,
+          );
+          await tunnel.down();
+          const left = softEtherProcesses().filter((p) => pids.includes(p.pid));
+          expect(left).toEqual([]);
+        } finally {
+          await tunnel.down();
+          topo.destroy();
+          keys.remove();
+        }
+        expect(globalPathsSnapshot()).toBe(before);
+      },
+    );
+  },
+);
+
+describe.skipIf(tincSkip !== null)(
+  `tinc hub and edge (${tincSkip ?? "root, tinc installed"})`,
+  () => {
+    it(
+      "carries an edge pod's traffic to the hub's pod and ends its daemons",
+      { timeout: 120_000 },
+      async () => {
+        const topo = new Topology();
+        const keys = new Keys(topo);
+        const tunnel = new TincTunnels(topo, keys);
+        try {
+          topo.create();
+          const [e1] = topo.edges;
+          await tunnel.upHub();
+          await tunnel.upEdge(e1!);
+          await reach(e1!.podNs, topo.hub.podAddress, 40);
+          const pids = tunnel.daemons().map((d) => d.pid);
+          expect(pids).toHaveLength(2);
+          await tunnel.down();
+          for (const pid of pids) expect(existsSync(`/proc/${pid}`)).toBe(false);
+          expect(tunnel.supports({ kind: "delay", ms: 50 })).toMatch(/TCP meta connection/);
+          expect(tunnel.supports({ kind: "loss", percent: 5 })).toBeNull();
+        } finally {
+          await tunnel.down();
+          topo.destroy();
+          keys.remove();
+        }
+      },
+    );
+  },
+);

@@ -9,18 +9,20 @@ import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import {
-  ConfigError,
   DEFAULT_MTU,
-  EndpointResolutionError,
   interfaceNameFromPath,
   parseConfig,
-  parseEndpoint,
   MAX_CONFIG_FILE_BYTES,
+  parseEndpointSetting,
   readConfigFile,
   resolveEndpoint,
-  type ConfigErrorCode,
   type InterfaceFileConfig,
 } from "../../src/host/config.js";
+import {
+  ConfigError,
+  EndpointResolutionError,
+  type ConfigErrorCode,
+} from "../../src/host/errors.js";
 import { formatCidr } from "../../src/core/ipaddr.js";
 import {
   encodeKey,
@@ -144,7 +146,7 @@ describe("parseConfig: whole files", () => {
     expect(config.addresses.map((a) => a.text)).toEqual(["10.100.0.2/24"]);
     expect(config.peers).toHaveLength(1);
     const hub = config.peers[0]!;
-    expect(hub.endpoint).toEqual({ host: "hub.example.net", port: 51820 });
+    expect(hub.endpoint).toEqual({ kind: "name", name: "hub.example.net", port: 51820 });
     expect(cidrs(hub.allowedIps)).toEqual(["10.100.0.0/24", "10.244.0.0/16"]);
     expect(hub.persistentKeepalive).toBe(25);
     expect(config.warnings).toEqual([
@@ -228,7 +230,10 @@ describe("parseConfig: the format", () => {
     expect(config.mtu).toBe(1400);
     expect(cidrs(config.peers[0]!.allowedIps)).toEqual(["10.0.0.0/8", "fd00::/8"]);
     expect(config.peers[0]!.persistentKeepalive).toBe(0);
-    expect(config.peers[0]!.endpoint).toEqual({ host: "FD00::1", port: 51820 });
+    expect(config.peers[0]!.endpoint).toEqual({
+      kind: "address",
+      endpoint: { address: "fd00::1", port: 51820 },
+    });
   });
 
   it("masks AllowedIPs host bits, as wg does", () => {
@@ -782,18 +787,24 @@ describe("PrivateKeyFile and readConfigFile", () => {
   });
 });
 
-describe("parseEndpoint", () => {
+describe("parseEndpointSetting", () => {
+  const address = (address: string, port: number, zone?: string) => ({
+    kind: "address",
+    endpoint: zone ? { address, port, zone } : { address, port },
+  });
+  const name = (name: string, port: number) => ({ kind: "name", name, port });
   it.each([
-    ["1.2.3.4:51820", "1.2.3.4", 51820],
-    ["[fd00::1]:51820", "fd00::1", 51820],
-    ["[::ffff:1.2.3.4]:1", "::ffff:1.2.3.4", 1],
-    ["[fe80::1%eth0]:51820", "fe80::1%eth0", 51820],
-    ["hub.example.net:65535", "hub.example.net", 65535],
-    ["hub.example.net.:51820", "hub.example.net.", 51820],
-    ["localhost:51820", "localhost", 51820],
-    ["  edge-7_a.internal:443  ", "edge-7_a.internal", 443],
-  ])("%s", (text, host, port) => {
-    expect(parseEndpoint(text)).toEqual({ host, port });
+    ["1.2.3.4:51820", address("1.2.3.4", 51820)],
+    ["[fd00::1]:51820", address("fd00::1", 51820)],
+    ["[FD00:0::1]:51820", address("fd00::1", 51820)],
+    ["[::ffff:1.2.3.4]:1", address("::ffff:1.2.3.4", 1)],
+    ["[fe80::1%eth0]:51820", address("fe80::1", 51820, "eth0")],
+    ["hub.example.net:65535", name("hub.example.net", 65535)],
+    ["hub.example.net.:51820", name("hub.example.net.", 51820)],
+    ["localhost:51820", name("localhost", 51820)],
+    ["  edge-7_a.internal:443  ", name("edge-7_a.internal", 443)],
+  ])("%s", (text, spec) => {
+    expect(parseEndpointSetting(text)).toEqual(spec);
   });
 
   it.each([
@@ -822,7 +833,7 @@ describe("parseEndpoint", () => {
     "hub..example.net:51820",
     "https://hub:51820",
   ])("refuses %j with ERR_CONFIG_ENDPOINT", (text) => {
-    const error = errorOf(() => parseEndpoint(text));
+    const error = errorOf(() => parseEndpointSetting(text));
     expect(error.code).toBe("ERR_CONFIG_ENDPOINT");
     expect(error.file).toBe("");
     expect(error.line).toBe(0);
@@ -855,13 +866,13 @@ describe("resolveEndpoint", () => {
 
   it("returns numeric addresses as they are, without asking DNS", async () => {
     await expect(
-      resolveEndpoint({ host: "1.2.3.4", port: 1 }, { lookup: failingLookup }),
+      resolveEndpoint(parseEndpointSetting("1.2.3.4:1"), { lookup: failingLookup }),
     ).resolves.toEqual({
       address: "1.2.3.4",
       port: 1,
     });
     await expect(
-      resolveEndpoint(parseEndpoint("[fd00::1]:51820"), { lookup: failingLookup }),
+      resolveEndpoint(parseEndpointSetting("[fd00::1]:51820"), { lookup: failingLookup }),
     ).resolves.toEqual({ address: "fd00::1", port: 51820 });
   });
 
@@ -872,7 +883,7 @@ describe("resolveEndpoint", () => {
       return { address: "203.0.113.7" };
     };
     await expect(
-      resolveEndpoint({ host: "hub.example.net", port: 51820 }, { lookup }),
+      resolveEndpoint(parseEndpointSetting("hub.example.net:51820"), { lookup }),
     ).resolves.toEqual({
       address: "203.0.113.7",
       port: 51820,
@@ -881,7 +892,7 @@ describe("resolveEndpoint", () => {
   });
 
   it("resolves localhost through the system resolver", async () => {
-    const { address, port } = await resolveEndpoint({ host: "localhost", port: 51820 });
+    const { address, port } = await resolveEndpoint(parseEndpointSetting("localhost:51820"));
     expect(["127.0.0.1", "::1"]).toContain(address);
     expect(port).toBe(51820);
   });
@@ -892,10 +903,9 @@ describe("resolveEndpoint", () => {
         code: "ENOTFOUND",
       });
     };
-    const error = await resolveEndpoint(
-      { host: "nowhere.invalid", port: 1 },
-      { lookup: notFound },
-    ).catch((caught: unknown) => caught);
+    const error = await resolveEndpoint(parseEndpointSetting("nowhere.invalid:1"), {
+      lookup: notFound,
+    }).catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(EndpointResolutionError);
     expect((error as EndpointResolutionError).code).toBe("ERR_ENDPOINT_UNRESOLVED");
     expect((error as EndpointResolutionError).message).toBe(
@@ -1048,13 +1058,14 @@ describe("parseConfig on arbitrary text", () => {
     );
   });
 
-  it("parseEndpoint throws only ConfigError", () => {
+  it("parseEndpointSetting throws only ConfigError", () => {
     fc.assert(
       fc.property(fc.string({ maxLength: 40 }), (text) => {
         try {
-          const { host, port } = parseEndpoint(text);
+          const spec = parseEndpointSetting(text);
+          const port = spec.kind === "name" ? spec.port : spec.endpoint.port;
           expect(port).toBeGreaterThan(0);
-          expect(host).not.toBe("");
+          expect(spec.kind === "name" ? spec.name : spec.endpoint.address).not.toBe("");
         } catch (error) {
           if (!(error instanceof ConfigError)) throw error;
         }

@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DROP_REASONS } from "../../src/core/device.js";
+import { DROP_REASONS, HANDSHAKE_FAILURE_REASONS } from "../../src/core/drops.js";
 import {
   decodeKey,
   generatePresharedKey,
@@ -18,8 +18,6 @@ import { DropReporter, RateLimitedLog, Secrets, createLogger } from "../../src/h
 import { MessageType, paddedLength } from "../../src/core/messages.js";
 import {
   DataPathObservations,
-  HANDSHAKE_FAILURE_REASONS,
-  MetricsListenError,
   MetricsServer,
   createMetricsRegistry,
   parseMetricsListen,
@@ -27,6 +25,7 @@ import {
   renderMetrics,
   type MetricsSource,
 } from "../../src/host/metrics.js";
+import { MetricsListenError } from "../../src/host/errors.js";
 import { Testbed, netnsUnavailableReason, waitFor } from "../support/netns.js";
 import { ipv4Packet, pairOfNodes, type Network, type Node } from "../support/index.js";
 
@@ -276,8 +275,8 @@ describe("metrics over an in-memory pair", () => {
     expect(held).not.toBeNull();
     net.clock.advance(37);
     const source = sourceFor(a);
+    a.device.onHandshakeCompleted = (peer) => source.observations.handshakeCompleted(peer);
     a.device.handleDatagram(held!, b.endpoint);
-    source.observations.handshakeCompleted(a.device, held!);
     net.run();
     expect(b.delivered).toHaveLength(1);
 

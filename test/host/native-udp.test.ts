@@ -137,13 +137,13 @@ describe("endpoint records", () => {
     for (const endpoint of [
       { address: "::1", port: 1 },
       { address: "2001:db8::ff:0:1", port: 65535 },
-      { address: "fe80::1", port: 500, scopeId: 3 },
+      { address: "fe80::1", port: 500, zone: "3" },
     ]) {
       writeEndpoint(table, 0, endpoint);
       expect(readEndpoint(table, 0)).toEqual(endpoint);
     }
     writeEndpoint(table, 0, { address: "fe80::2%7", port: 9 });
-    expect(readEndpoint(table, 0)).toEqual({ address: "fe80::2", port: 9, scopeId: 7 });
+    expect(readEndpoint(table, 0)).toEqual({ address: "fe80::2", port: 9, zone: "7" });
   });
 
   it("rejects what is not an address, a port or a record", () => {

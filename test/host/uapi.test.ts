@@ -225,7 +225,11 @@ describe("handleSet", () => {
     await handleSet(host, [`public_key=${peer.publicHex}`, "endpoint=[2001:DB8:0:0::1]:51820"]);
     expect(device.peer(peer.publicRaw)!.endpoint).toEqual({ address: "2001:db8::1", port: 51820 });
     await handleSet(host, [`public_key=${peer.publicHex}`, "endpoint=[fe80::1%eth0]:1"]);
-    expect(device.peer(peer.publicRaw)!.endpoint).toEqual({ address: "fe80::1%eth0", port: 1 });
+    expect(device.peer(peer.publicRaw)!.endpoint).toEqual({
+      address: "fe80::1",
+      port: 1,
+      zone: "eth0",
+    });
     expect(getLines(host)).toContain("endpoint=[fe80::1%eth0]:1");
   });
 

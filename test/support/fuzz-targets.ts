@@ -15,7 +15,8 @@ import { mac } from "../../src/core/crypto.js";
 import type { Device } from "../../src/core/device.js";
 import { generatePrivateKey, publicKeyOf } from "../../src/core/keys.js";
 import { MessageType, macOffsets } from "../../src/core/messages.js";
-import { ConfigError, parseConfig } from "../../src/host/config.js";
+import { parseConfig } from "../../src/host/config.js";
+import { ConfigError } from "../../src/host/errors.js";
 import { handleGet, handleSet, type UapiHost } from "../../src/host/uapi.js";
 import { ipv4Packet, pairOfNodes } from "./index.js";
 

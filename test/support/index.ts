@@ -4,7 +4,7 @@ import type { RandomSource } from "../../src/core/crypto.js";
 import { PrivateKey } from "../../src/core/crypto.js";
 import { Device, type Clock } from "../../src/core/device.js";
 import { parseCidr } from "../../src/core/ipaddr.js";
-import type { Endpoint } from "../../src/core/peer.js";
+import type { Endpoint } from "../../src/core/endpoint.js";
 
 export class FakeClock implements Clock {
   constructor(

@@ -27,6 +27,7 @@ import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { constants as osConstants } from "node:os";
+import { asAreaError, NativeError } from "../errors.js";
 import type { TunOffloadStats } from "./tun.js";
 import type { OpenSslReferenceRates } from "./aead.js";
 
@@ -161,19 +162,21 @@ export interface NativeAddon {
   close(fd: number): void;
 }
 
-/** An Error carrying a stable `code`, like Node's own system errors. */
-export interface CodedError extends Error {
-  code: string;
-}
-
-export function codedError(message: string, code: string, cause?: unknown): CodedError {
-  const error = new Error(message, cause === undefined ? undefined : { cause }) as CodedError;
-  error.code = code;
-  return error;
+/**
+ * Calls into the addon at set-up time (opening, binding, configuring), turning a system error
+ * it throws into a NativeError with the same code and message. Not for the per-batch calls.
+ */
+export function callNative<T>(call: (addon: NativeAddon) => T): T {
+  const addon = loadAddon();
+  try {
+    return call(addon);
+  } catch (error) {
+    throw asAreaError(error, (code, message, options) => new NativeError(code, message, options));
+  }
 }
 
 let addon: NativeAddon | undefined;
-let loadFailure: CodedError | undefined;
+let loadFailure: NativeError | undefined;
 
 // This file runs from src/host/native/ under vitest and from dist/src/host/native/ once
 // compiled, so the addon is three or four levels up; EDGETUN_ADDON overrides both.
@@ -202,9 +205,9 @@ export function loadAddon(): NativeAddon {
   const candidates = addonCandidates();
   const path = candidates.find((candidate) => existsSync(candidate));
   if (path === undefined) {
-    loadFailure = codedError(
-      `addon not built: run npm ci (or npm rebuild) to compile build/Release/edgetun.node; looked in ${candidates.join(", ")}`,
+    loadFailure = new NativeError(
       "ERR_EDGETUN_ADDON_MISSING",
+      `addon not built: run npm ci (or npm rebuild) to compile build/Release/edgetun.node; looked in ${candidates.join(", ")}`,
     );
     throw loadFailure;
   }
@@ -221,10 +224,10 @@ export function loadAddon(): NativeAddon {
       error instanceof Error && "code" in error && error.code === "ERR_EDGETUN_UNSUPPORTED_PLATFORM"
         ? "ERR_EDGETUN_UNSUPPORTED_PLATFORM"
         : "ERR_EDGETUN_ADDON_LOAD";
-    loadFailure = codedError(
-      `cannot load native addon ${path}: ${detail} (run npm rebuild)`,
+    loadFailure = new NativeError(
       code,
-      error,
+      `cannot load native addon ${path}: ${detail} (run npm rebuild)`,
+      { cause: error },
     );
     throw loadFailure;
   }
@@ -241,6 +244,6 @@ export function nativeAvailable(): boolean {
 }
 
 /** Why the addon cannot be used, or undefined when it can. */
-export function nativeLoadError(): CodedError | undefined {
+export function nativeLoadError(): NativeError | undefined {
   return nativeAvailable() ? undefined : loadFailure;
 }

@@ -1,5 +1,6 @@
 // Descriptors with readiness callbacks from libuv (uv_poll_t): no busy loop.
-import { loadAddon, codedError, MAX_BATCH, type NativeAddon } from "./addon.js";
+import { NativeError } from "../errors.js";
+import { loadAddon, MAX_BATCH, type NativeAddon } from "./addon.js";
 import { type PacketSlots } from "./batch.js";
 
 export function defaultCount(slots: PacketSlots, first: number): number {
@@ -27,7 +28,7 @@ export abstract class PolledDescriptor {
 
   protected native(): NativeAddon {
     if (this.#closed) {
-      throw codedError(`descriptor ${this.fd} is closed`, "EBADF");
+      throw new NativeError("EBADF", `descriptor ${this.fd} is closed`);
     }
     return loadAddon();
   }

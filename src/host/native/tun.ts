@@ -1,5 +1,5 @@
 // The TUN device: open, configure, read and write packets in batches.
-import { loadAddon } from "./addon.js";
+import { callNative } from "./addon.js";
 import { type ReceiveSlots, type WriteSlots } from "./batch.js";
 import { PolledDescriptor, defaultCount } from "./poll.js";
 
@@ -79,11 +79,8 @@ export class TunDevice extends PolledDescriptor {
 
   static open(options: TunOpenOptions = {}): TunDevice {
     const multiQueue = options.multiQueue ?? false;
-    const opened = loadAddon().tunOpen(
-      options.name ?? "",
-      multiQueue,
-      options.offload ?? false,
-      options.gro ?? true,
+    const opened = callNative((addon) =>
+      addon.tunOpen(options.name ?? "", multiQueue, options.offload ?? false, options.gro ?? true),
     );
     return new TunDevice(opened.fd, opened.name, multiQueue, opened.offload, opened.uso);
   }
@@ -253,19 +250,19 @@ export class TunDevice extends PolledDescriptor {
 
 /** SIOCSIFMTU on any interface (CAP_NET_ADMIN). */
 export function setLinkMtu(name: string, mtu: number): void {
-  loadAddon().linkSetMtu(name, mtu);
+  callNative((addon) => addon.linkSetMtu(name, mtu));
 }
 
 export function getLinkMtu(name: string): number {
-  return loadAddon().linkGetMtu(name);
+  return callNative((addon) => addon.linkGetMtu(name));
 }
 
 /** Sets or clears IFF_UP (CAP_NET_ADMIN). */
 export function setLinkUp(name: string, up = true): void {
-  loadAddon().linkSetUp(name, up);
+  callNative((addon) => addon.linkSetUp(name, up));
 }
 
 /** The interface index of `name` (if_nametoindex). */
 export function linkIndex(name: string): number {
-  return loadAddon().linkIndex(name);
+  return callNative((addon) => addon.linkIndex(name));
 }

@@ -1,5 +1,5 @@
 // The UDP socket with recvmmsg/sendmmsg.
-import { loadAddon, type NativeAddon, type UdpQueueStats } from "./addon.js";
+import { callNative, type NativeAddon, type UdpQueueStats } from "./addon.js";
 import { type UdpReceiveSlots, type UdpSendSlots } from "./batch.js";
 import { PolledDescriptor, defaultCount } from "./poll.js";
 
@@ -54,13 +54,15 @@ export class UdpBatchSocket extends PolledDescriptor {
    * a static `bind` would shadow Function.prototype.bind on the class.)
    */
   static open(options: UdpBindOptions = {}): UdpBatchSocket {
-    const bound = loadAddon().udpBind(
-      options.host ?? "::",
-      options.port ?? 0,
-      options.receiveBufferSize ?? DEFAULT_SOCKET_BUFFER,
-      options.sendBufferSize ?? DEFAULT_SOCKET_BUFFER,
-      options.gso === false,
-      options.reusePort === true,
+    const bound = callNative((addon) =>
+      addon.udpBind(
+        options.host ?? "::",
+        options.port ?? 0,
+        options.receiveBufferSize ?? DEFAULT_SOCKET_BUFFER,
+        options.sendBufferSize ?? DEFAULT_SOCKET_BUFFER,
+        options.gso === false,
+        options.reusePort === true,
+      ),
     );
     return new UdpBatchSocket(bound);
   }
@@ -70,7 +72,8 @@ export class UdpBatchSocket extends PolledDescriptor {
    * tunnel's own UDP traffic out of the tunnel; 0 clears it. Needs CAP_NET_ADMIN.
    */
   setFwmark(mark: number): void {
-    this.native().udpSetMark(this.fd, mark);
+    const fd = this.fd;
+    callNative(() => this.native().udpSetMark(fd, mark));
   }
 
   /** Bytes waiting in the kernel's receive queue and datagrams it dropped when full. */
@@ -182,6 +185,19 @@ export class UdpSocketPair {
   setFwmark(mark: number): void {
     this.data.setFwmark(mark);
     this.handshake?.setFwmark(mark);
+  }
+
+  // The data socket's side of the daemon's DatagramSocket: receives, sends and readiness.
+  recvBatch(slots: UdpReceiveSlots): number {
+    return this.data.recvBatch(slots);
+  }
+
+  sendBatch(slots: UdpSendSlots, count: number): number {
+    return this.data.sendBatch(slots, count);
+  }
+
+  onReadable(handler: (() => void) | null): void {
+    this.data.onReadable(handler);
   }
 
   close(): void {

@@ -1,0 +1,206 @@
+// In-memory TUN devices and UDP sockets for the daemon's data path (src/host/io.ts), as
+// wireguard-go's tun/tuntest and conn/bindtest: two daemons exchange real sealed datagrams
+// through a FakeNetwork, with no root, no kernel device and no traffic on any interface.
+// Endpoint records are the addon's own format (writeEndpoint/readEndpoint).
+import type { Endpoint } from "../../src/core/endpoint.js";
+import type { DatagramSocket, TunnelDevice } from "../../src/host/io.js";
+import {
+  readEndpoint,
+  writeEndpoint,
+  type ReceiveSlots,
+  type UdpReceiveSlots,
+  type UdpSendSlots,
+  type WriteSlots,
+} from "../../src/host/native/index.js";
+
+/** Calls a readiness handler on later event-loop turns while `hasMore()` says so. */
+class Readiness {
+  private handler: (() => void) | null = null;
+  private scheduled = false;
+
+  constructor(private readonly hasMore: () => boolean) {}
+
+  set(handler: (() => void) | null): void {
+    this.handler = handler;
+    this.kick();
+  }
+
+  kick(): void {
+    if (this.scheduled || !this.handler || !this.hasMore()) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.handler?.();
+      this.kick();
+    });
+  }
+}
+
+/** A TUN device: `inject` is the kernel routing a packet into the tunnel; writes collect. */
+export class FakeTun implements TunnelDevice {
+  /** Packets the daemon wrote (decrypted, from the tunnel's peers), copies in order. */
+  readonly written: Buffer[] = [];
+  /** Read calls that returned packets, and how many each. */
+  readonly readSizes: number[] = [];
+  private readonly outbound: Buffer[] = [];
+  private readonly readiness = new Readiness(() => this.outbound.length > 0);
+  closed = false;
+
+  constructor(readonly name = "fake0") {}
+
+  inject(...packets: Uint8Array[]): void {
+    for (const packet of packets) this.outbound.push(Buffer.from(packet));
+    this.readiness.kick();
+  }
+
+  readBatch(slots: ReceiveSlots): number {
+    const count = Math.min(slots.offsets.length, this.outbound.length);
+    for (let i = 0; i < count; i++) {
+      const packet = this.outbound.shift()!.subarray(0, slots.room);
+      slots.arena.set(packet, slots.offsets[i]!);
+      slots.lengths[i] = packet.length;
+    }
+    if (count > 0) this.readSizes.push(count);
+    return count;
+  }
+
+  writeBatch(slots: WriteSlots, count: number): number {
+    for (let i = 0; i < count; i++) {
+      const offset = slots.offsets[i]!;
+      this.written.push(Buffer.from(slots.arena.subarray(offset, offset + slots.lengths[i]!)));
+      if (slots.status) slots.status[i] = 0;
+    }
+    return count;
+  }
+
+  onReadable(handler: (() => void) | null): void {
+    this.readiness.set(handler);
+  }
+
+  close(): void {
+    this.closed = true;
+    this.readiness.set(null);
+  }
+}
+
+interface Datagram {
+  readonly data: Buffer;
+  readonly from: Endpoint;
+}
+
+/**
+ * A lossless switch between FakeSockets by address and port. `tap` sees every datagram
+ * carried (and may return false to drop it); `inject` delivers one from any address.
+ */
+export class FakeNetwork {
+  private readonly sockets = new Map<string, FakeSocket>();
+  tap: (datagram: Buffer, from: Endpoint, to: Endpoint) => boolean = () => true;
+  /** Datagrams sent to an address no socket is bound to. */
+  undeliverable = 0;
+
+  /** An opener for Daemon.startDataPath: binds the given port (0: the next free) on `address`. */
+  opener(address: string, options: { receiveQueue?: number } = {}): (port: number) => FakeSocket {
+    return (port: number) => {
+      let chosen = port;
+      if (chosen === 0) {
+        for (chosen = 40000; this.sockets.has(key({ address, port: chosen })); chosen++);
+      }
+      const endpoint = { address, port: chosen };
+      if (this.sockets.has(key(endpoint))) {
+        throw Object.assign(new Error(`${address}:${chosen} is in use`), { code: "EADDRINUSE" });
+      }
+      const socket = new FakeSocket(this, endpoint, options.receiveQueue ?? 1024);
+      this.sockets.set(key(endpoint), socket);
+      return socket;
+    };
+  }
+
+  inject(data: Uint8Array, from: Endpoint, to: Endpoint): void {
+    this.carry(Buffer.from(data), from, to);
+  }
+
+  /** @internal */
+  carry(data: Buffer, from: Endpoint, to: Endpoint): void {
+    if (!this.tap(data, from, to)) return;
+    const target = this.sockets.get(key(to));
+    if (!target) {
+      this.undeliverable++;
+      return;
+    }
+    target.deliver({ data, from });
+  }
+
+  /** @internal */
+  unbind(socket: FakeSocket): void {
+    if (this.sockets.get(key(socket.endpoint)) === socket)
+      this.sockets.delete(key(socket.endpoint));
+  }
+}
+
+function key(endpoint: Endpoint): string {
+  return `${endpoint.address}|${endpoint.port}`;
+}
+
+/** A UDP socket on a FakeNetwork; its receive queue is bounded as a socket buffer is. */
+export class FakeSocket implements DatagramSocket {
+  /** Datagrams that found the receive queue full (what the kernel counts as RcvbufErrors). */
+  overflows = 0;
+  readonly receiveSizes: number[] = [];
+  private readonly inbox: Datagram[] = [];
+  private readonly readiness = new Readiness(() => this.inbox.length > 0);
+  closed = false;
+
+  constructor(
+    private readonly network: FakeNetwork,
+    readonly endpoint: Endpoint,
+    private readonly receiveQueue: number,
+  ) {}
+
+  get port(): number {
+    return this.endpoint.port;
+  }
+
+  /** @internal */
+  deliver(datagram: Datagram): void {
+    if (this.closed) return;
+    if (this.inbox.length >= this.receiveQueue) {
+      this.overflows++;
+      return;
+    }
+    this.inbox.push(datagram);
+    this.readiness.kick();
+  }
+
+  recvBatch(slots: UdpReceiveSlots): number {
+    const count = Math.min(slots.offsets.length, this.inbox.length);
+    for (let i = 0; i < count; i++) {
+      const { data, from } = this.inbox.shift()!;
+      const bytes = data.subarray(0, slots.room);
+      slots.arena.set(bytes, slots.offsets[i]!);
+      slots.lengths[i] = bytes.length;
+      writeEndpoint(slots.endpoints, i, from);
+    }
+    if (count > 0) this.receiveSizes.push(count);
+    return count;
+  }
+
+  sendBatch(slots: UdpSendSlots, count: number): number {
+    for (let i = 0; i < count; i++) {
+      const offset = slots.offsets[i]!;
+      const data = Buffer.from(slots.arena.subarray(offset, offset + slots.lengths[i]!));
+      this.network.carry(data, this.endpoint, readEndpoint(slots.endpoints, i));
+      if (slots.status) slots.status[i] = 0;
+    }
+    return count;
+  }
+
+  onReadable(handler: (() => void) | null): void {
+    this.readiness.set(handler);
+  }
+
+  close(): void {
+    this.closed = true;
+    this.readiness.set(null);
+    this.network.unbind(this);
+  }
+}
