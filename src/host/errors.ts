@@ -4,7 +4,7 @@
  * in src/cli/main.ts); anything thrown that is not an EdgetunError is a bug and shows its stack.
  */
 import { EdgetunError } from "../core/errors.js";
-import { redactKeyShaped } from "../core/keys.js";
+import { redactKeyShaped } from "../core/redact.js";
 
 export { EdgetunError };
 

@@ -39,7 +39,7 @@ import {
   type Endpoint,
 } from "../core/endpoint.js";
 import { asAreaError, EdgetunError, UapiRequestError, UapiSocketError } from "./errors.js";
-import { redactKeyShaped } from "../core/keys.js";
+import { redactKeyShaped } from "../core/redact.js";
 
 /** What the control socket needs from the daemon around the device: the UDP port and mark. */
 export interface UapiHost {
