@@ -30,7 +30,7 @@ import { addUpFleetOptions, registerFleetCommands } from "./fleet.js";
 import { SHOW_FIELDS, formatField, isShowField } from "./show-fields.js";
 import { up, type UpOptions } from "./up.js";
 import { stripConfig } from "./strip.js";
-import { pidFile } from "./pidfile.js";
+import { isEdgetunProcess, pidFile } from "./pidfile.js";
 import { VERSION } from "./version.js";
 
 /** A mistake in how the command was used, found after commander's own checks. */
@@ -74,17 +74,6 @@ function collectReadyPeer(text: string, previous: string[] = []): string[] {
     throw new InvalidArgumentError((error as Error).message);
   }
   return [...previous, text.trim()];
-}
-
-function isEdgetunProcess(pid: number): boolean {
-  try {
-    return (
-      readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("edgetun") ||
-      readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("cli/main.js")
-    );
-  } catch {
-    return false;
-  }
 }
 
 async function down(name: string): Promise<void> {

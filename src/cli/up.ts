@@ -2,6 +2,7 @@
 // wg-quick's sequence around it: PreUp hooks; the interface, its key, peers, addresses and
 // routes; DNS; PostUp hooks. Down (SIGTERM, SIGINT, `edgetun down`) reverses it: PreDown
 // hooks, SaveConfig, the interface removed, DNS taken back, PostDown hooks.
+import { readFileSync } from "node:fs";
 import { interfaceNameFromPath, readConfigFile } from "../host/config.js";
 import { ConfigError } from "../host/errors.js";
 import type { InterfaceFileConfig } from "../host/config.js";
@@ -14,7 +15,7 @@ import { fleetAttachment, type UpFleetOptions } from "./fleet.js";
 import { nativeLoadError } from "../host/native/index.js";
 import { handleGet } from "../host/uapi.js";
 import { currentAddresses, savedConfigText, writeConfigFile } from "../host/saveconfig.js";
-import { removePidFile, writePidFile } from "./pidfile.js";
+import { removePidFile, removeStalePidFile, writePidFile } from "./pidfile.js";
 
 export interface UpOptions extends UpFleetOptions {
   interface?: string;
@@ -55,9 +56,10 @@ export async function up(file: string, options: UpOptions): Promise<void> {
   }
   const addonError = nativeLoadError();
   if (addonError) throw addonError;
-  if (process.getuid?.() !== 0) {
-    logger.warn("not running as root: creating the interface needs CAP_NET_ADMIN");
+  if (!hasNetAdmin()) {
+    logger.warn("without CAP_NET_ADMIN (or root) the interface cannot be created");
   }
+  removeStalePidFile(name);
   const metrics = options.metricsListen
     ? {
         ...options.metricsListen,
@@ -77,6 +79,9 @@ export async function up(file: string, options: UpOptions): Promise<void> {
     metricsOptional: options.metricsListenIsDefault ?? false,
     onInterfaceGone: () => shutdown("interface deleted", true),
     attach: fleetAttachment(options, config, logger, (key) => secrets.add(key)),
+    // The pid file is the last thing that can fail (a non-root user without its runtime
+    // directory): written before "interface up", never after.
+    beforeUp: (interfaceName) => writePidFile(interfaceName),
   });
   let dnsSet = false;
   try {
@@ -86,9 +91,9 @@ export async function up(file: string, options: UpOptions): Promise<void> {
     // As wg-quick's trap: a failed PostUp (or DNS) takes the interface down again.
     if (dnsSet) await unsetDns(daemon.name, logger);
     await daemon.stop();
+    removePidFile(daemon.name);
     throw error;
   }
-  writePidFile(daemon.name);
 
   let stopping = false;
   shutdown = (reason, interfaceGone) => {
@@ -192,4 +197,15 @@ async function saveConfig(daemon: Daemon, config: InterfaceFileConfig, file: str
       keyFromFile ? `PrivateKeyFile = ${config.privateKeyFile}` : undefined,
     ),
   );
+}
+
+/** CAP_NET_ADMIN in the effective set (bit 12 of /proc/self/status's CapEff). */
+function hasNetAdmin(): boolean {
+  try {
+    const status = readFileSync("/proc/self/status", "utf8");
+    const effective = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1];
+    return effective !== undefined && (BigInt(`0x${effective}`) & (1n << 12n)) !== 0n;
+  } catch {
+    return process.getuid?.() === 0;
+  }
 }

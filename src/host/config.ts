@@ -15,8 +15,17 @@
  */
 
 import { lookup } from "node:dns/promises";
-import { readFileSync } from "node:fs";
 import { isIPv4, isIPv6 } from "node:net";
+import {
+  closeSync,
+  constants as fsConstants,
+  fstatSync,
+  openSync,
+  readSync,
+  statSync,
+} from "node:fs";
+import type { Stats } from "node:fs";
+
 import { basename, dirname, resolve } from "node:path";
 
 import { PrivateKey } from "../core/crypto.js";
@@ -96,6 +105,8 @@ export interface InterfaceFileConfig {
   /** `file:line: …` for keys that are accepted but do nothing, and for likely mistakes. */
   warnings: string[];
   file: string;
+  /** Whether the file itself holds the private key (PrivateKey rather than PrivateKeyFile). */
+  holdsPrivateKey?: boolean;
 }
 
 export interface ParseConfigOptions {
@@ -172,8 +183,67 @@ export function parseConfig(
   file: string,
   options: ParseConfigOptions = {},
 ): InterfaceFileConfig {
-  const readFile = options.readFile ?? ((path: string) => readFileSync(path, "utf8"));
-  return new ConfigFileParser(file, readFile).parse(text);
+  const readFile =
+    options.readFile ?? ((path: string) => readBoundedFile(path, MAX_KEY_FILE_BYTES).text);
+  return new ConfigFileParser(file, readFile, options.readFile === undefined).parse(text);
+}
+
+/** A hub's file with a hundred thousand peers is some 15 MB; more is not a configuration. */
+export const MAX_CONFIG_FILE_BYTES = 64 << 20;
+/** A key file holds 44 characters and a newline; a little room for comments and CRLF. */
+export const MAX_KEY_FILE_BYTES = 4096;
+
+/**
+ * Reads a file an operator named, as text, refusing what is not a regular file (a device such
+ * as /dev/zero, a FIFO, a directory) and what is larger than `maxBytes`, with the reason in
+ * the error's message. Opened without blocking, so a FIFO with no writer cannot hang us.
+ */
+export function readBoundedFile(path: string, maxBytes: number): { text: string; stats: Stats } {
+  const fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+  try {
+    const stats = fstatSync(fd);
+    if (!stats.isFile()) throw new Error(`it is ${fileKind(stats)}, not a regular file`);
+    if (stats.size > maxBytes) throw tooLarge(stats.size, maxBytes);
+    // Read one byte past the limit, in case the file grew since fstat.
+    const buffer = Buffer.alloc(Math.min(maxBytes + 1, Math.max(stats.size + 1, 1024)));
+    let length = 0;
+    for (;;) {
+      if (length === buffer.length) break;
+      const n = readSync(fd, buffer, length, buffer.length - length, null);
+      if (n === 0) break;
+      length += n;
+    }
+    if (length > maxBytes) throw tooLarge(length, maxBytes);
+    return { text: buffer.toString("utf8", 0, length), stats };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function tooLarge(size: number, maxBytes: number): Error {
+  return new Error(`it is ${size} bytes or more; the limit is ${maxBytes} bytes`);
+}
+
+function fileKind(stats: Stats): string {
+  if (stats.isDirectory()) return "a directory";
+  if (stats.isCharacterDevice()) return "a character device";
+  if (stats.isBlockDevice()) return "a block device";
+  if (stats.isFIFO()) return "a FIFO";
+  if (stats.isSocket()) return "a socket";
+  return "not a file";
+}
+
+/**
+ * A warning when a file holding a key may be read by anyone but its owner, naming the fix.
+ * wg-quick warns about world-accessible files; a group is as much a leak for a private key.
+ */
+export function keyFilePermissionWarning(path: string, stats: Stats, what: string): string | null {
+  const mode = stats.mode & 0o777;
+  if ((mode & 0o077) === 0) return null;
+  return (
+    `${path} holds ${what} and is accessible by ${mode & 0o007 ? "others" : "its group"} ` +
+    `(mode ${mode.toString(8).padStart(4, "0")}); fix with: chmod 600 ${path}`
+  );
 }
 
 /**
@@ -201,9 +271,9 @@ export function emptyInterfaceConfig(): InterfaceFileConfig {
 
 /** Reads and parses a configuration file; a relative PrivateKeyFile is found beside it. */
 export function readConfigFile(path: string): InterfaceFileConfig {
-  let text: string;
+  let file: { text: string; stats: Stats };
   try {
-    text = readFileSync(path, "utf8");
+    file = readBoundedFile(path, MAX_CONFIG_FILE_BYTES);
   } catch (error) {
     throw new ConfigError(
       "ERR_CONFIG_FILE",
@@ -212,7 +282,12 @@ export function readConfigFile(path: string): InterfaceFileConfig {
       `cannot read the file: ${describeCause(error)}`,
     );
   }
-  return parseConfig(text, path);
+  const config = parseConfig(file.text, path);
+  if (config.holdsPrivateKey || config.peers.some((peer) => peer.presharedKey !== null)) {
+    const warning = keyFilePermissionWarning(path, file.stats, "keys");
+    if (warning) config.warnings.unshift(warning);
+  }
+  return config;
 }
 
 /**
@@ -223,7 +298,11 @@ export function readConfigFile(path: string): InterfaceFileConfig {
 class ConfigFileParser {
   readonly #file: string;
   readonly #readFile: (path: string) => string;
+  /** Whether files are read from this host's file system, so their modes mean something. */
+  readonly #onFileSystem: boolean;
   readonly #warnings: string[] = [];
+  /** Whether the private key is written in the file itself (not PrivateKeyFile). */
+  #privateKeyInline = false;
 
   #section: "Interface" | "Peer" | null = null;
   /** Single-valued keys seen in the current section, with their lines, to refuse repeats. */
@@ -250,9 +329,10 @@ class ConfigFileParser {
   /** Masked prefix text → [Peer] line of the peer that first claimed it. */
   readonly #allowedIpPeerLines = new Map<string, number>();
 
-  constructor(file: string, readFile: (path: string) => string) {
+  constructor(file: string, readFile: (path: string) => string, onFileSystem: boolean) {
     this.#file = file;
     this.#readFile = readFile;
+    this.#onFileSystem = onFileSystem;
   }
 
   parse(text: string): InterfaceFileConfig {
@@ -276,6 +356,7 @@ class ConfigFileParser {
       peers: this.#peers,
       warnings: this.#warnings,
       file: this.#file,
+      holdsPrivateKey: this.#privateKeyInline,
     };
   }
 
@@ -417,6 +498,7 @@ class ConfigFileParser {
       case "PrivateKey":
         this.#refuseBothPrivateKeySources("PrivateKeyFile", line);
         this.#privateKey = this.#key(value, "PrivateKey", line);
+        this.#privateKeyInline = true;
         return;
       case "PrivateKeyFile":
         this.#refuseBothPrivateKeySources("PrivateKey", line);
@@ -642,6 +724,10 @@ class ConfigFileParser {
         line,
         `cannot read PrivateKeyFile ${JSON.stringify(path)}: ${describeCause(error)}`,
       );
+    }
+    if (this.#onFileSystem) {
+      const warning = keyFilePermissionWarning(path, statSync(path), "a private key");
+      if (warning) this.#warn(line, warning);
     }
     // `wg genkey > file` leaves a newline after the key.
     return this.#key(text.trim(), `the private key in ${path}`, line);

@@ -3,7 +3,7 @@
 // protocol logic: every decision is the Device's; this file moves batches and keeps time.
 import type { InterfaceFileConfig } from "./config.js";
 import { resolveEndpoint } from "./config.js";
-import { Device, MAX_QUEUED_HANDSHAKES } from "../core/device.js";
+import { Device } from "../core/device.js";
 import type { Logger } from "./log.js";
 import { DropReporter, shortKey } from "./log.js";
 import {
@@ -11,7 +11,6 @@ import {
   DATA_TRAILER_ROOM,
   KEY_LENGTH,
   TAG_LENGTH,
-  classifyMessage,
   frameDataInPlace,
   isTransportData,
 } from "../core/messages.js";
@@ -27,7 +26,7 @@ import {
   ENDPOINT_SIZE,
   PacketBatch,
   TunDevice,
-  UdpBatchSocket,
+  UdpSocketPair,
   openBatch,
   readEndpoint,
   sealBatch,
@@ -47,15 +46,22 @@ import {
   type ReconfigurationHost,
 } from "./reconfigure.js";
 import { UapiServer, type UapiHost } from "./uapi.js";
-import type { DatagramSocket, DatagramSocketOpener, TunnelDevice } from "./io.js";
+import { HandshakeShares } from "./handshake-shares.js";
+import type {
+  DatagramSocket,
+  DatagramSocketOpener,
+  HandshakeDatagramSocket,
+  TunnelDevice,
+} from "./io.js";
 
 /** Packets moved per read/receive call; a batch is processed fully before the next. */
 const BATCH = 128;
 /**
- * Handshake messages handled per event-loop turn. Each costs up to ~0.4 ms of Diffie-Hellman,
- * so data batches get a turn in between even during a handshake flood.
+ * Handshake messages read per event-loop turn. One may cost ~0.4 ms of Diffie-Hellman, so
+ * data gets a turn in between even during a handshake flood; under a flood most are turned
+ * away for a few bytes' comparison (HandshakeShares) or a cookie reply.
  */
-const HANDSHAKES_PER_TURN = 32;
+const HANDSHAKES_PER_TURN = 64;
 
 /** Arena slots start on cache lines. */
 const SLOT_ALIGNMENT = 64;
@@ -120,6 +126,11 @@ export interface DaemonOptions {
   metrics?: MetricsServerOptions | null;
   /** The metrics address is the default, not the operator's: if it is taken, run without. */
   metricsOptional?: boolean;
+  /**
+   * The caller's last steps (a pid file), run after everything else and before "interface
+   * up" is logged; if it throws, the interface is taken down again like any other failure.
+   */
+  beforeUp?: (interfaceName: string) => void | Promise<void>;
   /** Where the record of policy rules goes (default /run/edgetun), see src/host/netif.ts. */
   stateDirectory?: string;
   /** Started once the interface is up, before metrics (the fleet watcher); stopped first. */
@@ -187,7 +198,14 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   private readonly tunOut: PacketBatch;
   /** Endpoint records by endpoint object: peers keep theirs, so this is a per-peer cache. */
   private readonly endpointRecords = new WeakMap<Endpoint, Uint8Array>();
+  /** The data socket: transport data arrives here, and everything is sent from it. */
   private socket: DatagramSocket | null = null;
+  /** Handshake messages arrive here when the kernel can steer them (null: at `socket`). */
+  private handshakeSocket: HandshakeDatagramSocket | null = null;
+  private readonly handshakeIn: PacketBatch;
+  /** The handshake socket's kernel drop count when last read. */
+  private handshakeSocketDrops = 0;
+  private readonly handshakeShares = new HandshakeShares();
   private uapi: UapiServer | null = null;
   private metrics: MetricsServer | null = null;
   readonly extensions: DaemonAttachment[] = [];
@@ -195,9 +213,6 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   private ticker: NodeJS.Timeout | null = null;
   private mark = 0;
   private stopped = false;
-  /** Handshake messages wait here, bounded, so that they never hold up data batches. */
-  private readonly handshakeQueue: Array<{ message: Buffer; source: Endpoint }> = [];
-  private handshakesScheduled = false;
   /** Every change after start goes through this one queue (src/host/reconfigure.ts). */
   private readonly reconfigurer: Reconfigurer;
 
@@ -225,6 +240,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     });
     this.sealing = new CryptoBatch(this.tunIn.arena);
     this.udpIn = new PacketBatch(BATCH, { slotSize });
+    this.handshakeIn = new PacketBatch(HANDSHAKES_PER_TURN, { slotSize });
     this.opening = new CryptoBatch(this.udpIn.arena);
     this.tunWrites = {
       arena: this.udpIn.arena,
@@ -252,7 +268,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     // coalesces on the way back), far fewer syscalls; it falls back by itself when refused.
     const tun = TunDevice.open({ name: interfaceName, offload: true });
     const setup = new InterfaceSetup(tun.name, logger, config.table, options.stateDirectory);
-    const openSocket = (port: number) => UdpBatchSocket.open({ port });
+    const openSocket = (port: number) => UdpSocketPair.open({ port });
     const daemon = new Daemon(
       tun.name,
       tun,
@@ -287,6 +303,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
       if (options.metrics) daemon.metrics = await daemon.listenMetrics(options);
       tun.onReadable(() => daemon.readTunnel());
       daemon.ticker = setInterval(() => daemon.tick(), daemon.device.wheel.granularityMs);
+      await options.beforeUp?.(tun.name);
       logger.info("interface up", {
         interface: tun.name,
         listenPort: daemon.listenPort(),
@@ -338,10 +355,18 @@ export class Daemon implements UapiHost, ReconfigurationHost {
 
   private bindSocket(port: number): void {
     const socket = this.openSocket(port);
-    if (this.mark !== 0) socket.setFwmark?.(this.mark);
+    try {
+      if (this.mark !== 0) socket.setFwmark?.(this.mark);
+    } catch (error) {
+      socket.close();
+      throw error;
+    }
     socket.onReadable(() => this.receiveNetwork());
+    socket.handshake?.onReadable(() => this.receiveHandshakes());
     this.socket?.close();
     this.socket = socket;
+    this.handshakeSocket = socket.handshake ?? null;
+    this.handshakeSocketDrops = 0;
   }
 
   /**
@@ -486,16 +511,15 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     this.observations.udpReceive.observe(count);
     const opening = this.opening;
     const arena = batch.arena;
+    // Handshakes reach this socket only where the kernel cannot steer them (and for a moment
+    // at start): a full batch then means more may wait, and each source gets its share.
+    this.handshakeShares.beginTurn(count === BATCH || this.device.handshakesBacklogged);
     for (let i = 0; i < count; i++) {
       const offset = batch.offsets[i]!;
       const length = batch.lengths[i]!;
       const message = arena.subarray(offset, offset + length);
       if (!isTransportData(arena, offset, length)) {
-        const source = readEndpoint(batch.endpoints, i);
-        // Malformed input is dropped (and counted) at once; only well-formed handshake
-        // messages may take a place in the queue.
-        if (classifyMessage(message).ok) this.queueHandshake(message, source);
-        else this.device.handleDatagram(message, source);
+        this.receiveHandshake(message, batch.endpoints, i);
         continue;
       }
       const job = this.device.prepareData(message);
@@ -515,35 +539,43 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     this.flush();
   }
 
-  private queueHandshake(message: Buffer, source: Endpoint): void {
-    if (this.handshakeQueue.length >= MAX_QUEUED_HANDSHAKES) {
-      this.device.stats.drops.handshake_queue_full++;
-      return;
+  /**
+   * The handshake socket: data waiting at the data socket is served first, then one bounded
+   * batch of handshake messages. The kernel's buffer is the queue, and its overflow (counted
+   * as handshake_queue_full) or a full batch is the sign of a flood: the device then asks for
+   * cookies and every source gets only its share of the turn.
+   */
+  private receiveHandshakes(): void {
+    const socket = this.handshakeSocket;
+    if (!socket) return;
+    this.receiveNetwork();
+    const batch = this.handshakeIn;
+    const count = socket.recvBatch(batch);
+    if (count === 0) return;
+    this.counters.udpReceiveBatches++;
+    this.observations.udpReceive.observe(count);
+    const drops = socket.queueStats().drops;
+    const overflowed = drops - this.handshakeSocketDrops;
+    this.handshakeSocketDrops = drops;
+    this.device.stats.drops.handshake_queue_full += overflowed;
+    const backlogged = overflowed > 0 || count === HANDSHAKES_PER_TURN;
+    this.device.handshakesBacklogged = backlogged;
+    this.handshakeShares.beginTurn(backlogged);
+    const arena = batch.arena;
+    for (let i = 0; i < count; i++) {
+      const offset = batch.offsets[i]!;
+      this.receiveHandshake(arena.subarray(offset, offset + batch.lengths[i]!), batch.endpoints, i);
     }
-    // A copy: the receive arena is reused by the next batch.
-    this.handshakeQueue.push({ message: Buffer.from(message), source });
-    if (!this.handshakesScheduled) {
-      this.handshakesScheduled = true;
-      setImmediate(() => this.processHandshakes());
-    }
+    this.flush();
   }
 
-  private processHandshakes(): void {
-    this.handshakesScheduled = false;
-    if (this.stopped) return;
-    const queue = this.handshakeQueue;
-    for (let n = 0; n < HANDSHAKES_PER_TURN && queue.length > 0; n++) {
-      // The backlog tells the device when to ask for cookies instead of doing DH.
-      this.device.handshakeBacklog = queue.length;
-      const { message, source } = queue.shift()!;
-      this.device.handleDatagram(message, source);
+  /** One non-data message from endpoint record `index`: to the device if within its share. */
+  private receiveHandshake(message: Buffer, endpoints: Uint8Array, index: number): void {
+    if (!this.handshakeShares.admit(endpoints, index)) {
+      this.device.stats.drops.handshake_over_share++;
+      return;
     }
-    this.device.handshakeBacklog = queue.length;
-    this.flush();
-    if (queue.length > 0) {
-      this.handshakesScheduled = true;
-      setImmediate(() => this.processHandshakes());
-    }
+    this.device.handleDatagram(message, readEndpoint(endpoints, index));
   }
 
   private writeOpened(): void {

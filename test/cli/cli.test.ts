@@ -244,7 +244,7 @@ describe.skipIf(buildMissing !== null)("edgetun up: configuration errors", () =>
   it("unreadable file: it is a directory", () => {
     const file = join(tmp, "directory.conf");
     mkdirSync(file);
-    expectRefused(file, null, /cannot read the file: .*EISDIR/);
+    expectRefused(file, null, /cannot read the file: it is a directory, not a regular file/);
   });
 
   it.skipIf(isRoot)("unreadable file: no permission (not as root)", () => {
