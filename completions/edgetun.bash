@@ -12,7 +12,7 @@ _edgetun_interfaces() {
 
 _edgetun() {
   local cur=${COMP_WORDS[COMP_CWORD]}
-  local commands="up down show syncconf strip genkey pubkey genpsk version demo help"
+  local commands="up down show syncconf strip genkey pubkey genpsk version demo fleet help"
   local fields="public-key listen-port fwmark peers endpoints allowed-ips latest-handshakes transfer persistent-keepalive"
   if [[ $COMP_CWORD -eq 1 ]]; then
     mapfile -t COMPREPLY < <(compgen -W "$commands --help --version" -- "$cur")
