@@ -354,19 +354,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   }
 
   private bindSocket(port: number): void {
-    const socket = this.openSocket(port);
-    try {
-      if (this.mark !== 0) socket.setFwmark?.(this.mark);
-    } catch (error) {
-      socket.close();
-      throw error;
-    }
-    socket.onReadable(() => this.receiveNetwork());
-    socket.handshake?.onReadable(() => this.receiveHandshakes());
-    this.socket?.close();
-    this.socket = socket;
-    this.handshakeSocket = socket.handshake ?? null;
-    this.handshakeSocketDrops = 0;
+    this.prepareListenPort(port).commit();
   }
 
   /**
@@ -681,12 +669,21 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   /** Binds `port` beside the current socket; the reconfiguration queue commits or aborts. */
   prepareListenPort(port: number): PendingListenPort {
     const socket = this.openSocket(port); // throws EADDRINUSE, nothing changed
-    if (this.mark !== 0) socket.setFwmark?.(this.mark);
+    try {
+      if (this.mark !== 0) socket.setFwmark?.(this.mark);
+    } catch (error) {
+      socket.close();
+      throw error;
+    }
     return {
       commit: () => {
         socket.onReadable(() => this.receiveNetwork());
+        // Handshakes arrive on their own socket of the pair, when the kernel steers them.
+        socket.handshake?.onReadable(() => this.receiveHandshakes());
         this.socket?.close();
         this.socket = socket;
+        this.handshakeSocket = socket.handshake ?? null;
+        this.handshakeSocketDrops = 0;
       },
       abort: () => socket.close(),
     };
