@@ -14,6 +14,7 @@
               "native/offload.c",
               "native/udp.c",
               "native/aead.c",
+              "native/cookie.c",
               "native/netlink.c"
             ]
           },

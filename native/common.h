@@ -134,6 +134,7 @@ void teardown_finished(addon_state *st);
 napi_status init_tun(napi_env env, napi_value exports);
 napi_status init_udp(napi_env env, napi_value exports);
 napi_status init_aead(napi_env env, napi_value exports);
+napi_status init_cookie(napi_env env, napi_value exports);
 napi_status init_poll(napi_env env, napi_value exports);
 napi_status init_netlink(napi_env env, napi_value exports);
 void aead_free(addon_state *st);

@@ -127,6 +127,22 @@ export interface NativeAddon {
   udpSetMark(fd: number, mark: number): void;
   udpSteerHandshakes(fd: number): void;
   udpQueueStats(fd: number): UdpQueueStats;
+  cookieGate(
+    arena: Uint8Array,
+    offsets: Uint32Array,
+    lengths: Uint32Array,
+    endpoints: Uint8Array,
+    locals: Uint8Array | null,
+    count: number,
+    keys: Uint8Array,
+    underLoad: boolean,
+    verdicts: Uint8Array,
+    replyArena: Uint8Array,
+    replyOffsets: Uint32Array,
+    replyLengths: Uint32Array,
+    replyEndpoints: Uint8Array,
+    replyLocals: Uint8Array | null,
+  ): number;
   aeadSealBatch(
     arena: Uint8Array,
     offsets: Uint32Array,
