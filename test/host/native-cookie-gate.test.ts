@@ -86,9 +86,7 @@ describe.skipIf(!nativeAvailable())("cookie gate (native/cookie.c)", () => {
         );
         // The cookie is bound to the sender's address and port.
         const elsewhere: Endpoint = { address, port: source.port + 1 };
-        expect(judge([withCookie], [elsewhere], true).verdicts).toEqual([
-          GateVerdict.CookieReply,
-        ]);
+        expect(judge([withCookie], [elsewhere], true).verdicts).toEqual([GateVerdict.CookieReply]);
       });
     }
   }
