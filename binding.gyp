@@ -15,6 +15,7 @@
               "native/udp.c",
               "native/aead.c",
               "native/cookie.c",
+              "native/lane.c",
               "native/netlink.c"
             ]
           },

@@ -33,13 +33,7 @@
 #define COOKIE_NONCE_OFFSET 8
 #define COOKIE_ENCRYPTED_OFFSET 32
 
-/* What happened to message i (verdicts[i]); the JS side counts them. */
-enum gate_verdict {
-  GATE_PASS = 0,      /* for the core: valid mac1 (and mac2 under load), or not a handshake */
-  GATE_BAD_MAC1 = 1,  /* dropped */
-  GATE_COOKIE = 2,    /* answered with a cookie reply (in the reply batch) */
-  GATE_NO_REPLY = 3,  /* would have been answered, but no cookie reply could be made */
-};
+/* Verdicts (common.h): what happened to message i; the JS side counts them. */
 
 /* ---- BLAKE2s (RFC 7693), keyed, output up to 32 bytes ---- */
 static const uint32_t blake2s_iv[8] = {0x6A09E667u, 0xBB67AE85u, 0x3C6EF372u, 0xA54FF53Au,
@@ -212,60 +206,23 @@ static int macs_equal(const uint8_t *a, const uint8_t *b) {
   return CRYPTO_memcmp(a, b, MAC_LENGTH) == 0;
 }
 
-/* cookieGate(arena, offsets, lengths, endpoints, locals, count, keys, underLoad, verdicts,
- *            replyArena, replyOffsets, replyLengths, replyEndpoints, replyLocals)
- *   -> number of cookie replies written to reply slots [0, n).
- * keys: mac1 key ‖ cookie encryption key ‖ cookie secret, 32 bytes each. Message i is
- * judged into verdicts[i]; a cookie reply to it goes to the message's sender from the local
- * address it arrived at. */
-static napi_value js_cookie_gate(napi_env env, napi_callback_info info) {
-  napi_value argv[14];
-  if (arg_count(env, info, 14, argv) != 0) return NULL;
-  uint8_t *arena, *endpoints, *locals, *keys, *verdicts, *reply_arena, *reply_endpoints,
-      *reply_locals;
-  size_t arena_len, off_len, len_len, ep_len, loc_len, keys_len, verdicts_len, reply_arena_len,
-      reply_off_len, reply_len_len, reply_ep_len, reply_loc_len;
-  uint32_t *offsets, *lengths, *reply_offsets, *reply_lengths;
-  uint64_t count;
-  int under_load;
-  if (arg_bytes(env, argv[0], "arena", &arena, &arena_len) ||
-      arg_u32_array(env, argv[1], "offsets", &offsets, &off_len) ||
-      arg_u32_array(env, argv[2], "lengths", &lengths, &len_len) ||
-      arg_bytes(env, argv[3], "endpoints", &endpoints, &ep_len) ||
-      arg_bytes_opt(env, argv[4], "locals", &locals, &loc_len) ||
-      arg_uint(env, argv[5], "count", EDGETUN_MAX_BATCH, &count) ||
-      arg_bytes(env, argv[6], "keys", &keys, &keys_len) ||
-      arg_bool(env, argv[7], "underLoad", &under_load) ||
-      arg_bytes(env, argv[8], "verdicts", &verdicts, &verdicts_len) ||
-      arg_bytes(env, argv[9], "replyArena", &reply_arena, &reply_arena_len) ||
-      arg_u32_array(env, argv[10], "replyOffsets", &reply_offsets, &reply_off_len) ||
-      arg_u32_array(env, argv[11], "replyLengths", &reply_lengths, &reply_len_len) ||
-      arg_bytes(env, argv[12], "replyEndpoints", &reply_endpoints, &reply_ep_len) ||
-      arg_bytes_opt(env, argv[13], "replyLocals", &reply_locals, &reply_loc_len))
-    return NULL;
-  if (keys_len != 96)
-    return throw_kind(env, ERR_RANGE, "ERR_OUT_OF_RANGE", "keys must be 96 bytes, got %zu",
-                      keys_len);
-  if (check_range(env, "offsets", off_len, 1, 0, count) ||
-      check_range(env, "lengths", len_len, 1, 0, count) ||
-      check_range(env, "endpoints", ep_len, EDGETUN_ENDPOINT_SIZE, 0, count) ||
-      (locals != NULL && check_range(env, "locals", loc_len, EDGETUN_ENDPOINT_SIZE, 0, count)) ||
-      check_range(env, "verdicts", verdicts_len, 1, 0, count) ||
-      check_spans(env, arena_len, offsets, lengths, 0, count, 0) ||
-      check_range(env, "replyOffsets", reply_off_len, 1, 0, count) ||
-      check_range(env, "replyLengths", reply_len_len, 1, 0, count) ||
-      check_range(env, "replyEndpoints", reply_ep_len, EDGETUN_ENDPOINT_SIZE, 0, count) ||
-      (reply_locals != NULL &&
-       check_range(env, "replyLocals", reply_loc_len, EDGETUN_ENDPOINT_SIZE, 0, count)) ||
-      check_spans(env, reply_arena_len, reply_offsets, NULL, 0, count, COOKIE_REPLY_LENGTH))
-    return NULL;
+size_t cookie_gate_run(const cookie_gate_job *job) {
+  const uint8_t *arena = job->arena, *endpoints = job->endpoints, *locals = job->locals;
+  const uint32_t *offsets = job->offsets, *lengths = job->lengths;
+  const uint32_t *reply_offsets = job->reply_offsets;
+  uint32_t *reply_lengths = job->reply_lengths;
+  uint8_t *verdicts = job->verdicts, *reply_arena = job->reply_arena;
+  uint8_t *reply_endpoints = job->reply_endpoints, *reply_locals = job->reply_locals;
+  const uint8_t *keys = job->keys;
+  size_t count = job->count;
+  int under_load = job->under_load;
   const uint8_t *mac1_key = keys, *cookie_key = keys + 32, *secret = keys + 64;
 
   EVP_CIPHER_CTX *evp = NULL;
   uint8_t nonces[NONCE_LENGTH * 64];
   size_t nonces_left = 0;
-  uint64_t replies = 0;
-  for (uint64_t i = 0; i < count; i++) {
+  size_t replies = 0;
+  for (size_t i = 0; i < count; i++) {
     const uint8_t *message = arena + offsets[i];
     uint32_t length = lengths[i];
     verdicts[i] = GATE_PASS;
@@ -327,6 +284,60 @@ static napi_value js_cookie_gate(napi_env env, napi_callback_info info) {
   }
   EVP_CIPHER_CTX_free(evp);
   OPENSSL_cleanse(nonces, sizeof(nonces));
+  return replies;
+}
+
+/* cookieGate(arena, offsets, lengths, endpoints, locals, count, keys, underLoad, verdicts,
+ *            replyArena, replyOffsets, replyLengths, replyEndpoints, replyLocals)
+ *   -> number of cookie replies written to reply slots [0, n).
+ * keys: mac1 key ‖ cookie encryption key ‖ cookie secret, 32 bytes each. Message i is
+ * judged into verdicts[i]; a cookie reply to it goes to the message's sender from the local
+ * address it arrived at. */
+static napi_value js_cookie_gate(napi_env env, napi_callback_info info) {
+  napi_value argv[14];
+  if (arg_count(env, info, 14, argv) != 0) return NULL;
+  uint8_t *arena, *endpoints, *locals, *keys, *verdicts, *reply_arena, *reply_endpoints,
+      *reply_locals;
+  size_t arena_len, off_len, len_len, ep_len, loc_len, keys_len, verdicts_len, reply_arena_len,
+      reply_off_len, reply_len_len, reply_ep_len, reply_loc_len;
+  uint32_t *offsets, *lengths, *reply_offsets, *reply_lengths;
+  uint64_t count;
+  int under_load;
+  if (arg_bytes(env, argv[0], "arena", &arena, &arena_len) ||
+      arg_u32_array(env, argv[1], "offsets", &offsets, &off_len) ||
+      arg_u32_array(env, argv[2], "lengths", &lengths, &len_len) ||
+      arg_bytes(env, argv[3], "endpoints", &endpoints, &ep_len) ||
+      arg_bytes_opt(env, argv[4], "locals", &locals, &loc_len) ||
+      arg_uint(env, argv[5], "count", EDGETUN_MAX_BATCH, &count) ||
+      arg_bytes(env, argv[6], "keys", &keys, &keys_len) ||
+      arg_bool(env, argv[7], "underLoad", &under_load) ||
+      arg_bytes(env, argv[8], "verdicts", &verdicts, &verdicts_len) ||
+      arg_bytes(env, argv[9], "replyArena", &reply_arena, &reply_arena_len) ||
+      arg_u32_array(env, argv[10], "replyOffsets", &reply_offsets, &reply_off_len) ||
+      arg_u32_array(env, argv[11], "replyLengths", &reply_lengths, &reply_len_len) ||
+      arg_bytes(env, argv[12], "replyEndpoints", &reply_endpoints, &reply_ep_len) ||
+      arg_bytes_opt(env, argv[13], "replyLocals", &reply_locals, &reply_loc_len))
+    return NULL;
+  if (keys_len != 96)
+    return throw_kind(env, ERR_RANGE, "ERR_OUT_OF_RANGE", "keys must be 96 bytes, got %zu",
+                      keys_len);
+  if (check_range(env, "offsets", off_len, 1, 0, count) ||
+      check_range(env, "lengths", len_len, 1, 0, count) ||
+      check_range(env, "endpoints", ep_len, EDGETUN_ENDPOINT_SIZE, 0, count) ||
+      (locals != NULL && check_range(env, "locals", loc_len, EDGETUN_ENDPOINT_SIZE, 0, count)) ||
+      check_range(env, "verdicts", verdicts_len, 1, 0, count) ||
+      check_spans(env, arena_len, offsets, lengths, 0, count, 0) ||
+      check_range(env, "replyOffsets", reply_off_len, 1, 0, count) ||
+      check_range(env, "replyLengths", reply_len_len, 1, 0, count) ||
+      check_range(env, "replyEndpoints", reply_ep_len, EDGETUN_ENDPOINT_SIZE, 0, count) ||
+      (reply_locals != NULL &&
+       check_range(env, "replyLocals", reply_loc_len, EDGETUN_ENDPOINT_SIZE, 0, count)) ||
+      check_spans(env, reply_arena_len, reply_offsets, NULL, 0, count, COOKIE_REPLY_LENGTH))
+    return NULL;
+  cookie_gate_job job = {arena,        offsets,       lengths,      endpoints,     locals,
+                         (size_t)count, keys,          under_load,   verdicts,      reply_arena,
+                         reply_offsets, reply_lengths, reply_endpoints, reply_locals};
+  size_t replies = cookie_gate_run(&job);
   return make_int(env, (int64_t)replies);
 }
 

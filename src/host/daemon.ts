@@ -26,6 +26,7 @@ import {
   ENDPOINT_ADDRESS_AND_PORT_BYTES,
   ENDPOINT_SIZE,
   GateVerdict,
+  type HandshakeLaneStats,
   PacketBatch,
   TunDevice,
   UdpSocketPair,
@@ -54,6 +55,7 @@ import type {
   DatagramSocket,
   DatagramSocketOpener,
   HandshakeDatagramSocket,
+  HandshakeLaneControl,
   TunnelDevice,
 } from "./io.js";
 
@@ -67,6 +69,11 @@ const BATCH = 128;
  * each source gets only its share of a turn (HandshakeShares), so data still gets its turns.
  */
 const HANDSHAKES_PER_TURN = 256;
+/**
+ * Messages taken from a handshake lane per turn: all of them passed the cookie gate, so each
+ * may cost Diffie-Hellman; more wait for the next turn, after data has had its own.
+ */
+const LANE_TAKE_PER_TURN = 16;
 
 /** Arena slots start on cache lines. */
 const SLOT_ALIGNMENT = 64;
@@ -211,6 +218,10 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   /** The handshake socket's kernel drop count when last read. */
   private handshakeSocketDrops = 0;
   private readonly handshakeShares = new HandshakeShares();
+  /** The thread that reads the handshake socket through the cookie gate, where there is one. */
+  private handshakeLane: HandshakeLaneControl | null = null;
+  /** The lane's counters when last carried over into the device's. */
+  private laneSeen: HandshakeLaneStats | null = null;
   /** Settles the flood's share of each handshake batch natively (null: no addon, tests). */
   private readonly cookieGate = nativeAvailable() ? new CookieGate(HANDSHAKES_PER_TURN) : null;
   private uapi: UapiServer | null = null;
@@ -597,6 +608,74 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     return verdicts;
   }
 
+  /**
+   * What the handshake lane kept for the core: data waiting at the data socket is served
+   * first, then a few of the messages (each may cost Diffie-Hellman), the rest next turn.
+   */
+  private takeHandshakes(): void {
+    const lane = this.handshakeLane;
+    if (!lane || this.stopped) return;
+    this.receiveNetwork();
+    const batch = this.handshakeIn;
+    const count = lane.take(batch, LANE_TAKE_PER_TURN);
+    const backlogged = this.syncLane() || count === LANE_TAKE_PER_TURN;
+    if (count === 0) return;
+    this.counters.udpReceiveBatches++;
+    this.observations.udpReceive.observe(count);
+    this.device.handshakesBacklogged = backlogged;
+    this.handshakeShares.beginTurn(backlogged);
+    const arena = batch.arena;
+    for (let i = 0; i < count; i++) {
+      const offset = batch.offsets[i]!;
+      this.receiveHandshake(arena.subarray(offset, offset + batch.lengths[i]!), batch.endpoints, i);
+    }
+    this.flush();
+    if (count === LANE_TAKE_PER_TURN) setImmediate(() => this.takeHandshakes());
+  }
+
+  /**
+   * Carries the lane's counters over into the device's (what it settled counts towards the
+   * handshake rate that puts the device under load), and gives it the current cookie keys and
+   * load verdict. Returns whether the lane saw more than it could take in (kernel drops or a
+   * full hand-over ring) since last time.
+   */
+  private syncLane(): boolean {
+    const lane = this.handshakeLane;
+    if (!lane) return false;
+    const stats = lane.stats();
+    const seen = this.laneSeen ?? {
+      received: 0,
+      badMac1: 0,
+      cookieReplies: 0,
+      unanswered: 0,
+      ringFull: 0,
+      kernelDrops: 0,
+      waiting: 0,
+      error: 0,
+    };
+    this.laneSeen = stats;
+    const drops = this.device.stats.drops;
+    const badMac1 = stats.badMac1 - seen.badMac1;
+    const cookies = stats.cookieReplies - seen.cookieReplies;
+    const unanswered = stats.unanswered - seen.unanswered;
+    const overflow = stats.kernelDrops - seen.kernelDrops + (stats.ringFull - seen.ringFull);
+    drops.bad_mac1 += badMac1;
+    drops.cookie_required += cookies + unanswered;
+    drops.handshake_queue_full += overflow;
+    this.device.stats.cookieRepliesSent += cookies;
+    if (stats.error !== 0 && seen.error === 0) {
+      this.logger.error("handshake lane stopped", { interface: this.name, errno: stats.error });
+    }
+    const now = this.device.clock.now();
+    if (overflow > 0) this.device.handshakesBacklogged = true;
+    const underLoad = this.device.recordHandshakeMessage(
+      now,
+      badMac1 + cookies + unanswered + (stats.ringFull - seen.ringFull),
+    );
+    lane.configure(this.device.cookieChecker.batchKeys(now), underLoad);
+    return overflow > 0;
+  }
+
   /** One non-data message from endpoint record `index`: to the device if within its share. */
   private receiveHandshake(message: Buffer, endpoints: Uint8Array, index: number): void {
     if (!this.handshakeShares.admit(endpoints, index)) {
@@ -657,6 +736,8 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   }
 
   private tick(): void {
+    // With a lane, the backlog is what it reported since the last tick.
+    if (this.handshakeLane) this.device.handshakesBacklogged = this.syncLane();
     this.device.tick();
     this.flush();
     this.dropReporter.check(this.device.stats.drops);
@@ -718,12 +799,21 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     return {
       commit: () => {
         socket.onReadable(() => this.receiveNetwork());
-        // Handshakes arrive on their own socket of the pair, when the kernel steers them.
-        socket.handshake?.onReadable(() => this.receiveHandshakes());
+        // Handshakes arrive on their own socket of the pair, when the kernel steers them, and
+        // a thread of the addon's reads it where it can (a flood then costs this one nothing).
+        const handshake = socket.handshake ?? null;
+        const lane =
+          handshake?.startLane && this.cookieGate
+            ? handshake.startLane(() => this.takeHandshakes())
+            : null;
+        if (!lane) handshake?.onReadable(() => this.receiveHandshakes());
         this.socket?.close();
         this.socket = socket;
-        this.handshakeSocket = socket.handshake ?? null;
+        this.handshakeSocket = handshake;
         this.handshakeSocketDrops = 0;
+        this.handshakeLane = lane;
+        this.laneSeen = null;
+        this.syncLane();
       },
       abort: () => socket.close(),
     };

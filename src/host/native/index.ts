@@ -9,3 +9,4 @@ export * from "./udp.js";
 export * from "./aead.js";
 export * from "./netlink.js";
 export * from "./cookie-gate.js";
+export * from "./lane.js";

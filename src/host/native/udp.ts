@@ -2,6 +2,7 @@
 import { callNative, type NativeAddon, type UdpQueueStats } from "./addon.js";
 import { type UdpReceiveSlots, type UdpSendSlots } from "./batch.js";
 import { PolledDescriptor, defaultCount } from "./poll.js";
+import { HandshakeLane } from "./lane.js";
 
 export interface UdpBindOptions {
   /** 0 (default) picks a free port; read it back from {@link UdpBatchSocket.port}. */
@@ -79,6 +80,24 @@ export class UdpBatchSocket extends PolledDescriptor {
   /** Bytes waiting in the kernel's receive queue and datagrams it dropped when full. */
   queueStats(): UdpQueueStats {
     return this.native().udpQueueStats(this.fd);
+  }
+
+  /**
+   * Hands this socket to a handshake lane (src/host/native/lane.ts): a thread that reads it
+   * from now on, until {@link close} stops the lane first. Readiness callbacks stop.
+   */
+  startLane(onPassed: () => void): HandshakeLane {
+    if (this.#lane) throw new Error("this socket already has a handshake lane");
+    this.onReadable(null);
+    this.#lane = HandshakeLane.start(this.fd, onPassed);
+    return this.#lane;
+  }
+  #lane: HandshakeLane | null = null;
+
+  override close(): void {
+    this.#lane?.stop();
+    this.#lane = null;
+    super.close();
   }
 
   /**
