@@ -166,10 +166,24 @@ typedef struct {
   uint32_t *reply_lengths;
   uint8_t *reply_endpoints;
   uint8_t *reply_locals; /* may be NULL */
+  struct cookie_budget *budget; /* may be NULL: a reply to every message that needs one */
+  uint32_t now_second;          /* for the budget */
 } cookie_gate_job;
+/* Cookie replies per source (address and port) per second: what one sender can make us
+ * encrypt and send however fast it floods. Its own retries need one per Rekey-Timeout. */
+#define COOKIE_REPLIES_PER_SOURCE_PER_SECOND 5
+typedef struct cookie_budget cookie_budget;
+cookie_budget *cookie_budget_new(void);
+void cookie_budget_free(cookie_budget *budget);
 /* Judges every message into verdicts[]; returns the number of cookie replies written. */
 size_t cookie_gate_run(const cookie_gate_job *job);
-enum gate_verdict { GATE_PASS = 0, GATE_BAD_MAC1 = 1, GATE_COOKIE = 2, GATE_NO_REPLY = 3 };
+enum gate_verdict {
+  GATE_PASS = 0,
+  GATE_BAD_MAC1 = 1,
+  GATE_COOKIE = 2,
+  GATE_NO_REPLY = 3,
+  GATE_OVER_BUDGET = 4 /* needed a cookie, but its source had its replies this second */
+};
 napi_status init_poll(napi_env env, napi_value exports);
 napi_status init_netlink(napi_env env, napi_value exports);
 void aead_free(addon_state *st);

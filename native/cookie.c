@@ -18,6 +18,7 @@
 #include "common.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 
@@ -183,6 +184,45 @@ static int xchacha_seal16(EVP_CIPHER_CTX *evp, uint8_t out[32], const uint8_t ke
   return ok;
 }
 
+/* ---- the per-source reply budget ---- */
+
+/* Direct-mapped: a source whose slot another takes starts afresh, so a collision can only give
+ * more replies, never starve a source of its own. */
+#define COOKIE_BUDGET_SLOTS 4096
+
+struct cookie_budget {
+  uint64_t seed;
+  struct {
+    uint64_t source;
+    uint32_t second;
+    uint32_t count;
+  } slots[COOKIE_BUDGET_SLOTS];
+};
+
+cookie_budget *cookie_budget_new(void) {
+  cookie_budget *budget = calloc(1, sizeof(*budget));
+  if (budget != NULL && getrandom(&budget->seed, sizeof(budget->seed), 0) != sizeof(budget->seed))
+    budget->seed = (uint64_t)(uintptr_t)budget ^ 0x9e3779b97f4a7c15ull;
+  return budget;
+}
+
+void cookie_budget_free(cookie_budget *budget) { free(budget); }
+
+/* Whether the source of endpoint record `record` may have one more reply this second. */
+static int budget_allows(cookie_budget *budget, const uint8_t *record, uint32_t second) {
+  /* The source key: address and port, mixed with a secret seed (FNV-1a, 64-bit), so a sender
+   * cannot aim at another's slot. */
+  uint64_t key = 0xcbf29ce484222325ull ^ budget->seed;
+  for (int k = 0; k < 18; k++) key = (key ^ record[k]) * 0x100000001b3ull;
+  unsigned slot = (unsigned)(key ^ (key >> 29)) % COOKIE_BUDGET_SLOTS;
+  if (budget->slots[slot].source != key || budget->slots[slot].second != second) {
+    budget->slots[slot].source = key;
+    budget->slots[slot].second = second;
+    budget->slots[slot].count = 0;
+  }
+  return ++budget->slots[slot].count <= COOKIE_REPLIES_PER_SOURCE_PER_SECOND;
+}
+
 /* ---- the gate ---- */
 
 /* The cookie for a source: MAC(secret, IP bytes ‖ port), as src/core/receive.ts binds it. */
@@ -247,6 +287,10 @@ size_t cookie_gate_run(const cookie_gate_job *job) {
     blake2s_mac(expected, MAC_LENGTH, cookie, MAC_LENGTH, message, mac1_at + MAC_LENGTH);
     if (macs_equal(expected, message + mac1_at + MAC_LENGTH)) continue;
     /* Under load without a cookie: make the sender prove its address first. */
+    if (job->budget != NULL && !budget_allows(job->budget, record, job->now_second)) {
+      verdicts[i] = GATE_OVER_BUDGET;
+      continue;
+    }
     verdicts[i] = GATE_NO_REPLY;
     if (nonces_left == 0) {
       ssize_t got = getrandom(nonces, sizeof(nonces), GRND_NONBLOCK);
@@ -336,7 +380,8 @@ static napi_value js_cookie_gate(napi_env env, napi_callback_info info) {
     return NULL;
   cookie_gate_job job = {arena,        offsets,       lengths,      endpoints,     locals,
                          (size_t)count, keys,          under_load,   verdicts,      reply_arena,
-                         reply_offsets, reply_lengths, reply_endpoints, reply_locals};
+                         reply_offsets, reply_lengths, reply_endpoints, reply_locals,
+                         NULL,          0};
   size_t replies = cookie_gate_run(&job);
   return make_int(env, (int64_t)replies);
 }

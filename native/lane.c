@@ -59,6 +59,7 @@ typedef struct lane_scratch {
   uint8_t reply_endpoints[LANE_BATCH * EDGETUN_ENDPOINT_SIZE];
   uint8_t reply_locals[LANE_BATCH * EDGETUN_ENDPOINT_SIZE];
   uint8_t keys[96];
+  cookie_budget *budget;
 } lane_scratch;
 
 typedef struct handshake_lane {
@@ -82,7 +83,7 @@ typedef struct handshake_lane {
   uint8_t ring_locals[LANE_RING * EDGETUN_ENDPOINT_SIZE];
   unsigned head, size;
   int notified;
-  double received, bad_mac1, cookie_replies, unanswered, ring_full, kernel_drops;
+  double received, bad_mac1, cookie_replies, unanswered, over_budget, ring_full, kernel_drops;
   int error; /* errno that ended the thread, 0 while it runs */
 } handshake_lane;
 
@@ -155,7 +156,8 @@ static void *lane_main(void *arg) {
                                sc->endpoints,   sc->locals,        (size_t)got,
                                sc->keys,        under_load,        sc->verdicts,
                                sc->reply_arena, sc->reply_offsets, sc->reply_lengths,
-                               sc->reply_endpoints, sc->reply_locals};
+                               sc->reply_endpoints, sc->reply_locals,
+                               sc->budget,      (uint32_t)(now / 1000000000LL)};
         replies = cookie_gate_run(&job);
         if (replies > 0)
           udp_io_send(sc->io, lane->fd, lane->family, sc->reply_arena, sc->reply_offsets,
@@ -178,6 +180,9 @@ static void *lane_main(void *arg) {
             continue;
           case GATE_NO_REPLY:
             lane->unanswered++;
+            continue;
+          case GATE_OVER_BUDGET:
+            lane->over_budget++;
             continue;
           default:
             break;
@@ -230,6 +235,7 @@ static void lane_finalize(napi_env env, void *data, void *hint) {
   if (lane->wake_fd >= 0) close(lane->wake_fd);
   if (lane->scratch != NULL) {
     udp_io_free(lane->scratch->io);
+    cookie_budget_free(lane->scratch->budget);
     free(lane->scratch);
   }
   pthread_mutex_destroy(&lane->lock);
@@ -279,7 +285,8 @@ static napi_value js_lane_start(napi_env env, napi_callback_info info) {
     return NULL;
   }
   lane->scratch = calloc(1, sizeof(lane_scratch));
-  if (lane->scratch == NULL || (lane->scratch->io = udp_io_new()) == NULL)
+  if (lane->scratch == NULL || (lane->scratch->io = udp_io_new()) == NULL ||
+      (lane->scratch->budget = cookie_budget_new()) == NULL)
     return throw_errno(env, ENOMEM, "cannot start the handshake lane");
   lane->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (lane->wake_fd < 0) {
@@ -378,11 +385,13 @@ static napi_value js_lane_stats(napi_env env, napi_callback_info info) {
   handshake_lane *lane = lane_arg(env, argv[0]);
   if (lane == NULL) return NULL;
   pthread_mutex_lock(&lane->lock);
-  double v[] = {lane->received,   lane->bad_mac1,  lane->cookie_replies, lane->unanswered,
-                lane->ring_full,  lane->kernel_drops, (double)lane->size, (double)lane->error};
+  double v[] = {lane->received,    lane->bad_mac1,     lane->cookie_replies,
+                lane->unanswered,  lane->over_budget,  lane->ring_full,
+                lane->kernel_drops, (double)lane->size, (double)lane->error};
   pthread_mutex_unlock(&lane->lock);
-  static const char *names[] = {"received",  "badMac1",     "cookieReplies", "unanswered",
-                                "ringFull",  "kernelDrops", "waiting",       "error"};
+  static const char *names[] = {"received",   "badMac1",     "cookieReplies",
+                                "unanswered", "overBudget",  "ringFull",
+                                "kernelDrops", "waiting",    "error"};
   napi_value out, value;
   if (napi_create_object(env, &out) != napi_ok) return NULL;
   for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {

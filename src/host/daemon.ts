@@ -648,6 +648,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
       badMac1: 0,
       cookieReplies: 0,
       unanswered: 0,
+      overBudget: 0,
       ringFull: 0,
       kernelDrops: 0,
       waiting: 0,
@@ -657,7 +658,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     const drops = this.device.stats.drops;
     const badMac1 = stats.badMac1 - seen.badMac1;
     const cookies = stats.cookieReplies - seen.cookieReplies;
-    const unanswered = stats.unanswered - seen.unanswered;
+    const unanswered = stats.unanswered - seen.unanswered + (stats.overBudget - seen.overBudget);
     const overflow = stats.kernelDrops - seen.kernelDrops + (stats.ringFull - seen.ringFull);
     drops.bad_mac1 += badMac1;
     drops.cookie_required += cookies + unanswered;

@@ -1,7 +1,7 @@
 // The handshake lane (native/lane.c) over loopback: a thread reads the handshake socket of a
 // real socket pair through the cookie gate. A bad mac1 is dropped, a valid one is handed to the
 // JS thread with its sender, and under load the sender gets a cookie reply that the core's
-// initiator side accepts; the counters say so, and stopping the lane leaves the socket usable.
+// initiator side accepts, but only a few a second per sender; the counters say so.
 import { createSocket, type Socket } from "node:dgram";
 import { randomBytes } from "node:crypto";
 import { afterEach, describe, expect, it } from "vitest";
@@ -70,6 +70,15 @@ describe.skipIf(!nativeAvailable())("handshake lane", () => {
     expect(replies[0]!.length).toBe(64);
     expect(maker.consumeReply(replies[0]!, now)).toBe(true);
     expect(lane.stats()).toMatchObject({ received: 3, cookieReplies: 1, waiting: 0 });
+    // A sender that ignores its cookies gets a few replies a second, not one per message.
+    const ignorer = new CookieMaker(responder.publicKey);
+    for (let i = 0; i < 12; i++) sender.send(initiation(ignorer, now), pair.port, "127.0.0.1");
+    await waitFor("the twelve judged", () => lane.stats().received === 15, 5_000);
+    const { cookieReplies, overBudget } = lane.stats();
+    expect(cookieReplies + overBudget).toBe(13);
+    // 13 within at most two seconds' budgets of 5 each.
+    expect(overBudget).toBeGreaterThanOrEqual(3);
+    await new Promise((resolve) => setTimeout(resolve, 1_100)); // a new second, a new budget
     // With the cookie, the retry is handed over even under load.
     sender.send(initiation(maker, now), pair.port, "127.0.0.1");
     await waitFor("the retry handed over", () => lane.stats().waiting === 1, 5_000);

@@ -12,6 +12,8 @@ export const enum GateVerdict {
   CookieReply = 2,
   /** Needed a cookie reply that could not be made (no randomness): dropped. */
   NoReply = 3,
+  /** Needed a cookie reply, but its source had had its replies this second (lanes only). */
+  OverBudget = 4,
 }
 
 /** Length of the gate's keys: mac1 key ‖ cookie encryption key ‖ cookie secret. */

@@ -13,6 +13,12 @@ export interface HandshakeLaneStats {
   cookieReplies: number;
   /** Needed a cookie reply that could not be made (no randomness). */
   unanswered: number;
+  /**
+   * Needed a cookie reply, but its source (address and port) had had its five this second:
+   * a flood from one sender costs a mac1 check and a table look-up, not an encryption and a
+   * send, per message.
+   */
+  overBudget: number;
   /** Passed the gate but found the hand-over ring full (the JS thread fell behind). */
   ringFull: number;
   /** Dropped by the kernel at the socket's full buffer. */
