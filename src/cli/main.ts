@@ -2,31 +2,23 @@
 // The `edgetun` command.
 import { mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
 import { Command, InvalidArgumentError, Option } from "commander";
-import { interfaceNameFromPath, readConfigFile, resolveEndpoint } from "../host/config.js";
-import { Daemon } from "../host/daemon.js";
-import { runDemo } from "./demo.js";
+// Only what every command needs, or what parsing the options needs, is imported up front:
+// the daemon, metrics server, demo and show/syncconf are loaded by the command that uses them,
+// so `edgetun --version`, `show` and `genkey` start without the data path and prom-client.
+import { decodeKey } from "../core/key-text.js";
 import { EdgetunError } from "../core/errors.js";
 import { EXIT_STATUS_HELP, reportOf } from "./exit-status.js";
 import { UapiClientError } from "../host/errors.js";
-import { decodeKey, generatePresharedKey, generatePrivateKey, publicKeyOf } from "../core/keys.js";
-import { Secrets, createLogger, isLogLevel, type LogLevel } from "../host/log.js";
+import type { InterfaceFileConfig } from "../host/config.js";
+import { isLogLevel, type LogLevel } from "../host/log.js";
 import {
   DEFAULT_METRICS_PORT,
-  DEFAULT_PEER_SERIES,
   parseMetricsListen,
-  parsePeerSeries,
   type MetricsListen,
-  type PeerSeries,
-} from "../host/metrics.js";
-import { nativeLoadError } from "../host/native/index.js";
-import {
-  formatState,
-  listInterfaces,
-  readInterfaceState,
-  uapiRequest,
-  type InterfaceState,
-} from "./show.js";
-import { parseRunningState, syncRequest } from "./syncconf.js";
+} from "../host/metrics-listen.js";
+import type { InterfaceState } from "./show.js";
+// Peer-series options are parsed from metrics.ts itself (new on main; not yet split out).
+import { DEFAULT_PEER_SERIES, parsePeerSeries, type PeerSeries } from "../host/metrics.js";
 
 const PID_DIRECTORY = "/run/edgetun";
 const VERSION = "0.1.0";
@@ -79,7 +71,7 @@ function collectReadyPeer(text: string, previous: string[] = []): string[] {
 }
 
 /** Keys the log must never show: the private key and every pre-shared key of `config`. */
-function addSecrets(secrets: Secrets, config: ReturnType<typeof readConfigFile>): void {
+function addSecrets(secrets: { add(secret: Uint8Array): void }, config: InterfaceFileConfig): void {
   secrets.add(config.privateKey);
   for (const peer of config.peers) if (peer.presharedKey) secrets.add(peer.presharedKey);
 }
@@ -95,6 +87,13 @@ async function up(
     metricsListenIsDefault?: boolean;
   },
 ): Promise<void> {
+  const [{ Secrets, createLogger }, { interfaceNameFromPath, readConfigFile }, { Daemon }] =
+    await Promise.all([
+      import("../host/log.js"),
+      import("../host/config.js"),
+      import("../host/daemon.js"),
+    ]);
+  const { nativeLoadError } = await import("../host/native/index.js");
   const secrets = new Secrets();
   const logger = createLogger({ level: options.logLevel, secrets });
   const config = readConfigFile(file);
@@ -187,6 +186,7 @@ async function down(name: string): Promise<void> {
 }
 
 async function show(name: string | undefined, options: { json?: boolean }): Promise<void> {
+  const { formatState, listInterfaces, readInterfaceState } = await import("./show.js");
   const names = name ? [name] : listInterfaces();
   const states: InterfaceState[] = [];
   let failures = 0;
@@ -211,6 +211,8 @@ async function show(name: string | undefined, options: { json?: boolean }): Prom
 }
 
 async function syncconf(name: string, file: string): Promise<void> {
+  const [{ readConfigFile, resolveEndpoint }, { uapiRequest }, { parseRunningState, syncRequest }] =
+    await Promise.all([import("../host/config.js"), import("./show.js"), import("./syncconf.js")]);
   const config = readConfigFile(file);
   for (const warning of config.warnings) process.stderr.write(`edgetun: warning: ${warning}\n`);
   const endpoints = await Promise.all(
@@ -295,6 +297,7 @@ program
   .option("--megabytes <n>", "how much to send through the tunnel", "100")
   .option("--keep", "leave the namespaces and daemons running for a look around")
   .action(async (options: { megabytes: string; keep?: boolean }) => {
+    const { runDemo } = await import("./demo.js");
     process.exitCode = await runDemo({
       megabytes: Number(options.megabytes),
       out: process.stdout,
@@ -305,21 +308,24 @@ program
 program
   .command("genkey")
   .description("print a new private key (base64), as `wg genkey` does")
-  .action(() => {
+  .action(async () => {
+    const { generatePrivateKey } = await import("../core/keys.js");
     process.stdout.write(`${generatePrivateKey()}\n`);
   });
 
 program
   .command("pubkey")
   .description("read a private key on stdin and print its public key, as `wg pubkey` does")
-  .action(() => {
+  .action(async () => {
+    const { publicKeyOf } = await import("../core/keys.js");
     process.stdout.write(`${publicKeyOf(readFileSync(0, "utf8"))}\n`);
   });
 
 program
   .command("genpsk")
   .description("print a new pre-shared key (base64), as `wg genpsk` does")
-  .action(() => {
+  .action(async () => {
+    const { generatePresharedKey } = await import("../core/keys.js");
     process.stdout.write(`${generatePresharedKey()}\n`);
   });
 

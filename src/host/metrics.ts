@@ -19,9 +19,11 @@ import { REJECT_AFTER_TIME_MS } from "../core/messages.js";
 import type { Keypair } from "../core/noise.js";
 import { formatEndpoint, type Endpoint } from "../core/endpoint.js";
 import type { Peer } from "../core/peer.js";
+import { type MetricsListen } from "./metrics-listen.js";
 
-/** Where `edgetun up` serves metrics unless told otherwise. */
-export const DEFAULT_METRICS_PORT = 9586;
+// What the command line needs before it knows whether a server will run, kept light.
+export { DEFAULT_METRICS_PORT, parseMetricsListen, type MetricsListen } from "./metrics-listen.js";
+
 /** Packets per batch: powers of two up to the daemon's batch of 128. */
 export const BATCH_SIZE_BUCKETS: readonly number[] = [1, 2, 4, 8, 16, 32, 64, 128];
 /** Seconds from sending an initiation to consuming its response. */
@@ -746,11 +748,6 @@ export class EventLoopWatchdog {
 
 // --- the HTTP server ---------------------------------------------------------------------
 
-export interface MetricsListen {
-  host: string;
-  port: number;
-}
-
 export interface MetricsServerOptions extends MetricsListen {
   /** Base64 public keys that must all have a session for /readyz; empty: any one peer. */
   readyPeers?: readonly string[];
@@ -895,35 +892,4 @@ function reply(
   response.setHeader("Content-Length", Buffer.byteLength(body));
   response.setHeader("Cache-Control", "no-store");
   response.end(request.method === "HEAD" ? undefined : body);
-}
-
-/** `--metrics-listen`: `HOST:PORT` (`[v6]:PORT`), or `off`. Throws RangeError with the why. */
-export function parseMetricsListen(text: string): MetricsListen | null {
-  const trimmed = text.trim();
-  if (trimmed === "off") return null;
-  let host: string;
-  let portText: string;
-  if (trimmed.startsWith("[")) {
-    const close = trimmed.indexOf("]");
-    if (close === -1 || trimmed[close + 1] !== ":") {
-      throw new RangeError("write an IPv6 address as [ADDRESS]:PORT, e.g. [::1]:9586");
-    }
-    host = trimmed.slice(1, close);
-    portText = trimmed.slice(close + 2);
-  } else {
-    const colon = trimmed.lastIndexOf(":");
-    if (colon === -1) throw new RangeError("expected HOST:PORT (e.g. 127.0.0.1:9586) or off");
-    host = trimmed.slice(0, colon);
-    portText = trimmed.slice(colon + 1);
-    if (host.includes(":")) {
-      throw new RangeError("an IPv6 address needs brackets, e.g. [::1]:9586");
-    }
-  }
-  if (host === "") throw new RangeError("no host before the port (0.0.0.0 for every address)");
-  if (!/^\d{1,5}$/.test(portText) || Number(portText) < 1 || Number(portText) > 65535) {
-    throw new RangeError(
-      `the port must be a number from 1 to 65535, not ${JSON.stringify(portText)}`,
-    );
-  }
-  return { host, port: Number(portText) };
 }
