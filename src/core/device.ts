@@ -287,7 +287,10 @@ export class Device {
     return completeData(this, job, plaintext, messageLength, source);
   }
 
-  /** Runs the timers that are due; call at least every `wheel.granularityMs`. */
+  /**
+   * Runs the timers that are due. A host calls it when `wheel.nextDueMs()` comes (or sooner,
+   * told by `wheel.onEarlierDue`), or simply every `wheel.granularityMs`.
+   */
   tick(): ActionBatch {
     this.wheel.advance(this.clock.now());
     return this.actions;

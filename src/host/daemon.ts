@@ -51,6 +51,10 @@ const BATCH = 128;
  * so data batches get a turn in between even during a handshake flood.
  */
 const HANDSHAKES_PER_TURN = 32;
+/** How often the drop counters are looked at for the log when no timer wakes the daemon. */
+const DROP_CHECK_MS = 5_000;
+/** Longest single sleep (Node's timers take at most 2^31 - 1 ms); a longer wait is re-armed. */
+const MAX_SLEEP_MS = 3_600_000;
 
 /** Arena slots start on cache lines. */
 const SLOT_ALIGNMENT = 64;
@@ -155,7 +159,13 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   private uapi: UapiServer | null = null;
   private metrics: MetricsServer | null = null;
   private readonly dropReporter: DropReporter;
-  private ticker: NodeJS.Timeout | null = null;
+  /** The one timer of the daemon: set for when the core's next protocol timer is due. */
+  private wakeTimer: NodeJS.Timeout | null = null;
+  /** Clock time (the device's) `wakeTimer` is set for; Infinity when none is. */
+  private wakeAt = Infinity;
+  /** Drop counters are logged every 10 s at most; checked this often while nothing else runs. */
+  private dropCheck: NodeJS.Timeout | null = null;
+  private running = false;
   private mark = 0;
   private stopped = false;
   /** Handshake messages wait here, bounded, so that they never hold up data batches. */
@@ -237,7 +247,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
       );
       if (options.metrics) daemon.metrics = await daemon.listenMetrics(options);
       tun.onReadable(() => daemon.readTunnel());
-      daemon.ticker = setInterval(() => daemon.tick(), daemon.device.wheel.granularityMs);
+      daemon.startTimers();
       logger.info("interface up", {
         interface: tun.name,
         listenPort: daemon.listenPort(),
@@ -314,14 +324,15 @@ export class Daemon implements UapiHost, ReconfigurationHost {
 
   /** Up and not stopping: what /readyz checks first. */
   get isUp(): boolean {
-    return this.ticker !== null && !this.stopped;
+    return this.running && !this.stopped;
   }
 
   /** Removes the interface (its routes go with it), policy rules and the control socket. */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    if (this.ticker) clearInterval(this.ticker);
+    if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    if (this.dropCheck) clearInterval(this.dropCheck);
     await this.metrics?.close();
     this.dropReporter.flush();
     await this.uapi?.close();
@@ -523,10 +534,43 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     return readEndpoint(records, index);
   }
 
-  private tick(): void {
+  /**
+   * No ticker: the daemon sleeps until the core's next timer is due. Every path that arms a
+   * timer (a packet, a handshake, `wg set`) goes through the wheel, which reports a timer due
+   * before the planned wake through `onEarlierDue`.
+   */
+  private startTimers(): void {
+    const wheel = this.device.wheel;
+    wheel.onEarlierDue = (dueMs) => this.wakeNoLaterThan(dueMs);
+    // What adding the peers asked for (a first keepalive, so a handshake) goes out now.
+    this.flush();
+    this.wakeNoLaterThan(wheel.nextDueMs());
+    this.dropCheck = setInterval(
+      () => this.dropReporter.check(this.device.stats.drops),
+      DROP_CHECK_MS,
+    );
+    this.dropCheck.unref();
+    this.running = true;
+  }
+
+  private wakeNoLaterThan(dueMs: number): void {
+    if (dueMs >= this.wakeAt || this.stopped || !Number.isFinite(dueMs)) return;
+    if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    this.wakeAt = dueMs;
+    // Node's timers may fire up to a millisecond before the device's clock says; `wake` then
+    // finds nothing due yet and sets the timer again.
+    const delayMs = Math.min(MAX_SLEEP_MS, Math.max(1, Math.ceil(dueMs - this.device.clock.now())));
+    this.wakeTimer = setTimeout(() => this.wake(), delayMs);
+  }
+
+  private wake(): void {
+    this.wakeTimer = null;
+    this.wakeAt = Infinity;
+    if (this.stopped) return;
     this.device.tick();
     this.flush();
     this.dropReporter.check(this.device.stats.drops);
+    this.wakeNoLaterThan(this.device.wheel.nextDueMs());
   }
 
   /** Carries out what the device asked for, in batches. */
