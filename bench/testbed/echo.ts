@@ -2,19 +2,24 @@
 // SIZE bytes, the same bytes back, the next request only after the whole answer arrived. What
 // it measures is the round trip of one small exchange through the path, back to back.
 //
-//   node echo.js server PORT                      prints "listening"; ends on SIGTERM
+//   node echo.js server PORT [HOST]               prints "listening PORT"; ends on SIGTERM
 //   node echo.js client HOST PORT SECONDS SIZE    prints one JSON line: count, mean/p50/p99 µs
 import { connect, createServer } from "node:net";
 
 const WARM_UP_MS = 300;
 
-function server(port: number): void {
+function server(port: number, host: string): void {
   const listener = createServer((socket) => {
     socket.setNoDelay(true);
     socket.on("data", (chunk) => socket.write(chunk));
     socket.on("error", () => socket.destroy());
   });
-  listener.listen({ port, host: "0.0.0.0" }, () => process.stdout.write("listening\n"));
+  listener.listen({ port, host }, () => {
+    const address = listener.address();
+    process.stdout.write(
+      `listening ${typeof address === "object" && address ? address.port : port}\n`,
+    );
+  });
   const stop = () => listener.close(() => process.exit(0));
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
@@ -63,10 +68,10 @@ function client(host: string, port: number, seconds: number, size: number): void
 }
 
 const [mode, ...args] = process.argv.slice(2);
-if (mode === "server") server(Number(args[0]));
+if (mode === "server") server(Number(args[0]), args[1] ?? "0.0.0.0");
 else if (mode === "client")
   client(args[0] ?? "127.0.0.1", Number(args[1]), Number(args[2] ?? 3), Number(args[3] ?? 64));
 else {
-  process.stderr.write("usage: echo.js server PORT | client HOST PORT SECONDS SIZE\n");
+  process.stderr.write("usage: echo.js server PORT [HOST] | client HOST PORT SECONDS SIZE\n");
   process.exit(2);
 }
