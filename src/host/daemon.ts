@@ -301,7 +301,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
         "up",
       );
       tun.onReadable(() => daemon.readTunnel());
-      daemon.ticker = setInterval(() => daemon.tick(), daemon.device.wheel.granularityMs);
+      daemon.startTimers();
       return daemon;
     } catch (error) {
       await daemon.stop();
