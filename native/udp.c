@@ -15,7 +15,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <linux/filter.h>
+#include <linux/sock_diag.h>
 #include <unistd.h>
+
+#ifndef SO_ATTACH_REUSEPORT_CBPF
+#define SO_ATTACH_REUSEPORT_CBPF 51
+#endif
+#ifndef SO_MEMINFO
+#define SO_MEMINFO 55
+#endif
 
 typedef union {
   struct sockaddr sa;
@@ -163,13 +172,20 @@ static int raise_buffer(int s, int force_opt, int opt, int size) {
   return actual;
 }
 
-/* udpBind(host, port, receiveBufferSize, sendBufferSize, noGso)
+/* udpBind(host, port, receiveBufferSize, sendBufferSize, noGso, reusePort?)
  *   -> { fd, port, family, dualStack, gso, receiveBufferSize, sendBufferSize }
  * host "" or "::" binds dual-stack (IPv4 arrives as ::ffff:a.b.c.d), falling
- * back to 0.0.0.0 when the host has no IPv6. */
+ * back to 0.0.0.0 when the host has no IPv6. reusePort sets SO_REUSEPORT
+ * before binding, so that a second socket can join the port (see
+ * udpSteerHandshakes). */
 static napi_value js_udp_bind(napi_env env, napi_callback_info info) {
-  napi_value argv[5];
-  if (arg_count(env, info, 5, argv) != 0) return NULL;
+  napi_value argv[6];
+  size_t argc = 6;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 5)
+    return throw_kind(env, ERR_TYPE, "ERR_MISSING_ARGS", "expected 5 arguments, got %zu", argc);
+  int reuse_port = 0;
+  if (argc >= 6 && arg_bool(env, argv[5], "reusePort", &reuse_port) != 0) return NULL;
   char host[64];
   size_t host_len;
   int too_long;
@@ -227,6 +243,11 @@ static napi_value js_udp_bind(napi_env env, napi_callback_info info) {
   int gso_size = 0;
   socklen_t gso_len = sizeof(gso_size);
   int gso = !no_gso && getsockopt(s, SOL_UDP, UDP_SEGMENT, &gso_size, &gso_len) == 0;
+  if (reuse_port && setsockopt(s, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+    int e = errno;
+    close(s);
+    return throw_errno(env, e, "cannot set SO_REUSEPORT: %s", strerror(e));
+  }
   int rcv = raise_buffer(s, SO_RCVBUFFORCE, SO_RCVBUF, (int)rcvbuf);
   int snd = raise_buffer(s, SO_SNDBUFFORCE, SO_SNDBUF, (int)sndbuf);
 
@@ -529,7 +550,59 @@ static napi_value js_udp_set_mark(napi_env env, napi_callback_info info) {
   return make_undefined(env);
 }
 
+/* udpSteerHandshakes(fd): attaches to fd's SO_REUSEPORT group a classic BPF
+ * program that sends transport data (first payload byte 4) to the group's
+ * first socket and everything else (handshakes, cookie replies, junk) to the
+ * second. The kernel then drops a flood of handshakes at the second socket's
+ * full buffer, never data. The program sees the UDP payload at offset 0; a
+ * payload too short to load from returns 0, the data socket. */
+static napi_value js_udp_steer_handshakes(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (arg_count(env, info, 1, argv) || arg_fd(env, argv[0], &fd)) return NULL;
+  if (require_fd(env, fd, FD_KIND_UDP) == NULL) return NULL;
+  struct sock_filter code[] = {
+      BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 0),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 4, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, 0),
+      BPF_STMT(BPF_RET | BPF_K, 1),
+  };
+  struct sock_fprog program = {.len = sizeof(code) / sizeof(code[0]), .filter = code};
+  if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &program, sizeof(program)) != 0) {
+    int e = errno;
+    return throw_errno(env, e, "cannot attach the handshake steering program: %s", strerror(e));
+  }
+  return make_undefined(env);
+}
+
+/* udpQueueStats(fd) -> { queuedBytes, receiveBufferSize, drops }: the
+ * kernel's view of the receive queue (SO_MEMINFO): bytes waiting (as the
+ * kernel accounts them, buffers included), the buffer's size, and the
+ * datagrams dropped because it was full, since the socket was made. */
+static napi_value js_udp_queue_stats(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (arg_count(env, info, 1, argv) || arg_fd(env, argv[0], &fd)) return NULL;
+  if (require_fd(env, fd, FD_KIND_UDP) == NULL) return NULL;
+  uint32_t mem[SK_MEMINFO_VARS];
+  socklen_t len = sizeof(mem);
+  memset(mem, 0, sizeof(mem));
+  if (getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mem, &len) != 0) {
+    int e = errno;
+    return throw_errno(env, e, "cannot read the socket's queue: %s", strerror(e));
+  }
+  napi_value out;
+  if (napi_create_object(env, &out) != napi_ok ||
+      set_prop_int(env, out, "queuedBytes", mem[SK_MEMINFO_RMEM_ALLOC]) ||
+      set_prop_int(env, out, "receiveBufferSize", mem[SK_MEMINFO_RCVBUF]) ||
+      set_prop_int(env, out, "drops", mem[SK_MEMINFO_DROPS]))
+    return NULL;
+  return out;
+}
+
 napi_status init_udp(napi_env env, napi_value exports) {
+  EXPORT_FN(env, exports, "udpSteerHandshakes", js_udp_steer_handshakes);
+  EXPORT_FN(env, exports, "udpQueueStats", js_udp_queue_stats);
   EXPORT_FN(env, exports, "udpSetMark", js_udp_set_mark);
   EXPORT_FN(env, exports, "udpBind", js_udp_bind);
   EXPORT_FN(env, exports, "udpRecv", js_udp_recv);

@@ -1,27 +1,31 @@
 #!/usr/bin/env node
 // The `edgetun` command.
-import { mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { readFileSync, rmSync, existsSync } from "node:fs";
 import { Command, InvalidArgumentError, Option } from "commander";
 // Only what every command needs, or what parsing the options needs, is imported up front:
-// the daemon, metrics server, demo and show/syncconf are loaded by the command that uses them,
-// so `edgetun --version`, `show` and `genkey` start without the data path and prom-client.
-import { decodeKey } from "../core/key-text.js";
+// the daemon, metrics server, fleet store client, demo, show and syncconf are loaded by the
+// command that uses them, so `edgetun up` starts without prom-client's neighbours it does not
+// use and `edgetun --version`, `show` or `genkey` without the data path (issue 14).
 import { EdgetunError } from "../core/errors.js";
 import { EXIT_STATUS_HELP, reportOf } from "./exit-status.js";
 import { UapiClientError } from "../host/errors.js";
-import type { InterfaceFileConfig } from "../host/config.js";
+import { decodeKey } from "../core/key-text.js";
 import { isLogLevel, type LogLevel } from "../host/log.js";
 import {
   DEFAULT_METRICS_PORT,
+  DEFAULT_PEER_SERIES,
   parseMetricsListen,
+  parsePeerSeries,
   type MetricsListen,
+  type PeerSeries,
 } from "../host/metrics-listen.js";
 import type { InterfaceState } from "./show.js";
-// Peer-series options are parsed from metrics.ts itself (new on main; not yet split out).
-import { DEFAULT_PEER_SERIES, parsePeerSeries, type PeerSeries } from "../host/metrics.js";
+import { addUpFleetOptions, registerFleetCommands } from "./fleet.js";
 
-const PID_DIRECTORY = "/run/edgetun";
-const VERSION = "0.1.0";
+import { SHOW_FIELDS, formatField, isShowField } from "./show-fields.js";
+import type { UpOptions } from "./up.js";
+import { isEdgetunProcess, pidFile } from "./pidfile.js";
+import { VERSION } from "./version.js";
 
 /** A mistake in how the command was used, found after commander's own checks. */
 class UsageError extends EdgetunError {
@@ -34,10 +38,6 @@ function fail(error: unknown): never {
   const { status, text } = reportOf(error);
   process.stderr.write(`edgetun: ${text}\n`);
   process.exit(status);
-}
-
-function pidFile(name: string): string {
-  return `${PID_DIRECTORY}/${name}.pid`;
 }
 
 function parseLogLevel(text: string): LogLevel {
@@ -70,101 +70,6 @@ function collectReadyPeer(text: string, previous: string[] = []): string[] {
   return [...previous, text.trim()];
 }
 
-/** Keys the log must never show: the private key and every pre-shared key of `config`. */
-function addSecrets(secrets: { add(secret: Uint8Array): void }, config: InterfaceFileConfig): void {
-  secrets.add(config.privateKey);
-  for (const peer of config.peers) if (peer.presharedKey) secrets.add(peer.presharedKey);
-}
-
-async function up(
-  file: string,
-  options: {
-    interface?: string;
-    logLevel: LogLevel;
-    metricsListen: MetricsListen | null;
-    metricsPeers: PeerSeries;
-    readyPeer?: string[];
-    metricsListenIsDefault?: boolean;
-  },
-): Promise<void> {
-  const [{ Secrets, createLogger }, { interfaceNameFromPath, readConfigFile }, { Daemon }] =
-    await Promise.all([
-      import("../host/log.js"),
-      import("../host/config.js"),
-      import("../host/daemon.js"),
-    ]);
-  const { nativeLoadError } = await import("../host/native/index.js");
-  const secrets = new Secrets();
-  const logger = createLogger({ level: options.logLevel, secrets });
-  const config = readConfigFile(file);
-  addSecrets(secrets, config);
-  for (const warning of config.warnings) logger.warn(warning);
-  const name = options.interface ?? interfaceNameFromPath(file);
-  if (name.length > 15)
-    throw new UsageError(`interface name "${name}" is longer than 15 characters`);
-  const addonError = nativeLoadError();
-  if (addonError) throw addonError;
-  if (process.getuid?.() !== 0) {
-    logger.warn("not running as root: creating the interface needs CAP_NET_ADMIN");
-  }
-  const metrics = options.metricsListen
-    ? {
-        ...options.metricsListen,
-        readyPeers: options.readyPeer ?? [],
-        peerSeries: options.metricsPeers,
-      }
-    : null;
-  const daemon = await Daemon.start({
-    interfaceName: name,
-    config,
-    logger,
-    metrics,
-    metricsOptional: options.metricsListenIsDefault ?? false,
-  });
-  mkdirSync(PID_DIRECTORY, { recursive: true, mode: 0o755 });
-  writeFileSync(pidFile(daemon.name), `${process.pid}\n`);
-
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info("stopping", { signal });
-    daemon
-      .stop()
-      .then(() => {
-        rmSync(pidFile(daemon.name), { force: true });
-        process.exit(0);
-      })
-      .catch(fail);
-  };
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
-  process.on("SIGHUP", () => {
-    try {
-      const changed = readConfigFile(file);
-      addSecrets(secrets, changed);
-      for (const warning of changed.warnings) logger.warn(warning);
-      // The reconfiguration queue logs the outcome, applied or refused, itself.
-      daemon.applyConfig(changed, "reload").catch(() => undefined);
-    } catch (error) {
-      logger.error("reload failed; the running configuration is unchanged", {
-        error: (error as Error).message,
-      });
-    }
-  });
-}
-
-function isEdgetunProcess(pid: number): boolean {
-  try {
-    return (
-      readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("edgetun") ||
-      readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("cli/main.js")
-    );
-  } catch {
-    return false;
-  }
-}
-
 async function down(name: string): Promise<void> {
   let pid: number;
   try {
@@ -185,16 +90,35 @@ async function down(name: string): Promise<void> {
   }
 }
 
-async function show(name: string | undefined, options: { json?: boolean }): Promise<void> {
+async function show(
+  target: string | undefined,
+  field: string | undefined,
+  options: { json?: boolean },
+): Promise<void> {
   const { formatState, listInterfaces, readInterfaceState } = await import("./show.js");
-  const names = name ? [name] : listInterfaces();
+  if (target === "interfaces") {
+    process.stdout.write(
+      listInterfaces()
+        .map((each) => `${each}\n`)
+        .join(""),
+    );
+    return;
+  }
+  if (field !== undefined && !isShowField(field)) {
+    throw new UsageError(
+      `unknown field "${field}"; one of ${SHOW_FIELDS.join(", ")}\n` +
+        "Usage: edgetun show [all | interfaces | NAME] [FIELD] [--json]",
+    );
+  }
+  const all = target === undefined || target === "all";
+  const names = all ? listInterfaces() : [target];
   const states: InterfaceState[] = [];
   let failures = 0;
   for (const each of names) {
     try {
       states.push(await readInterfaceState(each));
     } catch (error) {
-      if (name) throw error;
+      if (!all) throw error;
       // Listing all: a socket nobody listens on is a crashed daemon's, not an interface; `wg
       // show` passes over it too. Any other failure is reported and the rest still shown.
       if (error instanceof UapiClientError && error.code === "ERR_NO_INTERFACE") continue;
@@ -204,7 +128,11 @@ async function show(name: string | undefined, options: { json?: boolean }): Prom
   }
   if (failures > 0) process.exitCode = 1;
   if (options.json) {
-    process.stdout.write(`${JSON.stringify(name ? states[0] : states, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify(all ? states : states[0], null, 2)}\n`);
+    return;
+  }
+  if (field !== undefined) {
+    process.stdout.write(states.map((state) => formatField(state, field, all)).join(""));
     return;
   }
   process.stdout.write(states.map((state) => formatState(state)).join("\n"));
@@ -232,7 +160,7 @@ const program = new Command()
   .addHelpText("after", EXIT_STATUS_HELP)
   .showHelpAfterError();
 
-program
+const upCommand = program
   .command("up")
   .description("run the tunnel described by a wg-quick style file, in the foreground")
   .argument(
@@ -262,12 +190,15 @@ program
     "/readyz needs a session with this peer (repeatable; default: any one peer)",
     collectReadyPeer,
   )
-  .action((file: string, options: Parameters<typeof up>[1], command: Command) =>
-    up(file, {
+  .action(async (file: string, options: UpOptions, command: Command) => {
+    const { up } = await import("./up.js");
+    await up(file, {
       ...options,
       metricsListenIsDefault: command.getOptionValueSource("metricsListen") === "default",
-    }),
-  );
+    });
+  });
+addUpFleetOptions(upCommand);
+registerFleetCommands(program);
 
 program
   .command("down")
@@ -278,7 +209,8 @@ program
 program
   .command("show")
   .description("show interfaces, peers, endpoints, allowed IPs, handshakes and transfer")
-  .argument("[name]", "one interface (default: all)")
+  .argument("[name]", "an interface, all (the default) or interfaces (their names)")
+  .argument("[field]", `one field, as wg show prints it: ${SHOW_FIELDS.join(", ")}`)
   .option("--json", "machine-readable output")
   .action(show);
 
@@ -288,6 +220,24 @@ program
   .argument("<name>", "interface name")
   .argument("<file.conf>", "configuration file")
   .action(syncconf);
+
+program
+  .command("strip")
+  .description(
+    "print a file as wg setconf/syncconf take it (wg-quick keys out, PrivateKeyFile resolved)",
+  )
+  .argument("<file.conf>", "configuration file")
+  .action(async (file: string) => {
+    const { stripConfig } = await import("./strip.js");
+    process.stdout.write(stripConfig(file));
+  });
+
+program
+  .command("version")
+  .description("print the version")
+  .action(() => {
+    process.stdout.write(`edgetun v${VERSION}\n`);
+  });
 
 program
   .command("demo")

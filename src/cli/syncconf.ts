@@ -66,7 +66,8 @@ export function syncRequest(
   endpoints: ReadonlyArray<Endpoint | null>,
 ): string {
   const lines = ["set=1"];
-  if (current.privateKeyHex !== hex(config.privateKey)) {
+  // No PrivateKey in the file: the running key stays, as with `wg syncconf`.
+  if (config.privateKey !== null && current.privateKeyHex !== hex(config.privateKey)) {
     lines.push(`private_key=${hex(config.privateKey)}`);
   }
   if (config.listenPort !== null && config.listenPort !== current.listenPort) {

@@ -102,10 +102,6 @@ export interface DeviceOptions {
 
 /** How long the device stays "under load" after the rate last exceeded the threshold. */
 const UNDER_LOAD_LINGER_MS = 1000;
-/** The I/O layer queues at most this many handshake messages; beyond, they are dropped. */
-export const MAX_QUEUED_HANDSHAKES = 4096;
-/** A queue an eighth full means handshakes arrive faster than they are processed. */
-const UNDER_LOAD_BACKLOG = MAX_QUEUED_HANDSHAKES / 8;
 
 export class Device {
   readonly clock: Clock;
@@ -126,8 +122,11 @@ export class Device {
   private handshakeWindowStart = 0;
   private handshakesInWindow = 0;
   private underLoadUntil = -Infinity;
-  /** Set by the I/O layer from its handshake queue depth; adds to the rate measured here. */
-  handshakeBacklog = 0;
+  /**
+   * Set by the I/O layer while handshake messages arrive faster than it takes them in (its
+   * queue overflowed or more wait than a turn takes): under load, whatever the rate here.
+   */
+  handshakesBacklogged = false;
   /**
    * Called when a handshake with `peer` completes (a response consumed, or the first data on
    * a session we answered): its new keypair is `peer.keypairs.current`. For observers such as
@@ -303,10 +302,7 @@ export class Device {
       this.handshakesInWindow = 0;
     }
     this.handshakesInWindow++;
-    if (
-      this.handshakesInWindow > this.underLoadThreshold ||
-      this.handshakeBacklog >= UNDER_LOAD_BACKLOG
-    ) {
+    if (this.handshakesInWindow > this.underLoadThreshold || this.handshakesBacklogged) {
       this.underLoadUntil = nowMs + UNDER_LOAD_LINGER_MS;
     }
     return nowMs < this.underLoadUntil;

@@ -15,7 +15,17 @@
  */
 
 import { lookup } from "node:dns/promises";
-import { readFileSync } from "node:fs";
+import { isIPv4, isIPv6 } from "node:net";
+import {
+  closeSync,
+  constants as fsConstants,
+  fstatSync,
+  openSync,
+  readSync,
+  statSync,
+} from "node:fs";
+import type { Stats } from "node:fs";
+
 import { basename, dirname, resolve } from "node:path";
 
 import { PrivateKey } from "../core/crypto.js";
@@ -57,8 +67,28 @@ export interface PeerFileConfig {
   line: number;
 }
 
+/** wg-quick's `DNS`: addresses become nameservers, anything else a search domain. */
+export interface DnsConfig {
+  servers: string[];
+  search: string[];
+}
+
+/** wg-quick's hooks, each a bash snippet in file order; `%i` is the interface name. */
+export interface HooksConfig {
+  preUp: string[];
+  postUp: string[];
+  preDown: string[];
+  postDown: string[];
+}
+
 export interface InterfaceFileConfig {
-  privateKey: Buffer;
+  /**
+   * null: none in the file. wg-quick accepts that too (a hook such as `PostUp = wg set %i
+   * private-key …` often sets it); until one is set the interface makes no handshakes.
+   */
+  privateKey: Buffer | null;
+  /** The PrivateKeyFile as written, so that SaveConfig can write the reference back. */
+  privateKeyFile: string | null;
   /** null: none given, so the socket takes a random port (as 0 does). */
   listenPort: number | null;
   addresses: AddressConfig[];
@@ -68,9 +98,15 @@ export interface InterfaceFileConfig {
   /** wg-quick's `Table`: where routes for the peers' allowed IPs go (src/host/netif.ts). */
   table: RouteTable;
   peers: PeerFileConfig[];
+  dns: DnsConfig;
+  hooks: HooksConfig;
+  /** wg-quick's SaveConfig: write the running state back to the file when the tunnel stops. */
+  saveConfig: boolean;
   /** `file:line: …` for keys that are accepted but do nothing, and for likely mistakes. */
   warnings: string[];
   file: string;
+  /** Whether the file itself holds the private key (PrivateKey rather than PrivateKeyFile). */
+  holdsPrivateKey?: boolean;
 }
 
 export interface ParseConfigOptions {
@@ -98,6 +134,12 @@ const INTERFACE_KEYS = [
   "MTU",
   "FwMark",
   "Table",
+  "DNS",
+  "PreUp",
+  "PostUp",
+  "PreDown",
+  "PostDown",
+  "SaveConfig",
 ] as const;
 const PEER_KEYS = [
   "PublicKey",
@@ -106,17 +148,18 @@ const PEER_KEYS = [
   "AllowedIPs",
   "PersistentKeepalive",
 ] as const;
-/** wg-quick's own [Interface] keys for things edgetun leaves to the host (resolv.conf, hooks). */
-const IGNORED_INTERFACE_KEYS = [
+/** wg-quick's own [Interface] keys that edgetun accepts and leaves alone: none left. */
+const IGNORED_INTERFACE_KEYS: readonly string[] = [];
+/** Keys that may appear on several lines, their lists adding up, as in wg-quick. */
+const REPEATABLE_KEYS: ReadonlySet<string> = new Set([
+  "Address",
+  "AllowedIPs",
   "DNS",
   "PreUp",
   "PostUp",
   "PreDown",
   "PostDown",
-  "SaveConfig",
-] as const;
-/** Keys that may appear on several lines, their lists adding up, as in wg-quick. */
-const REPEATABLE_KEYS: ReadonlySet<string> = new Set(["Address", "AllowedIPs"]);
+]);
 
 type InterfaceKey = (typeof INTERFACE_KEYS)[number];
 type PeerKey = (typeof PEER_KEYS)[number];
@@ -140,15 +183,97 @@ export function parseConfig(
   file: string,
   options: ParseConfigOptions = {},
 ): InterfaceFileConfig {
-  const readFile = options.readFile ?? ((path: string) => readFileSync(path, "utf8"));
-  return new ConfigFileParser(file, readFile).parse(text);
+  const readFile =
+    options.readFile ?? ((path: string) => readBoundedFile(path, MAX_KEY_FILE_BYTES).text);
+  return new ConfigFileParser(file, readFile, options.readFile === undefined).parse(text);
+}
+
+/** A hub's file with a hundred thousand peers is some 15 MB; more is not a configuration. */
+export const MAX_CONFIG_FILE_BYTES = 64 << 20;
+/** A key file holds 44 characters and a newline; a little room for comments and CRLF. */
+export const MAX_KEY_FILE_BYTES = 4096;
+
+/**
+ * Reads a file an operator named, as text, refusing what is not a regular file (a device such
+ * as /dev/zero, a FIFO, a directory) and what is larger than `maxBytes`, with the reason in
+ * the error's message. Opened without blocking, so a FIFO with no writer cannot hang us.
+ */
+export function readBoundedFile(path: string, maxBytes: number): { text: string; stats: Stats } {
+  const fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+  try {
+    const stats = fstatSync(fd);
+    if (!stats.isFile()) throw new Error(`it is ${fileKind(stats)}, not a regular file`);
+    if (stats.size > maxBytes) throw tooLarge(stats.size, maxBytes);
+    // Read one byte past the limit, in case the file grew since fstat.
+    const buffer = Buffer.alloc(Math.min(maxBytes + 1, Math.max(stats.size + 1, 1024)));
+    let length = 0;
+    for (;;) {
+      if (length === buffer.length) break;
+      const n = readSync(fd, buffer, length, buffer.length - length, null);
+      if (n === 0) break;
+      length += n;
+    }
+    if (length > maxBytes) throw tooLarge(length, maxBytes);
+    return { text: buffer.toString("utf8", 0, length), stats };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function tooLarge(size: number, maxBytes: number): Error {
+  return new Error(`it is ${size} bytes or more; the limit is ${maxBytes} bytes`);
+}
+
+function fileKind(stats: Stats): string {
+  if (stats.isDirectory()) return "a directory";
+  if (stats.isCharacterDevice()) return "a character device";
+  if (stats.isBlockDevice()) return "a block device";
+  if (stats.isFIFO()) return "a FIFO";
+  if (stats.isSocket()) return "a socket";
+  return "not a file";
+}
+
+/**
+ * A warning when a file holding a key may be read by anyone but its owner, naming the fix.
+ * wg-quick warns about world-accessible files; a group is as much a leak for a private key.
+ */
+export function keyFilePermissionWarning(path: string, stats: Stats, what: string): string | null {
+  const mode = stats.mode & 0o777;
+  if ((mode & 0o077) === 0) return null;
+  return (
+    `${path} holds ${what} and is accessible by ${mode & 0o007 ? "others" : "its group"} ` +
+    `(mode ${mode.toString(8).padStart(4, "0")}); fix with: chmod 600 ${path}`
+  );
+}
+
+/**
+ * An interface with nothing configured: no key, no peers, no addresses, a random port. What
+ * wireguard-go starts with before `wg setconf` fills it in.
+ */
+export function emptyInterfaceConfig(): InterfaceFileConfig {
+  return {
+    privateKey: null,
+    privateKeyFile: null,
+    listenPort: null,
+    addresses: [],
+    mtu: DEFAULT_MTU,
+    fwmark: 0,
+    // wg-quick adds the routes itself around a userspace implementation.
+    table: { kind: "off" },
+    peers: [],
+    dns: { servers: [], search: [] },
+    hooks: { preUp: [], postUp: [], preDown: [], postDown: [] },
+    saveConfig: false,
+    warnings: [],
+    file: "",
+  };
 }
 
 /** Reads and parses a configuration file; a relative PrivateKeyFile is found beside it. */
 export function readConfigFile(path: string): InterfaceFileConfig {
-  let text: string;
+  let file: { text: string; stats: Stats };
   try {
-    text = readFileSync(path, "utf8");
+    file = readBoundedFile(path, MAX_CONFIG_FILE_BYTES);
   } catch (error) {
     throw new ConfigError(
       "ERR_CONFIG_FILE",
@@ -157,7 +282,12 @@ export function readConfigFile(path: string): InterfaceFileConfig {
       `cannot read the file: ${describeCause(error)}`,
     );
   }
-  return parseConfig(text, path);
+  const config = parseConfig(file.text, path);
+  if (config.holdsPrivateKey || config.peers.some((peer) => peer.presharedKey !== null)) {
+    const warning = keyFilePermissionWarning(path, file.stats, "keys");
+    if (warning) config.warnings.unshift(warning);
+  }
+  return config;
 }
 
 /**
@@ -168,7 +298,11 @@ export function readConfigFile(path: string): InterfaceFileConfig {
 class ConfigFileParser {
   readonly #file: string;
   readonly #readFile: (path: string) => string;
+  /** Whether files are read from this host's file system, so their modes mean something. */
+  readonly #onFileSystem: boolean;
   readonly #warnings: string[] = [];
+  /** Whether the private key is written in the file itself (not PrivateKeyFile). */
+  #privateKeyInline = false;
 
   #section: "Interface" | "Peer" | null = null;
   /** Single-valued keys seen in the current section, with their lines, to refuse repeats. */
@@ -176,6 +310,10 @@ class ConfigFileParser {
 
   #interfaceLine = 0;
   #privateKey: Buffer | null = null;
+  #privateKeyFile: string | null = null;
+  readonly #dns: DnsConfig = { servers: [], search: [] };
+  readonly #hooks: HooksConfig = { preUp: [], postUp: [], preDown: [], postDown: [] };
+  #saveConfig = false;
   #ownPublicKey: Buffer | null = null;
   #listenPort: number | null = null;
   readonly #addresses: AddressConfig[] = [];
@@ -191,20 +329,25 @@ class ConfigFileParser {
   /** Masked prefix text → [Peer] line of the peer that first claimed it. */
   readonly #allowedIpPeerLines = new Map<string, number>();
 
-  constructor(file: string, readFile: (path: string) => string) {
+  constructor(file: string, readFile: (path: string) => string, onFileSystem: boolean) {
     this.#file = file;
     this.#readFile = readFile;
+    this.#onFileSystem = onFileSystem;
   }
 
   parse(text: string): InterfaceFileConfig {
     const lines = text.replace(/^\uFEFF/, "").split("\n");
     lines.forEach((rawLine, index) => this.#parseLine(rawLine, index + 1));
     this.#finishSection();
-    if (this.#privateKey === null) {
+    if (this.#interfaceLine === 0) {
       throw this.#error("ERR_CONFIG_MISSING", 0, "no [Interface] section");
     }
     return {
       privateKey: this.#privateKey,
+      privateKeyFile: this.#privateKeyFile,
+      dns: this.#dns,
+      hooks: this.#hooks,
+      saveConfig: this.#saveConfig,
       listenPort: this.#listenPort,
       addresses: this.#addresses,
       mtu: this.#mtu,
@@ -213,6 +356,7 @@ class ConfigFileParser {
       peers: this.#peers,
       warnings: this.#warnings,
       file: this.#file,
+      holdsPrivateKey: this.#privateKeyInline,
     };
   }
 
@@ -313,13 +457,6 @@ class ConfigFileParser {
   }
 
   #finishInterface(): void {
-    if (this.#privateKey === null) {
-      throw this.#error(
-        "ERR_CONFIG_MISSING",
-        this.#interfaceLine,
-        "[Interface] has neither PrivateKey nor PrivateKeyFile",
-      );
-    }
     const hasIpv6Address = this.#addresses.some((entry) => entry.address.length === 16);
     if (hasIpv6Address && this.#mtu < MIN_MTU_IPV6) {
       throw this.#error(
@@ -328,7 +465,9 @@ class ConfigFileParser {
         `MTU ${this.#mtu} is below ${MIN_MTU_IPV6}, the minimum for an interface with an IPv6 address`,
       );
     }
-    this.#ownPublicKey = new PrivateKey(this.#privateKey).publicKey;
+    if (this.#privateKey !== null) {
+      this.#ownPublicKey = new PrivateKey(this.#privateKey).publicKey;
+    }
   }
 
   #finishPeer(): void {
@@ -359,11 +498,52 @@ class ConfigFileParser {
       case "PrivateKey":
         this.#refuseBothPrivateKeySources("PrivateKeyFile", line);
         this.#privateKey = this.#key(value, "PrivateKey", line);
+        this.#privateKeyInline = true;
         return;
       case "PrivateKeyFile":
         this.#refuseBothPrivateKeySources("PrivateKey", line);
         this.#privateKey = this.#privateKeyFromFile(value, line);
+        this.#privateKeyFile = value;
         return;
+      case "DNS":
+        // As wg-quick: a list split on commas and spaces; what looks like an address is a
+        // nameserver, the rest search domains.
+        for (const entry of value.split(/[\s,]+/).filter((part) => part !== "")) {
+          if (/^[0-9.]+$/.test(entry) || entry.includes(":")) {
+            if (!isIPv4(entry) && !isIPv6(entry)) {
+              throw this.#error(
+                "ERR_CONFIG_VALUE",
+                line,
+                `DNS: ${JSON.stringify(entry)} is neither an IP address nor a search domain`,
+              );
+            }
+            this.#dns.servers.push(entry);
+          } else {
+            this.#dns.search.push(entry);
+          }
+        }
+        return;
+      case "PreUp":
+      case "PostUp":
+      case "PreDown":
+      case "PostDown": {
+        if (value === "") throw this.#error("ERR_CONFIG_VALUE", line, `${key} needs a command`);
+        const phase = (key[0]!.toLowerCase() + key.slice(1)) as keyof HooksConfig;
+        this.#hooks[phase].push(value);
+        return;
+      }
+      case "SaveConfig": {
+        // wg-quick's read_bool: exactly "true" or "false" (its key match ignores case, the value's not).
+        if (value !== "true" && value !== "false") {
+          throw this.#error(
+            "ERR_CONFIG_VALUE",
+            line,
+            `SaveConfig must be true or false, not ${JSON.stringify(value)}`,
+          );
+        }
+        this.#saveConfig = value === "true";
+        return;
+      }
       case "ListenPort": {
         const port = parseDecimal(value);
         if (port === null || port > MAX_PORT) {
@@ -544,6 +724,10 @@ class ConfigFileParser {
         line,
         `cannot read PrivateKeyFile ${JSON.stringify(path)}: ${describeCause(error)}`,
       );
+    }
+    if (this.#onFileSystem) {
+      const warning = keyFilePermissionWarning(path, statSync(path), "a private key");
+      if (warning) this.#warn(line, warning);
     }
     // `wg genkey > file` leaves a newline after the key.
     return this.#key(text.trim(), `the private key in ${path}`, line);

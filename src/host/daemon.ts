@@ -3,7 +3,7 @@
 // protocol logic: every decision is the Device's; this file moves batches and keeps time.
 import type { InterfaceFileConfig } from "./config.js";
 import { resolveEndpoint } from "./config.js";
-import { Device, MAX_QUEUED_HANDSHAKES } from "../core/device.js";
+import { Device } from "../core/device.js";
 import type { Logger } from "./log.js";
 import { DropReporter, shortKey } from "./log.js";
 import {
@@ -11,18 +11,22 @@ import {
   DATA_TRAILER_ROOM,
   KEY_LENGTH,
   TAG_LENGTH,
-  classifyMessage,
   frameDataInPlace,
   isTransportData,
 } from "../core/messages.js";
-import { DataPathObservations, MetricsServer, type MetricsServerOptions } from "./metrics.js";
+import {
+  DataPathObservations,
+  MetricsServer,
+  type MetricsExtension,
+  type MetricsServerOptions,
+} from "./metrics.js";
 import { MetricsListenError } from "./errors.js";
 import {
   ENDPOINT_ADDRESS_AND_PORT_BYTES,
   ENDPOINT_SIZE,
   PacketBatch,
   TunDevice,
-  UdpBatchSocket,
+  UdpSocketPair,
   openBatch,
   readEndpoint,
   sealBatch,
@@ -42,15 +46,22 @@ import {
   type ReconfigurationHost,
 } from "./reconfigure.js";
 import { UapiServer, type UapiHost } from "./uapi.js";
-import type { DatagramSocket, DatagramSocketOpener, TunnelDevice } from "./io.js";
+import { HandshakeShares } from "./handshake-shares.js";
+import type {
+  DatagramSocket,
+  DatagramSocketOpener,
+  HandshakeDatagramSocket,
+  TunnelDevice,
+} from "./io.js";
 
 /** Packets moved per read/receive call; a batch is processed fully before the next. */
 const BATCH = 128;
 /**
- * Handshake messages handled per event-loop turn. Each costs up to ~0.4 ms of Diffie-Hellman,
- * so data batches get a turn in between even during a handshake flood.
+ * Handshake messages read per event-loop turn. One may cost ~0.4 ms of Diffie-Hellman, so
+ * data gets a turn in between even during a handshake flood; under a flood most are turned
+ * away for a few bytes' comparison (HandshakeShares) or a cookie reply.
  */
-const HANDSHAKES_PER_TURN = 32;
+const HANDSHAKES_PER_TURN = 64;
 /** How often the drop counters are looked at for the log when no timer wakes the daemon. */
 const DROP_CHECK_MS = 5_000;
 /** Longest single sleep (Node's timers take at most 2^31 - 1 ms); a longer wait is re-armed. */
@@ -127,8 +138,44 @@ export interface DaemonOptions {
   metrics?: MetricsServerOptions | null;
   /** The metrics address is the default, not the operator's: if it is taken, run without. */
   metricsOptional?: boolean;
+  /**
+   * The caller's last steps (a pid file), run after everything else and before "interface
+   * up" is logged; if it throws, the interface is taken down again like any other failure.
+   */
+  beforeUp?: (interfaceName: string) => void | Promise<void>;
   /** Where the record of policy rules goes (default /run/edgetun), see src/host/netif.ts. */
   stateDirectory?: string;
+  /** Started once the interface is up, before metrics (the fleet watcher); stopped first. */
+  attach?: (daemon: Daemon) => Promise<DaemonAttachment>;
+  /**
+   * Add a route for every peer's allowed IPs (default true). False when something else
+   * manages routes: as wireguard-go, under wg-quick, which adds them itself after `wg setconf`
+   * and would otherwise find its default-route table taken.
+   */
+  manageRoutes?: boolean;
+  /**
+   * Called once when the interface is deleted from outside (`ip link delete`, `wg-quick
+   * down`): the daemon has stopped itself by then, control socket included.
+   */
+  onInterfaceGone?: () => void;
+}
+
+/** A part running beside the daemon, with its own probes note and metrics. */
+export interface DaemonAttachment extends MetricsExtension {
+  stop(): Promise<void>;
+  /** True for peers this part put in: a reload of the file leaves them alone. */
+  ownsPeer?(publicKeyBase64: string): boolean;
+}
+
+/**
+ * What a TUN read fails with once its interface has been deleted: the kernel detaches the
+ * queue and answers EBADFD (77), which libuv has no name for.
+ */
+const EBADFD = 77;
+
+function isInterfaceGone(error: unknown): boolean {
+  const { errno, code } = error as { errno?: unknown; code?: unknown };
+  return errno === -EBADFD || errno === EBADFD || code === "EBADFD" || code === "ENODEV";
 }
 
 export class DaemonCounters {
@@ -163,9 +210,17 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   private readonly tunOut: PacketBatch;
   /** Endpoint records by endpoint object: peers keep theirs, so this is a per-peer cache. */
   private readonly endpointRecords = new WeakMap<Endpoint, Uint8Array>();
+  /** The data socket: transport data arrives here, and everything is sent from it. */
   private socket: DatagramSocket | null = null;
+  /** Handshake messages arrive here when the kernel can steer them (null: at `socket`). */
+  private handshakeSocket: HandshakeDatagramSocket | null = null;
+  private readonly handshakeIn: PacketBatch;
+  /** The handshake socket's kernel drop count when last read. */
+  private handshakeSocketDrops = 0;
+  private readonly handshakeShares = new HandshakeShares();
   private uapi: UapiServer | null = null;
   private metrics: MetricsServer | null = null;
+  readonly extensions: DaemonAttachment[] = [];
   private readonly dropReporter: DropReporter;
   /** The one timer of the daemon: set for when the core's next protocol timer is due. */
   private wakeTimer: NodeJS.Timeout | null = null;
@@ -180,9 +235,6 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   private dataBatches = 0;
   private mark = 0;
   private stopped = false;
-  /** Handshake messages wait here, bounded, so that they never hold up data batches. */
-  private readonly handshakeQueue: Array<{ message: Buffer; source: Endpoint }> = [];
-  private handshakesScheduled = false;
   /** Every change after start goes through this one queue (src/host/reconfigure.ts). */
   private readonly reconfigurer: Reconfigurer;
 
@@ -194,6 +246,8 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     private readonly setup: InterfaceSetup | null,
     private readonly logger: Logger,
     config: InterfaceFileConfig,
+    private readonly manageRoutes: boolean,
+    private readonly onInterfaceGone: (() => void) | undefined,
   ) {
     this.reconfigurer = new Reconfigurer(this, logger, name);
     this.device = new Device({ privateKey: config.privateKey, mtu: config.mtu });
@@ -208,6 +262,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     });
     this.sealing = new CryptoBatch(this.tunIn.arena);
     this.udpIn = new PacketBatch(BATCH, { slotSize });
+    this.handshakeIn = new PacketBatch(HANDSHAKES_PER_TURN, { slotSize });
     this.opening = new CryptoBatch(this.udpIn.arena);
     this.tunWrites = {
       arena: this.udpIn.arena,
@@ -235,8 +290,17 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     // coalesces on the way back), far fewer syscalls; it falls back by itself when refused.
     const tun = TunDevice.open({ name: interfaceName, offload: true });
     const setup = new InterfaceSetup(tun.name, logger, config.table, options.stateDirectory);
-    const openSocket = (port: number) => UdpBatchSocket.open({ port });
-    const daemon = new Daemon(tun.name, tun, openSocket, setup, logger, config);
+    const openSocket = (port: number) => UdpSocketPair.open({ port });
+    const daemon = new Daemon(
+      tun.name,
+      tun,
+      openSocket,
+      setup,
+      logger,
+      config,
+      options.manageRoutes ?? true,
+      options.onInterfaceGone,
+    );
     try {
       setup.attach(tun.ifindex);
       // This process owns the interface name now, so rules recorded for it are a dead one's.
@@ -257,9 +321,11 @@ export class Daemon implements UapiHost, ReconfigurationHost {
         daemon,
         options.uapiDirectory ? { directory: options.uapiDirectory } : {},
       );
+      if (options.attach) daemon.extensions.push(await options.attach(daemon));
       if (options.metrics) daemon.metrics = await daemon.listenMetrics(options);
       tun.onReadable(() => daemon.readTunnel());
       daemon.startTimers();
+      await options.beforeUp?.(tun.name);
       logger.info("interface up", {
         interface: tun.name,
         listenPort: daemon.listenPort(),
@@ -290,7 +356,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     const endpoints = await Promise.all(
       config.peers.map((peer) => (peer.endpoint ? resolveEndpoint(peer.endpoint) : null)),
     );
-    const daemon = new Daemon(tun.name, tun, openSocket, null, logger, config);
+    const daemon = new Daemon(tun.name, tun, openSocket, null, logger, config, false, undefined);
     try {
       daemon.bindSocket(config.listenPort ?? 0);
       await daemon.reconfigurer.apply(
@@ -310,11 +376,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   }
 
   private bindSocket(port: number): void {
-    const socket = this.openSocket(port);
-    if (this.mark !== 0) socket.setFwmark?.(this.mark);
-    socket.onReadable(() => this.receiveNetwork());
-    this.socket?.close();
-    this.socket = socket;
+    this.prepareListenPort(port).commit();
   }
 
   /**
@@ -346,6 +408,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     if (this.wakeTimer) clearTimeout(this.wakeTimer);
     if (this.dropCheck) clearInterval(this.dropCheck);
     if (this.awakeTimer) clearInterval(this.awakeTimer);
+    for (const extension of this.extensions) await extension.stop();
     await this.metrics?.close();
     this.dropReporter.flush();
     await this.uapi?.close();
@@ -362,6 +425,22 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     });
   }
 
+  /** The interface was deleted under us: stop as after SIGTERM, then tell the owner. */
+  private interfaceGone(): void {
+    if (this.stopped) return;
+    this.tun.onReadable(null);
+    this.logger.info("interface deleted; stopping", { interface: this.name });
+    this.stop().then(
+      () => this.onInterfaceGone?.(),
+      (error: unknown) => {
+        this.logger.error("stopping after the interface was deleted failed", {
+          error: (error as Error).message,
+        });
+        this.onInterfaceGone?.();
+      },
+    );
+  }
+
   // --- data path -------------------------------------------------------------------------
 
   /**
@@ -370,7 +449,14 @@ export class Daemon implements UapiHost, ReconfigurationHost {
    */
   private readTunnel(): void {
     const batch = this.tunIn;
-    const count = this.tun.readBatch(batch);
+    let count: number;
+    try {
+      count = this.tun.readBatch(batch);
+    } catch (error) {
+      if (!isInterfaceGone(error)) throw error;
+      this.interfaceGone();
+      return;
+    }
     if (count === 0) return;
     this.counters.tunReadBatches++;
     this.observations.tunRead.observe(count);
@@ -438,16 +524,15 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     this.observations.udpReceive.observe(count);
     const opening = this.opening;
     const arena = batch.arena;
+    // Handshakes reach this socket only where the kernel cannot steer them (and for a moment
+    // at start): a full batch then means more may wait, and each source gets its share.
+    this.handshakeShares.beginTurn(count === BATCH || this.device.handshakesBacklogged);
     for (let i = 0; i < count; i++) {
       const offset = batch.offsets[i]!;
       const length = batch.lengths[i]!;
       const message = arena.subarray(offset, offset + length);
       if (!isTransportData(arena, offset, length)) {
-        const source = readEndpoint(batch.endpoints, i);
-        // Malformed input is dropped (and counted) at once; only well-formed handshake
-        // messages may take a place in the queue.
-        if (classifyMessage(message).ok) this.queueHandshake(message, source);
-        else this.device.handleDatagram(message, source);
+        this.receiveHandshake(message, batch.endpoints, i);
         continue;
       }
       const job = this.device.prepareData(message);
@@ -467,35 +552,43 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     this.flush();
   }
 
-  private queueHandshake(message: Buffer, source: Endpoint): void {
-    if (this.handshakeQueue.length >= MAX_QUEUED_HANDSHAKES) {
-      this.device.stats.drops.handshake_queue_full++;
-      return;
+  /**
+   * The handshake socket: data waiting at the data socket is served first, then one bounded
+   * batch of handshake messages. The kernel's buffer is the queue, and its overflow (counted
+   * as handshake_queue_full) or a full batch is the sign of a flood: the device then asks for
+   * cookies and every source gets only its share of the turn.
+   */
+  private receiveHandshakes(): void {
+    const socket = this.handshakeSocket;
+    if (!socket) return;
+    this.receiveNetwork();
+    const batch = this.handshakeIn;
+    const count = socket.recvBatch(batch);
+    if (count === 0) return;
+    this.counters.udpReceiveBatches++;
+    this.observations.udpReceive.observe(count);
+    const drops = socket.queueStats().drops;
+    const overflowed = drops - this.handshakeSocketDrops;
+    this.handshakeSocketDrops = drops;
+    this.device.stats.drops.handshake_queue_full += overflowed;
+    const backlogged = overflowed > 0 || count === HANDSHAKES_PER_TURN;
+    this.device.handshakesBacklogged = backlogged;
+    this.handshakeShares.beginTurn(backlogged);
+    const arena = batch.arena;
+    for (let i = 0; i < count; i++) {
+      const offset = batch.offsets[i]!;
+      this.receiveHandshake(arena.subarray(offset, offset + batch.lengths[i]!), batch.endpoints, i);
     }
-    // A copy: the receive arena is reused by the next batch.
-    this.handshakeQueue.push({ message: Buffer.from(message), source });
-    if (!this.handshakesScheduled) {
-      this.handshakesScheduled = true;
-      setImmediate(() => this.processHandshakes());
-    }
+    this.flush();
   }
 
-  private processHandshakes(): void {
-    this.handshakesScheduled = false;
-    if (this.stopped) return;
-    const queue = this.handshakeQueue;
-    for (let n = 0; n < HANDSHAKES_PER_TURN && queue.length > 0; n++) {
-      // The backlog tells the device when to ask for cookies instead of doing DH.
-      this.device.handshakeBacklog = queue.length;
-      const { message, source } = queue.shift()!;
-      this.device.handleDatagram(message, source);
+  /** One non-data message from endpoint record `index`: to the device if within its share. */
+  private receiveHandshake(message: Buffer, endpoints: Uint8Array, index: number): void {
+    if (!this.handshakeShares.admit(endpoints, index)) {
+      this.device.stats.drops.handshake_over_share++;
+      return;
     }
-    this.device.handshakeBacklog = queue.length;
-    this.flush();
-    if (queue.length > 0) {
-      this.handshakesScheduled = true;
-      setImmediate(() => this.processHandshakes());
-    }
+    this.device.handleDatagram(message, readEndpoint(endpoints, index));
   }
 
   private writeOpened(): void {
@@ -656,15 +749,29 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   /** Binds `port` beside the current socket; the reconfiguration queue commits or aborts. */
   prepareListenPort(port: number): PendingListenPort {
     const socket = this.openSocket(port); // throws EADDRINUSE, nothing changed
-    if (this.mark !== 0) socket.setFwmark?.(this.mark);
+    try {
+      if (this.mark !== 0) socket.setFwmark?.(this.mark);
+    } catch (error) {
+      socket.close();
+      throw error;
+    }
     return {
       commit: () => {
         socket.onReadable(() => this.receiveNetwork());
+        // Handshakes arrive on their own socket of the pair, when the kernel steers them.
+        socket.handshake?.onReadable(() => this.receiveHandshakes());
         this.socket?.close();
         this.socket = socket;
+        this.handshakeSocket = socket.handshake ?? null;
+        this.handshakeSocketDrops = 0;
       },
       abort: () => socket.close(),
     };
+  }
+
+  /** Sends what the core queued after a change made outside the data path. */
+  flushActions(): void {
+    this.flush();
   }
 
   fwmark(): number {
@@ -678,7 +785,8 @@ export class Daemon implements UapiHost, ReconfigurationHost {
 
   /** The route side of a change: which routes this daemon installed, and how to change them. */
   get routes(): InterfaceSetup | null {
-    return this.setup;
+    // Under wg-quick (edgetun-go) the launcher adds the routes itself.
+    return this.manageRoutes ? this.setup : null;
   }
 
   /** After a change: send what it queued (a keepalive when persistent keepalive came on). */
@@ -713,6 +821,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
           listenPort: this.listenPort(),
           fwmark: this.mark,
           keepFwmark: this.setup?.routesDefaultThroughMark ?? false,
+          keepsPeer: (key) => this.extensions.some((part) => part.ownsPeer?.(key) ?? false),
         }),
       source,
     );

@@ -4,6 +4,7 @@
  * in src/cli/main.ts); anything thrown that is not an EdgetunError is a bug and shows its stack.
  */
 import { EdgetunError } from "../core/errors.js";
+import { redactKeyShaped } from "../core/redact.js";
 
 export { EdgetunError };
 
@@ -51,11 +52,17 @@ export class ConfigError extends EdgetunError {
     code: ConfigErrorCode,
     readonly file: string,
     readonly line: number,
-    /** The message without the "file:line: " prefix. */
-    readonly problem: string,
+    problem: string,
   ) {
-    super(code, `${locationPrefix(file, line)}${problem}`);
+    // Anything key-shaped is redacted, whatever path raised the error: a line that failed to
+    // parse may hold a private key (`PrivateKey: …`, a colon for the "=").
+    const redacted = redactKeyShaped(problem);
+    super(code, `${locationPrefix(file, line)}${redacted}`);
+    this.problem = redacted;
   }
+
+  /** The message without the "file:line: " prefix. */
+  readonly problem: string;
 }
 
 /** "edge0.conf:7: ", "edge0.conf: " for the whole file, "" for text not from a file. */
@@ -72,7 +79,9 @@ export class EndpointResolutionError extends EdgetunError {
   ) {
     super(
       "ERR_ENDPOINT_UNRESOLVED",
-      `cannot resolve endpoint host ${JSON.stringify(host)}: ${describeCause(cause)}`,
+      redactKeyShaped(
+        `cannot resolve endpoint host ${JSON.stringify(host)}: ${describeCause(cause)}`,
+      ),
       { cause },
     );
   }

@@ -30,7 +30,20 @@ export interface DatagramSocket {
   onReadable(handler: (() => void) | null): void;
   /** SO_MARK on outgoing packets; a socket that has no marks need not have it. */
   setFwmark?(mark: number): void;
+  /**
+   * Where the kernel steers handshake messages apart from data (UdpSocketPair): the daemon
+   * serves it on a budget. Absent or null: everything arrives at this socket.
+   */
+  readonly handshake?: HandshakeDatagramSocket | null;
   close(): void;
+}
+
+/** The handshake lane: a socket whose kernel queue reports how much it dropped when full. */
+export interface HandshakeDatagramSocket {
+  recvBatch(slots: UdpReceiveSlots): number;
+  onReadable(handler: (() => void) | null): void;
+  /** Datagrams dropped since the socket was made because its buffer was full. */
+  queueStats(): { drops: number };
 }
 
 /** Opens the daemon's UDP socket on `port` (0: any free port); throws when it cannot. */

@@ -14,15 +14,23 @@ import {
 import type { Device } from "../core/device.js";
 import { DROP_REASONS, HANDSHAKE_FAILURE_REASONS } from "../core/drops.js";
 import { shortKey } from "./log.js";
+import { NONCONFORMING_DEFAULT_METRICS, addWireguardExporterMetrics } from "./metrics-wireguard.js";
 import { MetricsListenError } from "./errors.js";
 import { REJECT_AFTER_TIME_MS } from "../core/messages.js";
 import type { Keypair } from "../core/noise.js";
 import { formatEndpoint, type Endpoint } from "../core/endpoint.js";
 import type { Peer } from "../core/peer.js";
-import { type MetricsListen } from "./metrics-listen.js";
+import { DEFAULT_PEER_SERIES, type MetricsListen, type PeerSeries } from "./metrics-listen.js";
 
 // What the command line needs before it knows whether a server will run, kept light.
-export { DEFAULT_METRICS_PORT, parseMetricsListen, type MetricsListen } from "./metrics-listen.js";
+export {
+  DEFAULT_METRICS_PORT,
+  DEFAULT_PEER_SERIES,
+  parseMetricsListen,
+  parsePeerSeries,
+  type MetricsListen,
+  type PeerSeries,
+} from "./metrics-listen.js";
 
 /** Packets per batch: powers of two up to the daemon's batch of 128. */
 export const BATCH_SIZE_BUCKETS: readonly number[] = [1, 2, 4, 8, 16, 32, 64, 128];
@@ -103,7 +111,25 @@ export interface MetricsSource {
   readonly isUp: boolean;
   readonly counters?: { readonly socketSendErrors: number; readonly tunWriteErrors: number };
   readonly observations?: DataPathObservations;
+  /** Parts started beside the daemon (the fleet watcher): their notes and metrics. */
+  readonly extensions?: readonly MetricsExtension[];
 }
+
+/** What a part beside the daemon adds to the probes and the metrics. */
+export interface MetricsExtension {
+  /** A line for /readyz's reason (it does not change the verdict); null when all is well. */
+  readinessNote?(): string | null;
+  registerMetrics?(add: ScrapedMetricAdder): void;
+}
+
+/** Adds a metric read at each scrape; `read` emits (labels, value) pairs. */
+export type ScrapedMetricAdder = (
+  type: "counter" | "gauge",
+  name: string,
+  help: string,
+  labelNames: string[],
+  read: (emit: (labels: Readonly<Record<string, string>>, value: number) => void) => void,
+) => void;
 
 /** A session that may still carry data: current keypair younger than Reject-After-Time. */
 export function hasLiveSession(peer: Peer, nowMs: number): boolean {
@@ -123,6 +149,12 @@ export interface Readiness {
  * `readyPeers` (base64 public keys), every one of those has.
  */
 export function readiness(source: MetricsSource, readyPeers: readonly string[] = []): Readiness {
+  const verdict = peerReadiness(source, readyPeers);
+  const notes = (source.extensions ?? []).map((e) => e.readinessNote?.()).filter((n) => !!n);
+  return notes.length > 0 ? { ...verdict, reason: [verdict.reason, ...notes].join("; ") } : verdict;
+}
+
+function peerReadiness(source: MetricsSource, readyPeers: readonly string[]): Readiness {
   if (!source.isUp) return { ready: false, reason: `interface ${source.name} is not up` };
   const device = source.device;
   const now = device.clock.now();
@@ -316,23 +348,6 @@ class ScrapedHistogram extends Histogram<string> {
 }
 
 /**
- * Which peers get series of their own: every peer, none (interface totals only), or at most N,
- * the N with the most traffic (re-chosen at most once a second). Interface totals and
- * `edgetun_peer_series_omitted` are always there, so a limited scrape still adds up.
- */
-export type PeerSeries = "all" | "none" | number;
-
-/** The default keeps a hub of a thousand edges fully visible and 5,000 affordable. */
-export const DEFAULT_PEER_SERIES = 1000;
-
-/** "all", "none" or a whole number, as the command line takes it. */
-export function parsePeerSeries(text: string): PeerSeries {
-  if (text === "all" || text === "none") return text;
-  if (/^[0-9]{1,7}$/.test(text)) return Number(text);
-  throw new RangeError(`use all, none or a number of peers, not ${JSON.stringify(text)}`);
-}
-
-/**
  * How often prom-client samples event-loop delay for `nodejs_eventloop_lag_*`. Its default,
  * 10 ms, is a timer that wakes an idle daemon 100 times a second: ~7 ms of CPU per second,
  * measured, thirty times what the daemon itself spends idle. A sample a second still shows a
@@ -360,6 +375,7 @@ export function createMetricsRegistry(
       register: registry,
       eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS,
     });
+    for (const name of NONCONFORMING_DEFAULT_METRICS) registry.removeSingleMetric(name);
   }
   const device = source.device;
   // Label objects are made once and reused (see above): per interface, reason, peer.
@@ -688,6 +704,15 @@ export function createMetricsRegistry(
       },
     );
   }
+  const addScraped: ScrapedMetricAdder = (type, name, help, labelNames, read) => {
+    if (type === "counter") new ScrapedCounter(registry, name, help, labelNames, read);
+    else new ScrapedGauge(registry, name, help, labelNames, read);
+  };
+  for (const extension of source.extensions ?? []) extension.registerMetrics?.(addScraped);
+  addWireguardExporterMetrics(registry, source.name, device, {
+    counter: (...args) => new ScrapedCounter(...args),
+    gauge: (...args) => new ScrapedGauge(...args),
+  });
   return registry;
 }
 

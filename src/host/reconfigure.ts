@@ -338,18 +338,24 @@ const ZERO_KEY = new Uint8Array(KEY_BYTES);
  * unchanged peer costs nothing). Addresses and MTU are not part of a change (as with wg
  * syncconf). `endpoints[i]` is peer i's endpoint, resolved; null keeps what the peer has.
  * `keepFwmark`: the running fwmark was chosen for a default route, and a file without FwMark
- * must not take it away.
+ * must not take it away. `keepsPeer`: peers another source owns (the fleet store's), which a
+ * file that does not list them leaves in place.
  */
 export function changeFromConfig(
   device: Device,
   config: Pick<InterfaceFileConfig, "privateKey" | "listenPort" | "fwmark" | "peers">,
   endpoints: ReadonlyArray<Endpoint | null>,
-  current: { listenPort: number; fwmark: number; keepFwmark?: boolean },
+  current: {
+    listenPort: number;
+    fwmark: number;
+    keepFwmark?: boolean;
+    keepsPeer?: (publicKeyBase64: string) => boolean;
+  },
 ): ConfigChange {
   const peers: PeerChange[] = [];
   const wanted = new Set(config.peers.map((peer) => peer.publicKey.toString("base64")));
   for (const peer of device.peers.values()) {
-    if (!wanted.has(peer.publicKeyBase64)) {
+    if (!wanted.has(peer.publicKeyBase64) && !current.keepsPeer?.(peer.publicKeyBase64)) {
       peers.push({
         publicKey: peer.publicKey,
         remove: true,
@@ -387,7 +393,11 @@ export function changeFromConfig(
   const change: {
     -readonly [K in keyof ConfigChange]: ConfigChange[K];
   } = { replacePeers: false, peers };
-  if (!device.identity || !Buffer.from(device.identity.privateKey.raw).equals(config.privateKey)) {
+  // A file without PrivateKey leaves the running key (perhaps set by a hook) in place.
+  if (
+    config.privateKey !== null &&
+    (!device.identity || !Buffer.from(device.identity.privateKey.raw).equals(config.privateKey))
+  ) {
     change.privateKey = config.privateKey;
   }
   if (config.listenPort !== null && config.listenPort !== current.listenPort) {

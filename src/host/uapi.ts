@@ -16,14 +16,22 @@
  * - -EEXIST: a route for a new allowed IP is already there through something else (the
  *   daemon routes allowed IPs, see src/host/netif.ts);
  * - -EMSGSIZE: a line or request over the size limits; the connection is then closed, as it
- *   is after an unknown operation, since the framing can no longer be trusted.
+ *   is after an unknown operation, since the framing can no longer be trusted;
+ * - -ENOBUFS: every client together holds more unanswered bytes than the server keeps; the
+ *   connection that would go over is answered so and closed, the others carry on.
  * A rejected set only costs its own reply: the connection stays usable.
+ *
+ * Hostile or broken clients are bounded: at most {@link DEFAULT_MAX_CONNECTIONS} connections
+ * (more are closed at once), a connection silent for {@link DEFAULT_IDLE_TIMEOUT_MS} or with a
+ * request unfinished after {@link DEFAULT_REQUEST_TIMEOUT_MS} is closed, and the bytes held
+ * for unanswered requests are capped per request and in total, so memory returns to where it
+ * was once the clients are gone.
  */
 import { channel } from "node:diagnostics_channel";
 import { chmod, lstat, mkdir, unlink } from "node:fs/promises";
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { constants } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import type { Device } from "../core/device.js";
 import { formatCidr, parseCidr } from "../core/ipaddr.js";
 import {
@@ -40,6 +48,7 @@ import {
   type PeerChange,
   type Prefix,
 } from "./reconfigure.js";
+import { redactKeyShaped } from "../core/redact.js";
 
 /** What the control socket needs from the daemon: the state to answer `get`, and the queue. */
 export interface UapiHost {
@@ -55,10 +64,18 @@ export interface UapiHost {
 
 export const DEFAULT_UAPI_DIRECTORY = "/var/run/wireguard";
 /**
- * A request larger than this is refused. `wg syncconf` sends every peer of the file, about
- * 300 bytes each with a pre-shared key, an endpoint and two allowed IPs: room for 50,000.
+ * A request larger than this is refused: room for `wg syncconf` of about 150,000 peers with
+ * an endpoint and a few allowed IPs each (some 200 bytes a peer).
  */
-export const DEFAULT_MAX_REQUEST_BYTES = 16 << 20;
+export const DEFAULT_MAX_REQUEST_BYTES = 32 << 20;
+/** Unanswered bytes all connections together may hold: two requests of the largest size. */
+export const DEFAULT_MAX_BUFFERED_BYTES = 2 * DEFAULT_MAX_REQUEST_BYTES;
+/** `wg` opens one connection per command; dozens of tools at once is still plenty. */
+export const DEFAULT_MAX_CONNECTIONS = 64;
+/** A connection that sends nothing for this long (and is not being answered) is closed. */
+export const DEFAULT_IDLE_TIMEOUT_MS = 10_000;
+/** A request must be complete this long after its first byte: no slow drip holds a slot. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 60_000;
 /** The longest legitimate line (a scoped IPv6 endpoint) is under 100 bytes. */
 export const MAX_LINE_BYTES = 4096;
 
@@ -69,13 +86,13 @@ export const MAX_LINE_BYTES = 4096;
 export const uapiDiagnostics = channel("edgetun:uapi");
 
 export interface UapiDiagnostic {
-  readonly operation: "set" | "connection";
+  readonly operation: "set" | "connection" | "refused";
   /** Negative errno, as sent to the client. */
   readonly errno: number;
   readonly reason: string;
 }
 
-const { EINVAL, EIO, EMSGSIZE, EPROTO } = constants.errno;
+const { EINVAL, EIO, EMSGSIZE, ENOBUFS, EPROTO, ETIMEDOUT } = constants.errno;
 
 // ---------------------------------------------------------------------------------------
 // get
@@ -312,8 +329,10 @@ function rejectSet(errno: number, reason: string): number {
   return errno;
 }
 
+/** Reasons may quote a request's line, and a line may hold a key: redacted before they go. */
 function publish(diagnostic: UapiDiagnostic): void {
-  if (uapiDiagnostics.hasSubscribers) uapiDiagnostics.publish(diagnostic);
+  if (!uapiDiagnostics.hasSubscribers) return;
+  uapiDiagnostics.publish({ ...diagnostic, reason: redactKeyShaped(diagnostic.reason) });
 }
 
 function messageOf(error: unknown): string {
@@ -327,18 +346,48 @@ export interface UapiServerOptions {
   /** Where `<interface>.sock` goes; `wg` only looks in the default. */
   directory?: string;
   maxRequestBytes?: number;
+  maxBufferedBytes?: number;
+  maxConnections?: number;
+  idleTimeoutMs?: number;
+  requestTimeoutMs?: number;
 }
 
-type Request =
+type Limits = Required<Omit<UapiServerOptions, "directory">>;
+
+/** Bytes held for unanswered requests, over all connections of one server. */
+class BufferBudget {
+  used = 0;
+  constructor(readonly limit: number) {}
+
+  take(bytes: number): boolean {
+    if (this.used + bytes > this.limit) return false;
+    this.used += bytes;
+    return true;
+  }
+
+  release(bytes: number): void {
+    this.used -= bytes;
+  }
+}
+
+type Request = (
   | { readonly kind: "get" }
   | { readonly kind: "set"; readonly lines: string[] }
-  | { readonly kind: "error"; readonly errno: number };
+  | { readonly kind: "error"; readonly errno: number }
+) & {
+  /** Bytes of the budget it holds until answered. */
+  readonly bytes: number;
+};
 
 /** One client: splits its bytes into requests and answers them in order. */
 class UapiConnection {
   readonly #socket: Socket;
   readonly #host: UapiHost;
-  readonly #maxRequestBytes: number;
+  readonly #limits: Limits;
+  readonly #budget: BufferBudget;
+  /** Budget bytes this connection holds: its partial request and its unanswered ones. */
+  #heldBytes = 0;
+  #requestTimer: NodeJS.Timeout | null = null;
   #state: "operation" | "get" | "set" = "operation";
   #partialLine: Buffer[] = [];
   #partialLineBytes = 0;
@@ -350,10 +399,23 @@ class UapiConnection {
   #broken = false;
   #clientEnded = false;
 
-  constructor(socket: Socket, host: UapiHost, maxRequestBytes: number) {
+  constructor(socket: Socket, host: UapiHost, limits: Limits, budget: BufferBudget) {
     this.#socket = socket;
     this.#host = host;
-    this.#maxRequestBytes = maxRequestBytes;
+    this.#limits = limits;
+    this.#budget = budget;
+    socket.setTimeout(limits.idleTimeoutMs, () => {
+      // Silence while a set is applied is ours, not the client's.
+      if (!this.#answering) this.#timeOut("no bytes for the idle timeout");
+    });
+    socket.on("close", () => {
+      if (this.#requestTimer) clearTimeout(this.#requestTimer);
+      this.#partialLine = [];
+      this.#setLines = [];
+      this.#queue.length = 0;
+      this.#budget.release(this.#heldBytes);
+      this.#heldBytes = 0;
+    });
     socket.on("data", (chunk: Buffer) => this.#receive(chunk));
     socket.on("end", () => {
       this.#clientEnded = true;
@@ -363,21 +425,37 @@ class UapiConnection {
     socket.on("error", () => socket.destroy());
   }
 
+  #timeOut(reason: string): void {
+    publish({ operation: "connection", errno: -ETIMEDOUT, reason });
+    this.#socket.destroy();
+  }
+
   #receive(chunk: Buffer): void {
     let start = 0;
     while (!this.#broken && start < chunk.length) {
       const newline = chunk.indexOf(0x0a, start);
       const end = newline === -1 ? chunk.length : newline;
+      const bytes = end - start + (newline === -1 ? 0 : 1);
+      if (this.#requestBytes === 0 && this.#requestTimer === null) {
+        this.#requestTimer = setTimeout(
+          () => this.#timeOut("a request unfinished at the request timeout"),
+          this.#limits.requestTimeoutMs,
+        );
+      }
       this.#partialLineBytes += end - start;
-      this.#requestBytes += end - start + (newline === -1 ? 0 : 1);
+      this.#requestBytes += bytes;
       if (this.#partialLineBytes > MAX_LINE_BYTES) {
         this.#fail(EMSGSIZE, `a line longer than ${MAX_LINE_BYTES} bytes`);
-      } else if (this.#requestBytes > this.#maxRequestBytes) {
-        this.#fail(EMSGSIZE, `a request longer than ${this.#maxRequestBytes} bytes`);
+      } else if (this.#requestBytes > this.#limits.maxRequestBytes) {
+        this.#fail(EMSGSIZE, `a request longer than ${this.#limits.maxRequestBytes} bytes`);
+      } else if (!this.#budget.take(bytes)) {
+        this.#fail(ENOBUFS, `clients hold more than ${this.#budget.limit} unanswered bytes`);
       } else if (newline === -1) {
+        this.#heldBytes += bytes;
         this.#partialLine.push(Buffer.from(chunk.subarray(start)));
         start = chunk.length;
       } else {
+        this.#heldBytes += bytes;
         this.#partialLine.push(chunk.subarray(start, newline));
         const line = Buffer.concat(this.#partialLine).toString("latin1");
         this.#partialLine = [];
@@ -399,11 +477,11 @@ class UapiConnection {
         return;
       case "get":
         if (line !== "") this.#fail(EINVAL, "get=1 takes no arguments");
-        else this.#complete({ kind: "get" });
+        else this.#complete({ kind: "get", bytes: this.#requestBytes });
         return;
       case "set":
         if (line !== "") this.#setLines.push(line);
-        else this.#complete({ kind: "set", lines: this.#setLines });
+        else this.#complete({ kind: "set", lines: this.#setLines, bytes: this.#requestBytes });
         return;
     }
   }
@@ -413,11 +491,19 @@ class UapiConnection {
     this.#state = "operation";
     this.#setLines = [];
     this.#requestBytes = 0;
+    if (this.#requestTimer) clearTimeout(this.#requestTimer);
+    this.#requestTimer = null;
   }
 
   #fail(errno: number, reason: string): void {
     publish({ operation: "connection", errno: -errno, reason });
-    this.#queue.push({ kind: "error", errno });
+    if (this.#requestTimer) clearTimeout(this.#requestTimer);
+    this.#requestTimer = null;
+    // What the broken request held goes back now; its reply holds nothing.
+    const partial = this.#heldBytes - this.#queue.reduce((sum, r) => sum + r.bytes, 0);
+    this.#budget.release(partial);
+    this.#heldBytes -= partial;
+    this.#queue.push({ kind: "error", errno, bytes: 0 });
     this.#broken = true;
     this.#partialLine = [];
     this.#setLines = [];
@@ -433,6 +519,8 @@ class UapiConnection {
       for (let request = this.#queue.shift(); request; request = this.#queue.shift()) {
         const reply = await this.#reply(request);
         if (socket.destroyed) return;
+        this.#budget.release(request.bytes);
+        this.#heldBytes -= request.bytes;
         const flushed = socket.write(reply);
         if (request.kind === "error") {
           socket.destroySoon();
@@ -480,11 +568,18 @@ export class UapiServer {
   readonly path: string;
   readonly #server: Server;
   readonly #connections = new Set<Socket>();
+  readonly #budget: BufferBudget;
   #closed = false;
 
-  private constructor(path: string, server: Server) {
+  private constructor(path: string, server: Server, budget: BufferBudget) {
     this.path = path;
     this.#server = server;
+    this.#budget = budget;
+  }
+
+  /** Open connections and the bytes they hold for unanswered requests. */
+  get load(): { connections: number; bufferedBytes: number } {
+    return { connections: this.#connections.size, bufferedBytes: this.#budget.used };
   }
 
   /**
@@ -516,21 +611,41 @@ export class UapiServer {
       );
     }
     const directory = options.directory ?? DEFAULT_UAPI_DIRECTORY;
-    const maxRequestBytes = options.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
+    const limits: Limits = {
+      maxRequestBytes: options.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES,
+      maxBufferedBytes: options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES,
+      maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+      idleTimeoutMs: options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
+      requestTimeoutMs: options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
+    };
+    const budget = new BufferBudget(limits.maxBufferedBytes);
     const path = join(directory, `${interfaceName}.sock`);
 
     // Only a directory created here is made private; an existing one is the operator's.
-    if ((await mkdir(directory, { recursive: true, mode: 0o700 })) !== undefined) {
+    if (
+      (await mkdir(directory, { recursive: true, mode: 0o700 }).catch(
+        runtimeDirectoryError(directory),
+      )) !== undefined
+    ) {
       await chmod(directory, 0o700);
     }
-    await removeStaleSocket(path, interfaceName);
+    await removeStaleSocket(path, interfaceName).catch(runtimeDirectoryError(directory));
 
     const server = createServer({ allowHalfOpen: true });
-    const uapi = new UapiServer(path, server);
+    const uapi = new UapiServer(path, server, budget);
+    // Past the cap the kernel's connection is closed at once, before any byte is read.
+    server.maxConnections = limits.maxConnections;
+    server.on("drop", () =>
+      publish({
+        operation: "refused",
+        errno: -ENOBUFS,
+        reason: `more than ${limits.maxConnections} connections at once`,
+      }),
+    );
     server.on("connection", (socket) => {
       uapi.#connections.add(socket);
       socket.on("close", () => uapi.#connections.delete(socket));
-      new UapiConnection(socket, host, maxRequestBytes);
+      new UapiConnection(socket, host, limits, budget);
     });
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
@@ -541,7 +656,7 @@ export class UapiServer {
     }).catch((error: unknown) => {
       // Another daemon won the race between the check above and our bind.
       if ((error as { code?: unknown }).code === "EADDRINUSE") throw anotherDaemon(interfaceName);
-      throw error;
+      runtimeDirectoryError(directory)(error);
     });
     try {
       await chmod(path, 0o600);
@@ -562,6 +677,22 @@ export class UapiServer {
       if ((error as { code?: unknown }).code !== "ENOENT") throw error;
     });
   }
+}
+
+/**
+ * A non-root daemon (CAP_NET_ADMIN only) cannot create directories under /run: systemd makes
+ * them with RuntimeDirectory=, owned by the service's user. Says so instead of a bare EACCES.
+ */
+export function runtimeDirectoryError(directory: string): (error: unknown) => never {
+  return (error: unknown) => {
+    const code = (error as { code?: unknown }).code;
+    if (code !== "EACCES" && code !== "EPERM") throw error;
+    throw new UapiSocketError(
+      "ERR_RUNTIME_DIRECTORY",
+      `cannot use ${directory} (${code}): without root, have it made and owned by this ` +
+        `user first (systemd: RuntimeDirectory=${basename(directory)})`,
+    );
+  };
 }
 
 function anotherDaemon(interfaceName: string): UapiSocketError {

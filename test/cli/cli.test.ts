@@ -218,18 +218,14 @@ describe.skipIf(buildMissing !== null)("edgetun up: configuration errors", () =>
     });
   }
 
-  it("missing PrivateKey", () => {
-    const file = writeConfig("no-private-key", [
+  it("a SaveConfig that is neither true nor false", () => {
+    const file = writeConfig("bad-save-config", [
       "# a comment first",
       "[Interface]",
-      "ListenPort = 51820",
-      "Address = 10.0.0.1/24",
-      "",
-      "[Peer]",
-      `PublicKey = ${peerKey}`,
-      "AllowedIPs = 10.0.0.2/32",
+      `PrivateKey = ${peerKey}`,
+      "SaveConfig = yes",
     ]);
-    expectRefused(file, 2, /\[Interface\] has neither PrivateKey nor PrivateKeyFile/);
+    expectRefused(file, 4, /SaveConfig must be true or false, not "yes"/);
   });
 
   it("a PrivateKeyFile that cannot be read", () => {
@@ -248,7 +244,7 @@ describe.skipIf(buildMissing !== null)("edgetun up: configuration errors", () =>
   it("unreadable file: it is a directory", () => {
     const file = join(tmp, "directory.conf");
     mkdirSync(file);
-    expectRefused(file, null, /cannot read the file: .*EISDIR/);
+    expectRefused(file, null, /cannot read the file: it is a directory, not a regular file/);
   });
 
   it.skipIf(isRoot)("unreadable file: no permission (not as root)", () => {

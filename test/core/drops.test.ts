@@ -28,10 +28,16 @@ describe("the drop reason table", () => {
         "unexpected_handshake",
         "bad_cookie_reply",
         "handshake_queue_full",
+        "handshake_over_share",
       ].sort(),
     );
     const local = DROP_REASONS.filter((reason) => DROP_REASON_TABLE[reason].origin === "local");
-    expect(local).toEqual(["queue_full", "handshake_queue_full", "handshake_abandoned"]);
+    expect(local).toEqual([
+      "queue_full",
+      "handshake_queue_full",
+      "handshake_over_share",
+      "handshake_abandoned",
+    ]);
     for (const reason of DROP_REASONS) expect(DROP_REASON_TABLE[reason].meaning).not.toBe("");
   });
 

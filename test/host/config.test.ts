@@ -1,6 +1,7 @@
 // The wg-quick-format configuration file: what it parses to, and that every mistake in it is a
 // ConfigError pointing at the right line.
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -11,6 +12,7 @@ import {
   DEFAULT_MTU,
   interfaceNameFromPath,
   parseConfig,
+  MAX_CONFIG_FILE_BYTES,
   parseEndpointSetting,
   readConfigFile,
   resolveEndpoint,
@@ -95,7 +97,7 @@ describe("parseConfig: whole files", () => {
     );
     const config = parseConfig(text, "hub.conf", noKeyFiles);
 
-    expect(encodeKey(config.privateKey)).toBe(hubPrivate);
+    expect(encodeKey(config.privateKey!)).toBe(hubPrivate);
     expect(config.listenPort).toBe(51820);
     expect(config.addresses.map((a) => ({ text: a.text, cidr: a.cidr }))).toEqual([
       { text: "10.100.0.1/24", cidr: 24 },
@@ -121,7 +123,7 @@ describe("parseConfig: whole files", () => {
     expect(edge2!.line).toBe(15);
   });
 
-  it("parses an edge behind NAT with wg-quick-only keys, which are warned about", () => {
+  it("parses an edge behind NAT with wg-quick's own keys: DNS, hooks, SaveConfig; Table warned about", () => {
     const text = conf(
       "[Interface]",
       "PrivateKey = $PRIV",
@@ -148,10 +150,15 @@ describe("parseConfig: whole files", () => {
     expect(cidrs(hub.allowedIps)).toEqual(["10.100.0.0/24", "10.244.0.0/16"]);
     expect(hub.persistentKeepalive).toBe(25);
     expect(config.table).toEqual({ kind: "off" });
-    expect(config.warnings).toEqual([
-      "edge0.conf:4: DNS is accepted for wg-quick compatibility but ignored by edgetun",
-      "edge0.conf:6: PostUp is accepted for wg-quick compatibility but ignored by edgetun",
-    ]);
+    expect(config.dns).toEqual({ servers: ["10.96.0.10"], search: ["cluster.local"] });
+    expect(config.hooks).toEqual({
+      preUp: [],
+      postUp: ["iptables -A FORWARD -i %i -j ACCEPT"],
+      preDown: [],
+      postDown: [],
+    });
+    expect(config.saveConfig).toBe(false);
+    expect(config.warnings).toEqual([]);
   });
 
   it("reads Table as wg-quick does: auto by default, off, main or a table number", () => {
@@ -167,6 +174,39 @@ describe("parseConfig: whole files", () => {
     for (const bad of ["0", "-1", "4294967296", "local", "12x"]) {
       expect(() => withTable(bad)).toThrow(/Table must be "off", "auto", "main" or a table number/);
     }
+  });
+
+  it("accepts a file without PrivateKey, as wg-quick does (a hook may set it)", () => {
+    const config = parse(
+      conf(
+        "[Interface]",
+        "Address = 10.0.0.1/24",
+        "PostUp = wg set %i private-key /etc/wireguard/%i.key",
+        "PostUp = iptables -t nat -A POSTROUTING -o eth0 -j MASQUERADE",
+        "PreDown = echo a=b",
+        "PostDown = iptables -t nat -D POSTROUTING -o eth0 -j MASQUERADE",
+        "DNS = 10.0.0.53,fd00::53 corp.example",
+        "DNS = lab.example",
+        "SaveConfig = true",
+        "[Peer]",
+        "PublicKey = $PUB",
+        "AllowedIPs = 10.0.0.2/32",
+      ),
+    );
+    expect(config.privateKey).toBeNull();
+    expect(config.privateKeyFile).toBeNull();
+    // In file order, several lines adding up; "=" inside a command is kept.
+    expect(config.hooks.postUp).toEqual([
+      "wg set %i private-key /etc/wireguard/%i.key",
+      "iptables -t nat -A POSTROUTING -o eth0 -j MASQUERADE",
+    ]);
+    expect(config.hooks.preDown).toEqual(["echo a=b"]);
+    expect(config.dns).toEqual({
+      servers: ["10.0.0.53", "fd00::53"],
+      search: ["corp.example", "lab.example"],
+    });
+    expect(config.saveConfig).toBe(true);
+    expect(config.peers).toHaveLength(1);
   });
 
   it("keeps the interface address's host bits and prefix length", () => {
@@ -238,7 +278,7 @@ describe("parseConfig: the format", () => {
       "ENDPOINT=[FD00::1]:51820#comment",
     ].join("\r\n");
     const config = parse(text);
-    expect(encodeKey(config.privateKey)).toBe(hubPrivate);
+    expect(encodeKey(config.privateKey!)).toBe(hubPrivate);
     expect(config.listenPort).toBe(51820);
     expect(config.mtu).toBe(1400);
     expect(cidrs(config.peers[0]!.allowedIps)).toEqual(["10.0.0.0/8", "fd00::/8"]);
@@ -468,12 +508,18 @@ describe("parseConfig: errors name the file, the line and a stable code", () => 
       3,
     ],
     [
-      "no private key",
-      ["# edge", "[Interface]", "ListenPort = 1", ...validPeer],
-      "ERR_CONFIG_MISSING",
-      2,
+      "a SaveConfig that is not a boolean",
+      [...validInterface, "SaveConfig = True"],
+      "ERR_CONFIG_VALUE",
+      3,
     ],
-    ["no private key, no peers", ["[Interface]"], "ERR_CONFIG_MISSING", 1],
+    [
+      "a DNS entry that looks like a broken address",
+      [...validInterface, "DNS = 10.0.0.300"],
+      "ERR_CONFIG_VALUE",
+      3,
+    ],
+    ["an empty hook", [...validInterface, "PostUp ="], "ERR_CONFIG_VALUE", 3],
     [
       "a peer without PublicKey",
       [...validInterface, ...validPeer, "[Peer]", "AllowedIPs = 10.0.0.0/8"],
@@ -561,6 +607,103 @@ describe("parseConfig: errors name the file, the line and a stable code", () => 
     expect(error.message).not.toContain(secret);
   });
 
+  describe("never repeats a key that reached any error", () => {
+    const privateText = generatePrivateKey();
+    const hexText = Buffer.from(privateText, "base64").toString("hex");
+    /** Every 40-character window of the key, in base64 and in hex: none may appear. */
+    const windows = [privateText, hexText].flatMap((text) =>
+      Array.from({ length: text.length - 39 }, (_, i) => text.slice(i, i + 40)),
+    );
+    const keyNames = [
+      "PrivateKey",
+      "PrivateKeyFile",
+      "ListenPort",
+      "Address",
+      "MTU",
+      "FwMark",
+      "DNS",
+      "PublicKey",
+      "PresharedKey",
+      "Endpoint",
+      "AllowedIPs",
+      "PersistentKeepalive",
+      "Unknown",
+    ];
+    const shapes = [
+      (name: string, key: string) => `${name}: ${key}`,
+      (name: string, key: string) => `${name} ${key}`,
+      (name: string, key: string) => `${name} = ${key}x`,
+      (name: string, key: string) => `${name} = x${key}`,
+      (name: string, key: string) => `${name} = ${key.slice(0, -1)}`,
+      (name: string, key: string) => `${name} = ${key}, ${key}`,
+      (name: string, key: string) => `${name} = [${key}]:1`,
+      (name: string, key: string) => `${name} = ${key}:51820`,
+      (name: string, key: string) => `${name} = ${key}/24`,
+      (name: string, key: string) => `${key} = ${name}`,
+      (_name: string, key: string) => `[${key}]`,
+      (_name: string, key: string) => `[Peer ${key}`,
+      (_name: string, key: string) => key,
+    ];
+    const places: Array<(line: string) => string[]> = [
+      (line) => [line, "[Interface]", "PrivateKey = $PRIV"],
+      (line) => ["[Interface]", line, "PrivateKey = $PRIV"],
+      (line) => ["[Interface]", "PrivateKey = $PRIV", "[Peer]", "PublicKey = $PUB", line],
+    ];
+
+    it("in every shape, every key name, every place, base64 or hex", () => {
+      let errors = 0;
+      for (const key of [privateText, hexText]) {
+        for (const name of keyNames) {
+          for (const shape of shapes) {
+            for (const place of places) {
+              let message: string;
+              try {
+                parse(conf(...place(shape(name, key))));
+                continue;
+              } catch (error) {
+                if (!(error instanceof ConfigError)) throw error;
+                message = error.message;
+              }
+              errors++;
+              for (const window of windows) expect(message).not.toContain(window);
+            }
+          }
+        }
+      }
+      // Nearly all of these are errors; the guard keeps the loop from testing nothing.
+      expect(errors).toBeGreaterThan(500);
+    });
+
+    it("the colon typo names the line and the mistake, not the key", () => {
+      // The key's own "=" makes the colon typo read as an unknown key.
+      const error = errorOf(() => parse(conf("[Interface]", `PrivateKey: ${privateText}`)));
+      expect(error.message).toMatch(/^edge0\.conf:2: unknown key "PrivateKey: <key redacted>"/);
+    });
+
+    it("anywhere in arbitrary files (property)", () => {
+      const key = fc.constantFrom(privateText, hexText);
+      const noise = fc.string({ maxLength: 8 });
+      const line = fc.oneof(
+        fc.constantFrom("[Interface]", "PrivateKey = $PRIV", "[Peer]", "PublicKey = $PUB", ""),
+        fc
+          .tuple(fc.constantFrom(...keyNames), noise, key, noise)
+          .map(([name, before, k, after]) => `${name}${before}${k}${after}`),
+        fc.tuple(noise, key, noise).map(([before, k, after]) => `${before}${k}${after}`),
+      );
+      fc.assert(
+        fc.property(fc.array(line, { maxLength: 8 }), (lines) => {
+          try {
+            parse(conf(...lines));
+          } catch (error) {
+            if (!(error instanceof ConfigError)) throw error;
+            for (const window of windows) expect(error.message).not.toContain(window);
+          }
+        }),
+        { numRuns: 2000 },
+      );
+    });
+  });
+
   it("names the first line of a duplicate peer", () => {
     const error = errorOf(() => parse(conf(...validInterface, ...validPeer, ...validPeer)));
     expect(error.message).toBe(
@@ -589,7 +732,7 @@ describe("PrivateKeyFile and readConfigFile", () => {
 
   it("resolves a relative PrivateKeyFile against the config file's directory", () => {
     const config = readConfigFile(join(directory, "edge0.conf"));
-    expect(encodeKey(config.privateKey)).toBe(edge1Private);
+    expect(encodeKey(config.privateKey!)).toBe(edge1Private);
     expect(encodeKey(config.peers[0]!.publicKey)).toBe(hubPublic);
   });
 
@@ -606,7 +749,7 @@ describe("PrivateKeyFile and readConfigFile", () => {
       },
     );
     expect(asked).toEqual(["/etc/k/edge0.key"]);
-    expect(encodeKey(config.privateKey)).toBe(edge1Private);
+    expect(encodeKey(config.privateKey!)).toBe(edge1Private);
   });
 
   it("takes an absolute PrivateKeyFile as it is", () => {
@@ -615,7 +758,7 @@ describe("PrivateKeyFile and readConfigFile", () => {
       conf("[Interface]", `PrivateKeyFile = ${keyPath}`),
       "elsewhere/edge0.conf",
     );
-    expect(encodeKey(config.privateKey)).toBe(edge1Private);
+    expect(encodeKey(config.privateKey!)).toBe(edge1Private);
   });
 
   it("reports a key file that cannot be read or holds no key at the PrivateKeyFile line", () => {
@@ -634,6 +777,60 @@ describe("PrivateKeyFile and readConfigFile", () => {
     expect(bad.code).toBe("ERR_CONFIG_KEY");
     expect(bad.line).toBe(2);
     expect(bad.message).toContain(join(directory, "bad.key"));
+  });
+
+  it("refuses what is not a regular file, and what is too large, with the reason", () => {
+    const refusal = (run: () => unknown): string => {
+      const error = errorOf(run);
+      expect(error.code).toBe("ERR_CONFIG_FILE");
+      return error.message;
+    };
+    expect(refusal(() => readConfigFile("/dev/zero"))).toBe(
+      "/dev/zero: cannot read the file: it is a character device, not a regular file",
+    );
+    expect(refusal(() => readConfigFile(directory))).toContain("a directory, not a regular file");
+    const configPath = join(directory, "edge0.conf");
+    expect(
+      refusal(() => parseConfig(conf("[Interface]", "PrivateKeyFile = /dev/urandom"), configPath)),
+    ).toContain('PrivateKeyFile "/dev/urandom": it is a character device, not a regular file');
+    // A FIFO nobody writes to would block a plain read forever.
+    const fifo = join(directory, "pipe.conf");
+    execFileSync("mkfifo", [fifo]);
+    expect(refusal(() => readConfigFile(fifo))).toContain("a FIFO, not a regular file");
+    const huge = join(directory, "huge.conf");
+    writeFileSync(huge, "");
+    truncateSync(huge, MAX_CONFIG_FILE_BYTES + 1); // sparse: no disk used
+    expect(refusal(() => readConfigFile(huge))).toContain(
+      `the limit is ${MAX_CONFIG_FILE_BYTES} bytes`,
+    );
+    const bigKey = join(directory, "big.key");
+    writeFileSync(bigKey, `${edge1Private}\n`.repeat(200), { mode: 0o600 });
+    expect(
+      refusal(() => parseConfig(conf("[Interface]", "PrivateKeyFile = big.key"), configPath)),
+    ).toContain("the limit is 4096 bytes");
+  });
+
+  it("warns about a key file or a file with keys that group or others may read", () => {
+    const keyPath = join(directory, "keys", "open.key");
+    writeFileSync(keyPath, `${edge1Private}\n`);
+    chmodSync(keyPath, 0o640);
+    const configPath = join(directory, "open.conf");
+    writeFileSync(configPath, conf("[Interface]", "PrivateKeyFile = keys/open.key"));
+    chmodSync(configPath, 0o644); // holds no key itself: no warning for it
+    expect(readConfigFile(configPath).warnings).toEqual([
+      `${configPath}:2: ${keyPath} holds a private key and is accessible by its group ` +
+        `(mode 0640); fix with: chmod 600 ${keyPath}`,
+    ]);
+    const inline = join(directory, "inline.conf");
+    writeFileSync(inline, conf("[Interface]", "PrivateKey = $PRIV"));
+    chmodSync(inline, 0o604);
+    expect(readConfigFile(inline).warnings).toEqual([
+      `${inline} holds keys and is accessible by others (mode 0604); fix with: chmod 600 ${inline}`,
+    ]);
+    chmodSync(inline, 0o600);
+    expect(readConfigFile(inline).warnings).toEqual([]);
+    // The well-kept files of the other tests warn about nothing.
+    expect(readConfigFile(join(directory, "edge0.conf")).warnings).toEqual([]);
   });
 
   it("an unreadable config file is ERR_CONFIG_FILE on line 0", () => {
@@ -877,7 +1074,7 @@ describe("parseConfig on arbitrary text", () => {
   function outcomeOf(text: string, read: (path: string) => string): string {
     try {
       const config = parseConfig(text, "fuzz.conf", { readFile: read });
-      expect(config.privateKey).toHaveLength(32);
+      if (config.privateKey !== null) expect(config.privateKey).toHaveLength(32);
       return "ok";
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error;

@@ -2,7 +2,6 @@
 // sockets (test/support/fake-io.ts), sealing and opening with the real native AEAD in batches.
 // The namespace tests (daemon-interop, interop-wireguard-go) stay the acceptance layer.
 import { afterEach, describe, expect, it } from "vitest";
-import { MAX_QUEUED_HANDSHAKES } from "../../src/core/device.js";
 import type { Endpoint } from "../../src/core/endpoint.js";
 import { generatePrivateKey, publicKeyOf } from "../../src/core/keys.js";
 import {
@@ -21,6 +20,7 @@ import { waitFor } from "../support/netns.js";
 
 const addonMissing = nativeLoadError();
 const skipReason = addonMissing ? `needs the native addon (${addonMissing.message})` : null;
+if (skipReason) console.warn(`data path tests skipped: ${skipReason}`);
 
 const A: Endpoint = { address: "192.0.2.1", port: 51820 };
 const B: Endpoint = { address: "192.0.2.2", port: 51820 };
@@ -161,13 +161,13 @@ describe.skipIf(skipReason !== null)("the data path over in-memory devices", () 
     expect(payloadsOf(b.tun.written)).toEqual(["once", "still here"]);
   });
 
-  it("a flood of initiations is bounded by the handshake queue, and data still flows", async () => {
-    const flood = MAX_QUEUED_HANDSHAKES + 1500;
+  it("a flood of initiations from one source gets its share of each turn, and data flows", async () => {
+    const flood = 5000;
     const { network, a, b } = await twoDaemons({ receiveQueue: flood + 100 });
     a.tun.inject(ipv4Packet("10.0.0.1", "10.0.0.2", "before"));
     await waitFor("the session", () => b.tun.written.length === 1);
-    // Well-formed initiations (type and length right) from strangers: each takes a place in
-    // the queue, then fails mac1. All arrive before the daemon reads any of them.
+    // Well-formed initiations (type and length right) from one stranger, all arriving before
+    // the daemon reads any: full batches, so the source gets 4 a turn, the rest dropped unread.
     const drops = b.daemon.device.stats.drops;
     for (let i = 0; i < flood; i++) {
       const initiation = Buffer.alloc(INITIATION_LENGTH, i & 0xff);
@@ -175,11 +175,10 @@ describe.skipIf(skipReason !== null)("the data path over in-memory devices", () 
       network.inject(initiation, { address: "198.51.100.7", port: 1000 + (i % 50000) }, B);
     }
     await waitFor("every initiation handled or dropped", () => {
-      return drops.bad_mac1 + drops.handshake_queue_full === flood;
+      return drops.bad_mac1 + drops.handshake_over_share === flood;
     });
-    expect(drops.handshake_queue_full).toBeGreaterThan(0);
-    expect(drops.bad_mac1).toBeGreaterThanOrEqual(MAX_QUEUED_HANDSHAKES);
-    expect(drops.bad_mac1).toBeLessThan(flood);
+    expect(drops.handshake_over_share).toBeGreaterThan(flood / 2);
+    expect(drops.bad_mac1).toBeGreaterThan(0);
     a.tun.inject(ipv4Packet("10.0.0.1", "10.0.0.2", "after"));
     await waitFor("data after the flood", () => b.tun.written.length === 2);
     expect(payloadsOf(b.tun.written)).toEqual(["before", "after"]);
@@ -190,8 +189,4 @@ describe.skipIf(skipReason !== null)("the data path over in-memory devices", () 
     await a.daemon.stop();
     expect(a.tun.closed).toBe(true);
   });
-});
-
-describe.runIf(skipReason !== null)("the data path over in-memory devices", () => {
-  it.skip(`skipped: ${skipReason}`, () => {});
 });

@@ -506,7 +506,7 @@ describe("the metrics server", () => {
     expect(peer.status).toBe(1);
     expect(peer.stderr).toMatch(/--ready-peer.*32 bytes in base64/s);
     const help = spawnSync(process.execPath, [cli, "up", "--help"], { encoding: "utf8" });
-    expect(help.stdout).toMatch(/--metrics-listen <host:port>[\s\S]*default: 127\.0\.0\.1:9586/);
+    expect(help.stdout).toMatch(/--metrics-listen <host:port>[\s\S]*default: 127\.0\.0\.1:9825/);
   });
 });
 

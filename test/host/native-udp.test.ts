@@ -10,6 +10,7 @@ import {
   MAX_BATCH,
   PacketBatch,
   UdpBatchSocket,
+  UdpSocketPair,
   readEndpoint,
   writeEndpoint,
 } from "../../src/host/native/index.js";
@@ -476,5 +477,71 @@ describe("UDP errors", () => {
       expect.objectContaining({ code: "EBADF" }),
     );
     expect(() => native.onReadable(() => {})).toThrow(/closed/);
+  });
+});
+
+describe("UdpSocketPair", () => {
+  function openPair(port = 0): UdpSocketPair {
+    const pair = UdpSocketPair.open({ host: "127.0.0.1", port });
+    cleanups.push(() => pair.close());
+    return pair;
+  }
+
+  it("steers transport data to one socket and everything else to the other", async () => {
+    const pair = openPair();
+    expect(pair.handshake, "this kernel cannot steer (SO_ATTACH_REUSEPORT_CBPF)").not.toBeNull();
+    const sender = await dgramSocket("udp4", "127.0.0.1");
+    const kinds = [4, 1, 4, 2, 3, 4, 0, 4, 7];
+    for (const [i, type] of kinds.entries()) {
+      const message = Buffer.alloc(32);
+      message[0] = type;
+      message[31] = i;
+      await send(sender, message.toString("latin1"), pair.port, "127.0.0.1");
+    }
+    const dataBatch = new PacketBatch(16, { slotSize: 64 });
+    const otherBatch = new PacketBatch(16, { slotSize: 64 });
+    const data = kinds.filter((type) => type === 4).length;
+    await receiveAll(pair.data, dataBatch, data);
+    await receiveAll(pair.handshake!, otherBatch, kinds.length - data);
+    const typesIn = (batch: PacketBatch, count: number): number[] =>
+      Array.from({ length: count }, (_, i) => batch.arena[batch.offsets[i]!]!);
+    expect(typesIn(dataBatch, data)).toEqual([4, 4, 4, 4]);
+    expect(typesIn(otherBatch, kinds.length - data)).toEqual([1, 2, 3, 0, 7]);
+    expect(pair.handshake!.queueStats()).toMatchObject({ queuedBytes: 0, drops: 0 });
+  });
+
+  it("counts what the handshake socket drops when its buffer is full, and never data", async () => {
+    const pair = openPair();
+    const sender = await dgramSocket("udp4", "127.0.0.1");
+    const initiation = Buffer.alloc(148);
+    initiation[0] = 1;
+    // Far more than the 1 MiB buffer holds (each datagram costs about 1 KiB of it).
+    for (let i = 0; i < 4000; i++) sender.send(initiation, pair.port, "127.0.0.1");
+    const transport = Buffer.alloc(32);
+    transport[0] = 4;
+    await send(sender, transport.toString("latin1"), pair.port, "127.0.0.1");
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const stats = pair.handshake!.queueStats();
+    expect(stats.drops).toBeGreaterThan(0);
+    expect(stats.queuedBytes).toBeGreaterThan(0);
+    expect(pair.data.queueStats().drops).toBe(0);
+    const batch = new PacketBatch(4, { slotSize: 64 });
+    expect(pair.data.recvBatch(batch)).toBe(1);
+  });
+
+  it("keeps the port: a second instance is refused, a same-user joiner gets nothing", async () => {
+    const pair = openPair();
+    expect(() => UdpBatchSocket.open({ host: "127.0.0.1", port: pair.port })).toThrow(/EADDRINUSE/);
+    expect(() => UdpSocketPair.open({ host: "127.0.0.1", port: pair.port })).toThrow(/EADDRINUSE/);
+    // The kernel lets a socket of the same user with SO_REUSEPORT join the group, but the
+    // steering program only ever picks the pair's two sockets.
+    const joiner = openNative({ host: "127.0.0.1", port: pair.port, reusePort: true });
+    const sender = await dgramSocket("udp4", "127.0.0.1");
+    for (const type of [1, 4, 1, 4]) {
+      await send(sender, String.fromCharCode(type).repeat(32), pair.port, "127.0.0.1");
+    }
+    await receiveAll(pair.data, new PacketBatch(4, { slotSize: 64 }), 2);
+    await receiveAll(pair.handshake!, new PacketBatch(4, { slotSize: 64 }), 2);
+    expect(joiner.recvBatch(new PacketBatch(4, { slotSize: 64 }))).toBe(0);
   });
 });

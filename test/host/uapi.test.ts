@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
-import { connect } from "node:net";
+import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -18,7 +18,6 @@ import {
   type ReconfigurationHost,
 } from "../../src/host/reconfigure.js";
 import {
-  DEFAULT_MAX_REQUEST_BYTES,
   DEFAULT_UAPI_DIRECTORY,
   UapiServer,
   handleGet,
@@ -527,6 +526,14 @@ function exchange(
   });
 }
 
+async function waitUntil(condition: () => boolean, ms = 5_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 function countReplies(text: string): number {
   return text.split(/errno=-?[0-9]+\n\n/).length - 1;
 }
@@ -613,6 +620,113 @@ describe("UapiServer", () => {
     for (const get of gets) expect(get.text).toBe(handleGet(host));
   });
 
+  describe("bounds what hostile clients can hold", () => {
+    const ENOBUFS = -105;
+
+    /** Opens a connection, writes `input` and leaves it open; resolves once written. */
+    function hold(path: string, input: string): Promise<Socket> {
+      return new Promise((resolve, reject) => {
+        const socket = connect(path);
+        socket.on("error", (error: NodeJS.ErrnoException) => {
+          if (error.code !== "EPIPE" && error.code !== "ECONNRESET") reject(error);
+        });
+        socket.on("connect", () => socket.write(input, () => resolve(socket)));
+      });
+    }
+
+    function closedWithin(socket: Socket, ms: number): Promise<string> {
+      return new Promise((resolve, reject) => {
+        let text = "";
+        socket.on("data", (chunk: Buffer) => (text += chunk.toString("latin1")));
+        const timer = setTimeout(() => reject(new Error(`still open after ${ms} ms`)), ms);
+        socket.on("close", () => {
+          clearTimeout(timer);
+          resolve(text);
+        });
+      });
+    }
+
+    it("closes a connection that goes silent, and one that drips a request too slowly", async () => {
+      const { host } = newHost();
+      server = await UapiServer.listen("wg0", host, {
+        directory,
+        idleTimeoutMs: 200,
+        requestTimeoutMs: 600,
+      });
+      const silent = await hold(server.path, "set=1\npublic_key=");
+      const drip = await hold(server.path, "set=1\n");
+      const dripping = setInterval(() => drip.write("allowed_ip=10.0.0.1/32\n"), 50);
+      try {
+        const started = Date.now();
+        await closedWithin(silent, 2_000);
+        expect(Date.now() - started).toBeLessThan(1_000);
+        await closedWithin(drip, 2_000);
+        expect(Date.now() - started).toBeGreaterThanOrEqual(500);
+      } finally {
+        clearInterval(dripping);
+      }
+      await waitUntil(() => server!.load.connections === 0);
+      expect(server.load).toEqual({ connections: 0, bufferedBytes: 0 });
+      // The half-sent set changed nothing.
+      expect(host.device.peers.size).toBe(0);
+    });
+
+    it("caps connections and buffered bytes; all of it returns when the clients go", async () => {
+      const { host } = newHost();
+      server = await UapiServer.listen("wg0", host, {
+        directory,
+        maxConnections: 20,
+        maxBufferedBytes: 8 << 20,
+      });
+      const path = server.path;
+      const partial = "set=1\n" + "allowed_ip=10.0.0.1/32\n".repeat((1 << 20) / 23);
+      const attempts = 40;
+      const sockets = await Promise.all(
+        Array.from({ length: attempts }, () => hold(path, partial)),
+      );
+      const outcomes = sockets.map((socket) => closedWithin(socket, 5_000).catch(() => "open"));
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      // Twenty connections at most; of those, only as many as 8 MiB holds keep their bytes.
+      expect(server.load.connections).toBeLessThanOrEqual(20);
+      expect(server.load.bufferedBytes).toBeLessThanOrEqual(8 << 20);
+      // A well-behaved client is still served, as soon as there is room.
+      for (const socket of sockets) socket.destroy();
+      const results = await Promise.all(outcomes);
+      expect(results.filter((text) => text === `errno=${ENOBUFS}\n\n`).length).toBeGreaterThan(0);
+      await waitUntil(() => server!.load.connections === 0);
+      expect(server.load).toEqual({ connections: 0, bufferedBytes: 0 });
+      const get = await exchange(path, "get=1\n\n", { until: (t) => countReplies(t) === 1 });
+      expect(get.text).toBe(handleGet(host));
+    });
+
+    // Each new peer costs a Diffie-Hellman (the precomputed static-static secret): seconds.
+    it("takes a set of 20,000 peers, as wg syncconf sends for a large fleet", async () => {
+      const { host, device } = newHost();
+      server = await UapiServer.listen("wg0", host, { directory });
+      const lines = ["set=1", "replace_peers=true"];
+      for (let i = 0; i < 20_000; i++) {
+        const key = Buffer.alloc(32);
+        key.writeUInt32BE(i + 1, 0);
+        key[31] = 0x40;
+        lines.push(
+          `public_key=${key.toString("hex")}`,
+          "replace_allowed_ips=true",
+          `endpoint=192.0.2.${i % 250}:${1024 + (i % 60000)}`,
+          `allowed_ip=10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}/32`,
+          `allowed_ip=172.${16 + ((i >> 16) & 15)}.${(i >> 8) & 255}.${i & 255}/32`,
+        );
+      }
+      const request = lines.join("\n") + "\n\n";
+      expect(request.length).toBeGreaterThan(1 << 20);
+      const { text } = await exchange(server.path, request, {
+        until: (t) => countReplies(t) === 1,
+      });
+      expect(text).toBe("errno=0\n\n");
+      expect(device.peers.size).toBe(20_000);
+      expect(server.load.bufferedBytes).toBe(0);
+    }, 120_000);
+  });
+
   it("answers -EIO when the host fails during a get, and keeps serving", async () => {
     const { host } = newHost();
     server = await UapiServer.listen("wg0", host, { directory });
@@ -636,8 +750,8 @@ describe("UapiServer", () => {
       ["get=1 with arguments", () => "get=1\nprivate_key=00\n\n", EINVAL],
       ["a line over 4 KiB", () => "set=1\n" + "a".repeat(8192), EMSGSIZE],
       [
-        "a request over the size limit (16 MiB: wg syncconf of 50,000 peers fits)",
-        () => "set=1\n" + "allowed_ip=10.0.0.1/32\n".repeat(DEFAULT_MAX_REQUEST_BYTES / 20),
+        "a request over the request limit",
+        () => "set=1\n" + "allowed_ip=10.0.0.1/32\n".repeat((1 << 20) / 20),
         EMSGSIZE,
       ],
       ["binary noise", () => Buffer.concat([randomBytes(5000), Buffer.from("\n\n")]), EPROTO],
@@ -645,7 +759,7 @@ describe("UapiServer", () => {
     for (const [name, input, errno] of cases) {
       it(name, async () => {
         const { host } = newHost();
-        server = await UapiServer.listen("wg0", host, { directory });
+        server = await UapiServer.listen("wg0", host, { directory, maxRequestBytes: 1 << 20 });
         const before = handleGet(host);
         const { text, closed } = await exchange(server.path, input());
         expect(text).toBe(`errno=${errno}\n\n`);

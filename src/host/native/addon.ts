@@ -41,6 +41,15 @@ export const AEAD_TAG_SIZE = 16;
 /** `status[i]` of a packet that failed authentication in {@link openBatch} (-EBADMSG). */
 export const STATUS_AUTH_FAILED = -(osConstants.errno.EBADMSG ?? 74);
 
+/** The kernel's view of a UDP socket's receive queue (SO_MEMINFO). */
+export interface UdpQueueStats {
+  /** Bytes waiting, as the kernel accounts them (buffer overhead included). */
+  queuedBytes: number;
+  receiveBufferSize: number;
+  /** Datagrams dropped since the socket was made because its buffer was full. */
+  drops: number;
+}
+
 /** The addon's raw interface; the exported classes below are the supported way to use it. */
 export interface NativeAddon {
   readonly MAX_BATCH: number;
@@ -83,6 +92,7 @@ export interface NativeAddon {
     receiveBufferSize: number,
     sendBufferSize: number,
     noGso: boolean,
+    reusePort?: boolean,
   ): {
     fd: number;
     port: number;
@@ -115,6 +125,8 @@ export interface NativeAddon {
     count: number,
   ): number;
   udpSetMark(fd: number, mark: number): void;
+  udpSteerHandshakes(fd: number): void;
+  udpQueueStats(fd: number): UdpQueueStats;
   aeadSealBatch(
     arena: Uint8Array,
     offsets: Uint32Array,

@@ -1,5 +1,5 @@
 // The UDP socket with recvmmsg/sendmmsg.
-import { callNative, type NativeAddon } from "./addon.js";
+import { callNative, type NativeAddon, type UdpQueueStats } from "./addon.js";
 import { type UdpReceiveSlots, type UdpSendSlots } from "./batch.js";
 import { PolledDescriptor, defaultCount } from "./poll.js";
 
@@ -20,6 +20,8 @@ export interface UdpBindOptions {
    * datagrams either way.
    */
   gso?: boolean;
+  /** SO_REUSEPORT, so that a second socket can share the port ({@link UdpSocketPair}). */
+  reusePort?: boolean;
 }
 
 const DEFAULT_SOCKET_BUFFER = 4 << 20;
@@ -59,6 +61,7 @@ export class UdpBatchSocket extends PolledDescriptor {
         options.receiveBufferSize ?? DEFAULT_SOCKET_BUFFER,
         options.sendBufferSize ?? DEFAULT_SOCKET_BUFFER,
         options.gso === false,
+        options.reusePort === true,
       ),
     );
     return new UdpBatchSocket(bound);
@@ -71,6 +74,19 @@ export class UdpBatchSocket extends PolledDescriptor {
   setFwmark(mark: number): void {
     const fd = this.fd;
     callNative(() => this.native().udpSetMark(fd, mark));
+  }
+
+  /** Bytes waiting in the kernel's receive queue and datagrams it dropped when full. */
+  queueStats(): UdpQueueStats {
+    return this.native().udpQueueStats(this.fd);
+  }
+
+  /**
+   * Attaches the steering program to this socket's SO_REUSEPORT group: transport data to the
+   * group's first socket, everything else to the second. Throws where the kernel lacks it.
+   */
+  steerHandshakes(): void {
+    this.native().udpSteerHandshakes(this.fd);
   }
 
   /**
@@ -113,5 +129,79 @@ export class UdpBatchSocket extends PolledDescriptor {
       first,
       count,
     );
+  }
+}
+
+/** Receive buffer of the handshake socket: about a thousand queued handshake messages. */
+const HANDSHAKE_SOCKET_BUFFER = 1 << 20;
+
+/**
+ * The listening port as two sockets in one SO_REUSEPORT group, with a kernel steering program
+ * that puts transport data in `data` and handshake messages (and anything else) in
+ * `handshake`. A handshake flood then overflows only the handshake socket's buffer: the kernel
+ * never drops data to make room for it, and the handshake socket's drop counter says how much
+ * of a flood there is. Where the kernel cannot steer, `handshake` is null and `data` takes all.
+ *
+ * Both sockets send from the same address and port, so replies go out through `data`.
+ */
+export class UdpSocketPair {
+  private constructor(
+    readonly data: UdpBatchSocket,
+    readonly handshake: UdpBatchSocket | null,
+  ) {}
+
+  get port(): number {
+    return this.data.port;
+  }
+
+  static open(options: UdpBindOptions = {}): UdpSocketPair {
+    // A plain bind first: it fails as a single socket would when another process holds the
+    // port (a second edgetun of the same port included, whose plain bind our pair refuses),
+    // and it picks port 0's port. A socket of the same user that sets SO_REUSEPORT itself
+    // may still join the kernel's group, but the steering program never picks it.
+    const probe = UdpBatchSocket.open({ ...options, receiveBufferSize: 0, sendBufferSize: 0 });
+    const port = probe.port;
+    probe.close();
+    let data: UdpBatchSocket | null = null;
+    let handshake: UdpBatchSocket | null = null;
+    try {
+      data = UdpBatchSocket.open({ ...options, port, reusePort: true });
+      handshake = UdpBatchSocket.open({
+        ...options,
+        port,
+        reusePort: true,
+        receiveBufferSize: HANDSHAKE_SOCKET_BUFFER,
+      });
+      handshake.steerHandshakes();
+      return new UdpSocketPair(data, handshake);
+    } catch {
+      // No steering here (or the port was taken in between): one plain socket.
+      handshake?.close();
+      data?.close();
+      return new UdpSocketPair(UdpBatchSocket.open({ ...options, port }), null);
+    }
+  }
+
+  setFwmark(mark: number): void {
+    this.data.setFwmark(mark);
+    this.handshake?.setFwmark(mark);
+  }
+
+  // The data socket's side of the daemon's DatagramSocket: receives, sends and readiness.
+  recvBatch(slots: UdpReceiveSlots): number {
+    return this.data.recvBatch(slots);
+  }
+
+  sendBatch(slots: UdpSendSlots, count: number): number {
+    return this.data.sendBatch(slots, count);
+  }
+
+  onReadable(handler: (() => void) | null): void {
+    this.data.onReadable(handler);
+  }
+
+  close(): void {
+    this.handshake?.close();
+    this.data.close();
   }
 }
