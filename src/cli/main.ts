@@ -24,7 +24,6 @@ import { addUpFleetOptions, registerFleetCommands } from "./fleet.js";
 
 import { SHOW_FIELDS, formatField, isShowField } from "./show-fields.js";
 import type { UpOptions } from "./up.js";
-import { isEdgetunProcess, pidFile } from "./pidfile.js";
 import { VERSION } from "./version.js";
 
 /** A mistake in how the command was used, found after commander's own checks. */
@@ -71,6 +70,7 @@ function collectReadyPeer(text: string, previous: string[] = []): string[] {
 }
 
 async function down(name: string): Promise<void> {
+  const { isEdgetunProcess, pidFile } = await import("./pidfile.js");
   let pid: number;
   try {
     pid = Number(readFileSync(pidFile(name), "utf8").trim());
