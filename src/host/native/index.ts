@@ -8,3 +8,4 @@ export * from "./tun.js";
 export * from "./udp.js";
 export * from "./aead.js";
 export * from "./netlink.js";
+export * from "./link-events.js";
