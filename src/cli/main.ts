@@ -32,6 +32,7 @@ import { up, type UpOptions } from "./up.js";
 import { stripConfig } from "./strip.js";
 import { isEdgetunProcess, pidFile } from "./pidfile.js";
 import { VERSION } from "./version.js";
+import { conciseUsageErrors } from "./usage.js";
 
 /** A mistake in how the command was used, found after commander's own checks. */
 class UsageError extends EdgetunError {
@@ -67,6 +68,15 @@ function parsePeerSeriesOption(text: string): PeerSeries {
   }
 }
 
+/** A number above 0 (the demo checks its upper bound). */
+function parseMegabytes(text: string): number {
+  const megabytes = Number(text);
+  if (text.trim() === "" || !Number.isFinite(megabytes) || megabytes <= 0) {
+    throw new InvalidArgumentError("use a number of megabytes above 0");
+  }
+  return megabytes;
+}
+
 function collectReadyPeer(text: string, previous: string[] = []): string[] {
   try {
     decodeKey(text, "a ready peer's public key");
@@ -100,6 +110,7 @@ async function show(
   target: string | undefined,
   field: string | undefined,
   options: { json?: boolean },
+  command: Command,
 ): Promise<void> {
   if (target === "interfaces") {
     process.stdout.write(
@@ -110,10 +121,7 @@ async function show(
     return;
   }
   if (field !== undefined && !isShowField(field)) {
-    throw new UsageError(
-      `unknown field "${field}"; one of ${SHOW_FIELDS.join(", ")}\n` +
-        "Usage: edgetun show [all | interfaces | NAME] [FIELD] [--json]",
-    );
+    command.error(`unknown field "${field}"; one of ${SHOW_FIELDS.join(", ")}`);
   }
   const all = target === undefined || target === "all";
   const names = all ? listInterfaces() : [target];
@@ -160,8 +168,7 @@ const program = new Command()
       "Speaks the WireGuard protocol; manage a running interface with edgetun or wg.",
   )
   .version(VERSION)
-  .addHelpText("after", EXIT_STATUS_HELP)
-  .showHelpAfterError();
+  .addHelpText("after", EXIT_STATUS_HELP);
 
 const upCommand = program
   .command("up")
@@ -245,11 +252,11 @@ program
   .description(
     "see it work (root): two namespaces, a hub and an edge, a ping and a transfer, then cleanup",
   )
-  .option("--megabytes <n>", "how much to send through the tunnel", "100")
+  .option("--megabytes <n>", "how much to send through the tunnel", parseMegabytes, 100)
   .option("--keep", "leave the namespaces and daemons running for a look around")
-  .action(async (options: { megabytes: string; keep?: boolean }) => {
+  .action(async (options: { megabytes: number; keep?: boolean }) => {
     process.exitCode = await runDemo({
-      megabytes: Number(options.megabytes),
+      megabytes: options.megabytes,
       out: process.stdout,
       keep: options.keep ?? false,
     });
@@ -276,4 +283,5 @@ program
     process.stdout.write(`${generatePresharedKey()}\n`);
   });
 
+conciseUsageErrors(program);
 program.parseAsync().catch(fail);
