@@ -37,7 +37,7 @@
 #define EDGETUN_READABLE UV_READABLE
 #define EDGETUN_WRITABLE UV_WRITABLE
 
-enum fd_kind { FD_KIND_TUN = 1, FD_KIND_UDP = 2 };
+enum fd_kind { FD_KIND_TUN = 1, FD_KIND_UDP = 2, FD_KIND_LINK_EVENTS = 3 };
 
 typedef struct fd_watch fd_watch;
 

@@ -154,7 +154,61 @@ static napi_value js_netlink_transact(napi_env env, napi_callback_info info) {
   return make_int(env, (int64_t)count);
 }
 
+/* linkEventsOpen() -> fd
+ *
+ * A non-blocking rtnetlink socket subscribed to link notifications
+ * (RTMGRP_LINK) in the caller's network namespace: readable whenever any
+ * link changes (an MTU set by `ip link set mtu`, a link going away). The
+ * messages are not parsed here; the caller re-reads what it follows. */
+static napi_value js_link_events_open(napi_env env, napi_callback_info info) {
+  if (arg_count(env, info, 0, NULL) != 0) return NULL;
+  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE);
+  if (fd < 0) return netlink_fail(env, -1, errno, "socket");
+  struct sockaddr_nl local;
+  memset(&local, 0, sizeof(local));
+  local.nl_family = AF_NETLINK;
+  local.nl_groups = RTMGRP_LINK;
+  if (bind(fd, (struct sockaddr *)&local, sizeof(local)) < 0)
+    return netlink_fail(env, fd, errno, "bind to link notifications");
+  if (fd_register(state_of(env), fd, FD_KIND_LINK_EVENTS, 0) == NULL) {
+    close(fd);
+    return throw_errno(env, ENOMEM, "out of memory");
+  }
+  return make_int(env, fd);
+}
+
+#define DRAIN_LIMIT 1024
+
+/* linkEventsDrain(fd) -> count
+ *
+ * Reads every queued notification; returns how many datagrams there were. An
+ * overrun receive queue (ENOBUFS: notifications were lost) counts as one, so
+ * the caller still re-reads the state it follows. */
+static napi_value js_link_events_drain(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (arg_count(env, info, 1, argv) != 0) return NULL;
+  int fd;
+  if (arg_fd(env, argv[0], &fd) != 0) return NULL;
+  if (require_fd(env, fd, FD_KIND_LINK_EVENTS) == NULL) return NULL;
+  uint8_t buffer[8192];
+  int64_t count = 0;
+  /* Bounded: a flood of notifications yields to the loop; the socket stays readable. */
+  while (count < DRAIN_LIMIT) {
+    ssize_t got = recv(fd, buffer, sizeof(buffer), 0);
+    if (got >= 0 || errno == ENOBUFS) {
+      count++;
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+    return netlink_fail(env, -1, errno, "read link notifications");
+  }
+  return make_int(env, count);
+}
+
 napi_status init_netlink(napi_env env, napi_value exports) {
   EXPORT_FN(env, exports, "netlinkTransact", js_netlink_transact);
+  EXPORT_FN(env, exports, "linkEventsOpen", js_link_events_open);
+  EXPORT_FN(env, exports, "linkEventsDrain", js_link_events_drain);
   return napi_ok;
 }

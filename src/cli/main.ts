@@ -25,6 +25,7 @@ import { addUpFleetOptions, registerFleetCommands } from "./fleet.js";
 import { SHOW_FIELDS, formatField, isShowField } from "./show-fields.js";
 import type { UpOptions } from "./up.js";
 import { VERSION } from "./version.js";
+import { conciseUsageErrors } from "./usage.js";
 
 /** A mistake in how the command was used, found after commander's own checks. */
 class UsageError extends EdgetunError {
@@ -58,6 +59,15 @@ function parsePeerSeriesOption(text: string): PeerSeries {
   } catch (error) {
     throw new InvalidArgumentError((error as Error).message);
   }
+}
+
+/** A number above 0 (the demo checks its upper bound). */
+function parseMegabytes(text: string): number {
+  const megabytes = Number(text);
+  if (text.trim() === "" || !Number.isFinite(megabytes) || megabytes <= 0) {
+    throw new InvalidArgumentError("use a number of megabytes above 0");
+  }
+  return megabytes;
 }
 
 function collectReadyPeer(text: string, previous: string[] = []): string[] {
@@ -94,6 +104,7 @@ async function show(
   target: string | undefined,
   field: string | undefined,
   options: { json?: boolean },
+  command: Command,
 ): Promise<void> {
   const { formatState, listInterfaces, readInterfaceState } = await import("./show.js");
   if (target === "interfaces") {
@@ -105,10 +116,7 @@ async function show(
     return;
   }
   if (field !== undefined && !isShowField(field)) {
-    throw new UsageError(
-      `unknown field "${field}"; one of ${SHOW_FIELDS.join(", ")}\n` +
-        "Usage: edgetun show [all | interfaces | NAME] [FIELD] [--json]",
-    );
+    command.error(`unknown field "${field}"; one of ${SHOW_FIELDS.join(", ")}`);
   }
   const all = target === undefined || target === "all";
   const names = all ? listInterfaces() : [target];
@@ -157,8 +165,7 @@ const program = new Command()
       "Speaks the WireGuard protocol; manage a running interface with edgetun or wg.",
   )
   .version(VERSION)
-  .addHelpText("after", EXIT_STATUS_HELP)
-  .showHelpAfterError();
+  .addHelpText("after", EXIT_STATUS_HELP);
 
 const upCommand = program
   .command("up")
@@ -244,12 +251,12 @@ program
   .description(
     "see it work (root): two namespaces, a hub and an edge, a ping and a transfer, then cleanup",
   )
-  .option("--megabytes <n>", "how much to send through the tunnel", "100")
+  .option("--megabytes <n>", "how much to send through the tunnel", parseMegabytes, 100)
   .option("--keep", "leave the namespaces and daemons running for a look around")
-  .action(async (options: { megabytes: string; keep?: boolean }) => {
+  .action(async (options: { megabytes: number; keep?: boolean }) => {
     const { runDemo } = await import("./demo.js");
     process.exitCode = await runDemo({
-      megabytes: Number(options.megabytes),
+      megabytes: options.megabytes,
       out: process.stdout,
       keep: options.keep ?? false,
     });
@@ -279,4 +286,5 @@ program
     process.stdout.write(`${generatePresharedKey()}\n`);
   });
 
+conciseUsageErrors(program);
 program.parseAsync().catch(fail);

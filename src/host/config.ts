@@ -118,7 +118,8 @@ export interface ParseConfigOptions {
 export const DEFAULT_MTU = 1420;
 const MIN_MTU_IPV4 = 576; // RFC 791: every IPv4 host must accept 576-byte datagrams
 const MIN_MTU_IPV6 = 1280; // RFC 8200; Linux takes IPv6 off a link with a smaller MTU
-const MAX_MTU = 9000; // jumbo frames; beyond that no path carries the encapsulated packet
+/** Jumbo frames; beyond that no path carries the encapsulated packet. The daemon's slots hold it. */
+export const MAX_MTU = 9000;
 const MAX_PORT = 65535;
 const MAX_FWMARK = 0xffffffff;
 /** Routing table ids are 32-bit; 0 means "unspecified" to the kernel. */

@@ -2,7 +2,7 @@
 // addon, plus the control socket and the interface's addresses and routes. It owns no
 // protocol logic: every decision is the Device's; this file moves batches and keeps time.
 import type { InterfaceFileConfig } from "./config.js";
-import { resolveEndpoint } from "./config.js";
+import { MAX_MTU, resolveEndpoint } from "./config.js";
 import { Device } from "../core/device.js";
 import type { Logger } from "./log.js";
 import { DropReporter, shortKey } from "./log.js";
@@ -27,6 +27,7 @@ import {
   ENDPOINT_SIZE,
   GateVerdict,
   type HandshakeLaneStats,
+  LinkEvents,
   PacketBatch,
   TunDevice,
   UdpSocketPair,
@@ -92,11 +93,14 @@ const AWAKE_INTERVAL_MS = 1;
 /** Arena slots start on cache lines. */
 const SLOT_ALIGNMENT = 64;
 
-/** Arena slot: the MTU plus the WireGuard header, padding and tag, rounded up. */
-function slotSizeFor(mtu: number): number {
-  const bytes = mtu + DATA_HEADER_LENGTH + DATA_TRAILER_ROOM;
-  return Math.ceil(bytes / SLOT_ALIGNMENT) * SLOT_ALIGNMENT;
-}
+/**
+ * Arena slot: the largest MTU the daemon takes plus the WireGuard header, padding and tag,
+ * rounded up. Sized for MAX_MTU whatever the configured MTU, since `ip link set mtu` may
+ * raise it under a running daemon (wg-quick sets it so): wireguard-go's buffers likewise
+ * hold its largest message. 576 slots of 9 KB: about 5 MB per interface.
+ */
+const SLOT_SIZE =
+  Math.ceil((MAX_MTU + DATA_HEADER_LENGTH + DATA_TRAILER_ROOM) / SLOT_ALIGNMENT) * SLOT_ALIGNMENT;
 
 /**
  * Per-packet bookkeeping of one batch on its way through seal/open: parallel typed arrays
@@ -255,6 +259,8 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   private awakeTimer: NodeJS.Timeout | null = null;
   /** Data batches moved; the keep-awake timer stops when this stands still long enough. */
   private dataBatches = 0;
+  /** Link notifications, for the MTU `ip link set mtu` gives the interface; null in tests. */
+  private linkEvents: LinkEvents | null = null;
   private mark = 0;
   private stopped = false;
   /** Every change after start goes through this one queue (src/host/reconfigure.ts). */
@@ -276,7 +282,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     this.device.onHandshakeCompleted = (peer) => this.observations.handshakeCompleted(peer);
     this.dropReporter = new DropReporter(logger, { interface: name });
     this.mark = config.fwmark;
-    const slotSize = slotSizeFor(config.mtu);
+    const slotSize = SLOT_SIZE;
     this.tunIn = new PacketBatch(BATCH, {
       slotSize,
       headroom: DATA_HEADER_LENGTH,
@@ -331,6 +337,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
       tun.setMtu(config.mtu);
       setup.addAddresses(config.addresses);
       tun.up();
+      daemon.followLinkMtu(tun);
       await daemon.reconfigurer.apply(
         changeFromConfig(daemon.device, { ...config, listenPort: null }, endpoints, {
           listenPort: daemon.listenPort(),
@@ -431,6 +438,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     if (this.dropCheck) clearInterval(this.dropCheck);
     if (this.laneSyncTimer) clearInterval(this.laneSyncTimer);
     if (this.awakeTimer) clearInterval(this.awakeTimer);
+    this.linkEvents?.close();
     for (const extension of this.extensions) await extension.stop();
     await this.metrics?.close();
     this.dropReporter.flush();
@@ -446,6 +454,49 @@ export class Daemon implements UapiHost, ReconfigurationHost {
       ),
       ...this.counters,
     });
+  }
+
+  /**
+   * Follows the link's MTU as wireguard-go does: wg-quick sets it with `ip link set mtu`
+   * after the daemon started, and the core pads packets to it. Slots hold MAX_MTU whatever
+   * it is, so a larger MTU needs no new buffers; above MAX_MTU the link is set back, since
+   * a longer packet would not fit a slot and the TUN device would cut it short.
+   */
+  private followLinkMtu(tun: TunDevice): void {
+    const events = LinkEvents.open();
+    events.unref(); // the TUN device keeps the process alive, not this
+    events.onReadable(() => {
+      events.drain();
+      this.linkMtuChanged(tun);
+    });
+    this.linkEvents = events;
+    this.linkMtuChanged(tun);
+  }
+
+  private linkMtuChanged(tun: TunDevice): void {
+    if (this.stopped) return;
+    let mtu: number;
+    try {
+      mtu = tun.mtu;
+    } catch {
+      return; // the interface is gone: the TUN descriptor says so and the daemon stops
+    }
+    if (mtu > MAX_MTU) {
+      this.logger.warn("MTU above what the daemon carries; set back", {
+        interface: this.name,
+        mtu,
+        maximum: MAX_MTU,
+      });
+      try {
+        tun.setMtu(MAX_MTU);
+      } catch (error) {
+        this.logger.error("cannot set the MTU back", { error: (error as Error).message });
+      }
+      mtu = MAX_MTU;
+    }
+    if (mtu === this.device.mtu) return;
+    this.logger.info("MTU changed", { interface: this.name, from: this.device.mtu, to: mtu });
+    this.device.mtu = mtu;
   }
 
   /** The interface was deleted under us: stop as after SIGTERM, then tell the owner. */

@@ -4,7 +4,8 @@
 // addresses, DNS through resolvconf, PreUp/PostUp/PreDown/PostDown hooks (the private key set by
 // "PostUp = wg set %i private-key …"), SaveConfig, routes; pings through the tunnel to a
 // wireguard-go peer; nothing left behind after down. Also: a failing PreUp stops `up` before
-// anything changes, and deleting the interface under a running daemon ends it cleanly.
+// anything changes, and deleting the interface under a running daemon ends it cleanly; with
+// `MTU = 8920` (set by wg-quick after the daemon started) jumbo pings pass unfragmented.
 //
 // resolvconf: the real one rewrites this machine's /etc/resolv.conf (namespaces do not
 // separate files), so a recording stand-in is first on PATH for both wg-quick and edgetun;
@@ -90,7 +91,8 @@ describe.skipIf(skipReason !== null)("edgetun as a drop-in for wg-quick", () => 
   beforeAll(async () => {
     etNs = bed.namespace("et");
     wgNs = bed.namespace("wg");
-    bed.link(etNs, "10.63.0.1/24", wgNs, "10.63.0.2/24");
+    // Jumbo frames below, so that the MTU test's 8920-byte tunnel packets fit unfragmented.
+    bed.link(etNs, "10.63.0.1/24", wgNs, "10.63.0.2/24", 9000);
     writeFileSync(etKeyFile, `${etPrivate}\n`, { mode: 0o600 });
     const wgKeyFile = join(tmp, "wg.key");
     writeFileSync(wgKeyFile, `${wgPrivate}\n`, { mode: 0o600 });
@@ -268,6 +270,41 @@ describe.skipIf(skipReason !== null)("edgetun as a drop-in for wg-quick", () => 
         `resolvconf -d ${name} -f\n`,
     );
     expectSaved(file, name);
+  }, 90_000);
+
+  it("wg-quick with MTU = 8920: jumbo pings pass, and edgetun-go follows the link's MTU", async () => {
+    const name = nextName();
+    const { file } = writeConfig(name, ["MTU = 8920"]);
+    const linkMtu = (ns: string, link: string) =>
+      Number(/ mtu (\d+) /.exec(bed.exec(ns, "ip", ["link", "show", "dev", link]))?.[1]);
+    bed.exec(wgNs, "ip", ["link", "set", wgName, "mtu", "8920"]);
+    try {
+      // wg-quick starts the daemon (the default 1420), then `ip link set mtu 8920 up`.
+      const upResult = await runAsync("ip", ["netns", "exec", etNs, "wg-quick", "up", file], env);
+      expect(upResult.code, upResult.stderr).toBe(0);
+      expect(linkMtu(etNs, name)).toBe(8920);
+      // 8828-byte packets that may not be fragmented (-M do): each way through the tunnel.
+      for (const [ns, target] of [
+        [etNs, "10.61.0.2"],
+        [wgNs, "10.61.0.1"],
+      ] as const) {
+        const ping = await runAsync("ip", [
+          ...["netns", "exec", ns, "ping", "-c", "2", "-W", "5", "-M", "do", "-s", "8800", target],
+        ]);
+        expect(ping.code, `ping -s 8800 ${target}: ${ping.stdout}${ping.stderr}`).toBe(0);
+      }
+      // Beyond what its buffers hold, the daemon sets the link back to its maximum.
+      bed.exec(etNs, "ip", ["link", "set", name, "mtu", "9200"]);
+      await waitFor("the daemon to set the MTU back to 9000", () => linkMtu(etNs, name) === 9000);
+    } finally {
+      const downResult = await runAsync(
+        "ip",
+        ["netns", "exec", etNs, "wg-quick", "down", file],
+        env,
+      );
+      bed.exec(wgNs, "ip", ["link", "set", wgName, "mtu", "1420"]);
+      expect(downResult.code, downResult.stderr).toBe(0);
+    }
   }, 90_000);
 
   it("edgetun up and down with the same file: the same hooks, DNS, traffic and saved file", async () => {

@@ -54,14 +54,18 @@ export class Testbed {
     return name;
   }
 
-  /** A veth pair between two namespaces, with an address on each end. */
-  link(a: string, aAddress: string, b: string, bAddress: string): void {
+  /** A veth pair between two namespaces, with an address on each end (and an MTU if given). */
+  link(a: string, aAddress: string, b: string, bAddress: string, mtu?: number): void {
     const suffix = randomBytes(3).toString("hex");
     const ifA = `va${suffix}`;
     const ifB = `vb${suffix}`;
     run("ip", ["link", "add", ifA, "netns", a, "type", "veth", "peer", ifB, "netns", b]);
     run("ip", ["-n", a, "addr", "add", aAddress, "dev", ifA]);
     run("ip", ["-n", b, "addr", "add", bAddress, "dev", ifB]);
+    if (mtu !== undefined) {
+      run("ip", ["-n", a, "link", "set", ifA, "mtu", String(mtu)]);
+      run("ip", ["-n", b, "link", "set", ifB, "mtu", String(mtu)]);
+    }
     run("ip", ["-n", a, "link", "set", ifA, "up"]);
     run("ip", ["-n", b, "link", "set", ifB, "up"]);
   }

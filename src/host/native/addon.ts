@@ -192,6 +192,10 @@ export interface NativeAddon {
   close(fd: number): void;
   /** Sends nlmsghdr-framed rtnetlink requests; errors[i] gets 0 or -errno for request i. */
   netlinkTransact(messages: Uint8Array, errors: Int32Array): number;
+  /** A non-blocking rtnetlink socket subscribed to link notifications (RTMGRP_LINK). */
+  linkEventsOpen(): number;
+  /** Reads the queued link notifications; returns how many (lost ones count as one). */
+  linkEventsDrain(fd: number): number;
 }
 
 /**

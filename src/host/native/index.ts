@@ -10,3 +10,4 @@ export * from "./aead.js";
 export * from "./netlink.js";
 export * from "./cookie-gate.js";
 export * from "./lane.js";
+export * from "./link-events.js";
