@@ -2,6 +2,13 @@
 import { EdgetunError } from "../core/errors.js";
 import { asAreaError } from "../host/errors.js";
 
+/** A mistake in how a command was used, found after the argument parser's own checks. */
+export class UsageError extends EdgetunError {
+  constructor(message: string) {
+    super("ERR_USAGE", message);
+  }
+}
+
 export const EXIT_OK = 0;
 /** The command failed for a reason it printed (usage, configuration, control socket, …). */
 export const EXIT_FAILED = 1;

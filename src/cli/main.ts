@@ -4,8 +4,7 @@ import { readFileSync, rmSync, existsSync } from "node:fs";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { readConfigFile, resolveEndpoint } from "../host/config.js";
 import { runDemo } from "./demo.js";
-import { EdgetunError } from "../core/errors.js";
-import { EXIT_STATUS_HELP, reportOf } from "./exit-status.js";
+import { EXIT_STATUS_HELP, UsageError, reportOf } from "./exit-status.js";
 import { UapiClientError } from "../host/errors.js";
 import { decodeKey, generatePresharedKey, generatePrivateKey, publicKeyOf } from "../core/keys.js";
 import { isLogLevel, type LogLevel } from "../host/log.js";
@@ -32,13 +31,6 @@ import { up, type UpOptions } from "./up.js";
 import { stripConfig } from "./strip.js";
 import { isEdgetunProcess, pidFile } from "./pidfile.js";
 import { VERSION } from "./version.js";
-
-/** A mistake in how the command was used, found after commander's own checks. */
-class UsageError extends EdgetunError {
-  constructor(message: string) {
-    super("ERR_USAGE", message);
-  }
-}
 
 function fail(error: unknown): never {
   const { status, text } = reportOf(error);
