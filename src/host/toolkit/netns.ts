@@ -56,7 +56,7 @@ export function namespacePids(ns: string): number[] {
 export interface Removal {
   /** The namespaces deleted, in the order given. */
   deleted: string[];
-  /** What did not go cleanly: processes that needed SIGKILL, namespaces still there. */
+  /** What did not go cleanly: processes still inside (ended), namespaces still there. */
   problems: string[];
 }
 
@@ -68,8 +68,11 @@ export function removeNamespaces(namespaces: string[], graceMs = STOP_GRACE_MS):
   const problems: string[] = [];
   const owners = new Map<number, string>();
   for (const ns of namespaces) for (const pid of namespacePids(ns)) owners.set(pid, ns);
-  for (const pid of endPids([...owners.keys()], graceMs)) {
-    problems.push(`process ${pid} was still running in ${owners.get(pid)}; killed`);
+  const killed = new Set(endPids([...owners.keys()], graceMs));
+  for (const [pid, ns] of owners) {
+    problems.push(
+      `process ${pid} was still running in ${ns}; ${killed.has(pid) ? "killed" : "ended"}`,
+    );
   }
   const deleted: string[] = [];
   for (const ns of namespaces) {
@@ -179,7 +182,13 @@ export class NetworkLab {
   }
 
   /** Starts a long-running process inside `ns`; `destroy()` ends it by PID. */
-  spawn(ns: string, label: string, command: string, args: string[], options: SpawnOptions = {}): Proc {
+  spawn(
+    ns: string,
+    label: string,
+    command: string,
+    args: string[],
+    options: SpawnOptions = {},
+  ): Proc {
     this.open();
     const { env, ...rest } = options;
     const proc = nsSpawn(ns, label, command, args, env, { ownGroup: this.ownGroup, ...rest });

@@ -38,7 +38,9 @@ export function sleep(ms: number): Promise<void> {
 
 /** The full path of an executable file named `name` on PATH, or null. */
 export function findCommand(name: string): string | null {
-  for (const directory of (process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(delimiter)) {
+  for (const directory of (process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(
+    delimiter,
+  )) {
     if (!directory) continue;
     const path = join(directory, name);
     try {
@@ -99,7 +101,12 @@ export function inNamespace(ns: string, command: string, args: string[]): string
 }
 
 /** {@link runSync} inside a network namespace. */
-export function nsRun(ns: string, command: string, args: string[], options: RunOptions = {}): string {
+export function nsRun(
+  ns: string,
+  command: string,
+  args: string[],
+  options: RunOptions = {},
+): string {
   return runSync("ip", inNamespace(ns, command, args), options);
 }
 
@@ -208,7 +215,9 @@ export class Proc {
   }
 
   get running(): boolean {
-    return this.child.pid !== undefined && this.child.exitCode === null && this.child.signalCode === null;
+    return (
+      this.child.pid !== undefined && this.child.exitCode === null && this.child.signalCode === null
+    );
   }
 
   /** "exit code N" or "signal SIGxxx", for messages. */
