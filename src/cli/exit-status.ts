@@ -1,4 +1,5 @@
 // What `edgetun` exits with, by the class of what went wrong. `edgetun --help` lists these.
+import { InvalidArgumentError } from "commander";
 import { EdgetunError } from "../core/errors.js";
 import { asAreaError } from "../host/errors.js";
 
@@ -6,6 +7,18 @@ import { asAreaError } from "../host/errors.js";
 export class UsageError extends EdgetunError {
   constructor(message: string) {
     super("ERR_USAGE", message);
+  }
+}
+
+/**
+ * An option's value as `parse` reads it; whatever `parse` throws becomes commander's
+ * InvalidArgumentError with the same message, which commander prints as a usage mistake.
+ */
+export function optionValue<T>(parse: () => T): T {
+  try {
+    return parse();
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
   }
 }
 

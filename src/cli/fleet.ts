@@ -18,6 +18,7 @@ import {
 } from "../host/fleet/etcd.js";
 import { attachFleet } from "../host/fleet/hub.js";
 import { checkName, type Prefix } from "../host/fleet/records.js";
+import { optionValue } from "./exit-status.js";
 
 export const STORE_ENV = "EDGETUN_FLEET";
 
@@ -73,11 +74,7 @@ function addTlsOptions(command: Command): Command {
 }
 
 function parseStore(text: string): StoreLocation {
-  try {
-    return parseStoreUrl(text);
-  } catch (error) {
-    throw new InvalidArgumentError((error as Error).message);
-  }
+  return optionValue(() => parseStoreUrl(text));
 }
 
 function parsePrefix(text: string, previous: Prefix[] = []): Prefix[] {
@@ -86,21 +83,13 @@ function parsePrefix(text: string, previous: Prefix[] = []): Prefix[] {
     .split(",")
     .map((s) => s.trim())
     .filter(Boolean)) {
-    try {
-      added.push(parseCidr(part));
-    } catch (error) {
-      throw new InvalidArgumentError((error as Error).message);
-    }
+    added.push(optionValue(() => parseCidr(part)));
   }
   return [...previous, ...added];
 }
 
 function parseEndpointOption(text: string, previous: EndpointSpec[] = []): EndpointSpec[] {
-  try {
-    return [...previous, parseEndpointSetting(text)];
-  } catch (error) {
-    throw new InvalidArgumentError((error as Error).message);
-  }
+  return [...previous, optionValue(() => parseEndpointSetting(text))];
 }
 
 function parseKeepalive(text: string): number {

@@ -4,7 +4,7 @@ import { readFileSync, rmSync, existsSync } from "node:fs";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { readConfigFile, resolveEndpoint } from "../host/config.js";
 import { runDemo } from "./demo.js";
-import { EXIT_STATUS_HELP, UsageError, reportOf } from "./exit-status.js";
+import { EXIT_STATUS_HELP, UsageError, optionValue, reportOf } from "./exit-status.js";
 import { UapiClientError } from "../host/errors.js";
 import { decodeKey, generatePresharedKey, generatePrivateKey, publicKeyOf } from "../core/keys.js";
 import { isLogLevel, type LogLevel } from "../host/log.js";
@@ -44,27 +44,15 @@ function parseLogLevel(text: string): LogLevel {
 }
 
 function parseMetricsListenOption(text: string): MetricsListen | null {
-  try {
-    return parseMetricsListen(text);
-  } catch (error) {
-    throw new InvalidArgumentError((error as Error).message);
-  }
+  return optionValue(() => parseMetricsListen(text));
 }
 
 function parsePeerSeriesOption(text: string): PeerSeries {
-  try {
-    return parsePeerSeries(text);
-  } catch (error) {
-    throw new InvalidArgumentError((error as Error).message);
-  }
+  return optionValue(() => parsePeerSeries(text));
 }
 
 function collectReadyPeer(text: string, previous: string[] = []): string[] {
-  try {
-    decodeKey(text, "a ready peer's public key");
-  } catch (error) {
-    throw new InvalidArgumentError((error as Error).message);
-  }
+  optionValue(() => decodeKey(text, "a ready peer's public key"));
   return [...previous, text.trim()];
 }
 

@@ -953,7 +953,9 @@ export function parseMetricsListen(text: string): MetricsListen | null {
     spec = parseEndpoint(trimmed, { names: true });
   } catch (error) {
     if (!(error instanceof EndpointFormatError)) throw error;
-    throw new RangeError(`${error.message}; use HOST:PORT, [ADDRESS]:PORT or off`);
+    throw new RangeError(`${error.message}; use HOST:PORT, [ADDRESS]:PORT or off`, {
+      cause: error,
+    });
   }
   if (spec.kind === "name") return { host: spec.name, port: spec.port };
   const { address, port, zone } = spec.endpoint;
