@@ -176,6 +176,8 @@ export class Proc {
   readonly stderr = new OutputTail();
   /** Resolves once the process has exited and its pipes are closed (or it never started). */
   readonly exited: Promise<{ code: number | null; signal: string | null }>;
+  /** Resolves once the process itself has exited; its pipes may stay open in a child of it. */
+  private readonly gone: Promise<void>;
   private readonly lines: Array<(line: string) => void> = [];
   private partial = "";
 
@@ -194,6 +196,12 @@ export class Proc {
     });
     child.stderr?.on("data", (chunk: Buffer | string) => this.stderr.push(chunk));
     running.add(this);
+    this.gone = new Promise((resolve) => {
+      child.once("exit", () => resolve());
+      child.once("error", () => {
+        if (child.pid === undefined) resolve();
+      });
+    });
     this.exited = new Promise((resolve) => {
       child.on("close", (code, signal) => {
         running.delete(this);
@@ -275,7 +283,7 @@ export class Proc {
   }
 
   /**
-   * SIGTERM, then SIGKILL after `graceMs`; resolves when the process is gone: true when it
+   * SIGTERM, then SIGKILL after `graceMs`; resolves when the process has exited: true when it
    * ended within the grace time (or was gone already), false when it had to be killed.
    */
   async end(graceMs = 5000): Promise<boolean> {
@@ -284,7 +292,7 @@ export class Proc {
     const timer = setTimeout(() => {
       killed = this.kill();
     }, graceMs);
-    await this.exited;
+    await this.gone;
     clearTimeout(timer);
     return !killed;
   }
