@@ -953,7 +953,7 @@ export function parseMetricsListen(text: string): MetricsListen | null {
     spec = parseEndpoint(trimmed, { names: true });
   } catch (error) {
     if (!(error instanceof EndpointFormatError)) throw error;
-    throw new RangeError(`${error.message}; use HOST:PORT, [ADDRESS]:PORT or off`, {
+    throw new RangeError(`${error.message}; expected HOST:PORT, [ADDRESS]:PORT or off`, {
       cause: error,
     });
   }
