@@ -1,6 +1,6 @@
 // The cost of a daemon, read from /proc: CPU time and peak memory. Starting, running and ending
 // processes (and the StepError they fail with) is the toolkit's: src/host/toolkit/.
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { runSync } from "../../src/host/toolkit/process.js";
 
 let clockTicks = 0;
@@ -22,6 +22,28 @@ export function cpuSeconds(pid: number): number {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond();
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/**
+ * CPU time of a process (all its threads) in nanoseconds, from the scheduler's own accounting
+ * (/proc/PID/task/TID/schedstat): fine enough for the idle cost of a daemon, where the clock
+ * ticks of `cpuSeconds` (10 ms each) would read a whole second of idling as 0 or 10 ms.
+ * NaN when the process is gone.
+ */
+export function cpuNanoseconds(pid: number): number {
+  try {
+    let total = 0;
+    for (const task of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        total += Number(readFileSync(`/proc/${pid}/task/${task}/schedstat`, "utf8").split(" ")[0]);
+      } catch {
+        // the thread ended between the listing and the read
+      }
+    }
+    return total;
   } catch {
     return Number.NaN;
   }

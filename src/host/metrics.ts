@@ -18,18 +18,20 @@ import { NONCONFORMING_DEFAULT_METRICS, addWireguardExporterMetrics } from "./me
 import { MetricsListenError } from "./errors.js";
 import { REJECT_AFTER_TIME_MS } from "../core/messages.js";
 import type { Keypair } from "../core/noise.js";
-import {
-  EndpointFormatError,
-  formatEndpoint,
-  parseEndpoint,
-  type Endpoint,
-  type EndpointSpec,
-} from "../core/endpoint.js";
+import { formatEndpoint, type Endpoint } from "../core/endpoint.js";
 import type { Peer } from "../core/peer.js";
+import { DEFAULT_PEER_SERIES, type MetricsListen, type PeerSeries } from "./metrics-listen.js";
 
-/** Where `edgetun up` serves metrics unless told otherwise. */
-/** Not 9586, prometheus_wireguard_exporter's port, so that both can run on one host. */
-export const DEFAULT_METRICS_PORT = 9825;
+// What the command line needs before it knows whether a server will run, kept light.
+export {
+  DEFAULT_METRICS_PORT,
+  DEFAULT_PEER_SERIES,
+  parseMetricsListen,
+  parsePeerSeries,
+  type MetricsListen,
+  type PeerSeries,
+} from "./metrics-listen.js";
+
 /** Packets per batch: powers of two up to the daemon's batch of 128. */
 export const BATCH_SIZE_BUCKETS: readonly number[] = [1, 2, 4, 8, 16, 32, 64, 128];
 /** Seconds from sending an initiation to consuming its response. */
@@ -346,21 +348,12 @@ class ScrapedHistogram extends Histogram<string> {
 }
 
 /**
- * Which peers get series of their own: every peer, none (interface totals only), or at most N,
- * the N with the most traffic (re-chosen at most once a second). Interface totals and
- * `edgetun_peer_series_omitted` are always there, so a limited scrape still adds up.
+ * How often prom-client samples event-loop delay for `nodejs_eventloop_lag_*`. Its default,
+ * 10 ms, is a timer that wakes an idle daemon 100 times a second: ~7 ms of CPU per second,
+ * measured, thirty times what the daemon itself spends idle. A sample a second still shows a
+ * loop that lags; the watchdog behind /healthz keeps its own timer.
  */
-export type PeerSeries = "all" | "none" | number;
-
-/** The default keeps a hub of a thousand edges fully visible and 5,000 affordable. */
-export const DEFAULT_PEER_SERIES = 1000;
-
-/** "all", "none" or a whole number, as the command line takes it. */
-export function parsePeerSeries(text: string): PeerSeries {
-  if (text === "all" || text === "none") return text;
-  if (/^[0-9]{1,7}$/.test(text)) return Number(text);
-  throw new RangeError(`use all, none or a number of peers, not ${JSON.stringify(text)}`);
-}
+const EVENT_LOOP_SAMPLE_MS = 1000;
 
 export interface RegistryOptions {
   /** Per-peer series: see {@link PeerSeries}; default {@link DEFAULT_PEER_SERIES}. */
@@ -378,7 +371,10 @@ export function createMetricsRegistry(
 ): Registry {
   const registry = new Registry();
   if (options.defaultMetrics ?? true) {
-    collectDefaultMetrics({ register: registry });
+    collectDefaultMetrics({
+      register: registry,
+      eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS,
+    });
     for (const name of NONCONFORMING_DEFAULT_METRICS) registry.removeSingleMetric(name);
   }
   const device = source.device;
@@ -790,11 +786,6 @@ export class EventLoopWatchdog {
 
 // --- the HTTP server ---------------------------------------------------------------------
 
-export interface MetricsListen {
-  host: string;
-  port: number;
-}
-
 export interface MetricsServerOptions extends MetricsListen {
   /** Base64 public keys that must all have a session for /readyz; empty: any one peer. */
   readyPeers?: readonly string[];
@@ -939,25 +930,4 @@ function reply(
   response.setHeader("Content-Length", Buffer.byteLength(body));
   response.setHeader("Cache-Control", "no-store");
   response.end(request.method === "HEAD" ? undefined : body);
-}
-
-/**
- * `--metrics-listen`: `HOST:PORT` (`[v6]:PORT`, a zone allowed), or `off`. Read by the core's
- * endpoint parser, so it takes what a peer's Endpoint takes. Throws RangeError with the why.
- */
-export function parseMetricsListen(text: string): MetricsListen | null {
-  const trimmed = text.trim();
-  if (trimmed === "off") return null;
-  let spec: EndpointSpec;
-  try {
-    spec = parseEndpoint(trimmed, { names: true });
-  } catch (error) {
-    if (!(error instanceof EndpointFormatError)) throw error;
-    throw new RangeError(`${error.message}; expected HOST:PORT, [ADDRESS]:PORT or off`, {
-      cause: error,
-    });
-  }
-  if (spec.kind === "name") return { host: spec.name, port: spec.port };
-  const { address, port, zone } = spec.endpoint;
-  return { host: zone === undefined ? address : `${address}%${zone}`, port };
 }
