@@ -6,8 +6,7 @@
 //   3. the cost of a full resync of 5,000 edges after a compaction (the watcher and the
 //      daemon's sink over a core Device, in this process: range, validation, difference).
 // Run: npm run bench:fleet [-- --edges 5000 --samples 3]
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
@@ -19,6 +18,8 @@ import { edgeKey, formatEdgeRecord, leaseKey } from "../src/host/fleet/records.j
 import { DaemonFleetSink } from "../src/host/fleet/sink.js";
 import { FleetWatcher } from "../src/host/fleet/watcher.js";
 import { createLogger } from "../src/host/log.js";
+import { NetworkLab } from "../src/host/toolkit/netns.js";
+import { endAllSync, runSync, spawnProcess } from "../src/host/toolkit/process.js";
 
 const arg = (name: string, fallback: number) => {
   const at = process.argv.indexOf(name);
@@ -30,35 +31,26 @@ const cli = new URL("../src/cli/main.js", import.meta.url).pathname;
 const PREFIX = "/bench";
 const STORE = `etcd://127.0.0.1:2379${PREFIX}`;
 
-const id = `fb${randomBytes(3).toString("hex")}`;
-const namespaces: string[] = [];
-const children: ChildProcess[] = [];
+// No signal handler here: in our process group, a Ctrl-C ends the daemons too.
+const lab = new NetworkLab({ prefix: "fb", ownGroup: false });
+const id = lab.id;
 const dir = mkdtempSync(join(tmpdir(), "edgetun-fleet-bench-"));
 
 function ip(args: string[]): void {
-  const result = spawnSync("ip", args, { encoding: "utf8" });
-  if (result.status !== 0) throw new Error(`ip ${args.join(" ")}: ${result.stderr}`);
+  runSync("ip", args);
 }
 function inNs(ns: string, args: string[]) {
   return spawnSync("ip", ["netns", "exec", ns, ...args], { encoding: "utf8", timeout: 60_000 });
 }
 function namespace(label: string): string {
-  const name = `${id}-${label}`;
-  ip(["netns", "add", name]);
-  namespaces.push(name);
-  ip(["-n", name, "link", "set", "lo", "up"]);
-  return name;
+  return lab.add(label);
 }
-function spawnIn(ns: string, command: string, args: string[]): ChildProcess {
-  const child = spawn("ip", ["netns", "exec", ns, command, ...args], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  children.push(child);
-  return child;
+function spawnIn(ns: string, command: string, args: string[]) {
+  return lab.spawn(ns, command, command, args).child;
 }
 function cleanup(): void {
-  for (const child of children) if (child.exitCode === null && child.pid) child.kill("SIGTERM");
-  for (const ns of namespaces.reverse()) spawnSync("ip", ["netns", "del", ns]);
+  lab.destroy();
+  endAllSync();
   rmSync(dir, { recursive: true, force: true });
 }
 async function until(what: string, condition: () => boolean, timeoutMs = 120_000): Promise<void> {
@@ -276,10 +268,9 @@ async function relayInto(ns: string): Promise<number> {
   const script =
     "const s=require('net').connect(2379,'127.0.0.1');process.stdin.pipe(s);s.pipe(process.stdout);s.on('close',()=>process.exit(0));process.stdin.on('end',()=>s.end())";
   const server = createServer((socket: Socket) => {
-    const inside = spawn("ip", ["netns", "exec", ns, process.execPath, "-e", script], {
-      stdio: ["pipe", "pipe", "ignore"],
+    const { child: inside } = lab.spawn(ns, "etcd relay", process.execPath, ["-e", script], {
+      stdin: true,
     });
-    children.push(inside);
     socket.on("error", () => inside.kill("SIGTERM"));
     inside.stdin!.on("error", () => socket.destroy());
     socket.pipe(inside.stdin!);
@@ -304,7 +295,8 @@ async function loopbackEtcd(): Promise<number> {
       });
     });
   const [clientPort, peerPort] = [await free(), await free()];
-  const child = spawn(
+  spawnProcess(
+    "etcd",
     "etcd",
     [
       "--data-dir",
@@ -322,9 +314,8 @@ async function loopbackEtcd(): Promise<number> {
       "--log-level",
       "error",
     ],
-    { stdio: "ignore" },
+    { ownGroup: false },
   );
-  children.push(child);
   const probe = new EtcdClient({ host: "127.0.0.1", port: clientPort, prefix: "/", tls: false });
   const deadline = Date.now() + 30_000;
   while (true) {

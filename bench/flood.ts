@@ -10,7 +10,8 @@ import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs, promisify } from "node:util";
 import { generatePrivateKey, publicKeyOf } from "../src/core/keys.js";
-import { Testbed, waitFor } from "../test/support/netns.js";
+import { NetworkLab } from "../src/host/toolkit/netns.js";
+import { waitFor } from "../test/support/netns.js";
 
 const execFileAsync = promisify(execFile);
 const root = new URL("../..", import.meta.url).pathname;
@@ -90,11 +91,11 @@ function configText(node: NodeSpec): string {
 }
 
 /** Starts a node and resolves once its interface is up and configured. */
-async function startNode(bed: Testbed, implementation: Implementation, node: NodeSpec) {
+async function startNode(bed: NetworkLab, implementation: Implementation, node: NodeSpec) {
   if (implementation === "edgetun") {
     const file = join(dir, `${node.name}.conf`);
     writeFileSync(file, configText(node), { mode: 0o600 });
-    const child = bed.spawn(node.ns, process.execPath, [
+    const { child } = bed.spawn(node.ns, "edgetun", process.execPath, [
       cli,
       "up",
       file,
@@ -107,7 +108,7 @@ async function startNode(bed: Testbed, implementation: Implementation, node: Nod
     await waitFor(`${node.name} up`, () => log().includes('"interface up"'), 20_000);
     return { child, log };
   }
-  const child = bed.spawn(node.ns, "wireguard-go", ["-f", node.name]);
+  const { child } = bed.spawn(node.ns, "wireguard-go", "wireguard-go", ["-f", node.name]);
   await waitFor(
     `${node.name} socket`,
     () => existsSync(`/var/run/wireguard/${node.name}.sock`),
@@ -169,15 +170,15 @@ async function iperf(ns: string, server: string, seconds: number, interval = 1) 
 }
 
 async function runOne(implementation: Implementation, rate: number): Promise<Outcome> {
-  const bed = new Testbed();
+  const bed = new NetworkLab({ ownGroup: false });
   try {
-    const hubNs = bed.namespace("hub");
-    const edgeNs = bed.namespace("edge");
-    const joinerNs = bed.namespace("new");
-    const attackerNs = bed.namespace("atk");
-    bed.link(hubNs, "10.217.1.1/24", edgeNs, "10.217.1.2/24");
-    bed.link(hubNs, "10.217.2.1/24", attackerNs, "10.217.2.2/24");
-    bed.link(hubNs, "10.217.3.1/24", joinerNs, "10.217.3.2/24");
+    const hubNs = bed.add("hub");
+    const edgeNs = bed.add("edge");
+    const joinerNs = bed.add("new");
+    const attackerNs = bed.add("atk");
+    bed.veth(hubNs, edgeNs, { addressA: "10.217.1.1/24", addressB: "10.217.1.2/24" });
+    bed.veth(hubNs, attackerNs, { addressA: "10.217.2.1/24", addressB: "10.217.2.2/24" });
+    bed.veth(hubNs, joinerNs, { addressA: "10.217.3.1/24", addressB: "10.217.3.2/24" });
     const tag = bed.id.slice(-6);
     const hubPublic = publicKeyOf(keys.hub);
     const hub = await startNode(bed, implementation, {
@@ -198,7 +199,7 @@ async function runOne(implementation: Implementation, rate: number): Promise<Out
       address: "10.218.0.2/24",
       peers: [{ publicKey: hubPublic, allowedIps: "10.218.0.0/24", endpoint: "10.217.1.1:51820" }],
     });
-    bed.spawn(hubNs, "iperf3", ["-s"]);
+    bed.spawn(hubNs, "iperf3", "iperf3", ["-s"]);
     await sleep(500);
     await inNs(edgeNs, "ping", ["-c", "2", "-W", "3", "10.218.0.1"]);
     const baseline = await iperf(edgeNs, "10.218.0.1", 4);
@@ -266,7 +267,7 @@ async function runOne(implementation: Implementation, rate: number): Promise<Out
       recoveryMs: recovered ? Math.round(recovered.end * 1000) : null,
     };
   } finally {
-    bed.cleanup();
+    bed.destroy();
   }
 }
 

@@ -26,14 +26,9 @@ import {
   reach,
   startHttpService,
 } from "./testbed/measure.js";
-import {
-  StepError,
-  cpuNanoseconds,
-  endAllSync,
-  nsSpawn,
-  sleep,
-  type Proc,
-} from "./testbed/proc.js";
+import { StepError } from "../src/host/errors.js";
+import { endAllSync, nsSpawn, sleep, type Proc } from "../src/host/toolkit/process.js";
+import { cpuNanoseconds } from "./testbed/proc.js";
 import { preflightProblems } from "./testbed/tools.js";
 import { Topology, removeLeftovers } from "./testbed/topology.js";
 import {

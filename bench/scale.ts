@@ -5,31 +5,25 @@
 // changing one peer, `wg syncconf` and `edgetun syncconf` of a file changing one peer, `edgetun
 // show` and `wg show`, resident memory, and the size of /metrics. Nothing leaves the namespace.
 // Run (root): npm run bench:scale [-- --peers 5000]
-import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { generatePrivateKey, publicKeyOf } from "../src/core/keys.js";
+import { NetworkLab } from "../src/host/toolkit/netns.js";
+import { commandExists } from "../src/host/toolkit/process.js";
 
 const peersArg = process.argv.indexOf("--peers");
 const PEERS = peersArg > 0 ? Number(process.argv[peersArg + 1]) : 5000;
 const cli = new URL("../src/cli/main.js", import.meta.url).pathname;
-const tag = randomBytes(3).toString("hex");
-const ns = `scale-${tag}`;
+// Thousands of peers: `wg setconf` and `ip -batch` take their time, and `wg show` is long.
+// No signal handler here: in our process group, a Ctrl-C ends the daemons too.
+const lab = new NetworkLab({ prefix: "scale-", commandTimeoutMs: 600_000, ownGroup: false });
+const tag = lab.id.slice(-6);
+const ns = lab.name("ns");
 const directory = mkdtempSync(join(tmpdir(), "edgetun-scale-"));
-const children: ChildProcess[] = [];
 
-function run(command: string, args: string[], input?: string): string {
-  return execFileSync(command, args, {
-    encoding: "utf8",
-    stdio: ["pipe", "pipe", "pipe"],
-    maxBuffer: 256 << 20,
-    ...(input !== undefined ? { input } : {}),
-  });
-}
 const inNs = (command: string, args: string[], input?: string) =>
-  run("ip", ["netns", "exec", ns, command, ...args], input);
+  lab.exec(ns, command, args, { maxBuffer: 256 << 20, ...(input !== undefined ? { input } : {}) });
 
 /** Milliseconds `fn` takes. */
 function timed(fn: () => void): number {
@@ -86,20 +80,7 @@ function configText(
 }
 
 function cleanup(): void {
-  for (const child of children) {
-    if (child.exitCode === null && child.signalCode === null && child.pid) {
-      try {
-        process.kill(child.pid, "SIGTERM");
-      } catch {
-        // gone
-      }
-    }
-  }
-  try {
-    run("ip", ["netns", "del", ns]);
-  } catch {
-    // never made
-  }
+  lab.destroy();
   rmSync(directory, { recursive: true, force: true });
 }
 
@@ -115,16 +96,15 @@ async function benchEdgetun(peers: Peer[]): Promise<Record<string, string>> {
   writeFileSync(file, configText(key, 51820, peers, true), { mode: 0o600 });
   let log = "";
   const start = performance.now();
-  const child = spawn(
-    "ip",
-    ["netns", "exec", ns, process.execPath, cli, "up", file, "--metrics-listen", "127.0.0.1:9586"],
-    {
-      stdio: ["ignore", "pipe", "pipe"],
-    },
-  );
-  children.push(child);
-  child.stdout.setEncoding("utf8").on("data", (chunk: string) => (log += chunk));
-  child.stderr.setEncoding("utf8").on("data", (chunk: string) => (log += chunk));
+  const { child } = lab.spawn(ns, "edgetun", process.execPath, [
+    cli,
+    "up",
+    file,
+    "--metrics-listen",
+    "127.0.0.1:9586",
+  ]);
+  child.stdout!.setEncoding("utf8").on("data", (chunk: string) => (log += chunk));
+  child.stderr!.setEncoding("utf8").on("data", (chunk: string) => (log += chunk));
   await waitFor("edgetun up", () => log.includes('"interface up"') || child.exitCode !== null);
   if (child.exitCode !== null) throw new Error(`edgetun failed:\n${log}`);
   const upMs = performance.now() - start;
@@ -198,11 +178,9 @@ async function benchWireguardGo(peers: Peer[]): Promise<Record<string, string>> 
     ...peers.flatMap((peer) => peer.allowedIps.map((prefix) => `route add ${prefix} dev ${name}`)),
   ].join("\n");
   const start = performance.now();
-  const child = spawn("ip", ["netns", "exec", ns, "wireguard-go", "-f", name], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, LOG_LEVEL: "error" },
+  const { child } = lab.spawn(ns, "wireguard-go", "wireguard-go", ["-f", name], {
+    env: { LOG_LEVEL: "error" },
   });
-  children.push(child);
   await waitFor("wireguard-go socket", () => {
     try {
       return inNs("wg", ["show", "interfaces"]).includes(name);
@@ -251,8 +229,7 @@ async function benchWireguardGo(peers: Peer[]): Promise<Record<string, string>> 
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error("needs root (network namespaces)");
-  run("ip", ["netns", "add", ns]);
-  inNs("ip", ["link", "set", "lo", "up"]);
+  lab.add("ns");
   const keyStart = performance.now();
   const peers = Array.from({ length: PEERS }, (_, i) =>
     peerAt(i, publicKeyOf(generatePrivateKey())),
@@ -278,11 +255,7 @@ async function main(): Promise<void> {
   for (const row of rows) console.log(`| ${row.join(" | ")} |`);
 }
 
-const spawnCheck = spawnSync("sh", [
-  "-c",
-  "command -v wireguard-go && command -v wg && command -v curl",
-]);
-if (spawnCheck.status !== 0) {
+if (!["wireguard-go", "wg", "curl"].every(commandExists)) {
   console.error("bench:scale needs wireguard-go, wg and curl");
   process.exit(1);
 }

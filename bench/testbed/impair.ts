@@ -7,7 +7,8 @@
 //   - rate: tbf on both ends of the hub link (tbf shapes egress only).
 import { fileURLToPath } from "node:url";
 import type { RelayOptions } from "./relay.js";
-import { StepError, nsRun, nsSpawn, runSync, type Proc } from "./proc.js";
+import { StepError } from "../../src/host/errors.js";
+import { nsRun, nsSpawn, runSync, type Proc } from "../../src/host/toolkit/process.js";
 import { HUB_PORT, NODE_UNDERLAY_IF, ROUTER_HUB_IF, type Node, type Topology } from "./topology.js";
 
 export type Level =
@@ -74,7 +75,7 @@ export class Impairment {
         `    oifname "${ROUTER_HUB_IF}" numgen random mod 100 < ${level.percent} drop; }`,
         "}",
       ].join("\n");
-      runSync("ip", ["netns", "exec", topo.router, "nft", "-f", "-"], 10_000, ruleset);
+      runSync("ip", ["netns", "exec", topo.router, "nft", "-f", "-"], { input: ruleset });
     } else if (level.kind === "rate") {
       const rate = `${level.mbit}mbit`;
       // burst ≥ rate / HZ with room to spare; latency bounds the queue at 50 ms.

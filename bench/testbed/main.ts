@@ -20,7 +20,9 @@ import { parseArgs } from "node:util";
 import { nativeLoadError } from "../../src/host/native/index.js";
 import { levelName, parseLevel, type Level } from "./impair.js";
 import { startHttpService } from "./measure.js";
-import { StepError, endAllSync } from "./proc.js";
+import { EdgetunError } from "../../src/core/errors.js";
+import { UsageError } from "../../src/cli/exit-status.js";
+import { endAllSync } from "../../src/host/toolkit/process.js";
 import {
   Recorder,
   errorsList,
@@ -88,8 +90,6 @@ const USAGE = `usage: npm run bench:testbed -- [--quick] [--tunnels LIST] [--lev
                    ${FULL_LEVELS.join(",")}; with --quick ${QUICK_LEVELS.join(",")})
   --out DIR        where results go (default bench/results)
   --time-limit MIN stop (and clean up) after this many minutes (default 3 per tunnel, at least 6, quick; 240 full)`;
-
-class UsageError extends Error {}
 
 function say(text: string): void {
   process.stdout.write(`${text}\n`);
@@ -341,7 +341,7 @@ async function main(): Promise<number> {
   } catch (error) {
     errors++;
     complain(
-      error instanceof StepError ? error.message : ((error as Error).stack ?? String(error)),
+      error instanceof EdgetunError ? error.message : ((error as Error).stack ?? String(error)),
     );
   } finally {
     clearTimeout(watchdog);

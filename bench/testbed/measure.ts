@@ -3,15 +3,9 @@
 // HTTP scalability steps, and the tunnel daemons' CPU time and peak memory over a scenario.
 import { fileURLToPath } from "node:url";
 import { Histogram, type HistogramJson } from "./hist.js";
-import {
-  StepError,
-  cpuSeconds,
-  nsExec,
-  nsSpawn,
-  peakRssMiB,
-  resetPeakRss,
-  type Proc,
-} from "./proc.js";
+import { StepError } from "../../src/host/errors.js";
+import { nsExec, nsSpawn, type Proc } from "../../src/host/toolkit/process.js";
+import { cpuSeconds, peakRssMiB, resetPeakRss } from "./proc.js";
 import { HTTP_PORT, type Node, type Topology } from "./topology.js";
 import type { Daemon } from "./tunnels.js";
 

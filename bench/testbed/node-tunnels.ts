@@ -3,7 +3,7 @@
 // tunnel's cost and are ended, and whose interfaces are removed, when the case is over.
 // (Apart from tunnels.ts so that openvpn.ts can extend it without an import cycle.)
 import type { Level } from "./impair.js";
-import { nsRun, type Proc } from "./proc.js";
+import { nsRun, type Proc } from "../../src/host/toolkit/process.js";
 import type { Node, Topology } from "./topology.js";
 import type { Daemon, Keys, Tunnel, TunnelName } from "./tunnels.js";
 

@@ -20,8 +20,8 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { hubEndpointFor, type Level } from "./impair.js";
 import { NodeTunnels, START_TIMEOUT_MS } from "./node-tunnels.js";
-import { StepError, nsSpawn, runSync, type Proc } from "./proc.js";
-import { commandExistsIn } from "./tools.js";
+import { StepError } from "../../src/host/errors.js";
+import { commandExists, nsSpawn, type Proc, runSync } from "../../src/host/toolkit/process.js";
 import { HUB_PORT, TUNNEL_MTU, type Node, type Topology } from "./topology.js";
 import type { Keys } from "./tunnels.js";
 
@@ -35,8 +35,8 @@ const LOG_LINES = 6;
 
 /** Why OpenVPN cannot run here, or null. */
 export function openVpnUnavailable(): string | null {
-  if (!commandExistsIn("openvpn")) return "openvpn is not installed (apt-get install openvpn)";
-  if (!commandExistsIn("openssl")) return "openssl is not installed (apt-get install openssl)";
+  if (!commandExists("openvpn")) return "openvpn is not installed (apt-get install openvpn)";
+  if (!commandExists("openssl")) return "openssl is not installed (apt-get install openssl)";
   // Older releases exit with status 1 after printing their version: read stdout either way.
   const version = spawnSync("openvpn", ["--version"], { encoding: "utf8", timeout: 5000 });
   const match = /OpenVPN (\d+)\.(\d+)/.exec(version.stdout ?? "");

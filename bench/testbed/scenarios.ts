@@ -12,7 +12,7 @@ import {
   round,
   type IperfOptions,
 } from "./measure.js";
-import { StepError } from "./proc.js";
+import { StepError } from "../../src/host/errors.js";
 import { levelValue, type PathName, type Recorder, type Result, type Scenario } from "./report.js";
 import type { Node, Topology } from "./topology.js";
 import type { Tunnel } from "./tunnels.js";

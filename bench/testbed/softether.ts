@@ -37,8 +37,15 @@ import {
 import { join } from "node:path";
 import type { Level } from "./impair.js";
 import { NodeTunnels, START_TIMEOUT_MS } from "./node-tunnels.js";
-import { StepError, endPids, nsExec, nsRun, nsSpawn, sleep } from "./proc.js";
-import { commandExistsIn } from "./tools.js";
+import { StepError } from "../../src/host/errors.js";
+import {
+  commandExists,
+  endPids,
+  nsExec,
+  nsRun,
+  nsSpawn,
+  sleep,
+} from "../../src/host/toolkit/process.js";
 import { HUB_PORT, PREFIX, TUNNEL_MTU, type Node, type Topology } from "./topology.js";
 import type { Daemon, Keys } from "./tunnels.js";
 import { linkBytes } from "./tinc.js";
@@ -150,7 +157,7 @@ export function softEtherUnavailable(dir = SOFTETHER_DIR): string | null {
     const path = join(dir, program, program);
     if (!existsSync(path)) return `${path} is missing (apt-get install ${pkg})`;
   }
-  if (!commandExistsIn("unshare")) return "unshare is not installed (apt-get install util-linux)";
+  if (!commandExists("unshare")) return "unshare is not installed (apt-get install util-linux)";
   return null;
 }
 

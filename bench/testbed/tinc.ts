@@ -22,8 +22,8 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Level } from "./impair.js";
 import { NodeTunnels, START_TIMEOUT_MS } from "./node-tunnels.js";
-import { StepError, nsRun, nsSpawn, runSync, sleep } from "./proc.js";
-import { commandExistsIn } from "./tools.js";
+import { StepError } from "../../src/host/errors.js";
+import { commandExists, nsRun, nsSpawn, runSync, sleep } from "../../src/host/toolkit/process.js";
 import { HUB_PORT, TUNNEL_MTU, type Node, type Topology } from "./topology.js";
 import type { Keys } from "./tunnels.js";
 
@@ -37,7 +37,7 @@ export const TINC_DELAY_SKIP =
 
 /** Why tinc cannot run here, or null. */
 export function tincUnavailable(): string | null {
-  if (!commandExistsIn("tincd")) return "tincd is not installed (apt-get install tinc)";
+  if (!commandExists("tincd")) return "tincd is not installed (apt-get install tinc)";
   const version = spawnSync("tincd", ["--version"], { encoding: "utf8", timeout: 5000 });
   const match = /tinc version (\d+)\.(\d+)/.exec(version.stdout ?? "");
   if (!match) return `cannot tell tincd's version (tincd --version: ${version.stdout})`;
@@ -99,7 +99,7 @@ export class TincTunnels extends NodeTunnels {
       const hostFile = join(conf, "hosts", tincName(node));
       writeFileSync(hostFile, tincHostEntries(node, topo.hub), { mode: 0o600 });
       // Writes rsa_key.priv and appends the public key to hosts/NAME; asks nothing without a tty.
-      runSync("tincd", ["-c", conf, `-K${KEY_BITS}`], 60_000);
+      runSync("tincd", ["-c", conf, `-K${KEY_BITS}`], { timeoutMs: 60_000 });
       this.hostFiles.set(node, readFileSync(hostFile, "utf8"));
     }
     // The hub knows every edge (TunnelServer accepts only those); an edge knows the hub.

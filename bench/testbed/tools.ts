@@ -1,18 +1,5 @@
 // What the testbed needs from the machine, checked before anything is created.
-import { accessSync, constants } from "node:fs";
-import { delimiter, join } from "node:path";
-
-export function commandExistsIn(name: string): boolean {
-  for (const dir of (process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(delimiter)) {
-    try {
-      accessSync(join(dir, name), constants.X_OK);
-      return true;
-    } catch {
-      // not here
-    }
-  }
-  return false;
-}
+import { commandExists } from "../../src/host/toolkit/process.js";
 
 const PACKAGE_OF: Record<string, string> = {
   ip: "iproute2",
@@ -34,7 +21,7 @@ export function preflightProblems(tools: string[]): string[] {
     problems.push("needs root: it creates network namespaces (run it with sudo, or as root)");
   }
   for (const tool of tools) {
-    if (!commandExistsIn(tool)) {
+    if (!commandExists(tool)) {
       problems.push(
         `needs ${tool}: not found in PATH (apt-get install ${PACKAGE_OF[tool] ?? tool})`,
       );

@@ -16,7 +16,13 @@
 import { readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { commandLine, endPids, nsRun, processAlive, runSync } from "./proc.js";
+import {
+  NetworkLab,
+  listNamespaces,
+  namespacePids,
+  removeNamespaces,
+} from "../../src/host/toolkit/netns.js";
+import { commandLine, processAlive, runSync } from "../../src/host/toolkit/process.js";
 
 export const PREFIX = "etb-";
 export const EDGE_COUNT = 7;
@@ -49,7 +55,18 @@ export class Topology {
   readonly router: string;
   readonly hub: Node;
   readonly edges: Node[];
-  private readonly created: string[] = [];
+  // Forwarding on, redirects and IPv6 (router solicitations, DAD) off: no stray traffic.
+  private readonly lab = new NetworkLab({
+    prefix: PREFIX,
+    id: this.id,
+    sysctls: [
+      "net.ipv4.ip_forward=1",
+      "net.ipv4.conf.all.send_redirects=0",
+      "net.ipv4.conf.default.send_redirects=0",
+      "net.ipv6.conf.all.disable_ipv6=1",
+      "net.ipv6.conf.default.disable_ipv6=1",
+    ],
+  });
 
   constructor() {
     this.router = this.nsName("r");
@@ -62,7 +79,7 @@ export class Topology {
   }
 
   nsName(role: string): string {
-    return `${PREFIX}${this.id}-${role}`;
+    return this.lab.name(role);
   }
 
   /** An interface name for a tunnel of kind `kind` (one letter) on a node: ≤ 15 characters. */
@@ -86,21 +103,6 @@ export class Topology {
     };
   }
 
-  private addNamespace(name: string): void {
-    runSync("ip", ["netns", "add", name]);
-    this.created.push(name);
-    nsRun(name, "ip", ["link", "set", "lo", "up"]);
-    // Forwarding on, redirects and IPv6 (router solicitations, DAD) off: no stray traffic.
-    nsRun(name, "sysctl", [
-      "-qw",
-      "net.ipv4.ip_forward=1",
-      "net.ipv4.conf.all.send_redirects=0",
-      "net.ipv4.conf.default.send_redirects=0",
-      "net.ipv6.conf.all.disable_ipv6=1",
-      "net.ipv6.conf.default.disable_ipv6=1",
-    ]);
-  }
-
   private veth(
     a: string,
     ifA: string,
@@ -111,28 +113,7 @@ export class Topology {
     mtu: number,
     wireFrames: boolean,
   ): void {
-    runSync("ip", [
-      "-n",
-      a,
-      "link",
-      "add",
-      ifA,
-      "mtu",
-      `${mtu}`,
-      "type",
-      "veth",
-      "peer",
-      "name",
-      ifB,
-      "mtu",
-      `${mtu}`,
-      "netns",
-      b,
-    ]);
-    runSync("ip", ["-n", a, "addr", "add", addrA, "dev", ifA]);
-    runSync("ip", ["-n", b, "addr", "add", addrB, "dev", ifB]);
-    runSync("ip", ["-n", a, "link", "set", ifA, "up"]);
-    runSync("ip", ["-n", b, "link", "set", ifB, "up"]);
+    this.lab.veth(a, b, { nameA: ifA, nameB: ifB, addressA: addrA, addressB: addrB, mtu });
     if (wireFrames) {
       // A veth passes GSO super-packets (up to 64 KB) along whole, and nftables would drop
       // such an aggregate as one packet. One segment per packet: the underlay carries
@@ -147,10 +128,10 @@ export class Topology {
   }
 
   create(): void {
-    this.addNamespace(this.router);
+    this.lab.add("r");
     for (const node of this.nodes) {
-      this.addNamespace(node.ns);
-      this.addNamespace(node.podNs);
+      this.lab.add(node.label);
+      this.lab.add(`${node.label}pod`);
       const routerIf = node.index === 0 ? ROUTER_HUB_IF : `re${node.index}`;
       this.veth(
         this.router,
@@ -230,30 +211,8 @@ export class Topology {
 
   /** Ends every process still inside our namespaces, then removes the namespaces. Synchronous. */
   destroy(): void {
-    const pids: number[] = [];
-    for (const ns of this.created) pids.push(...namespacePids(ns));
-    endPids(pids);
-    for (const ns of [...this.created].reverse()) {
-      try {
-        runSync("ip", ["netns", "del", ns]);
-      } catch {
-        // gone already
-      }
-    }
-    this.created.length = 0;
+    this.lab.destroy();
     removeRunFiles(this.id);
-  }
-}
-
-function namespacePids(ns: string): number[] {
-  try {
-    return runSync("ip", ["netns", "pids", ns])
-      .split(/\s+/)
-      .filter(Boolean)
-      .map(Number)
-      .filter((pid) => Number.isInteger(pid) && pid > 0 && pid !== process.pid);
-  } catch {
-    return [];
   }
 }
 
@@ -303,14 +262,7 @@ function isTestbedRun(pid: number): boolean {
 export function removeLeftovers(): Leftovers {
   const result: Leftovers = { active: [], removed: [] };
   const byId = new Map<string, string[]>();
-  let listing: string;
-  try {
-    listing = runSync("ip", ["netns", "list"]);
-  } catch {
-    listing = "";
-  }
-  for (const line of listing.split("\n")) {
-    const name = line.split(" ")[0] ?? "";
+  for (const name of listNamespaces()) {
     const match = /^etb-([0-9a-z]+)-/.exec(name);
     if (!match?.[1]) continue;
     byId.set(match[1], [...(byId.get(match[1]) ?? []), name]);
@@ -333,14 +285,7 @@ export function removeLeftovers(): Leftovers {
     }
     const pids = namespaces.flatMap(namespacePids);
     const processes = pids.map((pid) => `${pid} (${commandLine(pid).slice(0, 60) || "?"})`);
-    endPids(pids);
-    for (const ns of namespaces) {
-      try {
-        runSync("ip", ["netns", "del", ns]);
-      } catch {
-        // gone already
-      }
-    }
+    removeNamespaces(namespaces);
     removeRunFiles(id);
     result.removed.push({ ownerPid: owner, namespaces, processes });
   }

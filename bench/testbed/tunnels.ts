@@ -14,8 +14,15 @@ import { NodeTunnels, START_TIMEOUT_MS } from "./node-tunnels.js";
 import { OpenVpnTunnels, openVpnUnavailable } from "./openvpn.js";
 import { SoftEtherTunnels, softEtherUnavailable } from "./softether.js";
 import { TincTunnels, tincUnavailable } from "./tinc.js";
-import { StepError, nsRun, nsSpawn, runSync, sleep, type Proc } from "./proc.js";
-import { commandExistsIn } from "./tools.js";
+import { StepError } from "../../src/host/errors.js";
+import {
+  commandExists,
+  nsRun,
+  nsSpawn,
+  type Proc,
+  runSync,
+  sleep,
+} from "../../src/host/toolkit/process.js";
 import { HUB_PORT, TUNNEL_MTU, type Node, type Topology } from "./topology.js";
 
 export const TUNNEL_NAMES = [
@@ -324,7 +331,7 @@ export class UnderlayRoutes implements Tunnel {
 
 /** The boringtun binary, if one is installed. */
 function boringtunBinary(): string | null {
-  for (const name of ["boringtun-cli", "boringtun"]) if (commandExistsIn(name)) return name;
+  for (const name of ["boringtun-cli", "boringtun"]) if (commandExists(name)) return name;
   return null;
 }
 
@@ -352,14 +359,14 @@ export function tunnelUnavailable(name: TunnelName, topo: Topology): string | nu
     case "edgetun":
       return existsSync(cli) ? null : `${cli} is missing: run npm run build`;
     case "wireguard-go":
-      if (!commandExistsIn("wireguard-go"))
+      if (!commandExists("wireguard-go"))
         return "wireguard-go is not installed (apt-get install wireguard-go)";
-      return commandExistsIn("wg") ? null : "wg is not installed (apt-get install wireguard-tools)";
+      return commandExists("wg") ? null : "wg is not installed (apt-get install wireguard-tools)";
     case "boringtun":
       if (!boringtunBinary()) return "boringtun is not installed";
-      return commandExistsIn("wg") ? null : "wg is not installed (apt-get install wireguard-tools)";
+      return commandExists("wg") ? null : "wg is not installed (apt-get install wireguard-tools)";
     case "kernel":
-      if (!commandExistsIn("wg")) return "wg is not installed (apt-get install wireguard-tools)";
+      if (!commandExists("wg")) return "wg is not installed (apt-get install wireguard-tools)";
       return kernelWireguardWorks(topo) ? null : "no kernel WireGuard module on this machine";
     case "openvpn":
       return openVpnUnavailable();

@@ -3,12 +3,9 @@
 // moves some megabytes over TCP, and both interfaces are shown. Everything it makes (namespaces,
 // daemons, helper processes, control sockets, temp files) is removed at the end, on failure
 // and on Ctrl-C. No traffic leaves the two namespaces.
-import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import {
-  accessSync,
   closeSync,
-  constants,
   existsSync,
   mkdtempSync,
   openSync,
@@ -18,12 +15,14 @@ import {
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
-import { delimiter, join } from "node:path";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { EdgetunError } from "../core/errors.js";
 import { generatePrivateKey, publicKeyOf } from "../core/keys.js";
 import { EXIT_CANNOT_RUN, EXIT_FAILED, EXIT_OK } from "./exit-status.js";
 import { nativeLoadError } from "../host/native/index.js";
+import { NetworkLab, namespaceExists } from "../host/toolkit/netns.js";
+import { findCommand, sleep, type Proc } from "../host/toolkit/process.js";
 import { DEFAULT_SOCKET_DIRECTORY, formatState, readInterfaceState } from "./show.js";
 
 export interface DemoOptions {
@@ -36,7 +35,6 @@ export interface DemoOptions {
 }
 
 const PID_DIRECTORY = "/run/edgetun";
-const NETNS_DIRECTORY = "/var/run/netns";
 const NAMESPACE_PREFIX = "edgetun-demo-";
 const HUB_UNDERLAY = "10.213.0.1";
 const EDGE_UNDERLAY = "10.213.0.2";
@@ -60,38 +58,6 @@ class DemoFailure extends EdgetunError {
   ) {
     super(exitCode === EXIT_CANNOT_RUN ? "ERR_DEMO_CANNOT_RUN" : "ERR_DEMO_FAILED", message);
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** True if `promise` settles within `ms`; the timer never outlives the wait. */
-async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<false>((resolve) => {
-    timer = setTimeout(() => resolve(false), ms);
-  });
-  try {
-    return await Promise.race([promise.then(() => true), late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** The full path of a command found on PATH, or null. */
-function findCommand(name: string): string | null {
-  for (const directory of (process.env["PATH"] ?? "").split(delimiter)) {
-    if (!directory) continue;
-    const path = join(directory, name);
-    try {
-      accessSync(path, constants.X_OK);
-      if (statSync(path).isFile()) return path;
-    } catch {
-      // not here
-    }
-  }
-  return null;
 }
 
 /** dist/src/cli/main.js: beside this file once compiled, or in dist/ when run from src/ (tests). */
@@ -203,30 +169,17 @@ socket.on("close", (hadError) => process.exit(hadError || left > 0 ? 1 : 0));
 
 // ---------------------------------------------------------------------------------------
 
-interface Tracked {
-  child: ChildProcess;
-  label: string;
-  stdout: string;
-  stderr: string;
-  exited: Promise<void>;
-}
-
 interface DaemonProcess {
   role: "hub" | "edge";
   name: string;
   namespace: string;
   config: string;
   log: string;
-  process: Tracked;
+  process: Proc;
 }
 
-function alive(child: ChildProcess): boolean {
-  return child.exitCode === null && child.signalCode === null;
-}
-
-function exitText(child: ChildProcess): string {
-  return child.signalCode ? `signal ${child.signalCode}` : `exit code ${child.exitCode}`;
-}
+/** Output kept of a helper (iperf3's JSON report of a long transfer included). */
+const OUTPUT_LIMIT = 16 << 20;
 
 class Demo {
   private readonly out: NodeJS.WritableStream;
@@ -234,8 +187,8 @@ class Demo {
   private readonly keep: boolean;
   private readonly started = Date.now();
   private readonly deadline: number;
-  private readonly children = new Set<Tracked>();
-  private readonly namespaces: string[] = [];
+  /** The namespaces and what runs in them; made once the names are chosen. */
+  private lab: NetworkLab | null = null;
   private readonly daemons: DaemonProcess[] = [];
   private tempDir: string | null = null;
   private cli = "";
@@ -276,102 +229,45 @@ class Demo {
   // -------------------------------------------------------------------------------------
   // Processes
 
-  /** Starts a process in its own process group (Ctrl-C reaches only the demo, which stops it). */
+  /** Starts a process inside a namespace, in its own process group (Ctrl-C reaches only the
+   * demo, which stops it). */
   private start(
+    namespace: string,
     label: string,
     command: string,
     args: string[],
-    stdio: "pipe" | number = "pipe",
-    forCleanup = false,
-  ): Tracked {
+    output: "pipe" | number = "pipe",
+  ): Proc {
     // Once cleaning up has begun, a step still unwinding must not make anything new.
-    if (this.stopping && !forCleanup) throw new DemoFailure("stopping");
-    const child = spawn(command, args, {
-      detached: true,
-      stdio: ["ignore", stdio, stdio],
-    });
-    const tracked: Tracked = {
-      child,
-      label,
-      stdout: "",
-      stderr: "",
-      // "close" after the process and its pipes are done; "error" alone if it never started.
-      exited: new Promise((resolve) => {
-        child.once("close", () => resolve());
-        child.once("error", () => resolve());
-      }),
-    };
-    child.once("close", () => this.children.delete(tracked));
-    child.once("error", () => this.children.delete(tracked));
-    child.stdout?.setEncoding("utf8").on("data", (data: string) => (tracked.stdout += data));
-    child.stderr?.setEncoding("utf8").on("data", (data: string) => (tracked.stderr += data));
-    child.once("error", (error) => {
-      tracked.stderr += `${error.message}\n`;
-    });
-    this.children.add(tracked);
-    return tracked;
+    if (this.stopping || !this.lab) throw new DemoFailure("stopping");
+    return this.lab.spawn(namespace, label, command, args, { output, stdoutLimit: OUTPUT_LIMIT });
   }
 
-  /** Runs a command to the end; its output and how it ended. */
+  /** Runs a command inside a namespace to the end; its output and how it ended. */
   private async run(
+    namespace: string,
     command: string,
     args: string[],
-    forCleanup = false,
   ): Promise<{ ok: boolean; stdout: string; stderr: string; how: string }> {
-    const tracked = this.start(`${command} ${args.join(" ")}`, command, args, "pipe", forCleanup);
-    await tracked.exited;
+    const proc = this.start(namespace, `${command} ${args.join(" ")}`, command, args);
+    const { code } = await proc.exited;
     return {
-      ok: tracked.child.exitCode === 0,
-      stdout: tracked.stdout,
-      stderr: tracked.stderr,
-      how: exitText(tracked.child),
+      ok: code === 0,
+      stdout: proc.stdout.raw,
+      stderr: proc.stderr.raw,
+      how: proc.exitDescription,
     };
-  }
-
-  /** `ip ARGS`, failing with ip's own message. */
-  private async ip(args: string[], exitCode = EXIT_FAILED): Promise<string> {
-    const result = await this.run("ip", args);
-    if (!result.ok) {
-      throw new DemoFailure(
-        `\`ip ${args.join(" ")}\` failed: ${result.stderr.trim() || result.how}`,
-        exitCode,
-      );
-    }
-    return result.stdout;
-  }
-
-  /** Runs a command inside a namespace: `ip netns exec NS COMMAND ARGS`. */
-  private inNamespace(namespace: string, command: string, args: string[]): string[] {
-    return ["netns", "exec", namespace, command, ...args];
   }
 
   /** Waits until a process prints something matching `pattern`; fails if it exits first. */
-  private async waitForOutput(tracked: Tracked, pattern: RegExp): Promise<void> {
-    while (!pattern.test(tracked.stdout)) {
-      if (!alive(tracked.child)) {
-        const why = tracked.stderr.trim() || tracked.stdout.trim() || exitText(tracked.child);
-        throw new DemoFailure(`${tracked.label} stopped before it was ready: ${why}`);
+  private async waitForOutput(proc: Proc, pattern: RegExp): Promise<void> {
+    while (!pattern.test(proc.stdout.raw)) {
+      if (!proc.running) {
+        const why = proc.stderr.toString() || proc.stdout.toString() || proc.exitDescription;
+        throw new DemoFailure(`${proc.label} stopped before it was ready: ${why}`);
       }
       await sleep(25);
     }
-  }
-
-  private async killAndWait(tracked: Tracked, graceMs: number): Promise<boolean> {
-    const pid = tracked.child.pid;
-    if (pid === undefined || !alive(tracked.child)) return true;
-    try {
-      process.kill(pid, "SIGTERM");
-    } catch {
-      // already gone
-    }
-    if (await settlesWithin(tracked.exited, graceMs)) return true;
-    try {
-      process.kill(pid, "SIGKILL");
-    } catch {
-      // already gone
-    }
-    await settlesWithin(tracked.exited, 2000);
-    return false;
   }
 
   // -------------------------------------------------------------------------------------
@@ -446,47 +342,32 @@ class Demo {
 
   private async makeNamespaces(id: string): Promise<[string, string]> {
     this.header("Creating two network namespaces: a pretend hub and a pretend edge node");
-    const hub = `${NAMESPACE_PREFIX}${id}-hub`;
-    const edge = `${NAMESPACE_PREFIX}${id}-edge`;
-    for (const [index, namespace] of [hub, edge].entries()) {
-      // Listed before it exists, so that an interruption in the middle still removes it.
-      this.namespaces.push(namespace);
-      const added = await this.run("ip", ["netns", "add", namespace]);
-      if (!added.ok) {
-        const why = added.stderr.trim() || added.how;
+    const lab = this.lab!;
+    for (const [index, role] of (["hub", "edge"] as const).entries()) {
+      try {
+        lab.add(role);
+      } catch (error) {
+        const why = error instanceof Error ? error.message : String(error);
         if (/exists/i.test(why)) {
-          this.namespaces.pop(); // someone else's: not ours to delete
-          throw new DemoFailure(`a namespace named ${namespace} already exists; run it again`);
+          // someone else's: the lab did not take it, so it is not removed
+          throw new DemoFailure(`a namespace named ${lab.name(role)} already exists; run it again`);
         }
         // The first one tells whether this kernel (or container) allows namespaces at all.
         throw new DemoFailure(
-          `could not create network namespace ${namespace} (ip netns add: ${why})`,
+          `could not create network namespace ${lab.name(role)} (${why})`,
           index === 0 ? EXIT_CANNOT_RUN : EXIT_FAILED,
         );
       }
-      await this.ip(["-n", namespace, "link", "set", "lo", "up"]);
     }
+    const hub = lab.name("hub");
+    const edge = lab.name("edge");
     // Both ends are created directly inside the namespaces: nothing appears on this host.
-    const hubLink = `vhub${id}`;
-    const edgeLink = `vedge${id}`;
-    await this.ip([
-      "link",
-      "add",
-      hubLink,
-      "netns",
-      hub,
-      "type",
-      "veth",
-      "peer",
-      "name",
-      edgeLink,
-      "netns",
-      edge,
-    ]);
-    await this.ip(["-n", hub, "address", "add", `${HUB_UNDERLAY}/24`, "dev", hubLink]);
-    await this.ip(["-n", edge, "address", "add", `${EDGE_UNDERLAY}/24`, "dev", edgeLink]);
-    await this.ip(["-n", hub, "link", "set", hubLink, "up"]);
-    await this.ip(["-n", edge, "link", "set", edgeLink, "up"]);
+    const [hubLink, edgeLink] = lab.veth(hub, edge, {
+      nameA: `vhub${id}`,
+      nameB: `vedge${id}`,
+      addressA: `${HUB_UNDERLAY}/24`,
+      addressB: `${EDGE_UNDERLAY}/24`,
+    });
     this.detail(`hub   namespace ${hub.padEnd(edge.length)}  veth ${hubLink}   ${HUB_UNDERLAY}/24`);
     this.detail(`edge  namespace ${edge}  veth ${edgeLink}  ${EDGE_UNDERLAY}/24`);
     this.detail(
@@ -564,14 +445,9 @@ class Demo {
       const fd = openSync(log, "a", 0o600);
       const args = [this.cli, "up", config, "--interface", name];
       this.detail(`ip netns exec ${namespace} node ${args.join(" ")}`);
-      let tracked: Tracked;
+      let tracked: Proc;
       try {
-        tracked = this.start(
-          `the ${role} daemon`,
-          "ip",
-          this.inNamespace(namespace, process.execPath, args),
-          fd,
-        );
+        tracked = this.start(namespace, `the ${role} daemon`, process.execPath, args, fd);
       } finally {
         closeSync(fd);
       }
@@ -581,7 +457,7 @@ class Demo {
         if (this.stopping) return;
         this.abort(
           new DemoFailure(
-            `the ${role} daemon (${name}) stopped unexpectedly (${exitText(tracked.child)}).` +
+            `the ${role} daemon (${name}) stopped unexpectedly (${tracked.exitDescription}).` +
               ` Its log:\n${this.logTail(daemon)}`,
           ),
         );
@@ -632,44 +508,34 @@ class Demo {
     );
     let output: string;
     if (ping) {
-      const result = await this.run(
-        "ip",
-        this.inNamespace(edge, ping, [
-          "-n",
-          "-c",
-          String(PINGS),
-          "-i",
-          "0.5",
-          "-W",
-          "3",
-          HUB_TUNNEL,
-        ]),
-      );
+      const result = await this.run(edge, ping, [
+        "-n",
+        "-c",
+        String(PINGS),
+        "-i",
+        "0.5",
+        "-W",
+        "3",
+        HUB_TUNNEL,
+      ]);
       output = result.stdout + result.stderr;
     } else {
-      const server = this.start(
-        "the UDP echo server",
-        "ip",
-        this.inNamespace(hub, process.execPath, [
-          "-e",
-          UDP_ECHO_SERVER,
-          HUB_TUNNEL,
-          String(ECHO_PORT),
-        ]),
-      );
+      const server = this.start(hub, "the UDP echo server", process.execPath, [
+        "-e",
+        UDP_ECHO_SERVER,
+        HUB_TUNNEL,
+        String(ECHO_PORT),
+      ]);
       await this.waitForOutput(server, /ready/);
-      const result = await this.run(
-        "ip",
-        this.inNamespace(edge, process.execPath, [
-          "-e",
-          UDP_ECHO_CLIENT,
-          HUB_TUNNEL,
-          String(ECHO_PORT),
-          String(PINGS),
-        ]),
-      );
+      const result = await this.run(edge, process.execPath, [
+        "-e",
+        UDP_ECHO_CLIENT,
+        HUB_TUNNEL,
+        String(ECHO_PORT),
+        String(PINGS),
+      ]);
       output = result.stdout + result.stderr;
-      await this.killAndWait(server, 2000);
+      await server.end(2000);
     }
     const lines = output
       .split("\n")
@@ -698,32 +564,25 @@ class Demo {
     let seconds: number;
     let mbits: number;
     if (iperf) {
-      const server = this.start(
-        "the iperf3 server",
-        "ip",
-        this.inNamespace(hub, iperf, [
-          "-s",
-          "-1",
-          "-B",
-          HUB_TUNNEL,
-          "-p",
-          String(TRANSFER_PORT),
-          "--forceflush",
-        ]),
-      );
+      const server = this.start(hub, "the iperf3 server", iperf, [
+        "-s",
+        "-1",
+        "-B",
+        HUB_TUNNEL,
+        "-p",
+        String(TRANSFER_PORT),
+        "--forceflush",
+      ]);
       await this.waitForOutput(server, /Server listening/);
-      const result = await this.run(
-        "ip",
-        this.inNamespace(edge, iperf, [
-          "-c",
-          HUB_TUNNEL,
-          "-p",
-          String(TRANSFER_PORT),
-          "-n",
-          String(bytes),
-          "-J",
-        ]),
-      );
+      const result = await this.run(edge, iperf, [
+        "-c",
+        HUB_TUNNEL,
+        "-p",
+        String(TRANSFER_PORT),
+        "-n",
+        String(bytes),
+        "-J",
+      ]);
       interface Sum {
         bytes?: number;
         seconds?: number;
@@ -747,41 +606,36 @@ class Demo {
       received = sent.bytes;
       seconds = got.seconds;
       mbits = got.bits_per_second / 1e6;
-      await this.killAndWait(server, 2000);
+      await server.end(2000);
     } else {
-      const receiver = this.start(
-        "the TCP receiver",
-        "ip",
-        this.inNamespace(hub, process.execPath, [
-          "-e",
-          TCP_RECEIVER,
-          HUB_TUNNEL,
-          String(TRANSFER_PORT),
-        ]),
-      );
+      const receiver = this.start(hub, "the TCP receiver", process.execPath, [
+        "-e",
+        TCP_RECEIVER,
+        HUB_TUNNEL,
+        String(TRANSFER_PORT),
+      ]);
       await this.waitForOutput(receiver, /ready/);
-      const sender = await this.run(
-        "ip",
-        this.inNamespace(edge, process.execPath, [
-          "-e",
-          TCP_SENDER,
-          HUB_TUNNEL,
-          String(TRANSFER_PORT),
-          String(bytes),
-        ]),
-      );
+      const sender = await this.run(edge, process.execPath, [
+        "-e",
+        TCP_SENDER,
+        HUB_TUNNEL,
+        String(TRANSFER_PORT),
+        String(bytes),
+      ]);
       if (!sender.ok) {
         throw new DemoFailure(`the TCP sender failed: ${sender.stderr.trim() || sender.how}`);
       }
       await this.waitForOutput(receiver, /"seconds"/);
-      const report = JSON.parse(receiver.stdout.split("\n").find((l) => l.startsWith("{"))!) as {
+      const report = JSON.parse(
+        receiver.stdout.raw.split("\n").find((l) => l.startsWith("{"))!,
+      ) as {
         bytes: number;
         seconds: number;
       };
       received = report.bytes;
       seconds = report.seconds;
       mbits = (received * 8) / seconds / 1e6;
-      await this.killAndWait(receiver, 2000);
+      await receiver.end(2000);
     }
     if (received < bytes) {
       throw new DemoFailure(`only ${received} of ${bytes} bytes arrived at the hub`);
@@ -822,45 +676,26 @@ class Demo {
     this.stopping = true;
     const problems: string[] = [];
     for (const daemon of this.daemons) {
-      const child = daemon.process.child;
-      if (!alive(child)) continue;
-      this.detail(`stopping the ${daemon.role} daemon (pid ${child.pid}) with SIGTERM`, true);
+      if (!daemon.process.running) continue;
+      this.detail(
+        `stopping the ${daemon.role} daemon (pid ${daemon.process.pid}) with SIGTERM`,
+        true,
+      );
     }
-    const stopped = await Promise.all(
-      this.daemons.map((daemon) => this.killAndWait(daemon.process, 10_000)),
-    );
+    const stopped = await Promise.all(this.daemons.map((daemon) => daemon.process.end(10_000)));
     stopped.forEach((clean, index) => {
       if (!clean) {
         const daemon = this.daemons[index]!;
         problems.push(`the ${daemon.role} daemon did not stop in 10 s and was killed`);
       }
     });
-    await Promise.all([...this.children].map((tracked) => this.killAndWait(tracked, 2000)));
-    const deleted: string[] = [];
-    for (const namespace of [...this.namespaces].reverse()) {
-      if (existsSync(join(NETNS_DIRECTORY, namespace))) {
-        // Anything still running inside a namespace of ours is ours: end it by PID.
-        const pids = await this.run("ip", ["netns", "pids", namespace], true);
-        for (const pid of pids.stdout.split(/\s+/).filter(Boolean).map(Number)) {
-          try {
-            process.kill(pid, "SIGKILL");
-            problems.push(`process ${pid} was still running in ${namespace}; killed`);
-          } catch {
-            // gone already
-          }
-        }
-        const removed = await this.run("ip", ["netns", "delete", namespace], true);
-        if (!removed.ok) {
-          problems.push(`could not delete namespace ${namespace}: ${removed.stderr.trim()}`);
-          continue;
-        }
-        deleted.unshift(namespace);
-      }
-      this.namespaces.splice(this.namespaces.indexOf(namespace), 1);
-    }
-    if (deleted.length) {
+    // The helpers, anything else still inside the namespaces (ours, so ended by PID), then
+    // the namespaces themselves.
+    const removal = this.lab?.destroy(2000) ?? { deleted: [], problems: [] };
+    problems.push(...removal.problems);
+    if (removal.deleted.length) {
       this.detail(
-        `deleted ${deleted.join(" and ")}\n(and with them the veth pair and the tunnel interfaces)`,
+        `deleted ${[...removal.deleted].reverse().join(" and ")}\n(and with them the veth pair and the tunnel interfaces)`,
         true,
       );
     }
@@ -880,11 +715,6 @@ class Demo {
       rmSync(this.tempDir, { recursive: true, force: true });
       this.detail(`removed ${this.tempDir}`, true);
       this.tempDir = null;
-    }
-    const listed = await this.run("ip", ["netns", "list"], true);
-    for (const line of listed.stdout.split("\n")) {
-      const name = line.split(" ")[0];
-      if (name && this.namespaces.includes(name)) problems.push(`namespace ${name} is still there`);
     }
     return problems;
   }
@@ -929,13 +759,14 @@ class Demo {
       let id = randomBytes(2).toString("hex");
       for (let tries = 0; tries < 20; tries++) {
         const taken =
-          existsSync(join(NETNS_DIRECTORY, `${NAMESPACE_PREFIX}${id}-hub`)) ||
-          existsSync(join(NETNS_DIRECTORY, `${NAMESPACE_PREFIX}${id}-edge`)) ||
+          namespaceExists(`${NAMESPACE_PREFIX}${id}-hub`) ||
+          namespaceExists(`${NAMESPACE_PREFIX}${id}-edge`) ||
           existsSync(join(DEFAULT_SOCKET_DIRECTORY, `demohub${id}.sock`)) ||
           existsSync(join(DEFAULT_SOCKET_DIRECTORY, `demoedge${id}.sock`));
         if (!taken) break;
         id = randomBytes(2).toString("hex");
       }
+      this.lab = new NetworkLab({ prefix: NAMESPACE_PREFIX, id });
       const namespaces = await this.step("creating the namespaces", 10_000, () =>
         this.makeNamespaces(id),
       );
@@ -1009,7 +840,7 @@ class Demo {
     this.detail("Then remove it all with:");
     const pids = this.daemons.map((daemon) => daemon.process.child.pid).join(" ");
     if (pids) this.detail(`  kill ${pids}`);
-    for (const namespace of this.namespaces) this.detail(`  ip netns delete ${namespace}`);
+    for (const namespace of this.lab?.created ?? []) this.detail(`  ip netns delete ${namespace}`);
     if (this.tempDir) this.detail(`  rm -r ${this.tempDir}`);
   }
 

@@ -1,6 +1,26 @@
 // What `edgetun` exits with, by the class of what went wrong. `edgetun --help` lists these.
+import { InvalidArgumentError } from "commander";
 import { EdgetunError } from "../core/errors.js";
 import { asAreaError } from "../host/errors.js";
+
+/** A mistake in how a command was used, found after the argument parser's own checks. */
+export class UsageError extends EdgetunError {
+  constructor(message: string) {
+    super("ERR_USAGE", message);
+  }
+}
+
+/**
+ * An option's value as `parse` reads it; whatever `parse` throws becomes commander's
+ * InvalidArgumentError with the same message, which commander prints as a usage mistake.
+ */
+export function optionValue<T>(parse: () => T): T {
+  try {
+    return parse();
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
+}
 
 export const EXIT_OK = 0;
 /** The command failed for a reason it printed (usage, configuration, control socket, …). */

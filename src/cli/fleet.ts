@@ -14,6 +14,7 @@ import { parseStoreUrl, type StoreLocation } from "../host/fleet/store-url.js";
 import type { Prefix } from "../host/fleet/records.js";
 // The store client, the hub's watcher and the fleet commands' work are loaded by the command
 // or option that uses them: a plain `edgetun up` starts without them (issue 14).
+import { optionValue } from "./exit-status.js";
 
 export const STORE_ENV = "EDGETUN_FLEET";
 
@@ -69,11 +70,7 @@ function addTlsOptions(command: Command): Command {
 }
 
 function parseStore(text: string): StoreLocation {
-  try {
-    return parseStoreUrl(text);
-  } catch (error) {
-    throw new InvalidArgumentError((error as Error).message);
-  }
+  return optionValue(() => parseStoreUrl(text));
 }
 
 function parsePrefix(text: string, previous: Prefix[] = []): Prefix[] {
@@ -82,11 +79,7 @@ function parsePrefix(text: string, previous: Prefix[] = []): Prefix[] {
     .split(",")
     .map((s) => s.trim())
     .filter(Boolean)) {
-    try {
-      added.push(parseCidr(part));
-    } catch (error) {
-      throw new InvalidArgumentError((error as Error).message);
-    }
+    added.push(optionValue(() => parseCidr(part)));
   }
   return [...previous, ...added];
 }

@@ -6,8 +6,7 @@ import { Command, InvalidArgumentError, Option } from "commander";
 // the daemon, metrics server, fleet store client, demo, show and syncconf are loaded by the
 // command that uses them, so `edgetun up` starts without prom-client's neighbours it does not
 // use and `edgetun --version`, `show` or `genkey` without the data path (issue 14).
-import { EdgetunError } from "../core/errors.js";
-import { EXIT_STATUS_HELP, reportOf } from "./exit-status.js";
+import { EXIT_STATUS_HELP, UsageError, optionValue, reportOf } from "./exit-status.js";
 import { UapiClientError } from "../host/errors.js";
 import { decodeKey } from "../core/key-text.js";
 import { isLogLevel, type LogLevel } from "../host/log.js";
@@ -27,13 +26,6 @@ import type { UpOptions } from "./up.js";
 import { VERSION } from "./version.js";
 import { conciseUsageErrors } from "./usage.js";
 
-/** A mistake in how the command was used, found after commander's own checks. */
-class UsageError extends EdgetunError {
-  constructor(message: string) {
-    super("ERR_USAGE", message);
-  }
-}
-
 function fail(error: unknown): never {
   const { status, text } = reportOf(error);
   process.stderr.write(`edgetun: ${text}\n`);
@@ -46,19 +38,11 @@ function parseLogLevel(text: string): LogLevel {
 }
 
 function parseMetricsListenOption(text: string): MetricsListen | null {
-  try {
-    return parseMetricsListen(text);
-  } catch (error) {
-    throw new InvalidArgumentError((error as Error).message);
-  }
+  return optionValue(() => parseMetricsListen(text));
 }
 
 function parsePeerSeriesOption(text: string): PeerSeries {
-  try {
-    return parsePeerSeries(text);
-  } catch (error) {
-    throw new InvalidArgumentError((error as Error).message);
-  }
+  return optionValue(() => parsePeerSeries(text));
 }
 
 /** A number above 0 (the demo checks its upper bound). */
@@ -71,11 +55,7 @@ function parseMegabytes(text: string): number {
 }
 
 function collectReadyPeer(text: string, previous: string[] = []): string[] {
-  try {
-    decodeKey(text, "a ready peer's public key");
-  } catch (error) {
-    throw new InvalidArgumentError((error as Error).message);
-  }
+  optionValue(() => decodeKey(text, "a ready peer's public key"));
   return [...previous, text.trim()];
 }
 

@@ -170,3 +170,28 @@ export class UapiClientError extends EdgetunError {
 
 /** The metrics address cannot be had; `code` is the errno name ("EADDRINUSE", …). */
 export class MetricsListenError extends EdgetunError {}
+
+// --- processes and namespaces (the toolkit in src/host/toolkit/) --------------------------
+
+export type StepErrorCode =
+  | "ERR_STEP_FAILED"
+  | "ERR_COMMAND_FAILED"
+  | "ERR_COMMAND_TIMEOUT"
+  | "ERR_PROCESS_EXITED"
+  | "ERR_PROCESS_NOT_READY"
+  | "ERR_LAB_CLOSED";
+
+/**
+ * A step of a scripted run failed: a command that exited non-zero or ran past its time limit
+ * (the message names it and carries its stderr), a process that exited or never printed that
+ * it was ready, a namespace lab already being removed. The toolkit shared by `edgetun demo`,
+ * the tests and the benchmarks throws it; the benchmarks throw it for their own failed steps
+ * (`ERR_STEP_FAILED`).
+ */
+export class StepError extends EdgetunError {
+  declare readonly code: StepErrorCode;
+
+  constructor(message: string, code: StepErrorCode = "ERR_STEP_FAILED", options?: ErrorOptions) {
+    super(code, message, options);
+  }
+}

@@ -1,6 +1,7 @@
 // Where the metrics server listens and which peers get series of their own, as the command line
 // names them. Apart from metrics.ts (which loads prom-client and the HTTP server) so that
 // parsing `--metrics-listen` and `--metrics-peers` costs nothing when the command is not `up`.
+import { EndpointFormatError, parseEndpoint, type EndpointSpec } from "../core/endpoint.js";
 
 /**
  * Where `edgetun up` serves metrics unless told otherwise. Not 9586, the port of
@@ -13,35 +14,25 @@ export interface MetricsListen {
   port: number;
 }
 
-/** `--metrics-listen`: `HOST:PORT` (`[v6]:PORT`), or `off`. Throws RangeError with the why. */
+/**
+ * `--metrics-listen`: `HOST:PORT` (`[v6]:PORT`, a zone allowed), or `off`. Read by the core's
+ * endpoint parser, so it takes what a peer's Endpoint takes. Throws RangeError with the why.
+ */
 export function parseMetricsListen(text: string): MetricsListen | null {
   const trimmed = text.trim();
   if (trimmed === "off") return null;
-  let host: string;
-  let portText: string;
-  if (trimmed.startsWith("[")) {
-    const close = trimmed.indexOf("]");
-    if (close === -1 || trimmed[close + 1] !== ":") {
-      throw new RangeError("write an IPv6 address as [ADDRESS]:PORT, e.g. [::1]:9825");
-    }
-    host = trimmed.slice(1, close);
-    portText = trimmed.slice(close + 2);
-  } else {
-    const colon = trimmed.lastIndexOf(":");
-    if (colon === -1) throw new RangeError("expected HOST:PORT (e.g. 127.0.0.1:9825) or off");
-    host = trimmed.slice(0, colon);
-    portText = trimmed.slice(colon + 1);
-    if (host.includes(":")) {
-      throw new RangeError("an IPv6 address needs brackets, e.g. [::1]:9825");
-    }
+  let spec: EndpointSpec;
+  try {
+    spec = parseEndpoint(trimmed, { names: true });
+  } catch (error) {
+    if (!(error instanceof EndpointFormatError)) throw error;
+    throw new RangeError(`${error.message}; expected HOST:PORT, [ADDRESS]:PORT or off`, {
+      cause: error,
+    });
   }
-  if (host === "") throw new RangeError("no host before the port (0.0.0.0 for every address)");
-  if (!/^\d{1,5}$/.test(portText) || Number(portText) < 1 || Number(portText) > 65535) {
-    throw new RangeError(
-      `the port must be a number from 1 to 65535, not ${JSON.stringify(portText)}`,
-    );
-  }
-  return { host, port: Number(portText) };
+  if (spec.kind === "name") return { host: spec.name, port: spec.port };
+  const { address, port, zone } = spec.endpoint;
+  return { host: zone === undefined ? address : `${address}%${zone}`, port };
 }
 
 /**

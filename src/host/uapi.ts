@@ -141,8 +141,14 @@ type SetRequest = { -readonly [K in keyof ConfigChange]: ConfigChange[K] } & {
   peers: PeerSection[];
 };
 
-const DEVICE_KEYS = new Set(["private_key", "listen_port", "fwmark", "replace_peers"]);
-const PEER_KEYS = new Set([
+/** The keys a `set=1` request may give for the device, and for a peer. */
+export const DEVICE_KEYS: ReadonlySet<string> = new Set([
+  "private_key",
+  "listen_port",
+  "fwmark",
+  "replace_peers",
+]);
+export const PEER_KEYS: ReadonlySet<string> = new Set([
   "public_key",
   "remove",
   "update_only",

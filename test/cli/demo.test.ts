@@ -13,7 +13,7 @@ import { commandExists, tunUnavailableReason } from "../support/netns.js";
 
 const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
 const builtCli = join(repoRoot, "dist", "src", "cli", "main.js");
-const builtDemo = join(repoRoot, "dist", "src", "demo.js");
+const builtDemo = join(repoRoot, "dist", "src", "cli", "demo.js");
 
 function unavailableBecause(): string | null {
   if (!existsSync(builtCli)) return "needs the build (npm run build): the daemons run from dist/";

@@ -479,6 +479,8 @@ describe("the metrics server", () => {
     expect(parseMetricsListen("[::1]:9586")).toEqual({ host: "::1", port: 9586 });
     expect(parseMetricsListen("localhost:9100")).toEqual({ host: "localhost", port: 9100 });
     expect(parseMetricsListen("off")).toBeNull();
+    // The core's endpoint parser reads it: a link-local address keeps its zone.
+    expect(parseMetricsListen("[fe80::1%lo]:9586")).toEqual({ host: "fe80::1%lo", port: 9586 });
     for (const [text, problem] of [
       ["9586", /HOST:PORT/],
       [":9586", /no host/],

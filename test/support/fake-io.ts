@@ -37,6 +37,15 @@ class Readiness {
 }
 
 /** A TUN device: `inject` is the kernel routing a packet into the tunnel; writes collect. */
+/** A copy of packet `i` of a batch, out of the arena the caller reuses. */
+function slotCopy(
+  slots: { arena: Uint8Array; offsets: Uint32Array; lengths: Uint32Array },
+  i: number,
+): Buffer {
+  const offset = slots.offsets[i]!;
+  return Buffer.from(slots.arena.subarray(offset, offset + slots.lengths[i]!));
+}
+
 export class FakeTun implements TunnelDevice {
   /** Packets the daemon wrote (decrypted, from the tunnel's peers), copies in order. */
   readonly written: Buffer[] = [];
@@ -66,8 +75,7 @@ export class FakeTun implements TunnelDevice {
 
   writeBatch(slots: WriteSlots, count: number): number {
     for (let i = 0; i < count; i++) {
-      const offset = slots.offsets[i]!;
-      this.written.push(Buffer.from(slots.arena.subarray(offset, offset + slots.lengths[i]!)));
+      this.written.push(slotCopy(slots, i));
       if (slots.status) slots.status[i] = 0;
     }
     return count;
@@ -186,9 +194,7 @@ export class FakeSocket implements DatagramSocket {
 
   sendBatch(slots: UdpSendSlots, count: number): number {
     for (let i = 0; i < count; i++) {
-      const offset = slots.offsets[i]!;
-      const data = Buffer.from(slots.arena.subarray(offset, offset + slots.lengths[i]!));
-      this.network.carry(data, this.endpoint, readEndpoint(slots.endpoints, i));
+      this.network.carry(slotCopy(slots, i), this.endpoint, readEndpoint(slots.endpoints, i));
       if (slots.status) slots.status[i] = 0;
     }
     return count;

@@ -19,7 +19,13 @@ import { MessageType, macOffsets } from "../../src/core/messages.js";
 import { parseConfig } from "../../src/host/config.js";
 import { ConfigError } from "../../src/host/errors.js";
 import { Reconfigurer, type ReconfigurationHost } from "../../src/host/reconfigure.js";
-import { handleGet, handleSet, type UapiHost } from "../../src/host/uapi.js";
+import {
+  DEVICE_KEYS,
+  PEER_KEYS,
+  handleGet,
+  handleSet,
+  type UapiHost,
+} from "../../src/host/uapi.js";
 import { ipv4Packet, pairOfNodes } from "./index.js";
 
 export interface FuzzTarget<T> {
@@ -236,23 +242,8 @@ export function controlTarget(): FuzzTarget<string[]> {
     fc.constantFrom("10.0.0.0/8", "::/0", "fd00::1/129", "192.0.2.1:51820", "[fd00::1]:1", "a:b"),
     fc.string({ maxLength: 20 }),
   );
-  const key = fc.constantFrom(
-    "private_key",
-    "listen_port",
-    "fwmark",
-    "replace_peers",
-    "public_key",
-    "remove",
-    "update_only",
-    "preshared_key",
-    "endpoint",
-    "persistent_keepalive_interval",
-    "replace_allowed_ips",
-    "allowed_ip",
-    "protocol_version",
-    "rx_bytes",
-    "bogus",
-  );
+  // Every key the parser takes, a read-only one and an unknown one.
+  const key = fc.constantFrom(...DEVICE_KEYS, ...PEER_KEYS, "rx_bytes", "bogus");
   const line = fc.oneof(
     { weight: 10, arbitrary: fc.tuple(key, value).map(([k, v]) => `${k}=${v}`) },
     { weight: 1, arbitrary: fc.string({ maxLength: 30 }) },

@@ -1,18 +1,12 @@
 // Network namespaces for integration tests: uniquely named, always removed, and a clear reason
 // whenever the machine cannot run them (not root, a tool missing).
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import type { ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { nativeLoadError } from "../../src/host/native/index.js";
+import { NetworkLab } from "../../src/host/toolkit/netns.js";
+import { commandExists } from "../../src/host/toolkit/process.js";
 
-export function commandExists(name: string): boolean {
-  try {
-    execFileSync("sh", ["-c", `command -v ${name}`], { stdio: "ignore" });
-    return true;
-  } catch {
-    return false;
-  }
-}
+export { commandExists };
 
 /** Why namespace tests cannot run here, or null when they can. */
 export function netnsUnavailableReason(tools: string[] = []): string | null {
@@ -32,75 +26,42 @@ export function tunUnavailableReason(tools: string[] = []): string | null {
   return addon ? `needs the native addon (${addon.message})` : null;
 }
 
-export function run(command: string, args: string[], input?: string): string {
-  return execFileSync(command, args, {
-    encoding: "utf8",
-    stdio: ["pipe", "pipe", "pipe"],
-    ...(input !== undefined ? { input } : {}),
-  });
-}
-
-/** A set of namespaces joined by veth pairs; `cleanup()` removes all of it and what it ran. */
+/** A set of namespaces joined by veth pairs; `cleanup()` removes all of it and what it ran.
+ * The tests' face of the toolkit's NetworkLab: `spawn` hands back the ChildProcess. */
 export class Testbed {
-  readonly id = `et${process.pid.toString(36)}${randomBytes(3).toString("hex")}`;
-  private readonly namespaces: string[] = [];
-  private readonly children: ChildProcess[] = [];
+  private readonly lab = new NetworkLab({
+    prefix: "et",
+    // Tests run wg-quick, iperf3 and the like through `exec`; vitest's own limits end a hang.
+    commandTimeoutMs: 120_000,
+    // In the test runner's process group: a test run interrupted ends them too.
+    ownGroup: false,
+  });
+  readonly id = `${this.lab.prefix}${this.lab.id}`;
 
   namespace(label: string): string {
-    const name = `${this.id}-${label}`;
-    run("ip", ["netns", "add", name]);
-    this.namespaces.push(name);
-    run("ip", ["-n", name, "link", "set", "lo", "up"]);
-    return name;
+    return this.lab.add(label);
   }
 
   /** A veth pair between two namespaces, with an address on each end (and an MTU if given). */
   link(a: string, aAddress: string, b: string, bAddress: string, mtu?: number): void {
-    const suffix = randomBytes(3).toString("hex");
-    const ifA = `va${suffix}`;
-    const ifB = `vb${suffix}`;
-    run("ip", ["link", "add", ifA, "netns", a, "type", "veth", "peer", ifB, "netns", b]);
-    run("ip", ["-n", a, "addr", "add", aAddress, "dev", ifA]);
-    run("ip", ["-n", b, "addr", "add", bAddress, "dev", ifB]);
-    if (mtu !== undefined) {
-      run("ip", ["-n", a, "link", "set", ifA, "mtu", String(mtu)]);
-      run("ip", ["-n", b, "link", "set", ifB, "mtu", String(mtu)]);
-    }
-    run("ip", ["-n", a, "link", "set", ifA, "up"]);
-    run("ip", ["-n", b, "link", "set", ifB, "up"]);
+    this.lab.veth(a, b, {
+      addressA: aAddress,
+      addressB: bAddress,
+      ...(mtu !== undefined ? { mtu } : {}),
+    });
   }
 
   exec(ns: string, command: string, args: string[], input?: string): string {
-    return run("ip", ["netns", "exec", ns, command, ...args], input);
+    return this.lab.exec(ns, command, args, input !== undefined ? { input } : {});
   }
 
   /** Starts a long-running process inside a namespace; it is ended by PID in cleanup. */
   spawn(ns: string, command: string, args: string[]): ChildProcess {
-    const child = spawn("ip", ["netns", "exec", ns, command, ...args], {
-      stdio: ["pipe", "pipe", "pipe"],
-    });
-    this.children.push(child);
-    return child;
+    return this.lab.spawn(ns, command, command, args, { stdin: true }).child;
   }
 
   cleanup(): void {
-    for (const child of this.children) {
-      if (child.exitCode === null && child.signalCode === null && child.pid) {
-        try {
-          process.kill(child.pid, "SIGTERM");
-        } catch {
-          // already gone
-        }
-      }
-    }
-    for (const ns of this.namespaces.reverse()) {
-      try {
-        run("ip", ["netns", "del", ns]);
-      } catch {
-        // removed already
-      }
-    }
-    this.namespaces.length = 0;
+    this.lab.destroy();
   }
 }
 

@@ -50,6 +50,19 @@ export interface UdpQueueStats {
   drops: number;
 }
 
+/** The arguments of the addon's batch seal and open, in its order. */
+export type AeadBatchArguments = [
+  arena: Uint8Array,
+  offsets: Uint32Array,
+  lengths: Uint32Array,
+  keySlots: Uint32Array,
+  counters: BigUint64Array | Uint32Array,
+  keys: Uint8Array,
+  status: Int32Array | null,
+  first: number,
+  count: number,
+];
+
 /** The addon's raw interface; the exported classes below are the supported way to use it. */
 export interface NativeAddon {
   readonly MAX_BATCH: number;
@@ -157,28 +170,8 @@ export interface NativeAddon {
     replyEndpoints: Uint8Array,
     replyLocals: Uint8Array | null,
   ): number;
-  aeadSealBatch(
-    arena: Uint8Array,
-    offsets: Uint32Array,
-    lengths: Uint32Array,
-    keySlots: Uint32Array,
-    counters: BigUint64Array | Uint32Array,
-    keys: Uint8Array,
-    status: Int32Array | null,
-    first: number,
-    count: number,
-  ): void;
-  aeadOpenBatch(
-    arena: Uint8Array,
-    offsets: Uint32Array,
-    lengths: Uint32Array,
-    keySlots: Uint32Array,
-    counters: BigUint64Array | Uint32Array,
-    keys: Uint8Array,
-    status: Int32Array | null,
-    first: number,
-    count: number,
-  ): number;
+  aeadSealBatch(...batch: AeadBatchArguments): void;
+  aeadOpenBatch(...batch: AeadBatchArguments): number;
   aeadSeal(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array | null, data: Uint8Array): Buffer;
   aeadOpen(
     key: Uint8Array,

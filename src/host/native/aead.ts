@@ -1,6 +1,6 @@
 // ChaCha20-Poly1305 over a batch of packets, in place (OpenSSL EVP in the addon).
 import type { TransportCipher } from "../../core/crypto.js";
-import { loadAddon, AEAD_KEY_SIZE, AEAD_TAG_SIZE } from "./addon.js";
+import { loadAddon, AEAD_KEY_SIZE, AEAD_TAG_SIZE, type AeadBatchArguments } from "./addon.js";
 import { type AeadSlots } from "./batch.js";
 
 /**
@@ -40,8 +40,26 @@ export class AeadKeyTable {
   }
 }
 
-function keyBytes(keys: AeadKeyTable | Uint8Array): Uint8Array {
-  return keys instanceof AeadKeyTable ? keys.keys : keys;
+/** What the addon's seal and open take for packets [first, first + count) of `slots`. */
+function batchArguments(
+  slots: AeadSlots,
+  keys: AeadKeyTable | Uint8Array,
+  count: number,
+  first: number,
+): AeadBatchArguments {
+  const keyBytes = keys instanceof AeadKeyTable ? keys.keys : keys;
+  const { arena, offsets, lengths, keySlots, counters } = slots;
+  return [
+    arena,
+    offsets,
+    lengths,
+    keySlots,
+    counters,
+    keyBytes,
+    slots.status ?? null,
+    first,
+    count,
+  ];
 }
 
 /**
@@ -56,17 +74,7 @@ export function sealBatch(
   count: number,
   first = 0,
 ): void {
-  loadAddon().aeadSealBatch(
-    slots.arena,
-    slots.offsets,
-    slots.lengths,
-    slots.keySlots,
-    slots.counters,
-    keyBytes(keys),
-    slots.status ?? null,
-    first,
-    count,
-  );
+  loadAddon().aeadSealBatch(...batchArguments(slots, keys, count, first));
 }
 
 /**
@@ -81,17 +89,7 @@ export function openBatch(
   count: number,
   first = 0,
 ): number {
-  return loadAddon().aeadOpenBatch(
-    slots.arena,
-    slots.offsets,
-    slots.lengths,
-    slots.keySlots,
-    slots.counters,
-    keyBytes(keys),
-    slots.status ?? null,
-    first,
-    count,
-  );
+  return loadAddon().aeadOpenBatch(...batchArguments(slots, keys, count, first));
 }
 
 /** Packets per second of Node's OpenSSL measured in C, see {@link measureOpenSslReference}. */

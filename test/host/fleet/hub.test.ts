@@ -8,7 +8,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generatePrivateKey } from "../../../src/core/keys.js";
-import { commandExists, run, Testbed, tunUnavailableReason, waitFor } from "../../support/netns.js";
+import { runSync } from "../../../src/host/toolkit/process.js";
+import { commandExists, Testbed, tunUnavailableReason, waitFor } from "../../support/netns.js";
 
 const cli = new URL("../../../dist/src/cli/main.js", import.meta.url).pathname;
 const skip =
@@ -62,7 +63,7 @@ describe.skipIf(skip !== null)("a hub on the fleet, in namespaces", () => {
     const file = join(dir, `${name}.conf`);
     writeFileSync(file, config, { mode: 0o600 });
     const ns = bed.namespace(name);
-    run("ip", [
+    runSync("ip", [
       "link",
       "add",
       `v${bed.id.slice(-6)}${name}`,
@@ -76,8 +77,8 @@ describe.skipIf(skip !== null)("a hub on the fleet, in namespaces", () => {
       hub,
     ]);
     const inside = `v${bed.id.slice(-6)}${name}`;
-    run("ip", ["-n", ns, "link", "set", inside, "name", "eth0"]);
-    run("ip", [
+    runSync("ip", ["-n", ns, "link", "set", inside, "name", "eth0"]);
+    runSync("ip", [
       "-n",
       ns,
       "addr",
@@ -86,9 +87,9 @@ describe.skipIf(skip !== null)("a hub on the fleet, in namespaces", () => {
       "dev",
       "eth0",
     ]);
-    run("ip", ["-n", ns, "link", "set", "eth0", "up"]);
-    run("ip", ["-n", hub, "link", "set", `h${name}`, "master", "br0", "up"]);
-    run("ip", ["-n", ns, "addr", "add", `${podAddress}/32`, "dev", "lo"]);
+    runSync("ip", ["-n", ns, "link", "set", "eth0", "up"]);
+    runSync("ip", ["-n", hub, "link", "set", `h${name}`, "master", "br0", "up"]);
+    runSync("ip", ["-n", ns, "addr", "add", `${podAddress}/32`, "dev", "lo"]);
     const child = bed.spawn(ns, process.execPath, [cli, "up", file, "--metrics-listen", "off"]);
     child.stderr!.resume();
     await waitFor(`${name} up`, () => inNs(ns, ["ip", "link", "show", name]).status === 0, 20_000);
@@ -98,9 +99,9 @@ describe.skipIf(skip !== null)("a hub on the fleet, in namespaces", () => {
 
   beforeAll(async () => {
     hub = bed.namespace("hub");
-    run("ip", ["-n", hub, "link", "add", "br0", "type", "bridge"]);
-    run("ip", ["-n", hub, "addr", "add", "192.168.77.1/24", "dev", "br0"]);
-    run("ip", ["-n", hub, "link", "set", "br0", "up"]);
+    runSync("ip", ["-n", hub, "link", "add", "br0", "type", "bridge"]);
+    runSync("ip", ["-n", hub, "addr", "add", "192.168.77.1/24", "dev", "br0"]);
+    runSync("ip", ["-n", hub, "link", "set", "br0", "up"]);
     // Edge to edge goes through the hub's kernel: forwarding on, as on any router.
     inNs(hub, ["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
     // etcd on the hub namespace's own loopback: nobody else's port, gone with the namespace.
@@ -165,19 +166,19 @@ describe.skipIf(skip !== null)("a hub on the fleet, in namespaces", () => {
 
     await addEdge("e2", "10.244.2.0/24", "10.244.2.1");
     await eventuallyPings(edges.e1!, "10.244.2.1"); // e1 → e2's pod, through the hub
-    expect(run("ip", ["-n", hub, "route", "show", "10.244.2.0/24"])).toContain("dev hub0");
+    expect(runSync("ip", ["-n", hub, "route", "show", "10.244.2.0/24"])).toContain("dev hub0");
 
     // A change by hand: e2's pods move to 10.244.22.0/24. One edge, one peer changed.
     const record = JSON.parse(etcdctl(["get", "/fleet/edges/e2", "--print-value-only"])) as {
       podCidrs: string[];
     };
     record.podCidrs = ["10.244.22.0/24"];
-    run("ip", ["-n", edges.e2!, "addr", "add", "10.244.22.1/32", "dev", "lo"]);
+    runSync("ip", ["-n", edges.e2!, "addr", "add", "10.244.22.1/32", "dev", "lo"]);
     etcdctl(["put", "/fleet/edges/e2", JSON.stringify(record)]);
     await eventuallyPings(hub, "10.244.22.1");
     await waitFor(
       "old route gone",
-      () => run("ip", ["-n", hub, "route", "show", "10.244.2.0/24"]) === "",
+      () => runSync("ip", ["-n", hub, "route", "show", "10.244.2.0/24"]) === "",
     );
     expect(pings(edges.e1!, "10.244.22.1")).toBe(true);
 
@@ -204,7 +205,7 @@ describe.skipIf(skip !== null)("a hub on the fleet, in namespaces", () => {
     edgetun(["fleet", "remove", "e1", "--store", STORE]);
     await waitFor(
       "e1 route gone",
-      () => run("ip", ["-n", hub, "route", "show", "10.244.1.0/24"]) === "",
+      () => runSync("ip", ["-n", hub, "route", "show", "10.244.1.0/24"]) === "",
     );
     expect(pings(hub, "10.244.1.1")).toBe(false);
     expect(pings(hub, "10.244.22.1")).toBe(true);
