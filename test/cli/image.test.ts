@@ -16,7 +16,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generatePrivateKey, publicKeyOf } from "../../src/core/keys.js";
-import { Testbed, commandExists, netnsUnavailableReason, run, waitFor } from "../support/netns.js";
+import { runSync as run } from "../../src/host/toolkit/process.js";
+import { Testbed, commandExists, netnsUnavailableReason, waitFor } from "../support/netns.js";
 
 const version = (
   JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
