@@ -186,6 +186,42 @@ function isInteger(value: number, min: number, max: number): boolean {
 // ---------------------------------------------------------------------------------------
 // Planning: which prefixes start and stop being allowed, without touching the device
 
+/**
+ * The change without the replacements of allowed IPs that would leave them as they are: `wg
+ * syncconf` sends every peer of the file with replace_allowed_ips, and a peer whose prefixes
+ * are exactly those it has (and that no other section of the change names) then costs one
+ * lookup per prefix instead of a removal and an insertion. Anything less plain is kept.
+ */
+export function withoutUnchangedAllowedIps(device: Device, change: ConfigChange): ConfigChange {
+  if (change.replacePeers || change.privateKey !== undefined) return change;
+  const sections = new Map<string, number>();
+  const prefixes = new Map<string, number>();
+  const textOf = (prefix: Prefix) => masked(prefix).text;
+  for (const section of change.peers) {
+    const key = Buffer.from(section.publicKey).toString("base64");
+    sections.set(key, (sections.get(key) ?? 0) + 1);
+    for (const prefix of section.allowedIps) {
+      const text = textOf(prefix);
+      prefixes.set(text, (prefixes.get(text) ?? 0) + 1);
+    }
+  }
+  let unchanged = 0;
+  const peers = change.peers.map((section) => {
+    if (section.remove || !section.replaceAllowedIps) return section;
+    const key = Buffer.from(section.publicKey).toString("base64");
+    const peer = device.peers.get(key);
+    if (!peer || sections.get(key) !== 1) return section;
+    if (device.allowedIps.countFor(peer) !== section.allowedIps.length) return section;
+    for (const prefix of section.allowedIps) {
+      if (prefixes.get(textOf(prefix)) !== 1) return section;
+      if (device.allowedIps.exact(prefix.address, prefix.cidr) !== peer) return section;
+    }
+    unchanged++;
+    return { ...section, replaceAllowedIps: false, allowedIps: [] };
+  });
+  return unchanged === 0 ? change : { ...change, peers };
+}
+
 /** The prefix with host bits cleared, and its text ("10.1.0.0/16"). */
 function masked(prefix: Prefix): { prefix: Prefix; text: string } {
   const address = Uint8Array.from(prefix.address);
@@ -518,9 +554,10 @@ export class Reconfigurer {
     }
   }
 
-  async #applyNow(change: ConfigChange): Promise<ChangeSummary> {
-    validateChange(change);
+  async #applyNow(requested: ConfigChange): Promise<ChangeSummary> {
+    validateChange(requested);
     const host = this.host;
+    const change = withoutUnchangedAllowedIps(host.device, requested);
     const { appearing, disappearing } = planPrefixes(host.device, change);
     const previousMark = host.fwmark();
     let mark = change.fwmark ?? previousMark;
