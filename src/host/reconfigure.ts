@@ -193,12 +193,29 @@ function isInteger(value: number, min: number, max: number): boolean {
  * lookup per prefix instead of a removal and an insertion. Anything less plain is kept.
  */
 export function withoutUnchangedAllowedIps(device: Device, change: ConfigChange): ConfigChange {
-  if (change.replacePeers || change.privateKey !== undefined) return change;
+  if (change.replacePeers) return change;
+  // wg syncconf sends the private key too; only a new key (peers may then go) keeps it all.
+  const running = device.identity?.privateKey.raw;
+  if (
+    change.privateKey !== undefined &&
+    !(change.privateKey && running && Buffer.from(running).equals(change.privateKey))
+  ) {
+    return change;
+  }
+  const keyOf = (section: PeerChange) => Buffer.from(section.publicKey).toString("base64");
+  const candidates = change.peers.map((section) => {
+    if (section.remove || !section.replaceAllowedIps) return undefined;
+    const peer = device.peers.get(keyOf(section));
+    return peer && device.allowedIps.countFor(peer) === section.allowedIps.length
+      ? peer
+      : undefined;
+  });
+  if (!candidates.some((peer) => peer !== undefined)) return change;
   const sections = new Map<string, number>();
   const prefixes = new Map<string, number>();
   const textOf = (prefix: Prefix) => masked(prefix).text;
   for (const section of change.peers) {
-    const key = Buffer.from(section.publicKey).toString("base64");
+    const key = keyOf(section);
     sections.set(key, (sections.get(key) ?? 0) + 1);
     for (const prefix of section.allowedIps) {
       const text = textOf(prefix);
@@ -206,12 +223,9 @@ export function withoutUnchangedAllowedIps(device: Device, change: ConfigChange)
     }
   }
   let unchanged = 0;
-  const peers = change.peers.map((section) => {
-    if (section.remove || !section.replaceAllowedIps) return section;
-    const key = Buffer.from(section.publicKey).toString("base64");
-    const peer = device.peers.get(key);
-    if (!peer || sections.get(key) !== 1) return section;
-    if (device.allowedIps.countFor(peer) !== section.allowedIps.length) return section;
+  const peers = change.peers.map((section, i) => {
+    const peer = candidates[i];
+    if (!peer || sections.get(peer.publicKeyBase64) !== 1) return section;
     for (const prefix of section.allowedIps) {
       if (prefixes.get(textOf(prefix)) !== 1) return section;
       if (device.allowedIps.exact(prefix.address, prefix.cidr) !== peer) return section;

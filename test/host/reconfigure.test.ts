@@ -131,7 +131,8 @@ describe("withoutUnchangedAllowedIps", () => {
   });
 
   it("a wg syncconf of an unchanged fleet replaces no allowed IPs", () => {
-    const device = new Device({ privateKey: privateKey() });
+    const ownKey = privateKey();
+    const device = new Device({ privateKey: ownKey });
     const sections = publicKeys.map((publicKey, i) => ({
       publicKey,
       remove: false,
@@ -140,10 +141,18 @@ describe("withoutUnchangedAllowedIps", () => {
       allowedIps: [parseCidr(`10.9.${i}.0/24`), parseCidr(`10.8.${i}.1/32`)],
     }));
     applyToDevice(device, { replacePeers: false, peers: sections });
-    const trimmed = withoutUnchangedAllowedIps(device, { replacePeers: false, peers: sections });
+    // wg syncconf sends the running private key along: that changes nothing either.
+    const trimmed = withoutUnchangedAllowedIps(device, {
+      privateKey: ownKey,
+      replacePeers: false,
+      peers: sections,
+    });
     expect(trimmed.peers.every((p) => !p.replaceAllowedIps && p.allowedIps.length === 0)).toBe(
       true,
     );
+    // A new private key is left alone, whole.
+    const rekeyed = { privateKey: privateKey(), replacePeers: false, peers: sections };
+    expect(withoutUnchangedAllowedIps(device, rekeyed)).toBe(rekeyed);
     // One peer's prefixes changed: that section alone still replaces.
     const changed = sections.map((p, i) =>
       i === 2 ? { ...p, allowedIps: [parseCidr("10.7.0.0/24")] } : p,
