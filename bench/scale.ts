@@ -9,7 +9,7 @@
 // every edge has a session, the hub's memory with every session live, and the ping round trip
 // from a real edge (wireguard-go in a namespace of its own, over a veth pair) with only itself
 // active and then with every simulated edge sending an echo a second. Nothing leaves the two
-// namespaces. Run (root): npm run bench:scale [-- --peers 5000]
+// namespaces. Run (root): npm run bench:scale [-- --peers 5000] [--cpu-prof-dir DIR]
 import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -21,6 +21,15 @@ import { edgeTunnelAddress, type EdgeSimulatorInput } from "./scale-edges.js";
 const peersArg = process.argv.indexOf("--peers");
 const PEERS = peersArg > 0 ? Number(process.argv[peersArg + 1]) : 5000;
 const cli = new URL("../src/cli/main.js", import.meta.url).pathname;
+// --cpu-prof-dir DIR: every edgetun process writes a V8 CPU profile there, and each phase's
+// start and end (the profiles' clock, microseconds) go to DIR/phases.json to slice them by.
+const profileArg = process.argv.indexOf("--cpu-prof-dir");
+const profileDirectory = profileArg > 0 ? process.argv[profileArg + 1]! : null;
+const nodeFlags = profileDirectory ? ["--cpu-prof", "--cpu-prof-dir", profileDirectory] : [];
+const phases: Record<string, [number, number]> = {};
+const monotonicUs = () => Number(process.hrtime.bigint() / 1000n);
+/** Records that phase `name` ran from `startUs` until now. */
+const phaseEnded = (name: string, startUs: number) => (phases[name] = [startUs, monotonicUs()]);
 const tag = randomBytes(3).toString("hex");
 const ns = `scale-${tag}`;
 /** The real edge's namespace, joined to the hub's by a veth pair. */
@@ -45,9 +54,11 @@ const inEdgeNs = (command: string, args: string[]) =>
   run("ip", ["netns", "exec", edgeNs, command, ...args]);
 
 /** Milliseconds `fn` takes. */
-function timed(fn: () => void): number {
+function timed(fn: () => void, phaseName?: string): number {
   const start = performance.now();
+  const startUs = monotonicUs();
   fn();
+  if (phaseName) phaseEnded(phaseName, startUs);
   return performance.now() - start;
 }
 
@@ -221,13 +232,15 @@ async function liveFleet(
   port: number,
   hubAddress: string,
 ): Promise<LiveFigures> {
+  let phaseStart = monotonicUs();
   const aloneRtt = pingRtt(hubAddress);
+  phaseEnded(`${hub} ping alone`, phaseStart);
   const input: EdgeSimulatorInput = {
     privateKeys: edgeKeys,
     hubPublicKey,
     hubEndpoint: { address: "127.0.0.1", port },
     hubAddress,
-    deadlineMs: 60_000,
+    deadlineMs: 120_000,
   };
   const inputFile = join(directory, `edges-${port}.json`);
   writeFileSync(inputFile, JSON.stringify(input), { mode: 0o600 });
@@ -253,13 +266,17 @@ async function liveFleet(
     return found;
   };
   await event("ready");
+  phaseStart = monotonicUs();
   child.stdin.write("go\n");
   const sessions = await event("sessions");
+  phaseEnded(`${hub} sessions`, phaseStart);
   console.log(`simulated edges against ${hub}: ${JSON.stringify(sessions)}`);
   const onHub = peersWithHandshake(hub);
   child.stdin.write("active\n");
   await new Promise((resolve) => setTimeout(resolve, 2000));
+  phaseStart = monotonicUs();
   const activeRtt = pingRtt(hubAddress);
+  phaseEnded(`${hub} ping with the others active`, phaseStart);
   const liveRss = rssMb(hubPid);
   child.stdin.write("stop\n");
   await waitFor("edges exit", () => child.exitCode !== null);
@@ -281,9 +298,13 @@ async function benchEdgetun(peers: Peer[]): Promise<Record<string, string>> {
   writeFileSync(file, configText(key, 51820, peers, true), { mode: 0o600 });
   let log = "";
   const start = performance.now();
+  const upStart = monotonicUs();
   const child = spawn(
     "ip",
-    ["netns", "exec", ns, process.execPath, cli, "up", file, "--metrics-listen", "127.0.0.1:9586"],
+    [
+      ...["netns", "exec", ns, process.execPath, ...nodeFlags, cli, "up", file],
+      ...["--metrics-listen", "127.0.0.1:9586"],
+    ],
     {
       stdio: ["ignore", "pipe", "pipe"],
     },
@@ -294,19 +315,22 @@ async function benchEdgetun(peers: Peer[]): Promise<Record<string, string>> {
   await waitFor("edgetun up", () => log.includes('"interface up"') || child.exitCode !== null);
   if (child.exitCode !== null) throw new Error(`edgetun failed:\n${log}`);
   const upMs = performance.now() - start;
+  phaseEnded(`${name} up`, upStart);
   const routes = inNs("ip", ["-4", "route", "show", "dev", name]).trim().split("\n").length;
   const idleRss = rssMb(child.pid!);
 
   const target = peers[PEERS >> 1]!;
-  const setMs = timed(() =>
-    inNs("wg", [
-      "set",
-      name,
-      "peer",
-      target.publicKey,
-      "allowed-ips",
-      `${target.allowedIps[0]},10.250.0.0/24`,
-    ]),
+  const setMs = timed(
+    () =>
+      inNs("wg", [
+        "set",
+        name,
+        "peer",
+        target.publicKey,
+        "allowed-ips",
+        `${target.allowedIps[0]},10.250.0.0/24`,
+      ]),
+    `${name} wg set`,
   );
   // A reload changing one peer: from the signal until the queue logged the change.
   const changed = peers.map((peer, i) =>
@@ -318,19 +342,26 @@ async function benchEdgetun(peers: Peer[]): Promise<Record<string, string>> {
   child.kill("SIGHUP");
   await waitFor("reload", () => log.split('"source":"reload"').length > reloadsBefore);
   const reloadMs = performance.now() - reloadStart;
+  phases[`${name} reload`] = [monotonicUs() - Math.round(reloadMs * 1000), monotonicUs()];
 
   const syncFile = join(directory, `${name}.sync.conf`);
   const synced = changed.map((peer, i) =>
     i === 9 ? peerAt(i, peer.publicKey, "10.252.0.0/24") : peer,
   );
   writeFileSync(syncFile, configText(key, 51820, synced, false), { mode: 0o600 });
-  const wgSyncMs = timed(() => inNs("wg", ["syncconf", name, syncFile]));
+  const wgSyncMs = timed(() => inNs("wg", ["syncconf", name, syncFile]), `${name} wg syncconf`);
   const edgeSynced = synced.map((peer, i) =>
     i === 11 ? peerAt(i, peer.publicKey, "10.253.0.0/24") : peer,
   );
   writeFileSync(file, configText(key, 51820, edgeSynced, true));
-  const etSyncMs = timed(() => inNs(process.execPath, [cli, "syncconf", name, file]));
-  const showMs = timed(() => inNs(process.execPath, [cli, "show", name]));
+  const etSyncMs = timed(
+    () => inNs(process.execPath, [...nodeFlags, cli, "syncconf", name, file]),
+    `${name} edgetun syncconf`,
+  );
+  const showMs = timed(
+    () => inNs(process.execPath, [...nodeFlags, cli, "show", name]),
+    `${name} edgetun show`,
+  );
   const wgShowMs = timed(() => inNs("wg", ["show", name]));
   const metrics = inNs("curl", ["-s", "http://127.0.0.1:9586/metrics"]);
   const series = metrics.split("\n").filter((l) => l !== "" && !l.startsWith("#")).length;
@@ -457,6 +488,10 @@ async function main(): Promise<void> {
   console.log(`\n| ${PEERS.toLocaleString("en")} peers | edgetun | wireguard-go + wg + ip |`);
   console.log("|---|---|---|");
   for (const row of rows) console.log(`| ${row.join(" | ")} |`);
+  if (profileDirectory) {
+    writeFileSync(join(profileDirectory, "phases.json"), `${JSON.stringify(phases, null, 1)}\n`);
+    console.log(`\nCPU profiles and phases.json in ${profileDirectory}`);
+  }
 }
 
 const spawnCheck = spawnSync("sh", [
@@ -466,6 +501,13 @@ const spawnCheck = spawnSync("sh", [
 if (spawnCheck.status !== 0) {
   console.error("bench:scale needs wireguard-go, wg and curl");
   process.exit(1);
+}
+// An interrupted run still removes its namespaces and ends its processes.
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.on(signal, () => {
+    cleanup();
+    process.exit(130);
+  });
 }
 main()
   .catch((error: unknown) => {
