@@ -159,6 +159,14 @@ describe("withoutUnchangedAllowedIps", () => {
     );
     const one = withoutUnchangedAllowedIps(device, { replacePeers: false, peers: changed });
     expect(one.peers.map((p) => p.replaceAllowedIps)).toEqual(sections.map((_, i) => i === 2));
+    // A prefix listed twice in place of one of the peer's two: the replacement drops the other.
+    const repeated = [
+      { ...sections[3]!, allowedIps: [sections[3]!.allowedIps[0]!, sections[3]!.allowedIps[0]!] },
+    ];
+    expect(
+      withoutUnchangedAllowedIps(device, { replacePeers: false, peers: repeated }).peers[0]!
+        .replaceAllowedIps,
+    ).toBe(true);
     // Peer 1's prefix given to peer 0 first, then peer 1 listed unchanged: the replacement
     // takes it back (the prefix ends with peer 1), so it must stay in the change.
     const moved = [
