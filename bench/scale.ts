@@ -3,32 +3,62 @@
 // in a network namespace of its own. Each peer has a /32 tunnel address and a /24 pod CIDR.
 // Prints: time until the interface is usable with every route, `wg set` of one peer, a reload
 // changing one peer, `wg syncconf` and `edgetun syncconf` of a file changing one peer, `edgetun
-// show` and `wg show`, resident memory, and the size of /metrics. Nothing leaves the namespace.
-// Run (root): npm run bench:scale [-- --peers 5000]
+// show` and `wg show`, resident memory, and the size of /metrics. Then the fleet comes alive:
+// every peer is a simulated edge (bench/scale-edges.ts: core Devices in one process, each with
+// its own loopback address and port), all starting at once; the table gives the time until
+// every edge has a session, the hub's memory with every session live, and the ping round trip
+// from a real edge (wireguard-go in a namespace of its own, over a veth pair) with only itself
+// active and then with every simulated edge sending an echo a second. Nothing leaves the two
+// namespaces. Run (root): npm run bench:scale [-- --peers 5000] [--cpu-prof-dir DIR]
+import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { generatePrivateKey, publicKeyOf } from "../src/core/keys.js";
-import { NetworkLab } from "../src/host/toolkit/netns.js";
-import { commandExists } from "../src/host/toolkit/process.js";
+import { edgeTunnelAddress, type EdgeSimulatorInput } from "./scale-edges.js";
 
 const peersArg = process.argv.indexOf("--peers");
 const PEERS = peersArg > 0 ? Number(process.argv[peersArg + 1]) : 5000;
 const cli = new URL("../src/cli/main.js", import.meta.url).pathname;
-// Thousands of peers: `wg setconf` and `ip -batch` take their time, and `wg show` is long.
-// No signal handler here: in our process group, a Ctrl-C ends the daemons too.
-const lab = new NetworkLab({ prefix: "scale-", commandTimeoutMs: 600_000, ownGroup: false });
-const tag = lab.id.slice(-6);
-const ns = lab.name("ns");
+// --cpu-prof-dir DIR: every edgetun process writes a V8 CPU profile there, and each phase's
+// start and end (the profiles' clock, microseconds) go to DIR/phases.json to slice them by.
+const profileArg = process.argv.indexOf("--cpu-prof-dir");
+const profileDirectory = profileArg > 0 ? process.argv[profileArg + 1]! : null;
+const nodeFlags = profileDirectory ? ["--cpu-prof", "--cpu-prof-dir", profileDirectory] : [];
+const phases: Record<string, [number, number]> = {};
+const monotonicUs = () => Number(process.hrtime.bigint() / 1000n);
+/** Records that phase `name` ran from `startUs` until now. */
+const phaseEnded = (name: string, startUs: number) => (phases[name] = [startUs, monotonicUs()]);
+const tag = randomBytes(3).toString("hex");
+const ns = `scale-${tag}`;
+/** The real edge's namespace, joined to the hub's by a veth pair. */
+const edgeNs = `scale-edge-${tag}`;
+const edgeLink = { hub: "192.168.231.1", edge: "192.168.231.2" };
+const realEdge = { name: `re${tag}`, key: generatePrivateKey() };
+const simulator = new URL("./scale-edges.js", import.meta.url).pathname;
 const directory = mkdtempSync(join(tmpdir(), "edgetun-scale-"));
+const children: ChildProcess[] = [];
 
+function run(command: string, args: string[], input?: string): string {
+  return execFileSync(command, args, {
+    encoding: "utf8",
+    stdio: ["pipe", "pipe", "pipe"],
+    maxBuffer: 256 << 20,
+    ...(input !== undefined ? { input } : {}),
+  });
+}
 const inNs = (command: string, args: string[], input?: string) =>
-  lab.exec(ns, command, args, { maxBuffer: 256 << 20, ...(input !== undefined ? { input } : {}) });
+  run("ip", ["netns", "exec", ns, command, ...args], input);
+const inEdgeNs = (command: string, args: string[]) =>
+  run("ip", ["netns", "exec", edgeNs, command, ...args]);
 
 /** Milliseconds `fn` takes. */
-function timed(fn: () => void): number {
+function timed(fn: () => void, phaseName?: string): number {
   const start = performance.now();
+  const startUs = monotonicUs();
   fn();
+  if (phaseName) phaseEnded(phaseName, startUs);
   return performance.now() - start;
 }
 
@@ -58,7 +88,7 @@ interface Peer {
 }
 
 function peerAt(i: number, publicKey: string, pod = `172.${16 + (i >> 8)}.${i & 255}.0/24`): Peer {
-  return { publicKey, allowedIps: [`10.${100 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}/32`, pod] };
+  return { publicKey, allowedIps: [`${edgeTunnelAddress(i)}/32`, pod] };
 }
 
 function configText(
@@ -80,14 +110,186 @@ function configText(
 }
 
 function cleanup(): void {
-  lab.destroy();
+  for (const child of children) {
+    if (child.exitCode === null && child.signalCode === null && child.pid) {
+      try {
+        process.kill(child.pid, "SIGTERM");
+      } catch {
+        // gone
+      }
+    }
+  }
+  for (const each of [ns, edgeNs]) {
+    try {
+      run("ip", ["netns", "del", each]);
+    } catch {
+      // never made
+    }
+  }
   rmSync(directory, { recursive: true, force: true });
 }
 
 type Row = [string, string, string];
 const rows: Row[] = [];
+/** The edges' private keys: the simulator needs them, the hubs their public halves. */
+let edgeKeys: string[] = [];
 const ms = (value: number) =>
   value >= 1000 ? `${(value / 1000).toFixed(2)} s` : `${value.toFixed(0)} ms`;
+
+/** The real edge: wireguard-go in its own namespace, a veth pair away from the hub. */
+function startRealEdge(): void {
+  run("ip", ["netns", "add", edgeNs]);
+  inEdgeNs("ip", ["link", "set", "lo", "up"]);
+  inNs("ip", ["link", "add", `vh${tag}`, "type", "veth", "peer", "name", `ve${tag}`]);
+  inNs("ip", ["link", "set", `ve${tag}`, "netns", edgeNs]);
+  inNs("ip", ["address", "add", `${edgeLink.hub}/24`, "dev", `vh${tag}`]);
+  inNs("ip", ["link", "set", `vh${tag}`, "up"]);
+  inEdgeNs("ip", ["address", "add", `${edgeLink.edge}/24`, "dev", `ve${tag}`]);
+  inEdgeNs("ip", ["link", "set", `ve${tag}`, "up"]);
+  const child = spawn("ip", ["netns", "exec", edgeNs, "wireguard-go", "-f", realEdge.name], {
+    stdio: "ignore",
+    env: { ...process.env, LOG_LEVEL: "error" },
+  });
+  children.push(child);
+  const deadline = Date.now() + 10_000;
+  while (!inEdgeNs("wg", ["show", "interfaces"]).includes(realEdge.name)) {
+    if (Date.now() > deadline) throw new Error("the real edge's wireguard-go did not start");
+    execFileSync("sleep", ["0.05"]);
+  }
+  const keyFile = join(directory, "real-edge.key");
+  writeFileSync(keyFile, `${realEdge.key}\n`, { mode: 0o600 });
+  inEdgeNs("wg", ["set", realEdge.name, "private-key", keyFile]);
+  // Its tunnel address inside each hub's subnet, so neither hub needs a route for it.
+  for (const address of ["10.99.200.2/32", "10.98.200.2/32"]) {
+    inEdgeNs("ip", ["address", "add", address, "dev", realEdge.name]);
+  }
+  inEdgeNs("ip", ["link", "set", realEdge.name, "up"]);
+}
+
+/** Points the real edge at a hub and the hub at it; returns the real edge's tunnel address. */
+function joinRealEdge(hub: string, hubPublicKey: string, port: number, hubAddress: string): void {
+  const edgeAddress = hubAddress.replace(/\.0\.1$/, ".200.2");
+  for (const previous of inEdgeNs("wg", ["show", realEdge.name, "peers"]).split("\n")) {
+    if (previous !== "") inEdgeNs("wg", ["set", realEdge.name, "peer", previous, "remove"]);
+  }
+  inEdgeNs("wg", [
+    "set",
+    realEdge.name,
+    "peer",
+    hubPublicKey,
+    "endpoint",
+    `${edgeLink.hub}:${port}`,
+    "allowed-ips",
+    `${hubAddress}/32`,
+  ]);
+  inEdgeNs("ip", [
+    "route",
+    "replace",
+    `${hubAddress}/32`,
+    "dev",
+    realEdge.name,
+    "src",
+    edgeAddress,
+  ]);
+  inNs("wg", ["set", hub, "peer", publicKeyOf(realEdge.key), "allowed-ips", `${edgeAddress}/32`]);
+}
+
+/** Average ping round trip from the real edge to `hubAddress`, in ms. */
+function pingRtt(hubAddress: string): number {
+  // The first packets may wait for a handshake: not part of the figure.
+  inEdgeNs("ping", ["-c", "3", "-i", "0.2", "-w", "15", hubAddress]);
+  const text = inEdgeNs("ping", ["-c", "60", "-i", "0.05", "-q", hubAddress]);
+  const average = /= [\d.]+\/([\d.]+)\//.exec(text)?.[1];
+  if (average === undefined) throw new Error(`no round trip in: ${text}`);
+  return Number(average);
+}
+
+/** Hub peers with a handshake (the real edge left out). */
+function peersWithHandshake(hub: string): number {
+  const realEdgeKey = publicKeyOf(realEdge.key);
+  return inNs("wg", ["show", hub, "latest-handshakes"])
+    .trim()
+    .split("\n")
+    .map((line) => line.split("\t"))
+    .filter(([key, seconds]) => key !== realEdgeKey && Number(seconds) > 0).length;
+}
+
+interface LiveFigures {
+  sessions: string;
+  liveRss: string;
+  rtt: string;
+}
+
+/**
+ * The fleet comes alive against a running hub: RTT from the real edge alone, then every
+ * simulated edge starting at once, the time until all have sessions, RSS with every session
+ * live and sending, and the RTT again meanwhile.
+ */
+async function liveFleet(
+  hub: string,
+  hubPid: number,
+  hubPublicKey: string,
+  port: number,
+  hubAddress: string,
+): Promise<LiveFigures> {
+  let phaseStart = monotonicUs();
+  const aloneRtt = pingRtt(hubAddress);
+  phaseEnded(`${hub} ping alone`, phaseStart);
+  const input: EdgeSimulatorInput = {
+    privateKeys: edgeKeys,
+    hubPublicKey,
+    hubEndpoint: { address: "127.0.0.1", port },
+    hubAddress,
+    deadlineMs: 120_000,
+  };
+  const inputFile = join(directory, `edges-${port}.json`);
+  writeFileSync(inputFile, JSON.stringify(input), { mode: 0o600 });
+  const child = spawn("ip", ["netns", "exec", ns, process.execPath, simulator, inputFile], {
+    stdio: ["pipe", "pipe", "inherit"],
+  });
+  children.push(child);
+  const events: Array<Record<string, unknown>> = [];
+  let pending = "";
+  child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+    pending += chunk;
+    const lines = pending.split("\n");
+    pending = lines.pop()!;
+    for (const line of lines) events.push(JSON.parse(line) as Record<string, unknown>);
+  });
+  const event = async (name: string) => {
+    await waitFor(
+      `edges: ${name}`,
+      () => events.some((e) => e.event === name) || child.exitCode !== null,
+    );
+    const found = events.find((e) => e.event === name);
+    if (!found) throw new Error(`the edge simulator exited before "${name}"`);
+    return found;
+  };
+  await event("ready");
+  phaseStart = monotonicUs();
+  child.stdin.write("go\n");
+  const sessions = await event("sessions");
+  phaseEnded(`${hub} sessions`, phaseStart);
+  console.log(`simulated edges against ${hub}: ${JSON.stringify(sessions)}`);
+  const onHub = peersWithHandshake(hub);
+  child.stdin.write("active\n");
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  phaseStart = monotonicUs();
+  const activeRtt = pingRtt(hubAddress);
+  phaseEnded(`${hub} ping with the others active`, phaseStart);
+  const liveRss = rssMb(hubPid);
+  child.stdin.write("stop\n");
+  await waitFor("edges exit", () => child.exitCode !== null);
+  const ms = Number(sessions.ms);
+  const complete = sessions.withSession === sessions.edges;
+  return {
+    sessions: complete
+      ? `${(ms / 1000).toFixed(2)} s (hub: ${onHub} with a handshake)`
+      : `${String(sessions.withSession)} of ${PEERS} in ${(ms / 1000).toFixed(0)} s (hub: ${onHub})`,
+    liveRss: `${liveRss.toFixed(0)} MB`,
+    rtt: `${activeRtt.toFixed(2)} ms vs ${aloneRtt.toFixed(2)} ms alone (×${(activeRtt / aloneRtt).toFixed(2)})`,
+  };
+}
 
 async function benchEdgetun(peers: Peer[]): Promise<Record<string, string>> {
   const name = `es${tag}`;
@@ -96,31 +298,39 @@ async function benchEdgetun(peers: Peer[]): Promise<Record<string, string>> {
   writeFileSync(file, configText(key, 51820, peers, true), { mode: 0o600 });
   let log = "";
   const start = performance.now();
-  const { child } = lab.spawn(ns, "edgetun", process.execPath, [
-    cli,
-    "up",
-    file,
-    "--metrics-listen",
-    "127.0.0.1:9586",
-  ]);
-  child.stdout!.setEncoding("utf8").on("data", (chunk: string) => (log += chunk));
-  child.stderr!.setEncoding("utf8").on("data", (chunk: string) => (log += chunk));
+  const upStart = monotonicUs();
+  const child = spawn(
+    "ip",
+    [
+      ...["netns", "exec", ns, process.execPath, ...nodeFlags, cli, "up", file],
+      ...["--metrics-listen", "127.0.0.1:9586"],
+    ],
+    {
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
+  children.push(child);
+  child.stdout.setEncoding("utf8").on("data", (chunk: string) => (log += chunk));
+  child.stderr.setEncoding("utf8").on("data", (chunk: string) => (log += chunk));
   await waitFor("edgetun up", () => log.includes('"interface up"') || child.exitCode !== null);
   if (child.exitCode !== null) throw new Error(`edgetun failed:\n${log}`);
   const upMs = performance.now() - start;
+  phaseEnded(`${name} up`, upStart);
   const routes = inNs("ip", ["-4", "route", "show", "dev", name]).trim().split("\n").length;
   const idleRss = rssMb(child.pid!);
 
   const target = peers[PEERS >> 1]!;
-  const setMs = timed(() =>
-    inNs("wg", [
-      "set",
-      name,
-      "peer",
-      target.publicKey,
-      "allowed-ips",
-      `${target.allowedIps[0]},10.250.0.0/24`,
-    ]),
+  const setMs = timed(
+    () =>
+      inNs("wg", [
+        "set",
+        name,
+        "peer",
+        target.publicKey,
+        "allowed-ips",
+        `${target.allowedIps[0]},10.250.0.0/24`,
+      ]),
+    `${name} wg set`,
   );
   // A reload changing one peer: from the signal until the queue logged the change.
   const changed = peers.map((peer, i) =>
@@ -132,23 +342,32 @@ async function benchEdgetun(peers: Peer[]): Promise<Record<string, string>> {
   child.kill("SIGHUP");
   await waitFor("reload", () => log.split('"source":"reload"').length > reloadsBefore);
   const reloadMs = performance.now() - reloadStart;
+  phases[`${name} reload`] = [monotonicUs() - Math.round(reloadMs * 1000), monotonicUs()];
 
   const syncFile = join(directory, `${name}.sync.conf`);
   const synced = changed.map((peer, i) =>
     i === 9 ? peerAt(i, peer.publicKey, "10.252.0.0/24") : peer,
   );
   writeFileSync(syncFile, configText(key, 51820, synced, false), { mode: 0o600 });
-  const wgSyncMs = timed(() => inNs("wg", ["syncconf", name, syncFile]));
+  const wgSyncMs = timed(() => inNs("wg", ["syncconf", name, syncFile]), `${name} wg syncconf`);
   const edgeSynced = synced.map((peer, i) =>
     i === 11 ? peerAt(i, peer.publicKey, "10.253.0.0/24") : peer,
   );
   writeFileSync(file, configText(key, 51820, edgeSynced, true));
-  const etSyncMs = timed(() => inNs(process.execPath, [cli, "syncconf", name, file]));
-  const showMs = timed(() => inNs(process.execPath, [cli, "show", name]));
+  const etSyncMs = timed(
+    () => inNs(process.execPath, [...nodeFlags, cli, "syncconf", name, file]),
+    `${name} edgetun syncconf`,
+  );
+  const showMs = timed(
+    () => inNs(process.execPath, [...nodeFlags, cli, "show", name]),
+    `${name} edgetun show`,
+  );
   const wgShowMs = timed(() => inNs("wg", ["show", name]));
   const metrics = inNs("curl", ["-s", "http://127.0.0.1:9586/metrics"]);
   const series = metrics.split("\n").filter((l) => l !== "" && !l.startsWith("#")).length;
   const routesAfter = inNs("ip", ["-4", "route", "show", "dev", name]).trim().split("\n").length;
+  joinRealEdge(name, publicKeyOf(key), 51820, "10.99.0.1");
+  const live = await liveFleet(name, child.pid!, publicKeyOf(key), 51820, "10.99.0.1");
   const stopStart = performance.now();
   child.kill("SIGTERM");
   await waitFor("edgetun exit", () => child.exitCode !== null);
@@ -164,6 +383,7 @@ async function benchEdgetun(peers: Peer[]): Promise<Record<string, string>> {
     metrics: `${(metrics.length / 1024).toFixed(0)} KB, ${series} series (default --metrics-peers 1000)`,
     routes: `${routes} → ${routesAfter}`,
     stop: ms(stopMs),
+    ...live,
   };
 }
 
@@ -178,9 +398,11 @@ async function benchWireguardGo(peers: Peer[]): Promise<Record<string, string>> 
     ...peers.flatMap((peer) => peer.allowedIps.map((prefix) => `route add ${prefix} dev ${name}`)),
   ].join("\n");
   const start = performance.now();
-  const { child } = lab.spawn(ns, "wireguard-go", "wireguard-go", ["-f", name], {
-    env: { LOG_LEVEL: "error" },
+  const child = spawn("ip", ["netns", "exec", ns, "wireguard-go", "-f", name], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, LOG_LEVEL: "error" },
   });
+  children.push(child);
   await waitFor("wireguard-go socket", () => {
     try {
       return inNs("wg", ["show", "interfaces"]).includes(name);
@@ -211,6 +433,8 @@ async function benchWireguardGo(peers: Peer[]): Promise<Record<string, string>> 
   writeFileSync(syncFile, configText(key, 51821, synced, false), { mode: 0o600 });
   const wgSyncMs = timed(() => inNs("wg", ["syncconf", name, syncFile]));
   const wgShowMs = timed(() => inNs("wg", ["show", name]));
+  joinRealEdge(name, publicKeyOf(key), 51821, "10.98.0.1");
+  const live = await liveFleet(name, child.pid!, publicKeyOf(key), 51821, "10.98.0.1");
   child.kill("SIGTERM");
   await waitFor("wireguard-go exit", () => child.exitCode !== null || child.signalCode !== null);
   return {
@@ -224,16 +448,18 @@ async function benchWireguardGo(peers: Peer[]): Promise<Record<string, string>> 
     metrics: "–",
     routes: `${routes} (by ip -batch)`,
     stop: "–",
+    ...live,
   };
 }
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error("needs root (network namespaces)");
-  lab.add("ns");
+  run("ip", ["netns", "add", ns]);
+  inNs("ip", ["link", "set", "lo", "up"]);
   const keyStart = performance.now();
-  const peers = Array.from({ length: PEERS }, (_, i) =>
-    peerAt(i, publicKeyOf(generatePrivateKey())),
-  );
+  edgeKeys = Array.from({ length: PEERS }, () => generatePrivateKey());
+  const peers = edgeKeys.map((edgeKey, i) => peerAt(i, publicKeyOf(edgeKey)));
+  startRealEdge();
   console.log(`${PEERS} peer keys in ${ms(performance.now() - keyStart)}; ${PEERS * 2} prefixes`);
   const et = await benchEdgetun(peers);
   const wg = await benchWireguardGo(peers);
@@ -247,17 +473,41 @@ async function main(): Promise<void> {
     ["show", "show"],
     ["rss", "RSS idle"],
     ["metrics", "`/metrics`"],
+    [
+      "sessions",
+      `all ${PEERS.toLocaleString("en")} simulated edges have sessions after starting at once`,
+    ],
+    [
+      "liveRss",
+      `RSS with ${PEERS.toLocaleString("en")} live sessions (each edge sending an echo a second)`,
+    ],
+    ["rtt", `ping RTT avg from a real edge, the others active vs alone`],
     ["stop", "SIGTERM until exit"],
   ];
   for (const [key, label] of labels) rows.push([label, et[key]!, wg[key]!]);
   console.log(`\n| ${PEERS.toLocaleString("en")} peers | edgetun | wireguard-go + wg + ip |`);
   console.log("|---|---|---|");
   for (const row of rows) console.log(`| ${row.join(" | ")} |`);
+  if (profileDirectory) {
+    writeFileSync(join(profileDirectory, "phases.json"), `${JSON.stringify(phases, null, 1)}\n`);
+    console.log(`\nCPU profiles and phases.json in ${profileDirectory}`);
+  }
 }
 
-if (!["wireguard-go", "wg", "curl"].every(commandExists)) {
+const spawnCheck = spawnSync("sh", [
+  "-c",
+  "command -v wireguard-go && command -v wg && command -v curl",
+]);
+if (spawnCheck.status !== 0) {
   console.error("bench:scale needs wireguard-go, wg and curl");
   process.exit(1);
+}
+// An interrupted run still removes its namespaces and ends its processes.
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.on(signal, () => {
+    cleanup();
+    process.exit(130);
+  });
 }
 main()
   .catch((error: unknown) => {

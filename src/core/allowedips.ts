@@ -265,6 +265,11 @@ export class AllowedIps<T> {
     return best === null ? undefined : best.value;
   }
 
+  /** How many prefixes map to `value`. */
+  countFor(value: T): number {
+    return this.#nodesByValue.get(value)?.size ?? 0;
+  }
+
   /**
    * The prefixes mapping to `value`, host bits zero, in address order: IPv4 before IPv6, then
    * by address, then shorter prefix first. The order depends only on the set of prefixes, not

@@ -126,29 +126,52 @@ export class CookieChecker {
   }
 }
 
-/** Initiator side, one per peer: adds macs to our handshake messages and stores cookies. */
+interface CookieMakerState {
+  readonly mac1Key: Buffer;
+  readonly encryptionKey: Buffer;
+  readonly cookie: Buffer;
+  readonly lastMac1Sent: Buffer;
+}
+
+/**
+ * Initiator side, one per peer: adds macs to our handshake messages and stores cookies.
+ * Its keys and buffers are made at the first handshake message, not when the peer is added:
+ * a hub with 5,000 peers would otherwise hash and allocate for each before the first packet.
+ */
 export class CookieMaker {
-  private readonly mac1Key: Buffer;
-  private readonly encryptionKey: Buffer;
-  private readonly cookie = Buffer.alloc(COOKIE_LENGTH);
+  readonly #peerPublicKey: Uint8Array;
+  #state: CookieMakerState | null = null;
   private cookieReceivedAt = -Infinity;
-  private readonly lastMac1Sent = Buffer.alloc(MAC_LENGTH);
   private haveSentMac1 = false;
 
+  /** `peerPublicKey` is kept, not copied: the caller does not change it. */
   constructor(peerPublicKey: Uint8Array) {
-    this.mac1Key = mac1Key(peerPublicKey);
-    this.encryptionKey = cookieKey(peerPublicKey);
+    this.#peerPublicKey = peerPublicKey;
+  }
+
+  get #keys(): CookieMakerState {
+    if (this.#state === null) {
+      const buffers = Buffer.alloc(COOKIE_LENGTH + MAC_LENGTH);
+      this.#state = {
+        mac1Key: mac1Key(this.#peerPublicKey),
+        encryptionKey: cookieKey(this.#peerPublicKey),
+        cookie: buffers.subarray(0, COOKIE_LENGTH),
+        lastMac1Sent: buffers.subarray(COOKIE_LENGTH),
+      };
+    }
+    return this.#state;
   }
 
   addMacs(message: Buffer, type: MessageType, nowMs: number): void {
+    const keys = this.#keys;
     const { mac1, mac2 } = macOffsets(type);
-    const mac1Value = mac(this.mac1Key, message.subarray(0, mac1));
+    const mac1Value = mac(keys.mac1Key, message.subarray(0, mac1));
     message.set(mac1Value, mac1);
-    this.lastMac1Sent.set(mac1Value);
+    keys.lastMac1Sent.set(mac1Value);
     this.haveSentMac1 = true;
     const cookieAge = nowMs - this.cookieReceivedAt;
     if (cookieAge < COOKIE_SECRET_MAX_AGE_MS - COOKIE_SECRET_LATENCY_MS) {
-      message.set(mac(this.cookie, message.subarray(0, mac2)), mac2);
+      message.set(mac(keys.cookie, message.subarray(0, mac2)), mac2);
     } else {
       message.fill(0, mac2, mac2 + MAC_LENGTH);
     }
@@ -157,11 +180,12 @@ export class CookieMaker {
   /** Stores the cookie from a reply to our last mac1; false if it does not authenticate. */
   consumeReply(reply: Uint8Array, nowMs: number): boolean {
     if (!this.haveSentMac1) return false;
+    const keys = this.#keys;
     const nonce = reply.subarray(COOKIE_NONCE, COOKIE_NONCE + COOKIE_NONCE_LENGTH);
     const sealed = reply.subarray(COOKIE_ENCRYPTED, COOKIE_REPLY_LENGTH);
-    const cookie = xaeadOpen(this.encryptionKey, nonce, sealed, this.lastMac1Sent);
+    const cookie = xaeadOpen(keys.encryptionKey, nonce, sealed, keys.lastMac1Sent);
     if (!cookie) return false;
-    this.cookie.set(cookie);
+    keys.cookie.set(cookie);
     this.cookieReceivedAt = nowMs;
     this.haveSentMac1 = false;
     return true;

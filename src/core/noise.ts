@@ -96,17 +96,19 @@ export enum HandshakeStage {
 /** Per-peer handshake state; the fields that must survive a session live here too. */
 export class Handshake {
   stage = HandshakeStage.Zeroed;
-  chainingKey: Buffer = Buffer.alloc(KEY_LENGTH);
-  hash: Buffer = Buffer.alloc(KEY_LENGTH);
+  // The zeroed starting values share one allocation (a hub makes thousands of these); each is
+  // replaced by a buffer of its own as a handshake goes, and wiped in place by clear().
+  chainingKey: Buffer;
+  hash: Buffer;
   localEphemeral: PrivateKey | null = null;
-  remoteEphemeral: Buffer = Buffer.alloc(KEY_LENGTH);
+  remoteEphemeral: Buffer;
   /** The responder uses the initiator's ephemeral twice (es, ee): imported once. */
   remoteEphemeralKey: KeyObject | null = null;
   localIndex = 0;
   remoteIndex = 0;
 
   readonly remoteStatic: Buffer;
-  presharedKey: Buffer = Buffer.alloc(KEY_LENGTH);
+  presharedKey: Buffer;
   // The imported public key and DH(our static, their static) are made on first use, not when
   // the peer is added: a hub starting with 5,000 peers would otherwise spend seconds (and a
   // native key object per peer) before the first packet, mostly for peers not yet talking.
@@ -115,12 +117,21 @@ export class Handshake {
   /** undefined: not computed yet for the current identity. */
   #staticStatic: Buffer | null | undefined = undefined;
   /** The newest initiation timestamp accepted from this peer (replay protection). */
-  latestTimestamp: Buffer = Buffer.alloc(TIMESTAMP_LENGTH);
+  latestTimestamp: Buffer;
   lastInitiationConsumedAt = -Infinity;
 
   constructor(remoteStatic: Uint8Array) {
     if (remoteStatic.length !== KEY_LENGTH) throw new RangeError("a public key is 32 bytes");
-    this.remoteStatic = Buffer.from(remoteStatic);
+    const initial = Buffer.alloc(5 * KEY_LENGTH + TIMESTAMP_LENGTH);
+    const part = (index: number, length = KEY_LENGTH) =>
+      initial.subarray(index * KEY_LENGTH, index * KEY_LENGTH + length);
+    this.remoteStatic = part(0);
+    this.remoteStatic.set(remoteStatic);
+    this.chainingKey = part(1);
+    this.hash = part(2);
+    this.remoteEphemeral = part(3);
+    this.presharedKey = part(4);
+    this.latestTimestamp = part(5, TIMESTAMP_LENGTH);
   }
 
   get remoteStaticKey(): KeyObject {

@@ -43,11 +43,12 @@ export class Peer {
     jitter: () => number,
     actions: (peer: Peer) => TimerActions,
   ) {
-    this.publicKey = Buffer.from(publicKey);
-    this.publicKeyBase64 = this.publicKey.toString("base64");
     this.handshake = new Handshake(publicKey);
+    // One copy of the key, shared: the handshake's, which nothing writes to.
+    this.publicKey = this.handshake.remoteStatic;
+    this.publicKeyBase64 = this.publicKey.toString("base64");
     this.handshake.setLocalIdentity(identity);
-    this.cookieMaker = new CookieMaker(publicKey);
+    this.cookieMaker = new CookieMaker(this.publicKey);
     this.timers = new PeerTimers(wheel, clock, jitter, actions(this));
   }
 

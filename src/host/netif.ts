@@ -190,7 +190,7 @@ export class InterfaceSetup {
     const rules: PolicyRule[] = [];
     for (const route of plan.add) {
       const table = this.#tableFor(route, fwmark);
-      batch.addRoute(this.#ifindex, route, table, routeText(route, table));
+      batch.addRoute(this.#ifindex, route, table, () => routeText(route, table));
       added.push({ route, table });
       if (this.table.kind === "auto" && route.cidr === 0) {
         const family = route.address.length === 4 ? 4 : 6;
@@ -215,7 +215,7 @@ export class InterfaceSetup {
       const undo = new NetlinkBatch();
       added.forEach(({ route, table }, i) => {
         if (results[i]!.errno === 0)
-          undo.deleteRoute(this.#ifindex, route, table, routeText(route, table));
+          undo.deleteRoute(this.#ifindex, route, table, () => routeText(route, table));
       });
       rules.forEach((rule, i) => {
         if (results[added.length + i]!.errno === 0) undo.deleteRule(rule, describeRule(rule));
@@ -251,7 +251,9 @@ export class InterfaceSetup {
     for (const route of plan.remove) {
       const entry = this.#installed.get(prefixKey(route));
       if (!entry) continue;
-      batch.deleteRoute(this.#ifindex, entry.route, entry.table, routeText(route, entry.table));
+      batch.deleteRoute(this.#ifindex, entry.route, entry.table, () =>
+        routeText(route, entry.table),
+      );
       this.#installed.delete(prefixKey(route));
       if (route.cidr === 0) {
         const family = route.address.length === 4 ? 4 : 6;

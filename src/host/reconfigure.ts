@@ -186,6 +186,82 @@ function isInteger(value: number, min: number, max: number): boolean {
 // ---------------------------------------------------------------------------------------
 // Planning: which prefixes start and stop being allowed, without touching the device
 
+/** Whether `a` and `b` are one prefix, host bits aside. */
+function samePrefix(a: Prefix, b: Prefix): boolean {
+  if (a.cidr !== b.cidr || a.address.length !== b.address.length) return false;
+  const whole = a.cidr >>> 3;
+  for (let i = 0; i < whole; i++) if (a.address[i] !== b.address[i]) return false;
+  const rest = a.cidr & 7;
+  const mask = (0xff00 >>> rest) & 0xff;
+  return rest === 0 || (a.address[whole]! & mask) === (b.address[whole]! & mask);
+}
+
+/** Whether a prefix is listed twice (host bits aside). */
+function hasRepeatedPrefix(prefixes: readonly Prefix[]): boolean {
+  if (prefixes.length <= 8) {
+    for (let i = 0; i < prefixes.length; i++) {
+      for (let j = i + 1; j < prefixes.length; j++) {
+        if (samePrefix(prefixes[i]!, prefixes[j]!)) return true;
+      }
+    }
+    return false;
+  }
+  return new Set(prefixes.map((prefix) => masked(prefix).text)).size !== prefixes.length;
+}
+
+/**
+ * The change without the replacements of allowed IPs that would leave them as they are: `wg
+ * syncconf` sends every peer of the file with replace_allowed_ips, and a peer whose prefixes
+ * are exactly those it has (and that no other section of the change names) then costs one
+ * lookup per prefix instead of a removal and an insertion. Anything less plain is kept.
+ */
+export function withoutUnchangedAllowedIps(device: Device, change: ConfigChange): ConfigChange {
+  if (change.replacePeers) return change;
+  // wg syncconf sends the private key too; only a new key (peers may then go) keeps it all.
+  const running = device.identity?.privateKey.raw;
+  if (
+    change.privateKey !== undefined &&
+    !(change.privateKey && running && Buffer.from(running).equals(change.privateKey))
+  ) {
+    return change;
+  }
+  // One trie lookup per prefix, no text: which peer owns each prefix now. A section whose
+  // prefixes are all its own peer's, and all of them, may go; but not if its peer appears in
+  // another section, or another section names one of its prefixes (the replacement would take
+  // that prefix back, so it changes something).
+  const sectionPeers = change.peers.map((section) => device.peer(section.publicKey));
+  const sections = new Map<Peer, number>();
+  const namedElsewhere = new Set<Peer>();
+  const unchanged = change.peers.map((section, i) => {
+    const peer = sectionPeers[i];
+    if (peer) sections.set(peer, (sections.get(peer) ?? 0) + 1);
+    let allOwn = peer !== undefined && !section.remove;
+    for (const prefix of section.allowedIps) {
+      const owner = device.allowedIps.exact(prefix.address, prefix.cidr);
+      if (owner !== peer) {
+        allOwn = false;
+        if (owner) namedElsewhere.add(owner);
+      }
+    }
+    return (
+      allOwn &&
+      section.replaceAllowedIps &&
+      device.allowedIps.countFor(peer!) === section.allowedIps.length &&
+      !hasRepeatedPrefix(section.allowedIps)
+    );
+  });
+  let dropped = 0;
+  const peers = change.peers.map((section, i) => {
+    const peer = sectionPeers[i];
+    if (!unchanged[i] || !peer || sections.get(peer) !== 1 || namedElsewhere.has(peer)) {
+      return section;
+    }
+    dropped++;
+    return { ...section, replaceAllowedIps: false, allowedIps: [] };
+  });
+  return dropped === 0 ? change : { ...change, peers };
+}
+
 /** The prefix with host bits cleared, and its text ("10.1.0.0/16"). */
 function masked(prefix: Prefix): { prefix: Prefix; text: string } {
   const address = Uint8Array.from(prefix.address);
@@ -409,6 +485,19 @@ export function changeFromConfig(
   return change;
 }
 
+/** Whether `peer`'s allowed IPs are exactly `prefixes` (as sets): a trie lookup per prefix. */
+function hasAllowedIpsExactly(device: Device, peer: Peer, prefixes: readonly Prefix[]): boolean {
+  if (hasRepeatedPrefix(prefixes)) {
+    const current = new Set(device.allowedIps.entriesFor(peer).map((p) => masked(p).text));
+    const target = new Set(prefixes.map((p) => masked(p).text));
+    return current.size === target.size && [...target].every((text) => current.has(text));
+  }
+  return (
+    device.allowedIps.countFor(peer) === prefixes.length &&
+    prefixes.every((prefix) => device.allowedIps.exact(prefix.address, prefix.cidr) === peer)
+  );
+}
+
 /** The fields of `existing` that differ from `wanted`, or null when none does. */
 function peerDifference(
   device: Device,
@@ -440,9 +529,7 @@ function peerDifference(
     difference.persistentKeepalive = wanted.persistentKeepalive;
     differs = true;
   }
-  const current = new Set(device.allowedIps.entriesFor(existing).map((p) => masked(p).text));
-  const target = new Set(wanted.allowedIps.map((p) => masked(p).text));
-  const sameIps = current.size === target.size && [...target].every((text) => current.has(text));
+  const sameIps = hasAllowedIpsExactly(device, existing, wanted.allowedIps);
   if (!differs && sameIps) return null;
   return {
     ...difference,
@@ -518,9 +605,10 @@ export class Reconfigurer {
     }
   }
 
-  async #applyNow(change: ConfigChange): Promise<ChangeSummary> {
-    validateChange(change);
+  async #applyNow(requested: ConfigChange): Promise<ChangeSummary> {
+    validateChange(requested);
     const host = this.host;
+    const change = withoutUnchangedAllowedIps(host.device, requested);
     const { appearing, disappearing } = planPrefixes(host.device, change);
     const previousMark = host.fwmark();
     let mark = change.fwmark ?? previousMark;

@@ -13,6 +13,7 @@ import {
   applyToDevice,
   changeFromConfig,
   planPrefixes,
+  withoutUnchangedAllowedIps,
   type ConfigChange,
   type PeerChange,
   type Prefix,
@@ -104,6 +105,79 @@ describe("planPrefixes", () => {
         },
       ),
       { numRuns: 500 },
+    );
+  });
+});
+
+describe("withoutUnchangedAllowedIps", () => {
+  it("drops only replacements that change nothing: the device ends the same (random changes)", () => {
+    fc.assert(
+      fc.property(
+        fc.array(peerChange, { maxLength: 6 }),
+        fc.array(peerChange, { maxLength: 6 }),
+        (initial, sections) => {
+          const whole = new Device({ privateKey: privateKey() });
+          const trimmed = new Device({ privateKey: privateKey() });
+          applyToDevice(whole, toChange(initial, false));
+          applyToDevice(trimmed, toChange(initial, false));
+          const change = toChange(sections, false);
+          applyToDevice(whole, change);
+          applyToDevice(trimmed, withoutUnchangedAllowedIps(trimmed, change));
+          expect(snapshot(trimmed)).toEqual(snapshot(whole));
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+
+  it("a wg syncconf of an unchanged fleet replaces no allowed IPs", () => {
+    const ownKey = privateKey();
+    const device = new Device({ privateKey: ownKey });
+    const sections = publicKeys.map((publicKey, i) => ({
+      publicKey,
+      remove: false,
+      updateOnly: false,
+      replaceAllowedIps: true,
+      allowedIps: [parseCidr(`10.9.${i}.0/24`), parseCidr(`10.8.${i}.1/32`)],
+    }));
+    applyToDevice(device, { replacePeers: false, peers: sections });
+    // wg syncconf sends the running private key along: that changes nothing either.
+    const trimmed = withoutUnchangedAllowedIps(device, {
+      privateKey: ownKey,
+      replacePeers: false,
+      peers: sections,
+    });
+    expect(trimmed.peers.every((p) => !p.replaceAllowedIps && p.allowedIps.length === 0)).toBe(
+      true,
+    );
+    // A new private key is left alone, whole.
+    const rekeyed = { privateKey: privateKey(), replacePeers: false, peers: sections };
+    expect(withoutUnchangedAllowedIps(device, rekeyed)).toBe(rekeyed);
+    // One peer's prefixes changed: that section alone still replaces.
+    const changed = sections.map((p, i) =>
+      i === 2 ? { ...p, allowedIps: [parseCidr("10.7.0.0/24")] } : p,
+    );
+    const one = withoutUnchangedAllowedIps(device, { replacePeers: false, peers: changed });
+    expect(one.peers.map((p) => p.replaceAllowedIps)).toEqual(sections.map((_, i) => i === 2));
+    // A prefix listed twice in place of one of the peer's two: the replacement drops the other.
+    const repeated = [
+      { ...sections[3]!, allowedIps: [sections[3]!.allowedIps[0]!, sections[3]!.allowedIps[0]!] },
+    ];
+    expect(
+      withoutUnchangedAllowedIps(device, { replacePeers: false, peers: repeated }).peers[0]!
+        .replaceAllowedIps,
+    ).toBe(true);
+    // Peer 1's prefix given to peer 0 first, then peer 1 listed unchanged: the replacement
+    // takes it back (the prefix ends with peer 1), so it must stay in the change.
+    const moved = [
+      { ...sections[0]!, replaceAllowedIps: false, allowedIps: [sections[1]!.allowedIps[0]!] },
+      sections[1]!,
+    ];
+    const kept = withoutUnchangedAllowedIps(device, { replacePeers: false, peers: moved });
+    expect(kept.peers[1]!.replaceAllowedIps).toBe(true);
+    applyToDevice(device, kept);
+    expect(device.allowedIps.exact(sections[1]!.allowedIps[0]!.address, 24)).toBe(
+      device.peer(publicKeys[1]!),
     );
   });
 });

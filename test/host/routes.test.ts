@@ -322,7 +322,8 @@ describe.skipIf(skipReason !== null)("routes for allowed IPs (netlink, wg-quick'
         newPeer(`10.${96 + (i >> 8)}.${i & 255}.1/32`, `172.${16 + (i >> 8)}.${i & 255}.0/24`),
       );
     }
-    await up(name, configText(generatePrivateKey(), peers, ["Address = 10.200.0.1/16"]));
+    const privateKey = generatePrivateKey();
+    const { daemon } = await up(name, configText(privateKey, peers, ["Address = 10.200.0.1/16"]));
     const before = routesOf(name);
     expect(before).toHaveLength(6000);
     // The kernel's choice for an address in every prefix: this interface.
@@ -351,5 +352,35 @@ describe.skipIf(skipReason !== null)("routes for allowed IPs (netlink, wg-quick'
       `${target.allowedIps[1]} dev ${name}`,
     ]);
     expect(after.filter((route) => !before.includes(route))).toEqual([`10.250.0.0/24 dev ${name}`]);
+
+    // wg syncconf sends all 3,000 peers, each replacing its allowed IPs: one peer's differ,
+    // so one route goes, one comes, and the other 2,999 peers are untouched.
+    const synced = peers.map((peer, i) =>
+      i === 77 ? { ...peer, allowedIps: [peer.allowedIps[0]!, "10.251.0.0/24"] } : peer,
+    );
+    synced[1234] = { ...target, allowedIps: [target.allowedIps[0]!, "10.250.0.0/24"] };
+    const syncFile = join(directory, `${name}.sync.conf`);
+    writeFileSync(syncFile, configText(privateKey, synced), { mode: 0o600 });
+    // Peer lines only: the first line is the interface's (a file without ListenPort may move it).
+    const peerLines = () => wg("show", name, "dump").output.trim().split("\n").slice(1);
+    const dumpBefore = peerLines();
+    expect(wg("syncconf", name, syncFile).status).toBe(0);
+    const afterSync = routesOf(name);
+    expect(after.filter((route) => !afterSync.includes(route))).toEqual([
+      `${peers[77]!.allowedIps[1]} dev ${name}`,
+    ]);
+    expect(afterSync.filter((route) => !after.includes(route))).toEqual([
+      `10.251.0.0/24 dev ${name}`,
+    ]);
+    const dumpAfter = peerLines();
+    expect(dumpAfter).toHaveLength(3000);
+    expect(dumpAfter.filter((line) => !dumpBefore.includes(line))).toEqual([
+      `${peers[77]!.publicKey}\t(none)\t(none)\t${peers[77]!.allowedIps[0]},10.251.0.0/24\t0\t0\t0\toff`,
+    ]);
+    await waitFor("the syncconf summary in the log", () =>
+      /"source":"control socket","peersAdded":0,"peersRemoved":0,"peersChanged":3000,"routesAdded":1,"routesRemoved":1/.test(
+        daemon.output,
+      ),
+    );
   }, 300_000);
 });

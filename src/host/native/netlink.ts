@@ -56,9 +56,15 @@ export function describeRule(rule: PolicyRule): string {
     : `ip ${family} rule table main suppress_prefixlength 0`;
 }
 
+/**
+ * What to call a request in an error message; a function when making the text costs more than
+ * the request (ten thousand routes, of which normally none fails).
+ */
+export type RequestName = string | (() => string);
+
 /** One request of a batch, with what to call it in an error message. */
 interface Pending {
-  what: string;
+  what: RequestName;
 }
 
 /** The outcome of one request: 0 or a negative errno, as the kernel answered it. */
@@ -81,7 +87,7 @@ export class NetlinkBatch {
   }
 
   /** `ip address add PREFIX dev INDEX` (IPv6 with nodad: usable at once on a tunnel). */
-  addAddress(ifindex: number, prefix: NetlinkPrefix, what: string): this {
+  addAddress(ifindex: number, prefix: NetlinkPrefix, what: RequestName): this {
     const family = familyOf(prefix);
     const message = this.#begin(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, what);
     // struct ifaddrmsg: family, prefixlen, flags, scope, index
@@ -98,24 +104,24 @@ export class NetlinkBatch {
   }
 
   /** `ip route add PREFIX dev INDEX table TABLE`; fails with EEXIST if the route exists. */
-  addRoute(ifindex: number, prefix: NetlinkPrefix, table: number, what: string): this {
+  addRoute(ifindex: number, prefix: NetlinkPrefix, table: number, what: RequestName): this {
     this.#route(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, ifindex, prefix, table, what);
     return this;
   }
 
   /** `ip route del PREFIX dev INDEX table TABLE`: only the route through this interface. */
-  deleteRoute(ifindex: number, prefix: NetlinkPrefix, table: number, what: string): this {
+  deleteRoute(ifindex: number, prefix: NetlinkPrefix, table: number, what: RequestName): this {
     this.#route(RTM_DELROUTE, 0, ifindex, prefix, table, what);
     return this;
   }
 
-  addRule(rule: PolicyRule, what: string): this {
+  addRule(rule: PolicyRule, what: RequestName): this {
     // Rules may repeat (wg-quick adds a second copy for a second interface), so no EXCL.
     this.#rule(RTM_NEWRULE, NLM_F_CREATE, rule, what);
     return this;
   }
 
-  deleteRule(rule: PolicyRule, what: string): this {
+  deleteRule(rule: PolicyRule, what: RequestName): this {
     this.#rule(RTM_DELRULE, 0, rule, what);
     return this;
   }
@@ -131,7 +137,17 @@ export class NetlinkBatch {
     const messages = new Uint8Array(this.#length);
     messages.set(this.#buffer.subarray(0, this.#length));
     loadAddon().netlinkTransact(messages, errors);
-    return this.#requests.map((request, i) => ({ what: request.what, errno: errors[i]! }));
+    return this.#requests.map((request, i) => {
+      const name = request.what;
+      return typeof name === "string"
+        ? { what: name, errno: errors[i]! }
+        : {
+            get what() {
+              return name();
+            },
+            errno: errors[i]!,
+          };
+    });
   }
 
   #route(
@@ -140,7 +156,7 @@ export class NetlinkBatch {
     ifindex: number,
     prefix: NetlinkPrefix,
     table: number,
-    what: string,
+    what: RequestName,
   ): void {
     const family = familyOf(prefix);
     const message = this.#begin(type, flags, what);
@@ -164,7 +180,7 @@ export class NetlinkBatch {
     this.#end(message);
   }
 
-  #rule(type: number, flags: number, rule: PolicyRule, what: string): void {
+  #rule(type: number, flags: number, rule: PolicyRule, what: RequestName): void {
     const message = this.#begin(type, flags, what);
     const table = rule.kind === "not-fwmark" ? rule.mark : RT_TABLE_MAIN;
     // struct fib_rule_hdr: family, dst_len, src_len, tos, table, res1, res2, action, flags(u32)
@@ -185,7 +201,7 @@ export class NetlinkBatch {
     this.#end(message);
   }
 
-  #begin(type: number, flags: number, what: string): number {
+  #begin(type: number, flags: number, what: RequestName): number {
     const start = this.#reserve(NLMSG_HDRLEN);
     // Length is filled in by #end; sequence number and NLM_F_REQUEST|ACK by the addon.
     this.#buffer.writeUInt16LE(type, start + 4);
