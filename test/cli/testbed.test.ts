@@ -41,7 +41,7 @@ import {
 } from "../../bench/testbed/tinc.js";
 import { Topology } from "../../bench/testbed/topology.js";
 import { Keys } from "../../bench/testbed/tunnels.js";
-import { netnsUnavailableReason } from "../support/netns.js";
+import { Testbed, netnsUnavailableReason } from "../support/netns.js";
 
 const dist = fileURLToPath(new URL("../../dist/bench/testbed/", import.meta.url));
 const mainJs = `${dist}main.js`;
@@ -454,6 +454,58 @@ describe("skip reasons when a tunnel is missing", () => {
     }
   });
 });
+
+const reachSkip = netnsUnavailableReason(["ping"]);
+
+describe.skipIf(reachSkip !== null)(
+  `waiting for a target to answer (${reachSkip ?? "root, ping"})`,
+  () => {
+    // A pinger and a router that answers "unreachable" for the target's network, as tinc does
+    // before an edge's meta connection is up, until the target is put behind it.
+    let bed: Testbed | null = null;
+    const target = "198.51.100.1";
+    const setup = (): { pinger: string; router: string } => {
+      bed = new Testbed();
+      const pinger = bed.namespace("pinger");
+      const router = bed.namespace("router");
+      bed.link(pinger, "192.0.2.1/24", router, "192.0.2.2/24");
+      bed.exec(pinger, "ip", ["route", "add", "198.51.100.0/24", "via", "192.0.2.2"]);
+      bed.exec(router, "sysctl", ["-qw", "net.ipv4.ip_forward=1"]);
+      bed.exec(router, "ip", ["route", "add", "unreachable", "198.51.100.0/24"]);
+      return { pinger, router };
+    };
+
+    afterEach(() => {
+      bed?.cleanup();
+      bed = null;
+    });
+
+    it(
+      "keeps asking through ICMP errors until the target answers",
+      { timeout: 30_000 },
+      async () => {
+        const { pinger, router } = setup();
+        const began = performance.now();
+        const waiting = reach(pinger, target, 15);
+        waiting.catch(() => undefined); // awaited below; not unhandled while the route changes
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        bed!.exec(router, "ip", ["route", "del", "unreachable", "198.51.100.0/24"]);
+        bed!.exec(router, "ip", ["addr", "add", `${target}/32`, "dev", "lo"]);
+        await waiting;
+        expect(performance.now() - began).toBeGreaterThanOrEqual(1000);
+      },
+    );
+
+    it("gives up after its time, not at the first ICMP error", { timeout: 30_000 }, async () => {
+      const { pinger } = setup();
+      const began = performance.now();
+      await expect(reach(pinger, target, 2)).rejects.toThrow(
+        /198\.51\.100\.1 does not answer from .* within 2 s \(ping: .*Unreachable/,
+      );
+      expect(performance.now() - began).toBeGreaterThanOrEqual(1900);
+    });
+  },
+);
 
 const softEtherSkip = netnsUnavailableReason(["unshare", "mount"]) ?? softEtherUnavailable();
 const tincSkip = netnsUnavailableReason(["ping"]) ?? tincUnavailable();
