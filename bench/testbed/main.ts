@@ -8,7 +8,7 @@
 //   npm run build && sudo npm run bench:testbed [-- --quick] [-- --tunnels edgetun,underlay]
 //
 // Options: --quick (a subset in under 3 minutes), --tunnels LIST (edgetun, wireguard-go,
-// underlay, boringtun, kernel, openvpn, tinc, softether; the last five only if present), --levels LIST (none,
+// underlay, boringtun, kernel, openvpn, tinc, softether, nebula; the last six only if present), --levels LIST (none,
 // loss:N, delay:MS, rate:MBIT), --out DIR, --time-limit MINUTES. Exit codes: 0 all measured,
 // 1 some step failed, 2 cannot run here (bad option, not root, tool missing), 3 another run is
 // active, 124 time limit, 130/143 interrupted. The testbed is always removed, whatever the end.
@@ -59,7 +59,14 @@ const FULL_LEVELS = [
   "rate:100",
 ];
 const QUICK_LEVELS = ["none", "loss:5"];
-const OPTIONAL_TUNNELS: TunnelName[] = ["boringtun", "kernel", "openvpn", "tinc", "softether"];
+const OPTIONAL_TUNNELS: TunnelName[] = [
+  "boringtun",
+  "kernel",
+  "openvpn",
+  "tinc",
+  "softether",
+  "nebula",
+];
 
 const FULL: Settings = {
   iperfSeconds: 10,

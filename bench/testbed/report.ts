@@ -241,6 +241,7 @@ const STUDY_VPN: Record<string, string> = {
   openvpn: "OpenVPN",
   tinc: "tinc",
   softether: "SoftEther",
+  nebula: "Nebula (beside the study)",
   underlay: "none (plain underlay)",
 };
 
@@ -399,6 +400,7 @@ const COLORS: Record<string, string> = {
   openvpn: "#9467bd",
   tinc: "#8c564b",
   softether: "#e377c2",
+  nebula: "#17becf",
 };
 
 interface Metric {

@@ -39,6 +39,13 @@ import {
   tincHostEntries,
   tincUnavailable,
 } from "../../bench/testbed/tinc.js";
+import {
+  NEBULA_HUB_PODS,
+  NebulaTunnels,
+  nebulaConfig,
+  nebulaSignArgs,
+  nebulaUnavailable,
+} from "../../bench/testbed/nebula.js";
 import { Topology } from "../../bench/testbed/topology.js";
 import { Keys } from "../../bench/testbed/tunnels.js";
 import { Testbed, netnsUnavailableReason } from "../support/netns.js";
@@ -373,6 +380,73 @@ describe("tinc configuration", () => {
   });
 });
 
+describe("Nebula configuration", () => {
+  const topo = new Topology();
+  const e1 = topo.edges[0]!;
+  const pki = (label: string) => ({
+    ca: "/k/ca.crt",
+    cert: `/k/${label}.crt`,
+    key: `/k/${label}.key`,
+  });
+  type Config = {
+    pki: object;
+    static_host_map: Record<string, string[]>;
+    lighthouse: { am_lighthouse: boolean; hosts?: string[] };
+    listen: { host: string; port: number };
+    tun: { dev: string; mtu: number; unsafe_routes: Array<{ route: string; via: string }> };
+    firewall: { inbound: object[]; outbound: object[] };
+  } & Record<string, unknown>;
+  const read = (text: string) => JSON.parse(text) as Config;
+
+  it("signs the hub for every pod and each edge for its own pod CIDR, at its tunnel address", () => {
+    expect(nebulaSignArgs(topo.hub, topo.hub)).toEqual([
+      "-name",
+      "hub",
+      "-ip",
+      `${topo.hub.tunnelAddress}/24`,
+      "-subnets",
+      NEBULA_HUB_PODS,
+    ]);
+    expect(nebulaSignArgs(e1, topo.hub)).toEqual([
+      "-name",
+      "e1",
+      "-ip",
+      `${e1.tunnelAddress}/24`,
+      "-subnets",
+      e1.podCidr,
+    ]);
+  });
+
+  it("makes the hub the lighthouse on its underlay port, routing each edge's pods to that edge", () => {
+    const hub = read(nebulaConfig(topo.hub, topo, "neb-h", pki("hub"), "unused:1"));
+    expect(hub.pki).toEqual(pki("hub"));
+    expect(hub.lighthouse).toEqual({ am_lighthouse: true, interval: 60 });
+    expect(hub.listen).toEqual({ host: topo.hub.underlayAddress, port: 51820 });
+    expect(hub.static_host_map).toEqual({});
+    expect(hub.tun).toMatchObject({ dev: "neb-h", mtu: 1420 });
+    expect(hub.tun.unsafe_routes).toEqual(
+      topo.edges.map((edge) => ({ route: edge.podCidr, via: edge.tunnelAddress })),
+    );
+    // No cipher line: Nebula's default (AES-256-GCM) is what is measured.
+    expect(hub).not.toHaveProperty("cipher");
+  });
+
+  it("points an edge at the hub's endpoint (its relay under delay) and routes every pod there", () => {
+    const edge = read(nebulaConfig(e1, topo, "neb-1", pki("e1"), "10.77.1.1:40000"));
+    expect(edge.static_host_map).toEqual({ [topo.hub.tunnelAddress]: ["10.77.1.1:40000"] });
+    expect(edge.lighthouse).toMatchObject({
+      am_lighthouse: false,
+      hosts: [topo.hub.tunnelAddress],
+    });
+    expect(edge.listen).toEqual({ host: "0.0.0.0", port: 0 });
+    expect(edge.tun.unsafe_routes).toEqual([
+      { route: NEBULA_HUB_PODS, via: topo.hub.tunnelAddress },
+    ]);
+    expect(edge.punchy).toEqual({ punch: false });
+    expect(edge.firewall.inbound).toEqual([{ port: "any", proto: "any", host: "any" }]);
+  });
+});
+
 describe("SoftEther configuration", () => {
   const topo = new Topology();
   const e1 = topo.edges[0]!;
@@ -438,6 +512,18 @@ describe("skip reasons when a tunnel is missing", () => {
         `${join(empty, "vpnserver", "vpnserver")} is missing (apt-get install softether-vpnserver)`,
       );
     } finally {
+      rmSync(empty, { recursive: true, force: true });
+    }
+  });
+
+  it("names the nebula package when nebula is not on the PATH", () => {
+    const empty = mkdtempSync(join(tmpdir(), "etb-nonebula-"));
+    const path = process.env["PATH"];
+    process.env["PATH"] = empty;
+    try {
+      expect(nebulaUnavailable()).toBe("nebula is not installed (apt-get install nebula)");
+    } finally {
+      process.env["PATH"] = path;
       rmSync(empty, { recursive: true, force: true });
     }
   });
@@ -624,6 +710,47 @@ describe.skipIf(tincSkip !== null)(
           for (const pid of pids) expect(existsSync(`/proc/${pid}`)).toBe(false);
           expect(tunnel.supports({ kind: "delay", ms: 50 })).toMatch(/TCP meta connection/);
           expect(tunnel.supports({ kind: "loss", percent: 5 })).toBeNull();
+        } finally {
+          await tunnel.down();
+          topo.destroy();
+          keys.remove();
+        }
+      },
+    );
+  },
+);
+
+const nebulaSkip = netnsUnavailableReason(["ping"]) ?? nebulaUnavailable();
+
+describe.skipIf(nebulaSkip !== null)(
+  `Nebula hub and edges (${nebulaSkip ?? "root, nebula installed"})`,
+  () => {
+    it(
+      "carries edge pods' traffic to the hub's pod and across the hub, and ends its daemons",
+      { timeout: 120_000 },
+      async () => {
+        const topo = new Topology();
+        const keys = new Keys(topo);
+        const tunnel = new NebulaTunnels(topo, keys);
+        try {
+          topo.create();
+          const [e1, e2] = topo.edges;
+          const none: Level = { kind: "none" };
+          await tunnel.upHub(none);
+          await tunnel.upEdge(e1!, none);
+          await tunnel.upEdge(e2!, none);
+          await reach(e1!.podNs, topo.hub.podAddress, 40);
+          // Pod to pod: out of Nebula at the hub, through its kernel, and in again.
+          await reach(e1!.podNs, e2!.podAddress, 40);
+          const transfer = tunnel.hubTransfer();
+          expect(transfer?.rxBytes).toBeGreaterThan(0);
+          expect(transfer?.txBytes).toBeGreaterThan(0);
+          const pids = tunnel.daemons().map((d) => d.pid);
+          expect(pids).toHaveLength(3);
+          expect(tunnel.deadDaemon()).toBeNull();
+          await tunnel.down();
+          for (const pid of pids) expect(existsSync(`/proc/${pid}`)).toBe(false);
+          expect(tunnel.supports({ kind: "delay", ms: 50 })).toBeNull();
         } finally {
           await tunnel.down();
           topo.destroy();
