@@ -13,7 +13,7 @@
 // 1 some step failed, 2 cannot run here (bad option, not root, tool missing), 3 another run is
 // active, 124 time limit, 130/143 interrupted. The testbed is always removed, whatever the end.
 import { writeFileSync } from "node:fs";
-import { cpus, release, totalmem } from "node:os";
+import { cpus, loadavg, release, totalmem } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -294,10 +294,11 @@ async function main(): Promise<number> {
   recorder.line({ type: "run", ...meta });
 
   let finished = false;
+  const loads: number[] = [];
   const writeReport = (): number => {
     const durationS = (Date.now() - startedAt.getTime()) / 1000;
     recorder.line({ type: "end", durationS, complete: finished });
-    writeFileSync(`${base}.md`, markdownReport(meta, recorder.results, durationS));
+    writeFileSync(`${base}.md`, markdownReport(meta, recorder.results, durationS, loads));
     const written = [`${base}.jsonl`, `${base}.md`];
     for (const { name, svg } of figures(meta, recorder.results)) {
       writeFileSync(`${base}-${name}.svg`, svg);
@@ -341,6 +342,10 @@ async function main(): Promise<number> {
     for (const level of options.levels) {
       say(`Level: ${levelName(level)}`);
       for (const name of tunnels) {
+        // The machine may be shared: its load at each case's start goes with the figures.
+        const load = loadavg()[0]!;
+        loads.push(load);
+        recorder.line({ type: "load", tunnel: name, level: levelName(level), loadAverage1m: load });
         errors += await runCase(topo, drivers.get(name)!, level, settings, recorder);
       }
     }

@@ -15,6 +15,7 @@ import { reach } from "../../bench/testbed/measure.js";
 import {
   describeDetail,
   figures,
+  loadSummary,
   markdownReport,
   markdownTable,
   type Meta,
@@ -46,6 +47,7 @@ import {
   nebulaSignArgs,
   nebulaUnavailable,
 } from "../../bench/testbed/nebula.js";
+import { readRun } from "../../bench/testbed/render.js";
 import { Topology } from "../../bench/testbed/topology.js";
 import { Keys } from "../../bench/testbed/tunnels.js";
 import { Testbed, netnsUnavailableReason } from "../support/netns.js";
@@ -321,6 +323,26 @@ describe("testbed report", () => {
     expect(rows[0]).toMatch(/\| 12\.0\s+\| 60\s+\| 5\.00\s+\|$/);
     expect(report).toContain("| 50,000 · 2.0/9.5 · 0.10 %");
     expect(report).toContain("- underlay, delay 50 ms: no UDP to relay");
+  });
+
+  it("states the machine's load at the cases' starts, and reads it back from a run's lines", () => {
+    expect(loadSummary([], 2)).toBe("");
+    expect(loadSummary([12.5, 3.25, 20.04], 2)).toBe(
+      "Load average (1 min) at the start of each case: 3.3–20.0, median 12.5, on 2 cores.",
+    );
+    const lines = [
+      { type: "run", ...meta },
+      { type: "load", tunnel: "edgetun", level: "none", loadAverage1m: 7.5 },
+      ...results().map((r) => ({ type: "result", ...r })),
+      { type: "load", tunnel: "underlay", level: "none", loadAverage1m: 2 },
+      { type: "end", durationS: 165, complete: true },
+    ];
+    const run = readRun(lines.map((l) => JSON.stringify(l)).join("\n"));
+    expect(run.loads).toEqual([7.5, 2]);
+    expect(run.results).toHaveLength(results().length);
+    const report = markdownReport(run.meta, run.results, run.durationS, run.loads);
+    expect(report).toContain("Load average (1 min) at the start of each case: 2.0–7.5, median 7.5");
+    expect(markdownReport(meta, results(), 165)).not.toContain("Load average");
   });
 
   it("draws well-formed SVG with one line per tunnel", () => {
