@@ -8,12 +8,12 @@
 //   npm run build && sudo npm run bench:testbed [-- --quick] [-- --tunnels edgetun,underlay]
 //
 // Options: --quick (a subset in under 3 minutes), --tunnels LIST (edgetun, wireguard-go,
-// underlay, boringtun, kernel, openvpn, tinc, softether; the last five only if present), --levels LIST (none,
+// underlay, boringtun, kernel, openvpn, tinc, softether, nebula; the last six only if present), --levels LIST (none,
 // loss:N, delay:MS, rate:MBIT), --out DIR, --time-limit MINUTES. Exit codes: 0 all measured,
 // 1 some step failed, 2 cannot run here (bad option, not root, tool missing), 3 another run is
 // active, 124 time limit, 130/143 interrupted. The testbed is always removed, whatever the end.
 import { writeFileSync } from "node:fs";
-import { cpus, release, totalmem } from "node:os";
+import { cpus, loadavg, release, totalmem } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -61,7 +61,14 @@ const FULL_LEVELS = [
   "rate:100",
 ];
 const QUICK_LEVELS = ["none", "loss:5"];
-const OPTIONAL_TUNNELS: TunnelName[] = ["boringtun", "kernel", "openvpn", "tinc", "softether"];
+const OPTIONAL_TUNNELS: TunnelName[] = [
+  "boringtun",
+  "kernel",
+  "openvpn",
+  "tinc",
+  "softether",
+  "nebula",
+];
 
 const FULL: Settings = {
   iperfSeconds: 10,
@@ -287,10 +294,11 @@ async function main(): Promise<number> {
   recorder.line({ type: "run", ...meta });
 
   let finished = false;
+  const loads: number[] = [];
   const writeReport = (): number => {
     const durationS = (Date.now() - startedAt.getTime()) / 1000;
     recorder.line({ type: "end", durationS, complete: finished });
-    writeFileSync(`${base}.md`, markdownReport(meta, recorder.results, durationS));
+    writeFileSync(`${base}.md`, markdownReport(meta, recorder.results, durationS, loads));
     const written = [`${base}.jsonl`, `${base}.md`];
     for (const { name, svg } of figures(meta, recorder.results)) {
       writeFileSync(`${base}-${name}.svg`, svg);
@@ -334,6 +342,10 @@ async function main(): Promise<number> {
     for (const level of options.levels) {
       say(`Level: ${levelName(level)}`);
       for (const name of tunnels) {
+        // The machine may be shared: its load at each case's start goes with the figures.
+        const load = loadavg()[0]!;
+        loads.push(load);
+        recorder.line({ type: "load", tunnel: name, level: levelName(level), loadAverage1m: load });
         errors += await runCase(topo, drivers.get(name)!, level, settings, recorder);
       }
     }

@@ -65,14 +65,27 @@ export async function ping(
   };
 }
 
-/** Waits until `target` answers one echo request from `ns` (retrying), or throws. */
+/**
+ * Waits until `target` answers an echo request from `ns` (pinging every 50 ms), or throws after
+ * `timeoutS`. A count, not a deadline, as in `firstPacket`: with `-w` (or `-c 1`) iputils ping
+ * quits at the first ICMP error, and tinc answers "net unknown" for as long as an edge's meta
+ * connection to the hub is not yet up, which under loss outlasts the edge's start: the bring-up
+ * failed at once, though its message said 40 s.
+ */
 export async function reach(ns: string, target: string, timeoutS: number): Promise<void> {
-  const deadline = Math.ceil(timeoutS);
-  const args = ["-n", "-c", "1", "-i", "0.05", "-w", `${deadline}`, target];
-  const result = await nsExec(ns, `ping ${target}`, "ping", args, (deadline + 5) * 1000);
-  // Replies queued behind a handshake can arrive together: "2 received" is a success too.
-  if (!/ [1-9]\d* received/.test(result.stdout)) {
-    throw new StepError(`${target} does not answer from ${ns} within ${timeoutS} s`);
+  const intervalS = 0.05;
+  const args = ["-n", "-i", `${intervalS}`, "-c", `${Math.ceil(timeoutS / intervalS)}`, target];
+  const probe = nsSpawn(ns, `ping ${target}`, "ping", args);
+  try {
+    // Replies queued behind a handshake can arrive together: the first one is enough.
+    await probe.waitForLine(/time=/, timeoutS * 1000);
+  } catch {
+    const said = `${probe.stdout.toString()} ${probe.stderr.toString()}`.trim().split("\n");
+    throw new StepError(
+      `${target} does not answer from ${ns} within ${timeoutS} s (ping: ${said.slice(-3).join(" / ")})`,
+    );
+  } finally {
+    await probe.end(2000);
   }
 }
 

@@ -6,10 +6,16 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { figures, markdownReport, type Meta, type Result } from "./report.js";
 
-export function readRun(text: string): { meta: Meta; results: Result[]; durationS: number } {
+export function readRun(text: string): {
+  meta: Meta;
+  results: Result[];
+  durationS: number;
+  loads: number[];
+} {
   let meta: Meta | null = null;
   let durationS = Number.NaN;
   const results: Result[] = [];
+  const loads: number[] = [];
   for (const line of text.split("\n")) {
     if (!line.trim()) continue;
     const record = JSON.parse(line) as { type: string } & Record<string, unknown>;
@@ -17,9 +23,10 @@ export function readRun(text: string): { meta: Meta; results: Result[]; duration
     if (type === "run") meta = rest as unknown as Meta;
     else if (type === "result") results.push(rest as unknown as Result);
     else if (type === "end") durationS = Number(rest["durationS"]);
+    else if (type === "load") loads.push(Number(rest["loadAverage1m"]));
   }
   if (!meta) throw new Error("no run record (the first line of a testbed .jsonl)");
-  return { meta, results, durationS };
+  return { meta, results, durationS, loads };
 }
 
 function main(files: string[]): number {
@@ -29,8 +36,8 @@ function main(files: string[]): number {
   }
   for (const file of files) {
     const base = file.replace(/\.jsonl$/, "");
-    const { meta, results, durationS } = readRun(readFileSync(file, "utf8"));
-    writeFileSync(`${base}.md`, markdownReport(meta, results, durationS));
+    const { meta, results, durationS, loads } = readRun(readFileSync(file, "utf8"));
+    writeFileSync(`${base}.md`, markdownReport(meta, results, durationS, loads));
     process.stdout.write(`wrote ${base}.md\n`);
     for (const { name, svg } of figures(meta, results)) {
       writeFileSync(`${base}-${name}.svg`, svg);

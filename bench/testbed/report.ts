@@ -241,6 +241,7 @@ const STUDY_VPN: Record<string, string> = {
   openvpn: "OpenVPN",
   tinc: "tinc",
   softether: "SoftEther",
+  nebula: "Nebula (beside the study)",
   underlay: "none (plain underlay)",
 };
 
@@ -337,8 +338,28 @@ export function describeDetail(detail: unknown): string {
     .join(", ");
 }
 
-export function markdownReport(meta: Meta, results: Result[], durationS: number): string {
+/**
+ * What the machine's 1-minute load average was at the cases' starts, or "" when none was
+ * recorded (runs before it was): on a shared machine, the context every figure needs.
+ */
+export function loadSummary(loads: number[], cpus: number): string {
+  if (loads.length === 0) return "";
+  const sorted = [...loads].sort((a, b) => a - b);
+  const median = sorted[Math.floor(sorted.length / 2)]!;
+  return (
+    `Load average (1 min) at the start of each case: ${fmt(sorted[0]!, 1)}–${fmt(sorted[sorted.length - 1]!, 1)}, ` +
+    `median ${fmt(median, 1)}, on ${cpus} cores.`
+  );
+}
+
+export function markdownReport(
+  meta: Meta,
+  results: Result[],
+  durationS: number,
+  loads: number[] = [],
+): string {
   const m = meta.machine;
+  const load = loadSummary(loads, m.cpus);
   const errors = errorsList(results);
   const skipped = results
     .filter((r) => r.scenario === "skipped")
@@ -350,6 +371,7 @@ export function markdownReport(meta: Meta, results: Result[], durationS: number)
     `# Edge testbed, ${meta.startedAt.slice(0, 10)}${meta.quick ? " (quick)" : ""}`,
     "",
     `Run ${meta.runId} started ${meta.startedAt}, took ${fmt(durationS)} s. Machine: ${m.cpus} cores (${m.cpuModel}), ${m.memoryGiB} GiB, Linux ${m.kernel}, Node ${m.node}.`,
+    ...(load ? ["", load] : []),
     "",
     "## The seed study's VPNs",
     "",
@@ -399,6 +421,7 @@ const COLORS: Record<string, string> = {
   openvpn: "#9467bd",
   tinc: "#8c564b",
   softether: "#e377c2",
+  nebula: "#17becf",
 };
 
 interface Metric {

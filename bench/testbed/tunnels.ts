@@ -1,7 +1,7 @@
 // The tunnels the testbed compares, each driving the same topology: edgetun (`edgetun up` per
 // node), wireguard-go configured with `wg`, the plain underlay (no tunnel: the physical limit),
 // and, when present on the machine, boringtun and kernel WireGuard (same `wg` configuration)
-// and OpenVPN (openvpn.ts).
+// and OpenVPN (openvpn.ts), tinc (tinc.ts), SoftEther (softether.ts) and Nebula (nebula.ts).
 // Every node's tunnel carries its own pod CIDR: the hub's peers are the edges with their tunnel
 // address and pod CIDR; each edge has one peer, the hub, for the tunnel subnet and 10.244/16.
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -11,6 +11,7 @@ import { fileURLToPath } from "node:url";
 import { generatePrivateKey, publicKeyOf } from "../../src/core/keys.js";
 import { hubEndpointFor, type Level } from "./impair.js";
 import { NodeTunnels, START_TIMEOUT_MS } from "./node-tunnels.js";
+import { NebulaTunnels, nebulaUnavailable } from "./nebula.js";
 import { OpenVpnTunnels, openVpnUnavailable } from "./openvpn.js";
 import { SoftEtherTunnels, softEtherUnavailable } from "./softether.js";
 import { TincTunnels, tincUnavailable } from "./tinc.js";
@@ -34,6 +35,7 @@ export const TUNNEL_NAMES = [
   "openvpn",
   "tinc",
   "softether",
+  "nebula",
 ] as const;
 export type TunnelName = (typeof TUNNEL_NAMES)[number];
 
@@ -374,6 +376,8 @@ export function tunnelUnavailable(name: TunnelName, topo: Topology): string | nu
       return tincUnavailable();
     case "softether":
       return softEtherUnavailable();
+    case "nebula":
+      return nebulaUnavailable();
     case "underlay":
       return null;
   }
@@ -403,6 +407,8 @@ export function makeTunnel(name: TunnelName, topo: Topology, keys: Keys): Tunnel
       return new TincTunnels(topo, keys);
     case "softether":
       return new SoftEtherTunnels(topo, keys);
+    case "nebula":
+      return new NebulaTunnels(topo, keys);
     case "underlay":
       return new UnderlayRoutes(topo);
   }

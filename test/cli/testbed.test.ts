@@ -15,6 +15,7 @@ import { reach } from "../../bench/testbed/measure.js";
 import {
   describeDetail,
   figures,
+  loadSummary,
   markdownReport,
   markdownTable,
   type Meta,
@@ -39,9 +40,17 @@ import {
   tincHostEntries,
   tincUnavailable,
 } from "../../bench/testbed/tinc.js";
+import {
+  NEBULA_HUB_PODS,
+  NebulaTunnels,
+  nebulaConfig,
+  nebulaSignArgs,
+  nebulaUnavailable,
+} from "../../bench/testbed/nebula.js";
+import { readRun } from "../../bench/testbed/render.js";
 import { Topology } from "../../bench/testbed/topology.js";
 import { Keys } from "../../bench/testbed/tunnels.js";
-import { netnsUnavailableReason } from "../support/netns.js";
+import { Testbed, netnsUnavailableReason } from "../support/netns.js";
 
 const dist = fileURLToPath(new URL("../../dist/bench/testbed/", import.meta.url));
 const mainJs = `${dist}main.js`;
@@ -316,6 +325,26 @@ describe("testbed report", () => {
     expect(report).toContain("- underlay, delay 50 ms: no UDP to relay");
   });
 
+  it("states the machine's load at the cases' starts, and reads it back from a run's lines", () => {
+    expect(loadSummary([], 2)).toBe("");
+    expect(loadSummary([12.5, 3.25, 20.04], 2)).toBe(
+      "Load average (1 min) at the start of each case: 3.3–20.0, median 12.5, on 2 cores.",
+    );
+    const lines = [
+      { type: "run", ...meta },
+      { type: "load", tunnel: "edgetun", level: "none", loadAverage1m: 7.5 },
+      ...results().map((r) => ({ type: "result", ...r })),
+      { type: "load", tunnel: "underlay", level: "none", loadAverage1m: 2 },
+      { type: "end", durationS: 165, complete: true },
+    ];
+    const run = readRun(lines.map((l) => JSON.stringify(l)).join("\n"));
+    expect(run.loads).toEqual([7.5, 2]);
+    expect(run.results).toHaveLength(results().length);
+    const report = markdownReport(run.meta, run.results, run.durationS, run.loads);
+    expect(report).toContain("Load average (1 min) at the start of each case: 2.0–7.5, median 7.5");
+    expect(markdownReport(meta, results(), 165)).not.toContain("Load average");
+  });
+
   it("draws well-formed SVG with one line per tunnel", () => {
     const svgs = figures(meta, results());
     expect(svgs.map((f) => f.name)).toEqual(["loss", "concurrency"]);
@@ -370,6 +399,73 @@ describe("tinc configuration", () => {
       // An edge is reached through the hub, never at an address of its own.
       expect(text).not.toContain("Address =");
     }
+  });
+});
+
+describe("Nebula configuration", () => {
+  const topo = new Topology();
+  const e1 = topo.edges[0]!;
+  const pki = (label: string) => ({
+    ca: "/k/ca.crt",
+    cert: `/k/${label}.crt`,
+    key: `/k/${label}.key`,
+  });
+  type Config = {
+    pki: object;
+    static_host_map: Record<string, string[]>;
+    lighthouse: { am_lighthouse: boolean; hosts?: string[] };
+    listen: { host: string; port: number };
+    tun: { dev: string; mtu: number; unsafe_routes: Array<{ route: string; via: string }> };
+    firewall: { inbound: object[]; outbound: object[] };
+  } & Record<string, unknown>;
+  const read = (text: string) => JSON.parse(text) as Config;
+
+  it("signs the hub for every pod and each edge for its own pod CIDR, at its tunnel address", () => {
+    expect(nebulaSignArgs(topo.hub, topo.hub)).toEqual([
+      "-name",
+      "hub",
+      "-ip",
+      `${topo.hub.tunnelAddress}/24`,
+      "-subnets",
+      NEBULA_HUB_PODS,
+    ]);
+    expect(nebulaSignArgs(e1, topo.hub)).toEqual([
+      "-name",
+      "e1",
+      "-ip",
+      `${e1.tunnelAddress}/24`,
+      "-subnets",
+      e1.podCidr,
+    ]);
+  });
+
+  it("makes the hub the lighthouse on its underlay port, routing each edge's pods to that edge", () => {
+    const hub = read(nebulaConfig(topo.hub, topo, "neb-h", pki("hub"), "unused:1"));
+    expect(hub.pki).toEqual(pki("hub"));
+    expect(hub.lighthouse).toEqual({ am_lighthouse: true, interval: 60 });
+    expect(hub.listen).toEqual({ host: topo.hub.underlayAddress, port: 51820 });
+    expect(hub.static_host_map).toEqual({});
+    expect(hub.tun).toMatchObject({ dev: "neb-h", mtu: 1420 });
+    expect(hub.tun.unsafe_routes).toEqual(
+      topo.edges.map((edge) => ({ route: edge.podCidr, via: edge.tunnelAddress })),
+    );
+    // No cipher line: Nebula's default (AES-256-GCM) is what is measured.
+    expect(hub).not.toHaveProperty("cipher");
+  });
+
+  it("points an edge at the hub's endpoint (its relay under delay) and routes every pod there", () => {
+    const edge = read(nebulaConfig(e1, topo, "neb-1", pki("e1"), "10.77.1.1:40000"));
+    expect(edge.static_host_map).toEqual({ [topo.hub.tunnelAddress]: ["10.77.1.1:40000"] });
+    expect(edge.lighthouse).toMatchObject({
+      am_lighthouse: false,
+      hosts: [topo.hub.tunnelAddress],
+    });
+    expect(edge.listen).toEqual({ host: "0.0.0.0", port: 0 });
+    expect(edge.tun.unsafe_routes).toEqual([
+      { route: NEBULA_HUB_PODS, via: topo.hub.tunnelAddress },
+    ]);
+    expect(edge.punchy).toEqual({ punch: false });
+    expect(edge.firewall.inbound).toEqual([{ port: "any", proto: "any", host: "any" }]);
   });
 });
 
@@ -442,6 +538,18 @@ describe("skip reasons when a tunnel is missing", () => {
     }
   });
 
+  it("names the nebula package when nebula is not on the PATH", () => {
+    const empty = mkdtempSync(join(tmpdir(), "etb-nonebula-"));
+    const path = process.env["PATH"];
+    process.env["PATH"] = empty;
+    try {
+      expect(nebulaUnavailable()).toBe("nebula is not installed (apt-get install nebula)");
+    } finally {
+      process.env["PATH"] = path;
+      rmSync(empty, { recursive: true, force: true });
+    }
+  });
+
   it("names the tinc package when tincd is not on the PATH", () => {
     const empty = mkdtempSync(join(tmpdir(), "etb-notinc-"));
     const path = process.env["PATH"];
@@ -454,6 +562,58 @@ describe("skip reasons when a tunnel is missing", () => {
     }
   });
 });
+
+const reachSkip = netnsUnavailableReason(["ping"]);
+
+describe.skipIf(reachSkip !== null)(
+  `waiting for a target to answer (${reachSkip ?? "root, ping"})`,
+  () => {
+    // A pinger and a router that answers "unreachable" for the target's network, as tinc does
+    // before an edge's meta connection is up, until the target is put behind it.
+    let bed: Testbed | null = null;
+    const target = "198.51.100.1";
+    const setup = (): { pinger: string; router: string } => {
+      bed = new Testbed();
+      const pinger = bed.namespace("pinger");
+      const router = bed.namespace("router");
+      bed.link(pinger, "192.0.2.1/24", router, "192.0.2.2/24");
+      bed.exec(pinger, "ip", ["route", "add", "198.51.100.0/24", "via", "192.0.2.2"]);
+      bed.exec(router, "sysctl", ["-qw", "net.ipv4.ip_forward=1"]);
+      bed.exec(router, "ip", ["route", "add", "unreachable", "198.51.100.0/24"]);
+      return { pinger, router };
+    };
+
+    afterEach(() => {
+      bed?.cleanup();
+      bed = null;
+    });
+
+    it(
+      "keeps asking through ICMP errors until the target answers",
+      { timeout: 30_000 },
+      async () => {
+        const { pinger, router } = setup();
+        const began = performance.now();
+        const waiting = reach(pinger, target, 15);
+        waiting.catch(() => undefined); // awaited below; not unhandled while the route changes
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        bed!.exec(router, "ip", ["route", "del", "unreachable", "198.51.100.0/24"]);
+        bed!.exec(router, "ip", ["addr", "add", `${target}/32`, "dev", "lo"]);
+        await waiting;
+        expect(performance.now() - began).toBeGreaterThanOrEqual(1000);
+      },
+    );
+
+    it("gives up after its time, not at the first ICMP error", { timeout: 30_000 }, async () => {
+      const { pinger } = setup();
+      const began = performance.now();
+      await expect(reach(pinger, target, 2)).rejects.toThrow(
+        /198\.51\.100\.1 does not answer from .* within 2 s \(ping: .*Unreachable/,
+      );
+      expect(performance.now() - began).toBeGreaterThanOrEqual(1900);
+    });
+  },
+);
 
 const softEtherSkip = netnsUnavailableReason(["unshare", "mount"]) ?? softEtherUnavailable();
 const tincSkip = netnsUnavailableReason(["ping"]) ?? tincUnavailable();
@@ -572,6 +732,47 @@ describe.skipIf(tincSkip !== null)(
           for (const pid of pids) expect(existsSync(`/proc/${pid}`)).toBe(false);
           expect(tunnel.supports({ kind: "delay", ms: 50 })).toMatch(/TCP meta connection/);
           expect(tunnel.supports({ kind: "loss", percent: 5 })).toBeNull();
+        } finally {
+          await tunnel.down();
+          topo.destroy();
+          keys.remove();
+        }
+      },
+    );
+  },
+);
+
+const nebulaSkip = netnsUnavailableReason(["ping"]) ?? nebulaUnavailable();
+
+describe.skipIf(nebulaSkip !== null)(
+  `Nebula hub and edges (${nebulaSkip ?? "root, nebula installed"})`,
+  () => {
+    it(
+      "carries edge pods' traffic to the hub's pod and across the hub, and ends its daemons",
+      { timeout: 120_000 },
+      async () => {
+        const topo = new Topology();
+        const keys = new Keys(topo);
+        const tunnel = new NebulaTunnels(topo, keys);
+        try {
+          topo.create();
+          const [e1, e2] = topo.edges;
+          const none: Level = { kind: "none" };
+          await tunnel.upHub(none);
+          await tunnel.upEdge(e1!, none);
+          await tunnel.upEdge(e2!, none);
+          await reach(e1!.podNs, topo.hub.podAddress, 40);
+          // Pod to pod: out of Nebula at the hub, through its kernel, and in again.
+          await reach(e1!.podNs, e2!.podAddress, 40);
+          const transfer = tunnel.hubTransfer();
+          expect(transfer?.rxBytes).toBeGreaterThan(0);
+          expect(transfer?.txBytes).toBeGreaterThan(0);
+          const pids = tunnel.daemons().map((d) => d.pid);
+          expect(pids).toHaveLength(3);
+          expect(tunnel.deadDaemon()).toBeNull();
+          await tunnel.down();
+          for (const pid of pids) expect(existsSync(`/proc/${pid}`)).toBe(false);
+          expect(tunnel.supports({ kind: "delay", ms: 50 })).toBeNull();
         } finally {
           await tunnel.down();
           topo.destroy();
