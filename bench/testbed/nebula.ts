@@ -19,9 +19,9 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { hubEndpointFor, type Level } from "./impair.js";
 import { NodeTunnels, START_TIMEOUT_MS } from "./node-tunnels.js";
-import { StepError, nsSpawn, runSync, type Proc } from "./proc.js";
+import { StepError } from "../../src/host/errors.js";
+import { commandExists, nsSpawn, runSync, type Proc } from "../../src/host/toolkit/process.js";
 import { linkBytes } from "./tinc.js";
-import { commandExistsIn } from "./tools.js";
 import { HUB_PORT, TUNNEL_MTU, type Node, type Topology } from "./topology.js";
 import type { Keys } from "./tunnels.js";
 
@@ -36,7 +36,7 @@ const LOG_LINES = 6;
 /** Why Nebula cannot run here, or null. */
 export function nebulaUnavailable(): string | null {
   for (const program of ["nebula", "nebula-cert"]) {
-    if (!commandExistsIn(program)) return `${program} is not installed (apt-get install nebula)`;
+    if (!commandExists(program)) return `${program} is not installed (apt-get install nebula)`;
   }
   const version = spawnSync("nebula", ["-version"], { encoding: "utf8", timeout: 5000 });
   const match = /Version: (\d+)\.(\d+)/.exec(version.stdout ?? "");
