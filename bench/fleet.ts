@@ -12,11 +12,10 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Device } from "../src/core/device.js";
 import { decodeKey, generatePrivateKey, publicKeyOf } from "../src/core/keys.js";
 import { EtcdClient, type TxnOp } from "../src/host/fleet/etcd.js";
 import { edgeKey, formatEdgeRecord, leaseKey } from "../src/host/fleet/records.js";
-import { DaemonFleetSink } from "../src/host/fleet/sink.js";
+import { startFleetDaemon } from "../test/support/fleet-daemon.js";
 import { FleetWatcher } from "../src/host/fleet/watcher.js";
 import { createLogger } from "../src/host/log.js";
 
@@ -366,8 +365,8 @@ async function measureResync() {
   await new Promise<void>((resolve) => link.listen({ host: "127.0.0.1", port: 0 }, resolve));
   const linkPort = (link.address() as { port: number }).port;
   const watched = new EtcdClient({ host: "127.0.0.1", port: linkPort, prefix, tls: false });
-  const device = new Device({ privateKey: decodeKey(generatePrivateKey()) });
-  const sink = new DaemonFleetSink({ device, flushActions: () => {} }, null);
+  const { daemon, sink } = await startFleetDaemon();
+  const device = daemon.device;
   const watcher = new FleetWatcher({
     client: watched,
     prefix,
@@ -402,6 +401,7 @@ async function measureResync() {
   watched.close();
   writer.close();
   link.close();
+  await daemon.stop();
   if (!device.peer(changed.publicKey)) throw new Error("the change was not applied by the resync");
   return { wallMs, cpuMs: (used.user + used.system) / 1000, firstLoadMs, firstLoadCpuMs };
 }

@@ -81,6 +81,7 @@ export type ReconfigurationErrorCode =
   | "ERR_RECONFIGURE_LISTEN_PORT"
   | "ERR_RECONFIGURE_FWMARK"
   | "ERR_RECONFIGURE_ROUTES"
+  | "ERR_RECONFIGURE_OWNED"
   | "ERR_RECONFIGURE_FAILED";
 
 /** A refused change; the interface is as it was before it. */
@@ -338,8 +339,8 @@ const ZERO_KEY = new Uint8Array(KEY_BYTES);
  * unchanged peer costs nothing). Addresses and MTU are not part of a change (as with wg
  * syncconf). `endpoints[i]` is peer i's endpoint, resolved; null keeps what the peer has.
  * `keepFwmark`: the running fwmark was chosen for a default route, and a file without FwMark
- * must not take it away. `keepsPeer`: peers another source owns (the fleet store's), which a
- * file that does not list them leaves in place.
+ * must not take it away. Peers another source owns (the fleet store's) are kept out of the
+ * change later, by {@link respectOwners}, as for every source.
  */
 export function changeFromConfig(
   device: Device,
@@ -349,13 +350,12 @@ export function changeFromConfig(
     listenPort: number;
     fwmark: number;
     keepFwmark?: boolean;
-    keepsPeer?: (publicKeyBase64: string) => boolean;
   },
 ): ConfigChange {
   const peers: PeerChange[] = [];
   const wanted = new Set(config.peers.map((peer) => peer.publicKey.toString("base64")));
   for (const peer of device.peers.values()) {
-    if (!wanted.has(peer.publicKeyBase64) && !current.keepsPeer?.(peer.publicKeyBase64)) {
+    if (!wanted.has(peer.publicKeyBase64)) {
       peers.push({
         publicKey: peer.publicKey,
         remove: true,
@@ -451,6 +451,88 @@ function peerDifference(
     replaceAllowedIps: !sameIps,
     allowedIps: sameIps ? [] : wanted.allowedIps,
   };
+}
+
+// ---------------------------------------------------------------------------------------
+// Sources that own their peers
+
+/** A source that owns the peers it puts in (the fleet store): only it changes them. */
+export interface PeerOwner {
+  /** The source its own changes carry ("fleet"). */
+  readonly source: ChangeSource;
+  owns(publicKeyBase64: string): boolean;
+  /** The peer in a log line or an error ("fleet edge e1"). */
+  describe(publicKeyBase64: string): string;
+}
+
+/**
+ * The rule between sources of change. A peer that an owning source put in (a fleet edge) is
+ * changed and removed by that source only; for a change from any other source (`wg set`, `wg
+ * setconf`, `wg syncconf`, `edgetun syncconf`, a reload):
+ * - `replacePeers` (`wg setconf`) replaces only the peers no owner claims;
+ * - a section naming an owned peer is left out, and the log says so: `wg syncconf` of a file
+ *   that does not list the fleet's edges asks to remove each of them, and `wg set … remove`
+ *   of an edge would last only until the store's next full read, so neither is done; an edge
+ *   goes with `edgetun fleet remove`;
+ * - a section that would give its peer an allowed IP overlapping an owned peer's refuses the
+ *   whole change (the edge's traffic would go elsewhere without a word), as the fleet refuses
+ *   an edge overlapping a peer of the file.
+ * Cost: the change's own sections and prefixes (a `replacePeers` change walks the peers once).
+ */
+export function respectOwners(
+  device: Device,
+  change: ConfigChange,
+  source: ChangeSource,
+  owners: readonly PeerOwner[],
+  logger: Logger | null,
+): ConfigChange {
+  const others = owners.filter((owner) => owner.source !== source);
+  if (others.length === 0) return change;
+  const ownerOf = (key: string) => others.find((owner) => owner.owns(key));
+  const skipped: string[] = [];
+  const peers: PeerChange[] = [];
+  if (change.replacePeers) {
+    for (const peer of device.peers.values()) {
+      if (!ownerOf(peer.publicKeyBase64)) peers.push(removalOf(peer.publicKey));
+    }
+  }
+  for (const section of change.peers) {
+    const key = Buffer.from(section.publicKey).toString("base64");
+    const owner = ownerOf(key);
+    if (owner) {
+      skipped.push(owner.describe(key));
+      continue;
+    }
+    if (!section.remove) {
+      for (const prefix of section.allowedIps) {
+        const clash = device.allowedIps.firstOverlap(
+          prefix.address,
+          prefix.cidr,
+          (peer) => peer.publicKeyBase64 === key || !ownerOf(peer.publicKeyBase64),
+        );
+        if (clash) {
+          throw new ReconfigurationError(
+            "ERR_RECONFIGURE_OWNED",
+            `allowed IP ${formatCidr(prefix.address, prefix.cidr)} overlaps ${formatCidr(clash.address, clash.cidr)} of ${ownerOf(clash.value.publicKeyBase64)!.describe(clash.value.publicKeyBase64)}; change it in its store`,
+            -EINVAL,
+          );
+        }
+      }
+    }
+    peers.push(section);
+  }
+  if (skipped.length > 0) {
+    logger?.warn("peers owned by another source left as they are; change them there", {
+      source,
+      peers: skipped.length,
+      first: skipped.slice(0, 5),
+    });
+  }
+  return { ...change, replacePeers: false, peers };
+}
+
+function removalOf(publicKey: Uint8Array): PeerChange {
+  return { publicKey, remove: true, updateOnly: false, replaceAllowedIps: false, allowedIps: [] };
 }
 
 // ---------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ import type { ScrapedMetricAdder } from "../metrics.js";
 import { EtcdClient, type StoreLocation, type StoreTlsFiles } from "./etcd.js";
 import { formatHubRecord, hubKey, maskAddress, type HubRecord, type Prefix } from "./records.js";
 import type { EndpointSpec } from "../../core/endpoint.js";
-import { FleetRoutes } from "./routes.js";
 import { DaemonFleetSink, type FleetDaemon, type FleetSink } from "./sink.js";
 import { FleetWatcher, REJECT_REASONS } from "./watcher.js";
 
@@ -26,7 +25,6 @@ export interface HubFleetOptions {
 
 export interface HubFleet extends DaemonAttachment {
   readonly watcher: FleetWatcher;
-  readonly routes: FleetRoutes;
   readonly client: EtcdClient;
 }
 
@@ -37,14 +35,9 @@ export async function attachFleet(
 ): Promise<HubFleet> {
   const { logger } = options;
   const client = new EtcdClient(options.location, options.tls);
-  const connected: Prefix[] = config.addresses.map((a) => ({
-    address: maskAddress(a.address, a.cidr),
-    cidr: a.cidr,
-  }));
-  const routes = new FleetRoutes(daemon.name, connected, logger);
   // Checked before anything starts: a hub without an Address cannot say what its subnet is.
   const hubRecord = options.advertise ? hubRecordOf(daemon, config, options.advertise) : null;
-  const daemonSink = new DaemonFleetSink(daemon, routes);
+  const daemonSink = new DaemonFleetSink(daemon);
   const sink = options.sink ?? daemonSink;
   const watcher = new FleetWatcher({
     client,
@@ -87,16 +80,14 @@ export async function attachFleet(
   }
   return {
     watcher,
-    routes,
     client,
     readinessNote: () => watcher.readinessNote(),
-    ownsPeer: (key) => daemonSink.ownsPeer(key),
+    peerOwner: daemonSink.peerOwner,
     registerMetrics: (add) => registerFleetMetrics(add, daemon.name, watcher),
     async stop() {
       stopped = true;
       await watcher.stop();
       await advertising;
-      await routes.idle();
       client.close();
     },
   };
