@@ -76,6 +76,9 @@ export interface ConfigChange {
 /** Who asked for a change, for the log: "up", "wg set", "reload", "syncconf", "fleet". */
 export type ChangeSource = string;
 
+/** The fleet store's changes: one per edge, thousands at a hub's start, logged at debug. */
+export const FLEET_SOURCE: ChangeSource = "fleet";
+
 export type ReconfigurationErrorCode =
   | "ERR_RECONFIGURE_INVALID"
   | "ERR_RECONFIGURE_LISTEN_PORT"
@@ -571,7 +574,8 @@ export class Reconfigurer {
     try {
       const summary = await this.#applyNow(build());
       if (source !== "up") {
-        this.logger?.info("configuration applied", {
+        const log = source === FLEET_SOURCE ? this.logger?.debug : this.logger?.info;
+        log?.call(this.logger, "configuration applied", {
           interface: this.interfaceName,
           source,
           ...summary,

@@ -15,6 +15,7 @@ import { EdgetunError } from "../../core/errors.js";
 import { resolveEndpoint } from "../config.js";
 import { shortKey } from "../log.js";
 import {
+  FLEET_SOURCE,
   ReconfigurationError,
   type ChangeSource,
   type ChangeSummary,
@@ -26,8 +27,7 @@ import { edgeAllowedIps, maskAddress, type EdgeRecord, type Prefix } from "./rec
 
 export type FleetConflictKind = "public_key" | "allowed_ips";
 
-/** The source name fleet changes carry in the queue and the log. */
-export const FLEET_SOURCE: ChangeSource = "fleet";
+export { FLEET_SOURCE };
 
 /** A change the running set of peers cannot take; nothing of it was applied. */
 export class FleetConflictError extends EdgetunError {
