@@ -472,7 +472,8 @@ export interface PeerOwner {
  * The rule between sources of change. A peer that an owning source put in (a fleet edge) is
  * changed and removed by that source only; for a change from any other source (`wg set`, `wg
  * setconf`, `wg syncconf`, `edgetun syncconf`, a reload):
- * - `replacePeers` (`wg setconf`) replaces only the peers no owner claims;
+ * - `replacePeers` (`wg setconf`) replaces only the peers no owner claims (and the log says
+ *   which it kept);
  * - a section naming an owned peer is left out, and the log says so: `wg syncconf` of a file
  *   that does not list the fleet's edges asks to remove each of them, and `wg set … remove`
  *   of an edge would last only until the store's next full read, so neither is done; an edge
@@ -496,7 +497,9 @@ export function respectOwners(
   const peers: PeerChange[] = [];
   if (change.replacePeers) {
     for (const peer of device.peers.values()) {
-      if (!ownerOf(peer.publicKeyBase64)) peers.push(removalOf(peer.publicKey));
+      const owner = ownerOf(peer.publicKeyBase64);
+      if (owner) skipped.push(owner.describe(peer.publicKeyBase64));
+      else peers.push(removalOf(peer.publicKey));
     }
   }
   for (const section of change.peers) {
