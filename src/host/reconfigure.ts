@@ -22,8 +22,12 @@
  * For callers such as the fleet store: build a change with one {@link PeerChange} per peer
  * record (`replaceAllowedIps: true` and the full list of allowed IPs makes it an upsert;
  * `remove: true` removes), `replacePeers: false`, and await `daemon.reconfigure(change,
- * "fleet")`. It rejects with a {@link ReconfigurationError} (stable `code`, negative `errno`)
+ * "fleet")`, or pass a function that builds it at its turn (to check it against the device as
+ * it is then). It rejects with a {@link ReconfigurationError} (stable `code`, negative `errno`)
  * and then nothing changed.
+ *
+ * Sources that own their peers ({@link PeerOwner}: the fleet) are protected from the others by
+ * {@link respectOwners}, which the daemon applies to every change at its turn.
  */
 import { constants } from "node:os";
 import { PrivateKey } from "../core/crypto.js";
