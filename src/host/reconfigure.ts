@@ -89,6 +89,7 @@ export type ReconfigurationErrorCode =
   | "ERR_RECONFIGURE_FWMARK"
   | "ERR_RECONFIGURE_ROUTES"
   | "ERR_RECONFIGURE_OWNED"
+  | "ERR_RECONFIGURE_CONFLICT"
   | "ERR_RECONFIGURE_FAILED";
 
 /** A refused change; the interface is as it was before it. */
@@ -599,7 +600,8 @@ export class Reconfigurer {
               -EIO,
               { cause: error },
             );
-      if (source !== "up") {
+      // The fleet logs its own refusals, naming the edge (one record among thousands).
+      if (source !== "up" && source !== FLEET_SOURCE) {
         this.logger?.error("configuration change refused; the running configuration is unchanged", {
           interface: this.interfaceName,
           source,

@@ -11,7 +11,7 @@
 import type { Device } from "../../core/device.js";
 import { formatCidr } from "../../core/ipaddr.js";
 import type { Peer } from "../../core/peer.js";
-import { EdgetunError } from "../../core/errors.js";
+import { constants } from "node:os";
 import { resolveEndpoint } from "../config.js";
 import { shortKey } from "../log.js";
 import {
@@ -29,13 +29,13 @@ export type FleetConflictKind = "public_key" | "allowed_ips";
 
 export { FLEET_SOURCE };
 
-/** A change the running set of peers cannot take; nothing of it was applied. */
-export class FleetConflictError extends EdgetunError {
+/** An edge the running set of peers cannot take; nothing of it was applied. */
+export class FleetConflictError extends ReconfigurationError {
   constructor(
     readonly kind: FleetConflictKind,
     message: string,
   ) {
-    super("ERR_FLEET_CONFLICT", message);
+    super("ERR_RECONFIGURE_CONFLICT", message, -EEXIST);
   }
 }
 
@@ -61,6 +61,7 @@ export interface FleetDaemon {
 }
 
 const ZERO_KEY = new Uint8Array(32);
+const { EEXIST } = constants.errno;
 
 /**
  * FleetSink over a daemon's reconfiguration queue. The peers it put in are the fleet's: the
@@ -131,8 +132,8 @@ export class DaemonFleetSink implements FleetSink {
 
   /**
    * Runs one change through the queue. `claim` updates the ownership record when the change's
-   * turn comes and returns how to undo that; a refusal undoes it, and a refusal for a conflict
-   * is thrown as the FleetConflictError it is.
+   * turn comes and returns how to undo that; a refusal (a FleetConflictError from the check, or
+   * any other ReconfigurationError) undoes it.
    */
   private async apply(build: () => ConfigChange, claim: () => () => void): Promise<void> {
     let undo: (() => void) | null = null;
@@ -144,9 +145,6 @@ export class DaemonFleetSink implements FleetSink {
       }, FLEET_SOURCE);
     } catch (error) {
       (undo as (() => void) | null)?.();
-      if (error instanceof ReconfigurationError && error.cause instanceof FleetConflictError) {
-        throw error.cause;
-      }
       throw error;
     }
   }
