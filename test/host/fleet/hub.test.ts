@@ -142,7 +142,12 @@ describe.skipIf(skip !== null)("a hub on the fleet, in namespaces", () => {
     daemon.stderr!.on("data", (chunk: string) => {
       if (hubLog.length < 200_000) hubLog += chunk;
     });
-    await waitFor("hub recorded", () => hubLog.includes("hub recorded in the fleet"), 20_000);
+    // Generous: on a loaded 2-core machine Node alone may take many seconds to start.
+    await waitFor("hub recorded", () => hubLog.includes("hub recorded in the fleet"), 60_000).catch(
+      (error: Error) => {
+        throw new Error(`${error.message}; the hub's log:\n${hubLog.slice(-4000)}`);
+      },
+    );
   }, 120_000);
 
   afterAll(() => {
