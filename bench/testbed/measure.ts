@@ -23,6 +23,7 @@ export interface PingResult {
   lossPercent: number;
   minMs: number;
   avgMs: number;
+  p50Ms: number;
   p99Ms: number;
   maxMs: number;
 }
@@ -64,6 +65,7 @@ export async function ping(
     lossPercent: sent > 0 ? (100 * (sent - received)) / sent : Number.NaN,
     minMs: times[0] ?? Number.NaN,
     avgMs: times.length ? times.reduce((a, b) => a + b, 0) / times.length : Number.NaN,
+    p50Ms: quantile(times, 0.5),
     p99Ms: quantile(times, 0.99),
     maxMs: times[times.length - 1] ?? Number.NaN,
   };

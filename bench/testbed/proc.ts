@@ -2,7 +2,7 @@
 // registered so that cleanup ends it by its PID (and only it), and the cost of a daemon is read
 // from /proc.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 
 /** The last bytes of a stream, for error messages. */
 class Tail {
@@ -260,6 +260,28 @@ export function cpuSeconds(pid: number): number {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond();
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/**
+ * CPU time of a process (all its threads) in nanoseconds, from the scheduler's own accounting
+ * (/proc/PID/task/TID/schedstat): fine enough for the idle cost of a daemon, where the clock
+ * ticks of `cpuSeconds` (10 ms each) would read a whole second of idling as 0 or 10 ms.
+ * NaN when the process is gone.
+ */
+export function cpuNanoseconds(pid: number): number {
+  try {
+    let total = 0;
+    for (const task of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        total += Number(readFileSync(`/proc/${pid}/task/${task}/schedstat`, "utf8").split(" ")[0]);
+      } catch {
+        // the thread ended between the listing and the read
+      }
+    }
+    return total;
   } catch {
     return Number.NaN;
   }

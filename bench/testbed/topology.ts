@@ -290,7 +290,9 @@ function ownerOf(id: string): number {
 }
 
 function isTestbedRun(pid: number): boolean {
-  return pid !== process.pid && processAlive(pid) && /testbed/.test(commandLine(pid));
+  return (
+    pid !== process.pid && processAlive(pid) && /testbed|bench\/latency/.test(commandLine(pid))
+  );
 }
 
 /**

@@ -5,26 +5,15 @@ import { hostname } from "node:os";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { EdgetunError } from "../core/errors.js";
 import { parseCidr } from "../core/ipaddr.js";
-import type { EndpointSpec } from "../core/endpoint.js";
-import { parseEndpointSetting, type InterfaceFileConfig } from "../host/config.js";
+import { EndpointFormatError, parseEndpoint, type EndpointSpec } from "../core/endpoint.js";
+import type { InterfaceFileConfig } from "../host/config.js";
 import type { Daemon, DaemonAttachment } from "../host/daemon.js";
 import type { Logger } from "../host/log.js";
-import {
-  addEdge,
-  exportPeers,
-  formatFleet,
-  lastHandshakes,
-  readFleet,
-  removeEdge,
-} from "../host/fleet/admin.js";
-import {
-  EtcdClient,
-  parseStoreUrl,
-  type StoreLocation,
-  type StoreTlsFiles,
-} from "../host/fleet/etcd.js";
-import { DEFAULT_STATUS_INTERVAL_MS, attachFleet } from "../host/fleet/hub.js";
-import { checkName, type Prefix } from "../host/fleet/records.js";
+import type { EtcdClient, StoreTlsFiles } from "../host/fleet/etcd.js";
+import { parseStoreUrl, type StoreLocation } from "../host/fleet/store-url.js";
+import type { Prefix } from "../host/fleet/records.js";
+// The store client, the hub's watcher and the fleet commands' work are loaded by the command
+// or option that uses them: a plain `edgetun up` starts without them (issue 14).
 
 export const STORE_ENV = "EDGETUN_FLEET";
 
@@ -103,10 +92,13 @@ function parsePrefix(text: string, previous: Prefix[] = []): Prefix[] {
 }
 
 function parseEndpointOption(text: string, previous: EndpointSpec[] = []): EndpointSpec[] {
+  // As config.ts's parseEndpointSetting, without loading the configuration reader.
+  const trimmed = text.trim();
   try {
-    return [...previous, parseEndpointSetting(text)];
+    return [...previous, parseEndpoint(trimmed, { names: true })];
   } catch (error) {
-    throw new InvalidArgumentError((error as Error).message);
+    if (!(error instanceof EndpointFormatError)) throw error;
+    throw new InvalidArgumentError(`invalid endpoint ${JSON.stringify(trimmed)}: ${error.message}`);
   }
 }
 
@@ -164,18 +156,22 @@ export function addUpFleetOptions(command: Command): Command {
 }
 
 /** The attach hook for Daemon.start, or undefined when `up` runs without a fleet. */
-export function fleetAttachment(
+export async function fleetAttachment(
   options: UpFleetOptions,
   config: InterfaceFileConfig,
   logger: Logger,
   onSecret: (key: Buffer) => void,
-): ((daemon: Daemon) => Promise<DaemonAttachment>) | undefined {
+): Promise<((daemon: Daemon) => Promise<DaemonAttachment>) | undefined> {
   if (!options.peersFrom) {
     if (options.advertiseEndpoint) {
       throw new FleetUsageError("--advertise-endpoint needs --peers-from");
     }
     return undefined;
   }
+  const [{ checkName }, { DEFAULT_STATUS_INTERVAL_MS, attachFleet }] = await Promise.all([
+    import("../host/fleet/records.js"),
+    import("../host/fleet/hub.js"),
+  ]);
   const location = options.peersFrom;
   const tls = readTlsFiles(options);
   const name = checkName(
@@ -216,6 +212,7 @@ async function withStore<T>(
       `no store: give --store etcd://HOST:PORT/PREFIX or set ${STORE_ENV}`,
     );
   }
+  const { EtcdClient } = await import("../host/fleet/etcd.js");
   const client = new EtcdClient(options.store, readTlsFiles(options));
   try {
     return await work(client, options.store.prefix);
@@ -274,6 +271,11 @@ export function registerFleetCommands(program: Command): void {
           output?: string;
         },
       ) => {
+        const [{ checkName }, { addEdge }, { parseEndpointSetting }] = await Promise.all([
+          import("../host/fleet/records.js"),
+          import("../host/fleet/admin.js"),
+          import("../host/config.js"),
+        ]);
         checkName(name);
         const added = await withStore(options, (client, prefix) =>
           addEdge(client, prefix, {
@@ -294,6 +296,7 @@ export function registerFleetCommands(program: Command): void {
     .description("remove an edge; hubs drop it at once, its address becomes free")
     .argument("<name>", "edge name")
     .action(async (name: string, options: StoreOptions) => {
+      const { removeEdge } = await import("../host/fleet/admin.js");
       await withStore(options, (client, prefix) => removeEdge(client, prefix, name));
     });
 
@@ -301,6 +304,7 @@ export function registerFleetCommands(program: Command): void {
     .description("one line per hub and per edge, with the last handshake the hubs reported")
     .option("--json", "machine-readable output")
     .action(async (options: StoreOptions & { json?: boolean }) => {
+      const { formatFleet, lastHandshakes, readFleet } = await import("../host/fleet/admin.js");
       const contents = await withStore(options, (client, prefix) => readFleet(client, prefix));
       const now = Math.floor(Date.now() / 1000);
       if (!options.json) {
@@ -333,6 +337,7 @@ export function registerFleetCommands(program: Command): void {
     )
     .option("-o, --output <file>", "write to this file (mode 0600) instead of stdout")
     .action(async (options: StoreOptions & { output?: string }) => {
+      const { exportPeers, readFleet } = await import("../host/fleet/admin.js");
       const contents = await withStore(options, (client, prefix) => readFleet(client, prefix));
       const text = exportPeers(contents);
       if (options.output) writeFileSync(options.output, text, { mode: 0o600 });

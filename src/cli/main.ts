@@ -2,12 +2,14 @@
 // The `edgetun` command.
 import { readFileSync, rmSync, existsSync } from "node:fs";
 import { Command, InvalidArgumentError, Option } from "commander";
-import { readConfigFile, resolveEndpoint } from "../host/config.js";
-import { runDemo } from "./demo.js";
+// Only what every command needs, or what parsing the options needs, is imported up front:
+// the daemon, metrics server, fleet store client, demo, show and syncconf are loaded by the
+// command that uses them, so `edgetun up` starts without prom-client's neighbours it does not
+// use and `edgetun --version`, `show` or `genkey` without the data path (issue 14).
 import { EdgetunError } from "../core/errors.js";
 import { EXIT_STATUS_HELP, reportOf } from "./exit-status.js";
 import { UapiClientError } from "../host/errors.js";
-import { decodeKey, generatePresharedKey, generatePrivateKey, publicKeyOf } from "../core/keys.js";
+import { decodeKey } from "../core/key-text.js";
 import { isLogLevel, type LogLevel } from "../host/log.js";
 import {
   DEFAULT_METRICS_PORT,
@@ -16,21 +18,12 @@ import {
   parsePeerSeries,
   type MetricsListen,
   type PeerSeries,
-} from "../host/metrics.js";
-import {
-  formatState,
-  listInterfaces,
-  readInterfaceState,
-  uapiRequest,
-  type InterfaceState,
-} from "./show.js";
-import { parseRunningState, syncRequest } from "./syncconf.js";
+} from "../host/metrics-listen.js";
+import type { InterfaceState } from "./show.js";
 import { addUpFleetOptions, registerFleetCommands } from "./fleet.js";
 
 import { SHOW_FIELDS, formatField, isShowField } from "./show-fields.js";
-import { up, type UpOptions } from "./up.js";
-import { stripConfig } from "./strip.js";
-import { isEdgetunProcess, pidFile } from "./pidfile.js";
+import type { UpOptions } from "./up.js";
 import { VERSION } from "./version.js";
 
 /** A mistake in how the command was used, found after commander's own checks. */
@@ -77,6 +70,7 @@ function collectReadyPeer(text: string, previous: string[] = []): string[] {
 }
 
 async function down(name: string): Promise<void> {
+  const { isEdgetunProcess, pidFile } = await import("./pidfile.js");
   let pid: number;
   try {
     pid = Number(readFileSync(pidFile(name), "utf8").trim());
@@ -101,6 +95,7 @@ async function show(
   field: string | undefined,
   options: { json?: boolean },
 ): Promise<void> {
+  const { formatState, listInterfaces, readInterfaceState } = await import("./show.js");
   if (target === "interfaces") {
     process.stdout.write(
       listInterfaces()
@@ -144,6 +139,8 @@ async function show(
 }
 
 async function syncconf(name: string, file: string): Promise<void> {
+  const [{ readConfigFile, resolveEndpoint }, { uapiRequest }, { parseRunningState, syncRequest }] =
+    await Promise.all([import("../host/config.js"), import("./show.js"), import("./syncconf.js")]);
   const config = readConfigFile(file);
   for (const warning of config.warnings) process.stderr.write(`edgetun: warning: ${warning}\n`);
   const endpoints = await Promise.all(
@@ -193,12 +190,13 @@ const upCommand = program
     "/readyz needs a session with this peer (repeatable; default: any one peer)",
     collectReadyPeer,
   )
-  .action((file: string, options: UpOptions, command: Command) =>
-    up(file, {
+  .action(async (file: string, options: UpOptions, command: Command) => {
+    const { up } = await import("./up.js");
+    await up(file, {
       ...options,
       metricsListenIsDefault: command.getOptionValueSource("metricsListen") === "default",
-    }),
-  );
+    });
+  });
 addUpFleetOptions(upCommand);
 registerFleetCommands(program);
 
@@ -229,7 +227,8 @@ program
     "print a file as wg setconf/syncconf take it (wg-quick keys out, PrivateKeyFile resolved)",
   )
   .argument("<file.conf>", "configuration file")
-  .action((file: string) => {
+  .action(async (file: string) => {
+    const { stripConfig } = await import("./strip.js");
     process.stdout.write(stripConfig(file));
   });
 
@@ -248,6 +247,7 @@ program
   .option("--megabytes <n>", "how much to send through the tunnel", "100")
   .option("--keep", "leave the namespaces and daemons running for a look around")
   .action(async (options: { megabytes: string; keep?: boolean }) => {
+    const { runDemo } = await import("./demo.js");
     process.exitCode = await runDemo({
       megabytes: Number(options.megabytes),
       out: process.stdout,
@@ -258,21 +258,24 @@ program
 program
   .command("genkey")
   .description("print a new private key (base64), as `wg genkey` does")
-  .action(() => {
+  .action(async () => {
+    const { generatePrivateKey } = await import("../core/keys.js");
     process.stdout.write(`${generatePrivateKey()}\n`);
   });
 
 program
   .command("pubkey")
   .description("read a private key on stdin and print its public key, as `wg pubkey` does")
-  .action(() => {
+  .action(async () => {
+    const { publicKeyOf } = await import("../core/keys.js");
     process.stdout.write(`${publicKeyOf(readFileSync(0, "utf8"))}\n`);
   });
 
 program
   .command("genpsk")
   .description("print a new pre-shared key (base64), as `wg genpsk` does")
-  .action(() => {
+  .action(async () => {
+    const { generatePresharedKey } = await import("../core/keys.js");
     process.stdout.write(`${generatePresharedKey()}\n`);
   });
 

@@ -71,6 +71,7 @@ export async function up(file: string, options: UpOptions): Promise<void> {
   // A failing PreUp stops here, before anything has changed.
   await runHooks("PreUp", config.hooks.preUp, name, logger);
   let shutdown: (reason: string, interfaceGone: boolean) => void = () => undefined;
+  const attach = await fleetAttachment(options, config, logger, (key) => secrets.add(key));
   const daemon = await Daemon.start({
     interfaceName: name,
     config,
@@ -78,7 +79,7 @@ export async function up(file: string, options: UpOptions): Promise<void> {
     metrics,
     metricsOptional: options.metricsListenIsDefault ?? false,
     onInterfaceGone: () => shutdown("interface deleted", true),
-    attach: fleetAttachment(options, config, logger, (key) => secrets.add(key)),
+    attach,
     // The pid file is the last thing that can fail (a non-root user without its runtime
     // directory): written before "interface up", never after.
     beforeUp: (interfaceName) => writePidFile(interfaceName),

@@ -6,18 +6,15 @@
 // socket exist and keeps running in the background; deleting the interface ends it.
 import { spawn } from "node:child_process";
 import { closeSync, writeSync } from "node:fs";
-import { emptyInterfaceConfig } from "../host/config.js";
-import { Daemon } from "../host/daemon.js";
-import { createLogger, type LogLevel, type Logger } from "../host/log.js";
+import type { LogLevel, Logger } from "../host/log.js";
 import {
   DEFAULT_METRICS_PORT,
-  formatListen,
   parseMetricsListen,
   type MetricsListen,
-} from "../host/metrics.js";
-import { nativeLoadError } from "../host/native/index.js";
-import { removePidFile, writePidFile } from "./pidfile.js";
+} from "../host/metrics-listen.js";
 import { VERSION } from "./version.js";
+// The daemon and what it needs are loaded by the process that runs it (runInForeground): the
+// starting process only starts it again in the background and waits for "ready" (issue 14).
 
 export const WGO_USAGE = "Usage: edgetun-go [-f/--foreground] INTERFACE-NAME";
 
@@ -149,6 +146,21 @@ function reportToStarter(line: string): void {
 }
 
 async function runInForeground(interfaceName: string): Promise<void> {
+  const [
+    { emptyInterfaceConfig },
+    { Daemon },
+    { createLogger },
+    { formatListen },
+    { nativeLoadError },
+    { removePidFile, writePidFile },
+  ] = await Promise.all([
+    import("../host/config.js"),
+    import("../host/daemon.js"),
+    import("../host/log.js"),
+    import("../host/metrics.js"),
+    import("../host/native/index.js"),
+    import("./pidfile.js"),
+  ]);
   const level = logLevelFromEnv(process.env.LOG_LEVEL);
   const logger = level ? createLogger({ level }) : silentLogger;
   const addonError = nativeLoadError();

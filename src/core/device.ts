@@ -286,7 +286,10 @@ export class Device {
     return completeData(this, job, plaintext, messageLength, source);
   }
 
-  /** Runs the timers that are due; call at least every `wheel.granularityMs`. */
+  /**
+   * Runs the timers that are due. A host calls it when `wheel.nextDueMs()` comes (or sooner,
+   * told by `wheel.onEarlierDue`), or simply every `wheel.granularityMs`.
+   */
   tick(): ActionBatch {
     this.wheel.advance(this.clock.now());
     return this.actions;
@@ -335,15 +338,18 @@ export class Device {
   }
   private readonly handshakeEntries = new WeakMap<Peer, IndexEntry>();
 
-  private readonly fractionScratch = new Uint8Array(4);
+  /**
+   * Random fractions for timer jitter, drawn from a pool filled 1,024 at a time: jitter needs
+   * no secrecy, and one fill per draw cost a call into the random source (a getrandom-backed
+   * one in production) for every data packet sent after an answer arrived.
+   */
+  private readonly fractionPool = new Uint32Array(1024);
+  private fractionsLeft = 0;
   randomFraction(): number {
-    this.random.fill(this.fractionScratch);
-    const value =
-      (this.fractionScratch[0]! |
-        (this.fractionScratch[1]! << 8) |
-        (this.fractionScratch[2]! << 16) |
-        (this.fractionScratch[3]! << 24)) >>>
-      0;
-    return value / 0x100000000;
+    if (this.fractionsLeft === 0) {
+      this.random.fill(new Uint8Array(this.fractionPool.buffer));
+      this.fractionsLeft = this.fractionPool.length;
+    }
+    return this.fractionPool[--this.fractionsLeft]! / 0x100000000;
   }
 }

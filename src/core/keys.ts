@@ -1,26 +1,9 @@
-// Key text as `wg` writes it: 32 bytes in standard base64 (44 characters).
+// Keys made and derived, as `wg genkey`, `wg genpsk` and `wg pubkey` do, in the text form of
+// key-text.ts (re-exported here, so one import serves both).
 import { PrivateKey, systemRandom } from "./crypto.js";
-import { EdgetunError } from "./errors.js";
+import { decodeKey, encodeKey } from "./key-text.js";
 
-/** Key text that is not 32 bytes of base64; the message never repeats the text itself. */
-export class KeyFormatError extends EdgetunError {
-  constructor(message: string) {
-    super("ERR_KEY_FORMAT", message);
-  }
-}
-
-export function decodeKey(text: string, what = "key"): Buffer {
-  const trimmed = text.trim();
-  const raw = Buffer.from(trimmed, "base64");
-  if (!/^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/.test(trimmed) || raw.length !== 32) {
-    throw new KeyFormatError(`${what} must be 32 bytes in base64 (44 characters ending in "=")`);
-  }
-  return raw;
-}
-
-export function encodeKey(raw: Uint8Array): string {
-  return Buffer.from(raw).toString("base64");
-}
+export { KeyFormatError, decodeKey, encodeKey } from "./key-text.js";
 
 export function generatePrivateKey(): string {
   return encodeKey(PrivateKey.generate().raw);

@@ -23,11 +23,27 @@ export class Timer {
 /**
  * A hashed timer wheel: O(1) to arm, re-arm and cancel, which matters because some timers are
  * re-armed on every packet. Timers fire at most one granule late.
+ *
+ * The wheel keeps no clock of its own: the host calls `advance` when `nextDueMs` says something
+ * is due, and in between sleeps. An idle daemon then wakes for its timers only, not 20 times a
+ * second. So that a sleeping host learns of a timer armed earlier than its planned wake (a
+ * packet arms one), `onEarlierDue` is told whenever the earliest due time moves earlier.
  */
 export class TimerWheel {
   // Slots are created on first use: a device with few peers touches only a handful.
   private readonly slots: Array<Set<Timer> | undefined>;
   private processedTick: number;
+  /**
+   * The earliest due tick the host knows of (from `nextDueMs` or `onEarlierDue`); Infinity
+   * once that has passed. Not raised by `cancel`: a wake with nothing to fire costs a sweep,
+   * a missed wake a timer.
+   */
+  private earliestTick = Infinity;
+  /**
+   * Told the due time (ms) of a timer just armed that may be due before every other. A host
+   * keeps the earlier of this and its planned wake.
+   */
+  onEarlierDue: ((dueMs: number) => void) | null = null;
 
   constructor(
     nowMs: number,
@@ -44,6 +60,10 @@ export class TimerWheel {
     const tick = Math.max(Math.ceil(deadlineMs / this.granularityMs), this.processedTick + 1);
     const slot = tick % this.slotCount;
     timer.deadline = deadlineMs;
+    if (tick < this.earliestTick) {
+      this.earliestTick = tick;
+      this.onEarlierDue?.(tick * this.granularityMs);
+    }
     if (timer.slot === slot) return;
     if (timer.slot >= 0) this.slots[timer.slot]!.delete(timer);
     (this.slots[slot] ??= new Set()).add(timer);
@@ -74,6 +94,32 @@ export class TimerWheel {
       }
     }
     this.processedTick = Math.max(this.processedTick, targetTick);
+    // What was earliest has fired; until `nextDueMs` looks again, every new timer is reported.
+    if (this.earliestTick <= this.processedTick) this.earliestTick = Infinity;
+  }
+
+  /**
+   * The clock time at which `advance` will next fire a timer (its deadline rounded up to the
+   * granule, so that timers close together fire in one wake); Infinity when none is pending.
+   * Walks one rotation of the wheel: for the host to call after a wake, not per packet.
+   */
+  nextDueMs(): number {
+    let laterRotation = Infinity;
+    for (let tick = this.processedTick + 1; tick <= this.processedTick + this.slotCount; tick++) {
+      const slot = this.slots[tick % this.slotCount];
+      if (!slot || slot.size === 0) continue;
+      for (const timer of slot) {
+        // A deadline already passed when it was armed waits in the next slot to be swept.
+        const due = Math.max(Math.ceil(timer.deadline / this.granularityMs), tick);
+        if (due === tick) {
+          this.earliestTick = tick;
+          return tick * this.granularityMs;
+        }
+        laterRotation = Math.min(laterRotation, due);
+      }
+    }
+    this.earliestTick = laterRotation;
+    return laterRotation * this.granularityMs;
   }
 }
 

@@ -64,6 +64,18 @@ const BATCH = 128;
  * away for a few bytes' comparison (HandshakeShares) or a cookie reply.
  */
 const HANDSHAKES_PER_TURN = 64;
+/** How often the drop counters are looked at for the log when no timer wakes the daemon. */
+const DROP_CHECK_MS = 5_000;
+/** Longest single sleep (Node's timers take at most 2^31 - 1 ms); a longer wait is re-armed. */
+const MAX_SLEEP_MS = 3_600_000;
+/**
+ * While data flows, a 1 ms timer keeps the event loop from sleeping deeply, for up to this long
+ * after the last data batch. Waking Node's loop after it slept costs ~150-190 µs per wake,
+ * three wakes per round trip (issue 14); a loop kept awake answers the next packet of a
+ * conversation at once. Keepalives and handshakes do not count: only data keeps it awake.
+ */
+const AWAKE_AFTER_DATA_MS = 250;
+const AWAKE_INTERVAL_MS = 1;
 
 /** Arena slots start on cache lines. */
 const SLOT_ALIGNMENT = 64;
@@ -212,7 +224,17 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   private metrics: MetricsServer | null = null;
   readonly extensions: DaemonAttachment[] = [];
   private readonly dropReporter: DropReporter;
-  private ticker: NodeJS.Timeout | null = null;
+  /** The one timer of the daemon: set for when the core's next protocol timer is due. */
+  private wakeTimer: NodeJS.Timeout | null = null;
+  /** Clock time (the device's) `wakeTimer` is set for; Infinity when none is. */
+  private wakeAt = Infinity;
+  /** Drop counters are logged every 10 s at most; checked this often while nothing else runs. */
+  private dropCheck: NodeJS.Timeout | null = null;
+  private running = false;
+  /** The keep-awake timer while data is recent (see AWAKE_AFTER_DATA_MS), else null. */
+  private awakeTimer: NodeJS.Timeout | null = null;
+  /** Data batches moved; the keep-awake timer stops when this stands still long enough. */
+  private dataBatches = 0;
   private mark = 0;
   private stopped = false;
   /** Every change after start goes through this one queue (src/host/reconfigure.ts). */
@@ -304,7 +326,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
       if (options.attach) daemon.extensions.push(await options.attach(daemon));
       if (options.metrics) daemon.metrics = await daemon.listenMetrics(options);
       tun.onReadable(() => daemon.readTunnel());
-      daemon.ticker = setInterval(() => daemon.tick(), daemon.device.wheel.granularityMs);
+      daemon.startTimers();
       await options.beforeUp?.(tun.name);
       logger.info("interface up", {
         interface: tun.name,
@@ -347,7 +369,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
         "up",
       );
       tun.onReadable(() => daemon.readTunnel());
-      daemon.ticker = setInterval(() => daemon.tick(), daemon.device.wheel.granularityMs);
+      daemon.startTimers();
       return daemon;
     } catch (error) {
       await daemon.stop();
@@ -378,14 +400,16 @@ export class Daemon implements UapiHost, ReconfigurationHost {
 
   /** Up and not stopping: what /readyz checks first. */
   get isUp(): boolean {
-    return this.ticker !== null && !this.stopped;
+    return this.running && !this.stopped;
   }
 
   /** Removes the interface (its routes go with it), policy rules and the control socket. */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    if (this.ticker) clearInterval(this.ticker);
+    if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    if (this.dropCheck) clearInterval(this.dropCheck);
+    if (this.awakeTimer) clearInterval(this.awakeTimer);
     for (const extension of this.extensions) await extension.stop();
     await this.metrics?.close();
     this.dropReporter.flush();
@@ -459,6 +483,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   private sendSealed(): void {
     const sealing = this.sealing;
     const n = sealing.count;
+    this.dataSeen();
     sealBatch(sealing, sealing.keys, n);
     // Send header ‖ ciphertext ‖ tag: step back over the header written before sealing.
     for (let j = 0; j < n; j++) {
@@ -597,6 +622,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     }
     opening.reset();
     if (m === 0) return;
+    this.dataSeen();
     const written = this.tun.writeBatch(writes, m);
     this.observations.tunWrite.observe(m);
     for (let j = 0; j < written; j++) if (writes.status[j]! < 0) this.counters.tunWriteErrors++;
@@ -618,10 +644,64 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     return readEndpoint(records, index);
   }
 
-  private tick(): void {
+  /**
+   * No ticker: the daemon sleeps until the core's next timer is due. Every path that arms a
+   * timer (a packet, a handshake, `wg set`) goes through the wheel, which reports a timer due
+   * before the planned wake through `onEarlierDue`.
+   */
+  private startTimers(): void {
+    const wheel = this.device.wheel;
+    wheel.onEarlierDue = (dueMs) => this.wakeNoLaterThan(dueMs);
+    // What adding the peers asked for (a first keepalive, so a handshake) goes out now.
+    this.flush();
+    this.wakeNoLaterThan(wheel.nextDueMs());
+    this.dropCheck = setInterval(
+      () => this.dropReporter.check(this.device.stats.drops),
+      DROP_CHECK_MS,
+    );
+    this.dropCheck.unref();
+    this.running = true;
+  }
+
+  private dataSeen(): void {
+    this.dataBatches++;
+    if (this.awakeTimer === null && !this.stopped) this.stayAwake();
+  }
+
+  private stayAwake(): void {
+    let seen = this.dataBatches;
+    let lastDataAt = this.device.clock.now();
+    this.awakeTimer = setInterval(() => {
+      // The clock is read here, once a tick, rather than per batch on the data path.
+      const now = this.device.clock.now();
+      if (this.dataBatches !== seen) {
+        seen = this.dataBatches;
+        lastDataAt = now;
+      } else if (now - lastDataAt >= AWAKE_AFTER_DATA_MS || this.stopped) {
+        clearInterval(this.awakeTimer!);
+        this.awakeTimer = null;
+      }
+    }, AWAKE_INTERVAL_MS);
+  }
+
+  private wakeNoLaterThan(dueMs: number): void {
+    if (dueMs >= this.wakeAt || this.stopped || !Number.isFinite(dueMs)) return;
+    if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    this.wakeAt = dueMs;
+    // Node's timers may fire up to a millisecond before the device's clock says; `wake` then
+    // finds nothing due yet and sets the timer again.
+    const delayMs = Math.min(MAX_SLEEP_MS, Math.max(1, Math.ceil(dueMs - this.device.clock.now())));
+    this.wakeTimer = setTimeout(() => this.wake(), delayMs);
+  }
+
+  private wake(): void {
+    this.wakeTimer = null;
+    this.wakeAt = Infinity;
+    if (this.stopped) return;
     this.device.tick();
     this.flush();
     this.dropReporter.check(this.device.stats.drops);
+    this.wakeNoLaterThan(this.device.wheel.nextDueMs());
   }
 
   /** Carries out what the device asked for, in batches. */

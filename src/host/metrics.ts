@@ -20,10 +20,18 @@ import { REJECT_AFTER_TIME_MS } from "../core/messages.js";
 import type { Keypair } from "../core/noise.js";
 import { formatEndpoint, type Endpoint } from "../core/endpoint.js";
 import type { Peer } from "../core/peer.js";
+import { DEFAULT_PEER_SERIES, type MetricsListen, type PeerSeries } from "./metrics-listen.js";
 
-/** Where `edgetun up` serves metrics unless told otherwise. */
-/** Not 9586, prometheus_wireguard_exporter's port, so that both can run on one host. */
-export const DEFAULT_METRICS_PORT = 9825;
+// What the command line needs before it knows whether a server will run, kept light.
+export {
+  DEFAULT_METRICS_PORT,
+  DEFAULT_PEER_SERIES,
+  parseMetricsListen,
+  parsePeerSeries,
+  type MetricsListen,
+  type PeerSeries,
+} from "./metrics-listen.js";
+
 /** Packets per batch: powers of two up to the daemon's batch of 128. */
 export const BATCH_SIZE_BUCKETS: readonly number[] = [1, 2, 4, 8, 16, 32, 64, 128];
 /** Seconds from sending an initiation to consuming its response. */
@@ -340,21 +348,12 @@ class ScrapedHistogram extends Histogram<string> {
 }
 
 /**
- * Which peers get series of their own: every peer, none (interface totals only), or at most N,
- * the N with the most traffic (re-chosen at most once a second). Interface totals and
- * `edgetun_peer_series_omitted` are always there, so a limited scrape still adds up.
+ * How often prom-client samples event-loop delay for `nodejs_eventloop_lag_*`. Its default,
+ * 10 ms, is a timer that wakes an idle daemon 100 times a second: ~7 ms of CPU per second,
+ * measured, thirty times what the daemon itself spends idle. A sample a second still shows a
+ * loop that lags; the watchdog behind /healthz keeps its own timer.
  */
-export type PeerSeries = "all" | "none" | number;
-
-/** The default keeps a hub of a thousand edges fully visible and 5,000 affordable. */
-export const DEFAULT_PEER_SERIES = 1000;
-
-/** "all", "none" or a whole number, as the command line takes it. */
-export function parsePeerSeries(text: string): PeerSeries {
-  if (text === "all" || text === "none") return text;
-  if (/^[0-9]{1,7}$/.test(text)) return Number(text);
-  throw new RangeError(`use all, none or a number of peers, not ${JSON.stringify(text)}`);
-}
+const EVENT_LOOP_SAMPLE_MS = 1000;
 
 export interface RegistryOptions {
   /** Per-peer series: see {@link PeerSeries}; default {@link DEFAULT_PEER_SERIES}. */
@@ -372,7 +371,10 @@ export function createMetricsRegistry(
 ): Registry {
   const registry = new Registry();
   if (options.defaultMetrics ?? true) {
-    collectDefaultMetrics({ register: registry });
+    collectDefaultMetrics({
+      register: registry,
+      eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS,
+    });
     for (const name of NONCONFORMING_DEFAULT_METRICS) registry.removeSingleMetric(name);
   }
   const device = source.device;
@@ -784,11 +786,6 @@ export class EventLoopWatchdog {
 
 // --- the HTTP server ---------------------------------------------------------------------
 
-export interface MetricsListen {
-  host: string;
-  port: number;
-}
-
 export interface MetricsServerOptions extends MetricsListen {
   /** Base64 public keys that must all have a session for /readyz; empty: any one peer. */
   readyPeers?: readonly string[];
@@ -933,35 +930,4 @@ function reply(
   response.setHeader("Content-Length", Buffer.byteLength(body));
   response.setHeader("Cache-Control", "no-store");
   response.end(request.method === "HEAD" ? undefined : body);
-}
-
-/** `--metrics-listen`: `HOST:PORT` (`[v6]:PORT`), or `off`. Throws RangeError with the why. */
-export function parseMetricsListen(text: string): MetricsListen | null {
-  const trimmed = text.trim();
-  if (trimmed === "off") return null;
-  let host: string;
-  let portText: string;
-  if (trimmed.startsWith("[")) {
-    const close = trimmed.indexOf("]");
-    if (close === -1 || trimmed[close + 1] !== ":") {
-      throw new RangeError("write an IPv6 address as [ADDRESS]:PORT, e.g. [::1]:9825");
-    }
-    host = trimmed.slice(1, close);
-    portText = trimmed.slice(close + 2);
-  } else {
-    const colon = trimmed.lastIndexOf(":");
-    if (colon === -1) throw new RangeError("expected HOST:PORT (e.g. 127.0.0.1:9825) or off");
-    host = trimmed.slice(0, colon);
-    portText = trimmed.slice(colon + 1);
-    if (host.includes(":")) {
-      throw new RangeError("an IPv6 address needs brackets, e.g. [::1]:9825");
-    }
-  }
-  if (host === "") throw new RangeError("no host before the port (0.0.0.0 for every address)");
-  if (!/^\d{1,5}$/.test(portText) || Number(portText) < 1 || Number(portText) > 65535) {
-    throw new RangeError(
-      `the port must be a number from 1 to 65535, not ${JSON.stringify(portText)}`,
-    );
-  }
-  return { host, port: Number(portText) };
 }

@@ -1,3 +1,4 @@
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { MessageType } from "../../src/core/messages.js";
 import { Timer, TimerWheel } from "../../src/core/timers.js";
@@ -48,6 +49,95 @@ describe("timer wheel", () => {
     expect(fired).toBe(0);
     wheel.advance(1_000_000);
     expect(fired).toBe(1);
+  });
+});
+
+describe("timer wheel for a host that sleeps", () => {
+  it("nextDueMs is at or up to a granule after the earliest deadline, and advancing to it fires", () => {
+    const op = fc.oneof(
+      fc.record({ kind: fc.constant("arm" as const), timer: fc.nat(7), delay: fc.nat(200_000) }),
+      fc.record({ kind: fc.constant("cancel" as const), timer: fc.nat(7) }),
+      fc.record({ kind: fc.constant("wait" as const), ms: fc.nat(120_000) }),
+    );
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 40 }), (ops) => {
+        const wheel = new TimerWheel(0, 50, 64);
+        let fired = 0;
+        const timers = Array.from({ length: 8 }, () => new Timer(() => fired++));
+        let now = 0;
+        for (const step of ops) {
+          if (step.kind === "arm") wheel.schedule(timers[step.timer]!, now + step.delay);
+          else if (step.kind === "cancel") wheel.cancel(timers[step.timer]!);
+          else {
+            now += step.ms;
+            wheel.advance(now);
+          }
+        }
+        const pending = timers.filter((t) => t.pending);
+        const due = wheel.nextDueMs();
+        if (pending.length === 0) return due === Infinity;
+        // Due at the earliest deadline rounded up to the granule, never before the cursor.
+        const earliest = Math.min(...pending.map((t) => t.deadline));
+        expect(due).toBeGreaterThanOrEqual(earliest);
+        expect(due).toBeGreaterThan(now);
+        expect(due - Math.max(earliest, now)).toBeLessThanOrEqual(50);
+        const before = fired;
+        if (earliest - 1 > now) wheel.advance(earliest - 1);
+        expect(fired).toBe(before);
+        wheel.advance(due); // the host's wake is never wasted
+        expect(fired).toBeGreaterThan(before);
+        return true;
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("tells the host of every timer armed before its planned wake, and of no later one", () => {
+    const wheel = new TimerWheel(0, 50, 16);
+    const told: number[] = [];
+    wheel.onEarlierDue = (dueMs) => told.push(dueMs);
+    const a = new Timer(() => undefined);
+    const b = new Timer(() => undefined);
+    wheel.schedule(a, 10_000);
+    expect(told).toEqual([10_000]);
+    wheel.schedule(b, 20_000); // later than the planned wake: nothing to tell
+    expect(told).toEqual([10_000]);
+    wheel.schedule(b, 1_001); // re-armed earlier: rounded up to the granule
+    expect(told).toEqual([10_000, 1_050]);
+    // Re-armed into the same slot one rotation (16 × 50 ms) earlier still counts.
+    wheel.schedule(a, 10_000 - 16 * 50);
+    expect(told).toEqual([10_000, 1_050]); // 9,200 is after 1,050
+    wheel.advance(1_050); // the host's wake: b fires
+    expect(b.pending).toBe(false);
+    expect(wheel.nextDueMs()).toBe(9_200);
+    wheel.schedule(b, 5_000);
+    expect(told).toEqual([10_000, 1_050, 5_000]);
+  });
+
+  it("a host waking only at nextDueMs fires every timer in the same granule as a ticking one", () => {
+    const deadlines = [3, 70, 70, 120, 999, 5_000, 61_000, 61_020];
+    const run = (sleeping: boolean): number[] => {
+      const wheel = new TimerWheel(0, 50, 16);
+      const firedAt: number[] = [];
+      let now = 0;
+      // One timer re-arms itself twice, as a retransmit does.
+      let rearm = 2;
+      const retry: Timer = new Timer(() => {
+        firedAt.push(now);
+        if (rearm-- > 0) wheel.schedule(retry, now + 5_000);
+      });
+      wheel.schedule(retry, 10);
+      for (const deadline of deadlines)
+        wheel.schedule(new Timer(() => firedAt.push(now)), deadline);
+      while (now < 100_000) {
+        now = sleeping ? Math.min(wheel.nextDueMs(), 100_000) : now + 50;
+        wheel.advance(now);
+      }
+      return firedAt;
+    };
+    const sleeping = run(true);
+    expect(sleeping).toHaveLength(deadlines.length + 3);
+    expect(sleeping).toEqual(run(false));
   });
 });
 
