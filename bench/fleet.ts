@@ -1,25 +1,47 @@
 // The fleet at 5,000 edges (root): a hub (`edgetun up --peers-from`) in a namespace with etcd
 // on that namespace's loopback, 5,000 edges written to etcd, then
-//   1. the hub's start: load and apply 5,000 edges (peers and 5,000 pod routes), wall and CPU;
-//   2. from `edgetun fleet add` (the command) until the new edge's first ping crosses the hub,
-//      the edge started from the config that add printed (goal: under 1 s);
-//   3. the cost of a full resync of 5,000 edges after a compaction (the watcher and the
-//      daemon's sink over a core Device, in this process: range, validation, difference).
+//   1. the hub's start: load and apply 5,000 edges (peers, and 5,000 pod routes by netlink);
+//   2. per sample, one new edge with the fleet at 5,000, in parts:
+//      a. store write → hub applied: from the start of the edge's transaction (the one `fleet
+//         add` makes, sent by this process over an open connection) until the hub has the
+//         peer and its route (its "fleet edge applied" log line, which also says how long the
+//         change took in the daemon's queue);
+//      b. edge process start → first packet: `edgetun up` of the printed config until the
+//         first ping reply from the hub's tunnel address crosses the hub;
+//      c. the whole, as an operator sees it: `edgetun fleet add` (the command, Node's start
+//         included) until that first reply;
+//   3. a full resync of 5,000 edges after a compaction (the watcher and the real daemon's
+//      reconfiguration queue over in-memory devices, in this process: range, validation,
+//      difference; no routes, as only two edges changed).
+// Node's own start is measured alone (`node -e 0` in the edge's namespace), and the load
+// average printed with every sample: the machine is shared.
 // Run: npm run bench:fleet [-- --edges 5000 --samples 3]
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, connect, type Socket } from "node:net";
-import { tmpdir } from "node:os";
+import { createServer, type Socket } from "node:net";
+import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
-import { Device } from "../src/core/device.js";
 import { decodeKey, generatePrivateKey, publicKeyOf } from "../src/core/keys.js";
+import { parseCidr } from "../src/core/ipaddr.js";
+import { edgeConfig } from "../src/host/fleet/admin.js";
 import { EtcdClient, type TxnOp } from "../src/host/fleet/etcd.js";
-import { edgeKey, formatEdgeRecord, leaseKey } from "../src/host/fleet/records.js";
-import { DaemonFleetSink } from "../src/host/fleet/sink.js";
+import {
+  HUBS,
+  edgeKey,
+  formatEdgeRecord,
+  leaseKey,
+  parseHubRecord,
+} from "../src/host/fleet/records.js";
 import { FleetWatcher } from "../src/host/fleet/watcher.js";
 import { createLogger } from "../src/host/log.js";
-import { NetworkLab } from "../src/host/toolkit/netns.js";
-import { endAllSync, runSync, spawnProcess } from "../src/host/toolkit/process.js";
+import {
+  CuttableLink,
+  TestEtcd,
+  etcdUnavailableReason,
+  startEtcdInNamespace,
+} from "../test/support/etcd.js";
+import { startFleetDaemon } from "../test/support/fleet-daemon.js";
 
 const arg = (name: string, fallback: number) => {
   const at = process.argv.indexOf(name);
@@ -31,33 +53,46 @@ const cli = new URL("../src/cli/main.js", import.meta.url).pathname;
 const PREFIX = "/bench";
 const STORE = `etcd://127.0.0.1:2379${PREFIX}`;
 
-// No signal handler here: in our process group, a Ctrl-C ends the daemons too.
-const lab = new NetworkLab({ prefix: "fb", ownGroup: false });
-const id = lab.id;
+const id = `fb${randomBytes(3).toString("hex")}`;
+const namespaces: string[] = [];
+const children: ChildProcess[] = [];
 const dir = mkdtempSync(join(tmpdir(), "edgetun-fleet-bench-"));
+const load = () =>
+  loadavg()
+    .map((l) => l.toFixed(1))
+    .join(" ");
 
 function ip(args: string[]): void {
-  runSync("ip", args);
+  const result = spawnSync("ip", args, { encoding: "utf8" });
+  if (result.status !== 0) throw new Error(`ip ${args.join(" ")}: ${result.stderr}`);
 }
 function inNs(ns: string, args: string[]) {
   return spawnSync("ip", ["netns", "exec", ns, ...args], { encoding: "utf8", timeout: 60_000 });
 }
 function namespace(label: string): string {
-  return lab.add(label);
+  const name = `${id}-${label}`;
+  ip(["netns", "add", name]);
+  namespaces.push(name);
+  ip(["-n", name, "link", "set", "lo", "up"]);
+  return name;
 }
-function spawnIn(ns: string, command: string, args: string[]) {
-  return lab.spawn(ns, command, command, args).child;
+function spawnIn(ns: string, command: string, args: string[]): ChildProcess {
+  const child = spawn("ip", ["netns", "exec", ns, command, ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  children.push(child);
+  return child;
 }
 function cleanup(): void {
-  lab.destroy();
-  endAllSync();
+  for (const child of children) if (child.exitCode === null && child.pid) child.kill("SIGTERM");
+  for (const ns of namespaces.reverse()) spawnSync("ip", ["netns", "del", ns]);
   rmSync(dir, { recursive: true, force: true });
 }
 async function until(what: string, condition: () => boolean, timeoutMs = 120_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!condition()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
+    await new Promise((resolve) => setTimeout(resolve, 2));
   }
 }
 /** CPU seconds a process has used so far (user + system). */
@@ -65,6 +100,7 @@ function cpuSecondsOf(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[values.length >> 1]!;
 
 const edgeAddress = (i: number) => `10.99.${Math.floor((i + 2) / 256)}.${(i + 2) % 256}`;
 const podCidr = (i: number) => `10.${100 + Math.floor(i / 256)}.${i % 256}.0/24`;
@@ -73,20 +109,15 @@ function record(i: number) {
   return {
     name: `edge${i}`,
     publicKey: decodeKey(publicKeyOf(generatePrivateKey())),
-    tunnelAddress: Uint8Array.from(edgeAddress(i).split(".").map(Number)),
-    podCidrs: [
-      {
-        address: Uint8Array.from(podCidr(i).split("/")[0]!.split(".").map(Number)),
-        cidr: 24,
-      },
-    ],
+    tunnelAddress: parseCidr(edgeAddress(i)).address,
+    podCidrs: [parseCidr(podCidr(i))],
     endpoint: null,
     persistentKeepalive: 0,
     presharedKey: null,
   };
 }
 
-/** Writes edges [from, to) with their leases, 50 per transaction. */
+/** Writes edges [from, to) with their address leases, 50 per transaction. */
 async function populate(client: EtcdClient, prefix: string, from: number, to: number) {
   const batches: Promise<unknown>[] = [];
   for (let start = from; start < to; start += 50) {
@@ -102,30 +133,40 @@ async function populate(client: EtcdClient, prefix: string, from: number, to: nu
   await Promise.all(batches);
 }
 
+interface Sample {
+  /** a. The add's transaction start → the hub's "fleet edge applied" line (wall clock, ms). */
+  writeToHubApplied: number;
+  /** Of which etcd's transaction, as this process saw it (request to answer). */
+  writeMs: number;
+  /** Of which in the daemon's queue (validation, netlink route, peer), as the hub measured. */
+  hubQueueMs: number;
+  /** b. Edge process spawned → its first ping reply across the hub. */
+  edgeStartToFirstPacket: number;
+  /** Of which: edge process spawned → "interface up" logged. */
+  edgeStartToUp: number;
+  /** c. `edgetun fleet add` spawned → the first reply (everything, Node's starts included). */
+  addCommandToFirstPacket: number;
+  /** The `fleet add` process alone. */
+  addCommand: number;
+  load: string;
+}
+
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error("needs root (namespaces)");
+  const missing = etcdUnavailableReason();
+  if (missing) throw new Error(missing);
+  console.log(`load average at start: ${load()} (${EDGES} edges, ${SAMPLES} samples)`);
   const hub = namespace("hub");
   ip(["-n", hub, "link", "add", "br0", "type", "bridge"]);
   ip(["-n", hub, "addr", "add", "192.168.77.1/24", "dev", "br0"]);
   ip(["-n", hub, "link", "set", "br0", "up"]);
-  spawnIn(hub, "etcd", [
-    "--data-dir",
+  await startEtcdInNamespace(
+    (command, args) => spawnIn(hub, command, args),
+    hub,
     join(dir, "etcd"),
-    "--listen-client-urls",
-    "http://127.0.0.1:2379",
-    "--advertise-client-urls",
-    "http://127.0.0.1:2379",
-    "--listen-peer-urls",
-    "http://127.0.0.1:2380",
-    "--log-level",
-    "error",
-    "--quota-backend-bytes",
-    String(4 * 1024 ** 3),
-  ]);
-  await until(
-    "etcd",
-    () =>
-      inNs(hub, ["etcdctl", "--endpoints", "127.0.0.1:2379", "endpoint", "health"]).status === 0,
+    {
+      quotaBackendBytes: 4 * 1024 ** 3,
+    },
   );
   // This process reaches the namespace's etcd through a relay started inside it.
   const relayPort = await relayInto(hub);
@@ -167,99 +208,181 @@ async function main(): Promise<void> {
   daemon.stderr!.setEncoding("utf8");
   daemon.stderr!.on("data", (chunk: string) => {
     hubLog += chunk;
-    if (hubLog.length > 4_000_000) hubLog = hubLog.slice(-1_000_000);
+    if (hubLog.length > 8_000_000) hubLog = hubLog.slice(-1_000_000);
   });
-  await until("hub loaded", () => /"msg":"interface up"/.test(hubLog));
+  await until("hub up", () => /"msg":"interface up"/.test(hubLog));
+  const upWall = (performance.now() - t) / 1000;
+  await until("fleet loaded", () => /"msg":"fleet loaded"/.test(hubLog), 600_000);
   const loadWall = (performance.now() - t) / 1000;
-  await until("hub routes", () => {
-    const routes = inNs(hub, ["ip", "-4", "route", "show", "dev", "hub0"]).stdout;
-    return routes.split("\n").filter((l) => l.startsWith("10.1")).length >= EDGES;
-  });
-  const routesWall = (performance.now() - t) / 1000;
+  const routes = inNs(hub, ["ip", "-4", "route", "show", "dev", "hub0"]).stdout;
+  const podRoutes = routes.split("\n").filter((l) => l.startsWith("10.1") || l.startsWith("10.2"));
+  if (podRoutes.length < EDGES) throw new Error(`${podRoutes.length} of ${EDGES} pod routes`);
   const loadCpu = cpuSecondsOf(daemon.pid!);
   console.log(
-    `hub start with ${EDGES} edges: interface up after ${loadWall.toFixed(2)} s, ` +
-      `all ${EDGES} pod routes in after ${routesWall.toFixed(2)} s, hub CPU ${loadCpu.toFixed(2)} s (node start included)`,
+    `hub start with ${EDGES} edges: interface up ${upWall.toFixed(2)} s, all ${EDGES} edges ` +
+      `and pod routes in ${loadWall.toFixed(2)} s, hub CPU ${loadCpu.toFixed(2)} s ` +
+      `(Node's start included; load ${load()})`,
   );
 
-  // 2. fleet add → first packet across the hub, with the fleet at EDGES.
-  const samples: Array<Record<string, number>> = [];
+  // Node's start alone, for scale: what every `edgetun` command pays before doing anything.
+  const nodeStarts: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const started = performance.now();
+    inNs(hub, [process.execPath, "-e", "0"]);
+    nodeStarts.push(performance.now() - started);
+  }
+  const edgetunStarts: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const started = performance.now();
+    inNs(hub, [process.execPath, cli, "--version"]);
+    edgetunStarts.push(performance.now() - started);
+  }
+  console.log(
+    `process start alone: node -e 0 ${Math.round(median(nodeStarts))} ms, ` +
+      `edgetun --version ${Math.round(median(edgetunStarts))} ms (medians of 3)`,
+  );
+
+  // 2. One new edge at a time, the fleet at EDGES.
+  const samples: Sample[] = [];
   for (let s = 0; s < SAMPLES; s++) {
-    const name = `new${s}`;
-    const ns = namespace(name);
-    const veth = `v${id.slice(-4)}${s}`;
-    ip(["link", "add", veth, "netns", ns, "type", "veth", "peer", `h${name}`, "netns", hub]);
-    ip(["-n", ns, "link", "set", veth, "name", "eth0"]);
-    ip(["-n", ns, "addr", "add", `192.168.77.${10 + s}/24`, "dev", "eth0"]);
-    ip(["-n", ns, "link", "set", "eth0", "up"]);
-    ip(["-n", hub, "link", "set", `h${name}`, "master", "br0", "up"]);
-    const logMark = hubLog.length;
-    const t0 = performance.now();
-    const wall0 = Date.now();
-    const added = inNs(hub, [
-      process.execPath,
-      cli,
-      "fleet",
-      "add",
-      name,
-      "--pod-cidr",
-      `10.250.${s}.0/24`,
-      "--store",
-      STORE,
-    ]);
-    if (added.status !== 0) throw new Error(`fleet add: ${added.stderr}`);
-    const addDone = performance.now();
-    const file = join(dir, `${name}.conf`);
-    writeFileSync(file, added.stdout, { mode: 0o600 });
-    const edge = spawnIn(ns, process.execPath, [cli, "up", file, "--metrics-listen", "off"]);
-    edge.stderr!.resume();
-    let edgeLog = "";
-    edge.stderr!.on("data", (c: Buffer) => (edgeLog += c.toString()));
-    await until("edge up", () => edgeLog.includes("interface up"), 30_000);
-    const edgeUp = performance.now();
-    const ping = spawnIn(ns, "ping", ["-n", "-i", "0.01", "-w", "20", "10.99.0.1"]);
-    let firstReply = 0;
-    ping.stdout!.on("data", (c: Buffer) => {
-      if (!firstReply && c.toString().includes("bytes from")) firstReply = performance.now();
-    });
-    await until("first reply", () => firstReply !== 0, 25_000);
-    ping.kill("SIGTERM");
-    const applied = new RegExp(
-      `"time":"([^"]+)","level":"debug","msg":"fleet edge applied","edge":"${name}"`,
-    ).exec(hubLog.slice(logMark));
-    const hubApplied = applied ? Date.parse(applied[1]!) - wall0 : NaN;
-    const sample = {
-      addCommand: addDone - t0,
-      hubApplied,
-      edgeUp: edgeUp - t0,
-      firstPacket: firstReply - t0,
-      firstPacketAfterEdgeUp: firstReply - edgeUp,
-    };
+    const sample = await oneEdge(s, hub, client, () => hubLog);
     samples.push(sample);
     console.log(
-      `fleet add → first packet across the hub (${EDGES} edges in the fleet): ` +
-        `${Math.round(sample.firstPacket)} ms  [add command ${Math.round(sample.addCommand)} ms ` +
-        `(node start included), hub applied at ${Math.round(sample.hubApplied)} ms, edge up at ` +
-        `${Math.round(sample.edgeUp)} ms, first reply ${Math.round(sample.firstPacketAfterEdgeUp)} ms after edge up]`,
+      `sample ${s + 1}: store write → hub applied ${sample.writeToHubApplied} ms ` +
+        `(transaction ${sample.writeMs} ms, in the hub's queue ${sample.hubQueueMs} ms); edge start → first packet ` +
+        `${Math.round(sample.edgeStartToFirstPacket)} ms (up after ${Math.round(sample.edgeStartToUp)} ms); ` +
+        `fleet add command → first packet ${Math.round(sample.addCommandToFirstPacket)} ms ` +
+        `(the add command ${Math.round(sample.addCommand)} ms); load ${sample.load}`,
     );
   }
+  const pick = (field: keyof Sample) => samples.map((x) => x[field] as number);
+  console.log(
+    `medians over ${SAMPLES}: store write → hub applied ${median(pick("writeToHubApplied"))} ms ` +
+      `(queue ${median(pick("hubQueueMs"))} ms), edge start → first packet ` +
+      `${Math.round(median(pick("edgeStartToFirstPacket")))} ms, fleet add command → first packet ` +
+      `${Math.round(median(pick("addCommandToFirstPacket")))} ms`,
+  );
 
-  // 3. A full resync of EDGES edges, in this process: a watcher over a core Device.
+  // 3. A full resync of EDGES edges, in this process.
   const resync = await measureResync();
   console.log(
     `full resync of ${EDGES} edges after a compaction: ${resync.wallMs.toFixed(0)} ms wall, ` +
-      `${resync.cpuMs.toFixed(0)} ms CPU (first load into an empty device: ${resync.firstLoadMs.toFixed(0)} ms wall, ${resync.firstLoadCpuMs.toFixed(0)} ms CPU)`,
+      `${resync.cpuMs.toFixed(0)} ms CPU (first load into an empty device through the queue: ` +
+      `${resync.firstLoadMs.toFixed(0)} ms wall, ${resync.firstLoadCpuMs.toFixed(0)} ms CPU); load ${load()}`,
   );
   console.log(
     JSON.stringify({
       bench: "fleet",
       edges: EDGES,
-      hubStart: { interfaceUpS: loadWall, routesInS: routesWall, cpuS: loadCpu },
-      addToFirstPacketMs: samples,
+      hubStart: { interfaceUpS: upWall, loadedS: loadWall, cpuS: loadCpu },
+      processStartMs: { node: median(nodeStarts), edgetunVersion: median(edgetunStarts) },
+      samples,
       resync,
     }),
   );
   client.close();
+}
+
+/**
+ * One sample: (a) an edge's transaction from this process, timed to the hub's log line; then
+ * (b) the edge from its config; then (c) another edge through the `fleet add` command, end to
+ * end.
+ */
+async function oneEdge(
+  s: number,
+  hub: string,
+  client: EtcdClient,
+  hubLog: () => string,
+): Promise<Sample> {
+  const edgeNs = (name: string, octet: number) => {
+    const ns = namespace(name);
+    const veth = `v${id.slice(-4)}${name}`.slice(0, 15);
+    ip(["link", "add", veth, "netns", ns, "type", "veth", "peer", `h${name}`, "netns", hub]);
+    ip(["-n", ns, "link", "set", veth, "name", "eth0"]);
+    ip(["-n", ns, "addr", "add", `192.168.77.${octet}/24`, "dev", "eth0"]);
+    ip(["-n", ns, "link", "set", "eth0", "up"]);
+    ip(["-n", hub, "link", "set", `h${name}`, "master", "br0", "up"]);
+    return ns;
+  };
+  const appliedAt = (name: string, from: number) => {
+    const line = new RegExp(
+      `"time":"([^"]+)","level":"debug","msg":"fleet edge applied","edge":"${name}"[^\\n]*"applyMs":([0-9.]+)`,
+    ).exec(hubLog().slice(from));
+    return line ? { at: Date.parse(line[1]!), queueMs: Number(line[2]) } : null;
+  };
+  /** Starts `edgetun up file` in `ns`; resolves with (up, first reply) times. */
+  const runEdge = async (ns: string, file: string) => {
+    const started = performance.now();
+    const edge = spawnIn(ns, process.execPath, [cli, "up", file, "--metrics-listen", "off"]);
+    let edgeLog = "";
+    edge.stdout!.resume();
+    edge.stderr!.on("data", (c: Buffer) => (edgeLog += c.toString()));
+    await until("edge up", () => edgeLog.includes("interface up"), 60_000);
+    const up = performance.now();
+    // Started once the tunnel's route exists (before, ping exits: network unreachable).
+    const ping = spawnIn(ns, "ping", ["-n", "-i", "0.005", "-W", "1", "-w", "60", "10.99.0.1"]);
+    let firstReply = 0;
+    ping.stdout!.on("data", (c: Buffer) => {
+      if (!firstReply && c.toString().includes("bytes from")) firstReply = performance.now();
+    });
+    await until("first reply", () => firstReply !== 0, 60_000);
+    ping.kill("SIGTERM");
+    edge.kill("SIGTERM");
+    return { started, up: up - started, firstReply: firstReply - started };
+  };
+
+  // a. + b. The edge written as `fleet add` writes it (edge and address lease in one
+  // transaction), at an address known to be free, over a connection already open: the time
+  // is etcd's commit, the watch and the hub's change, nothing else.
+  const name = `a${s}`;
+  const ns = edgeNs(name, 10 + 2 * s);
+  const { kvs } = await client.rangePrefix(`${PREFIX}/${HUBS}/`);
+  const hubRecord = parseHubRecord("hub", kvs[0]!.value);
+  const privateKey = generatePrivateKey();
+  const edge = {
+    ...record(EDGES + 100 + s),
+    name,
+    publicKey: decodeKey(publicKeyOf(privateKey)),
+    podCidrs: [parseCidr(`10.250.${s}.0/24`)],
+  };
+  let mark = hubLog().length;
+  const writeStarted = Date.now();
+  const written = await client.txn(
+    [{ absent: edgeKey(PREFIX, name) }, { absent: leaseKey(PREFIX, edge.tunnelAddress) }],
+    [
+      { put: edgeKey(PREFIX, name), value: formatEdgeRecord(edge) },
+      { put: leaseKey(PREFIX, edge.tunnelAddress), value: name },
+    ],
+  );
+  const writeMs = Date.now() - writeStarted;
+  if (!written.succeeded) throw new Error("the edge's transaction failed");
+  await until("hub applied", () => appliedAt(name, mark) !== null, 30_000);
+  const applied = appliedAt(name, mark)!;
+  const file = join(dir, `${name}.conf`);
+  writeFileSync(file, edgeConfig(edge, hubRecord, privateKey), { mode: 0o600 });
+  const edgeRun = await runEdge(ns, file);
+
+  // c.
+  const whole = `c${s}`;
+  const wholeNs = edgeNs(whole, 11 + 2 * s);
+  mark = hubLog().length;
+  const addStarted = performance.now();
+  const command = inNs(hub, [process.execPath, cli, "fleet", "add", whole, "--store", STORE]);
+  if (command.status !== 0) throw new Error(`fleet add: ${command.stderr}`);
+  const addCommand = performance.now() - addStarted;
+  const wholeFile = join(dir, `${whole}.conf`);
+  writeFileSync(wholeFile, command.stdout, { mode: 0o600 });
+  const wholeRun = await runEdge(wholeNs, wholeFile);
+  return {
+    writeToHubApplied: applied.at - writeStarted,
+    writeMs,
+    hubQueueMs: applied.queueMs,
+    edgeStartToFirstPacket: edgeRun.firstReply,
+    edgeStartToUp: edgeRun.up,
+    addCommandToFirstPacket: wholeRun.started + wholeRun.firstReply - addStarted,
+    addCommand,
+    load: load(),
+  };
 }
 
 /** A TCP relay: a listener here, a `node` inside `ns` that connects to its loopback etcd. */
@@ -268,9 +391,10 @@ async function relayInto(ns: string): Promise<number> {
   const script =
     "const s=require('net').connect(2379,'127.0.0.1');process.stdin.pipe(s);s.pipe(process.stdout);s.on('close',()=>process.exit(0));process.stdin.on('end',()=>s.end())";
   const server = createServer((socket: Socket) => {
-    const { child: inside } = lab.spawn(ns, "etcd relay", process.execPath, ["-e", script], {
-      stdin: true,
+    const inside = spawn("ip", ["netns", "exec", ns, process.execPath, "-e", script], {
+      stdio: ["pipe", "pipe", "ignore"],
     });
+    children.push(inside);
     socket.on("error", () => inside.kill("SIGTERM"));
     inside.stdin!.on("error", () => socket.destroy());
     socket.pipe(inside.stdin!);
@@ -284,81 +408,16 @@ async function relayInto(ns: string): Promise<number> {
   return typeof address === "object" && address ? address.port : 0;
 }
 
-/** An etcd of its own on this host's loopback, random free ports, for the resync figure. */
-async function loopbackEtcd(): Promise<number> {
-  const free = () =>
-    new Promise<number>((resolve) => {
-      const server = createServer();
-      server.listen({ host: "127.0.0.1", port: 0 }, () => {
-        const port = (server.address() as { port: number }).port;
-        server.close(() => resolve(port));
-      });
-    });
-  const [clientPort, peerPort] = [await free(), await free()];
-  spawnProcess(
-    "etcd",
-    "etcd",
-    [
-      "--data-dir",
-      join(dir, "etcd-resync"),
-      "--listen-client-urls",
-      `http://127.0.0.1:${clientPort}`,
-      "--advertise-client-urls",
-      `http://127.0.0.1:${clientPort}`,
-      "--listen-peer-urls",
-      `http://127.0.0.1:${peerPort}`,
-      "--initial-advertise-peer-urls",
-      `http://127.0.0.1:${peerPort}`,
-      "--initial-cluster",
-      `default=http://127.0.0.1:${peerPort}`,
-      "--log-level",
-      "error",
-    ],
-    { ownGroup: false },
-  );
-  const probe = new EtcdClient({ host: "127.0.0.1", port: clientPort, prefix: "/", tls: false });
-  const deadline = Date.now() + 30_000;
-  while (true) {
-    try {
-      await probe.get("/probe");
-      break;
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
-  probe.close();
-  return clientPort;
-}
-
 async function measureResync() {
-  const etcdPort = await loopbackEtcd();
+  const etcd = await TestEtcd.create();
   const prefix = "/resync";
-  const writer = new EtcdClient(
-    { host: "127.0.0.1", port: etcdPort, prefix, tls: false },
-    {},
-    60_000,
-  );
+  const writer = etcd.client(prefix, 60_000);
   await populate(writer, prefix, 0, EDGES);
   // A link to etcd this process can cut: the watcher misses history that is then compacted.
-  let cut = false;
-  const sockets = new Set<Socket>();
-  const link = createServer((socket) => {
-    if (cut) return socket.destroy();
-    const upstream = connect({ host: "127.0.0.1", port: etcdPort });
-    for (const s of [socket, upstream]) {
-      sockets.add(s);
-      s.on("close", () => sockets.delete(s));
-      s.on("error", () => (socket.destroy(), upstream.destroy()));
-    }
-    socket.pipe(upstream);
-    upstream.pipe(socket);
-  });
-  await new Promise<void>((resolve) => link.listen({ host: "127.0.0.1", port: 0 }, resolve));
-  const linkPort = (link.address() as { port: number }).port;
-  const watched = new EtcdClient({ host: "127.0.0.1", port: linkPort, prefix, tls: false });
-  const device = new Device({ privateKey: decodeKey(generatePrivateKey()) });
-  const sink = new DaemonFleetSink({ device, flushActions: () => {} }, null);
+  const link = await CuttableLink.open(etcd.clientPort);
+  const watched = new EtcdClient({ host: "127.0.0.1", port: link.port, prefix, tls: false });
+  const { daemon, sink } = await startFleetDaemon();
+  const device = daemon.device;
   const watcher = new FleetWatcher({
     client: watched,
     prefix,
@@ -367,34 +426,39 @@ async function measureResync() {
     retryMinMs: 20,
     retryMaxMs: 20,
   });
-  let cpu = process.cpuUsage();
-  let t = performance.now();
-  watcher.start();
-  await watcher.loaded();
-  const firstLoadMs = performance.now() - t;
-  const firstLoadCpuMs = (process.cpuUsage(cpu).user + process.cpuUsage(cpu).system) / 1000;
-  if (device.peers.size !== EDGES) throw new Error(`loaded ${device.peers.size} of ${EDGES}`);
-  cut = true;
-  for (const s of sockets) s.destroy();
-  await until("disconnected", () => !watcher.stats.connected);
-  // Two changes, then history up to now compacted: the watch cannot resume after the first.
-  await writer.put(edgeKey(prefix, "edge1"), formatEdgeRecord(record(1)));
-  const changed = record(0);
-  await writer.put(edgeKey(prefix, "edge0"), formatEdgeRecord(changed));
-  const { revision } = await writer.rangePrefix(`${prefix}/none`);
-  await writer.compact(revision);
-  cpu = process.cpuUsage();
-  t = performance.now();
-  cut = false;
-  await until("resynced", () => watcher.stats.fullLoads === 2, 120_000);
-  const wallMs = performance.now() - t;
-  const used = process.cpuUsage(cpu);
-  await watcher.stop();
-  watched.close();
-  writer.close();
-  link.close();
-  if (!device.peer(changed.publicKey)) throw new Error("the change was not applied by the resync");
-  return { wallMs, cpuMs: (used.user + used.system) / 1000, firstLoadMs, firstLoadCpuMs };
+  try {
+    let cpu = process.cpuUsage();
+    let t = performance.now();
+    watcher.start();
+    await watcher.loaded();
+    const firstLoadMs = performance.now() - t;
+    const firstUsed = process.cpuUsage(cpu);
+    const firstLoadCpuMs = (firstUsed.user + firstUsed.system) / 1000;
+    if (device.peers.size !== EDGES) throw new Error(`loaded ${device.peers.size} of ${EDGES}`);
+    link.sever();
+    await until("disconnected", () => !watcher.stats.connected);
+    // Two changes, then history up to now compacted: the watch cannot resume after the first.
+    await writer.put(edgeKey(prefix, "edge1"), formatEdgeRecord(record(1)));
+    const changed = record(0);
+    await writer.put(edgeKey(prefix, "edge0"), formatEdgeRecord(changed));
+    const { revision } = await writer.rangePrefix(`${prefix}/none`);
+    await writer.compact(revision);
+    cpu = process.cpuUsage();
+    t = performance.now();
+    link.restore();
+    await until("resynced", () => watcher.stats.fullLoads === 2, 120_000);
+    const wallMs = performance.now() - t;
+    const used = process.cpuUsage(cpu);
+    if (!device.peer(changed.publicKey)) throw new Error("the resync did not apply the change");
+    return { wallMs, cpuMs: (used.user + used.system) / 1000, firstLoadMs, firstLoadCpuMs };
+  } finally {
+    await watcher.stop();
+    watched.close();
+    writer.close();
+    await link.close();
+    await daemon.stop();
+    await etcd.cleanup();
+  }
 }
 
 main()

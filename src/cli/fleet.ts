@@ -95,6 +95,12 @@ function parseEndpointOption(text: string, previous: EndpointSpec[] = []): Endpo
   }
 }
 
+function parseStatusInterval(text: string): number {
+  const value = Number(text);
+  if (!/^\d+$/.test(text) || value > 3600) throw new InvalidArgumentError("0 to 3600 seconds");
+  return value;
+}
+
 function parseKeepalive(text: string): number {
   const value = Number(text);
   if (!/^\d+$/.test(text) || value > 65535) throw new InvalidArgumentError("0 to 65535 seconds");
@@ -108,6 +114,7 @@ export interface UpFleetOptions extends TlsOptions {
   advertiseEndpoint?: EndpointSpec[];
   advertiseName?: string;
   advertiseAllowedIps?: Prefix[];
+  fleetStatusInterval?: number;
 }
 
 export function addUpFleetOptions(command: Command): Command {
@@ -124,7 +131,15 @@ export function addUpFleetOptions(command: Command): Command {
         "record this hub under the fleet's prefix, reachable there (repeatable)",
       ).argParser(parseEndpointOption),
     )
-    .option("--advertise-name <name>", "this hub's name in the fleet (default: the host name)")
+    .option(
+      "--advertise-name <name>",
+      "this hub's name in the fleet, for its hub and status records (default: the host name)",
+    )
+    .option(
+      "--fleet-status-interval <seconds>",
+      "write the edges' last handshakes to the fleet this often, for `fleet list` (0: never)",
+      parseStatusInterval,
+    )
     .option(
       "--advertise-allowed-ips <cidrs>",
       "besides the subnet, what edges should route to this hub (e.g. the cluster's pod CIDR)",
@@ -146,25 +161,33 @@ export async function fleetAttachment(
     }
     return undefined;
   }
-  const [{ checkName }, { attachFleet }] = await Promise.all([
+  const [{ checkName }, { DEFAULT_STATUS_INTERVAL_MS, attachFleet }] = await Promise.all([
     import("../host/fleet/records.js"),
     import("../host/fleet/hub.js"),
   ]);
   const location = options.peersFrom;
   const tls = readTlsFiles(options);
+  const name = checkName(
+    options.advertiseName ??
+      hostname()
+        .toLowerCase()
+        .replace(/[^a-z0-9._-]/g, "-"),
+  );
   const advertise = options.advertiseEndpoint
-    ? {
-        name: checkName(
-          options.advertiseName ??
-            hostname()
-              .toLowerCase()
-              .replace(/[^a-z0-9._-]/g, "-"),
-        ),
-        endpoints: options.advertiseEndpoint,
-        allowedIps: options.advertiseAllowedIps ?? [],
-      }
+    ? { endpoints: options.advertiseEndpoint, allowedIps: options.advertiseAllowedIps ?? [] }
     : null;
-  return (daemon) => attachFleet(daemon, config, { location, tls, logger, advertise, onSecret });
+  const statusIntervalMs =
+    (options.fleetStatusInterval ?? DEFAULT_STATUS_INTERVAL_MS / 1000) * 1000;
+  return (daemon) =>
+    attachFleet(daemon, config, {
+      location,
+      tls,
+      logger,
+      name,
+      advertise,
+      onSecret,
+      statusIntervalMs,
+    });
 }
 
 // --- edgetun fleet … ---------------------------------------------------------------------
@@ -271,22 +294,28 @@ export function registerFleetCommands(program: Command): void {
     });
 
   storeCommand(fleet, "list")
-    .description("one line per hub and per edge")
+    .description("one line per hub and per edge, with the last handshake the hubs reported")
     .option("--json", "machine-readable output")
     .action(async (options: StoreOptions & { json?: boolean }) => {
-      const { formatFleet, readFleet } = await import("../host/fleet/admin.js");
+      const { formatFleet, lastHandshakes, readFleet } = await import("../host/fleet/admin.js");
       const contents = await withStore(options, (client, prefix) => readFleet(client, prefix));
+      const now = Math.floor(Date.now() / 1000);
       if (!options.json) {
-        process.stdout.write(formatFleet(contents));
+        process.stdout.write(formatFleet(contents, now));
         return;
       }
       const b64 = (key: Buffer) => key.toString("base64");
+      const handshakes = lastHandshakes(contents.statuses);
       process.stdout.write(
         `${JSON.stringify(
           {
             revision: contents.revision,
             hubs: contents.hubs.map((h) => ({ name: h.name, publicKey: b64(h.publicKey) })),
-            edges: contents.edges.map((e) => ({ name: e.name, publicKey: b64(e.publicKey) })),
+            edges: contents.edges.map((e) => ({
+              name: e.name,
+              publicKey: b64(e.publicKey),
+              lastHandshake: handshakes.get(e.name) ?? null,
+            })),
             malformed: contents.malformed,
           },
           null,

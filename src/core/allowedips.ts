@@ -191,6 +191,49 @@ export class AllowedIps<T> {
     return node.value;
   }
 
+  /**
+   * A stored prefix that overlaps the given one (contains it, equals it, or lies inside it)
+   * and whose value `ignore` does not accept; undefined when there is none. Walks one path
+   * down the trie, then below the given prefix only as far as the ignored values' own nodes
+   * (a minimal trie has a value at every leaf), so it costs address bits plus those nodes.
+   */
+  firstOverlap(
+    address: Uint8Array,
+    cidr: number,
+    ignore: (value: T) => boolean,
+  ): { address: Uint8Array; cidr: number; value: T } | undefined {
+    const addressBits = checkedAddressBits(address, cidr);
+    const words = prefixWords(address, cidr);
+    const found = (node: PrefixNode<T>) => ({
+      address: addressBytes(node),
+      cidr: node.cidr,
+      value: node.value as T,
+    });
+    let node = this.#root(addressBits);
+    // Prefixes containing (or equal to) the given one lie on its path.
+    while (node !== null && node.cidr <= cidr && node.coversWords(words)) {
+      if (node.hasValue && !ignore(node.value as T)) return found(node);
+      if (node.cidr === cidr) break;
+      node = bitOfWords(words, node.cidr) === 0 ? node.child0 : node.child1;
+    }
+    // Prefixes inside it: the subtrie under the first node longer than it that it covers.
+    if (node === null || node.cidr < cidr || commonPrefixLength(node, words, cidr) < cidr) {
+      return undefined;
+    }
+    const pending: PrefixNode<T>[] = node.cidr === cidr ? [] : [node];
+    if (node.cidr === cidr) {
+      if (node.child0) pending.push(node.child0);
+      if (node.child1) pending.push(node.child1);
+    }
+    while (pending.length > 0) {
+      const next = pending.pop()!;
+      if (next.hasValue && !ignore(next.value as T)) return found(next);
+      if (next.child0) pending.push(next.child0);
+      if (next.child1) pending.push(next.child1);
+    }
+    return undefined;
+  }
+
   /** Removes every prefix that maps to `value` (a peer being removed or replacing its IPs). */
   removeByValue(value: T): void {
     const nodes = this.#nodesByValue.get(value);

@@ -44,10 +44,12 @@ import type { Peer } from "../core/peer.js";
 import {
   Reconfigurer,
   changeFromConfig,
+  respectOwners,
   type ChangeSource,
   type ChangeSummary,
   type ConfigChange,
   type PendingListenPort,
+  type PeerOwner,
   type ReconfigurationHost,
 } from "./reconfigure.js";
 import { UapiServer, type UapiHost } from "./uapi.js";
@@ -181,8 +183,8 @@ export interface DaemonOptions {
 /** A part running beside the daemon, with its own probes note and metrics. */
 export interface DaemonAttachment extends MetricsExtension {
   stop(): Promise<void>;
-  /** True for peers this part put in: a reload of the file leaves them alone. */
-  ownsPeer?(publicKeyBase64: string): boolean;
+  /** The peers this part puts in, which no other source may change (see reconfigure.ts). */
+  readonly peerOwner?: PeerOwner;
 }
 
 /**
@@ -995,8 +997,26 @@ export class Daemon implements UapiHost, ReconfigurationHost {
    * src/host/reconfigure.ts); rejects with a ReconfigurationError and then nothing changed.
    * `source` names the caller in the log ("wg set", "reload", "syncconf", "fleet").
    */
-  reconfigure(change: ConfigChange, source: ChangeSource): Promise<ChangeSummary> {
-    return this.reconfigurer.apply(change, source);
+  reconfigure(
+    change: ConfigChange | (() => ConfigChange),
+    source: ChangeSource,
+  ): Promise<ChangeSummary> {
+    return this.reconfigurer.applyBuilt(
+      () =>
+        respectOwners(
+          this.device,
+          typeof change === "function" ? change() : change,
+          source,
+          this.#peerOwners(),
+          this.logger,
+        ),
+      source,
+    );
+  }
+
+  /** The attachments that own peers (the fleet), as the reconfiguration queue asks them. */
+  #peerOwners(): PeerOwner[] {
+    return this.extensions.flatMap((part) => (part.peerOwner ? [part.peerOwner] : []));
   }
 
   /**
@@ -1011,13 +1031,12 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     const endpoints = await Promise.all(
       config.peers.map((peer) => (peer.endpoint ? resolveEndpoint(peer.endpoint) : null)),
     );
-    return this.reconfigurer.applyBuilt(
+    return this.reconfigure(
       () =>
         changeFromConfig(this.device, config, endpoints, {
           listenPort: this.listenPort(),
           fwmark: this.mark,
           keepFwmark: this.setup?.routesDefaultThroughMark ?? false,
-          keepsPeer: (key) => this.extensions.some((part) => part.ownsPeer?.(key) ?? false),
         }),
       source,
     );

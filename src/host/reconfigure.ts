@@ -22,8 +22,12 @@
  * For callers such as the fleet store: build a change with one {@link PeerChange} per peer
  * record (`replaceAllowedIps: true` and the full list of allowed IPs makes it an upsert;
  * `remove: true` removes), `replacePeers: false`, and await `daemon.reconfigure(change,
- * "fleet")`. It rejects with a {@link ReconfigurationError} (stable `code`, negative `errno`)
+ * "fleet")`, or pass a function that builds it at its turn (to check it against the device as
+ * it is then). It rejects with a {@link ReconfigurationError} (stable `code`, negative `errno`)
  * and then nothing changed.
+ *
+ * Sources that own their peers ({@link PeerOwner}: the fleet) are protected from the others by
+ * {@link respectOwners}, which the daemon applies to every change at its turn.
  */
 import { constants } from "node:os";
 import { PrivateKey } from "../core/crypto.js";
@@ -76,11 +80,16 @@ export interface ConfigChange {
 /** Who asked for a change, for the log: "up", "wg set", "reload", "syncconf", "fleet". */
 export type ChangeSource = string;
 
+/** The fleet store's changes: one per edge, thousands at a hub's start, logged at debug. */
+export const FLEET_SOURCE: ChangeSource = "fleet";
+
 export type ReconfigurationErrorCode =
   | "ERR_RECONFIGURE_INVALID"
   | "ERR_RECONFIGURE_LISTEN_PORT"
   | "ERR_RECONFIGURE_FWMARK"
   | "ERR_RECONFIGURE_ROUTES"
+  | "ERR_RECONFIGURE_OWNED"
+  | "ERR_RECONFIGURE_CONFLICT"
   | "ERR_RECONFIGURE_FAILED";
 
 /** A refused change; the interface is as it was before it. */
@@ -414,8 +423,8 @@ const ZERO_KEY = new Uint8Array(KEY_BYTES);
  * unchanged peer costs nothing). Addresses and MTU are not part of a change (as with wg
  * syncconf). `endpoints[i]` is peer i's endpoint, resolved; null keeps what the peer has.
  * `keepFwmark`: the running fwmark was chosen for a default route, and a file without FwMark
- * must not take it away. `keepsPeer`: peers another source owns (the fleet store's), which a
- * file that does not list them leaves in place.
+ * must not take it away. Peers another source owns (the fleet store's) are kept out of the
+ * change later, by {@link respectOwners}, as for every source.
  */
 export function changeFromConfig(
   device: Device,
@@ -425,13 +434,12 @@ export function changeFromConfig(
     listenPort: number;
     fwmark: number;
     keepFwmark?: boolean;
-    keepsPeer?: (publicKeyBase64: string) => boolean;
   },
 ): ConfigChange {
   const peers: PeerChange[] = [];
   const wanted = new Set(config.peers.map((peer) => peer.publicKey.toString("base64")));
   for (const peer of device.peers.values()) {
-    if (!wanted.has(peer.publicKeyBase64) && !current.keepsPeer?.(peer.publicKeyBase64)) {
+    if (!wanted.has(peer.publicKeyBase64)) {
       peers.push({
         publicKey: peer.publicKey,
         remove: true,
@@ -541,6 +549,91 @@ function peerDifference(
 }
 
 // ---------------------------------------------------------------------------------------
+// Sources that own their peers
+
+/** A source that owns the peers it puts in (the fleet store): only it changes them. */
+export interface PeerOwner {
+  /** The source its own changes carry ("fleet"). */
+  readonly source: ChangeSource;
+  owns(publicKeyBase64: string): boolean;
+  /** The peer in a log line or an error ("fleet edge e1"). */
+  describe(publicKeyBase64: string): string;
+}
+
+/**
+ * The rule between sources of change. A peer that an owning source put in (a fleet edge) is
+ * changed and removed by that source only; for a change from any other source (`wg set`, `wg
+ * setconf`, `wg syncconf`, `edgetun syncconf`, a reload):
+ * - `replacePeers` (`wg setconf`) replaces only the peers no owner claims (and the log says
+ *   which it kept);
+ * - a section naming an owned peer is left out, and the log says so: `wg syncconf` of a file
+ *   that does not list the fleet's edges asks to remove each of them, and `wg set … remove`
+ *   of an edge would last only until the store's next full read, so neither is done; an edge
+ *   goes with `edgetun fleet remove`;
+ * - a section that would give its peer an allowed IP overlapping an owned peer's refuses the
+ *   whole change (the edge's traffic would go elsewhere without a word), as the fleet refuses
+ *   an edge overlapping a peer of the file.
+ * Cost: the change's own sections and prefixes (a `replacePeers` change walks the peers once).
+ */
+export function respectOwners(
+  device: Device,
+  change: ConfigChange,
+  source: ChangeSource,
+  owners: readonly PeerOwner[],
+  logger: Logger | null,
+): ConfigChange {
+  const others = owners.filter((owner) => owner.source !== source);
+  if (others.length === 0) return change;
+  const ownerOf = (key: string) => others.find((owner) => owner.owns(key));
+  const skipped: string[] = [];
+  const peers: PeerChange[] = [];
+  if (change.replacePeers) {
+    for (const peer of device.peers.values()) {
+      const owner = ownerOf(peer.publicKeyBase64);
+      if (owner) skipped.push(owner.describe(peer.publicKeyBase64));
+      else peers.push(removalOf(peer.publicKey));
+    }
+  }
+  for (const section of change.peers) {
+    const key = Buffer.from(section.publicKey).toString("base64");
+    const owner = ownerOf(key);
+    if (owner) {
+      skipped.push(owner.describe(key));
+      continue;
+    }
+    if (!section.remove) {
+      for (const prefix of section.allowedIps) {
+        const clash = device.allowedIps.firstOverlap(
+          prefix.address,
+          prefix.cidr,
+          (peer) => peer.publicKeyBase64 === key || !ownerOf(peer.publicKeyBase64),
+        );
+        if (clash) {
+          throw new ReconfigurationError(
+            "ERR_RECONFIGURE_OWNED",
+            `allowed IP ${formatCidr(prefix.address, prefix.cidr)} overlaps ${formatCidr(clash.address, clash.cidr)} of ${ownerOf(clash.value.publicKeyBase64)!.describe(clash.value.publicKeyBase64)}; change it in its store`,
+            -EINVAL,
+          );
+        }
+      }
+    }
+    peers.push(section);
+  }
+  if (skipped.length > 0) {
+    logger?.warn("peers owned by another source left as they are; change them there", {
+      source,
+      peers: skipped.length,
+      first: skipped.slice(0, 5),
+    });
+  }
+  return { ...change, replacePeers: false, peers };
+}
+
+function removalOf(publicKey: Uint8Array): PeerChange {
+  return { publicKey, remove: true, updateOnly: false, replaceAllowedIps: false, allowedIps: [] };
+}
+
+// ---------------------------------------------------------------------------------------
 // The queue
 
 /** One serial queue of changes for one interface. */
@@ -576,7 +669,8 @@ export class Reconfigurer {
     try {
       const summary = await this.#applyNow(build());
       if (source !== "up") {
-        this.logger?.info("configuration applied", {
+        const log = source === FLEET_SOURCE ? this.logger?.debug : this.logger?.info;
+        log?.call(this.logger, "configuration applied", {
           interface: this.interfaceName,
           source,
           ...summary,
@@ -593,7 +687,8 @@ export class Reconfigurer {
               -EIO,
               { cause: error },
             );
-      if (source !== "up") {
+      // The fleet logs its own refusals, naming the edge (one record among thousands).
+      if (source !== "up" && source !== FLEET_SOURCE) {
         this.logger?.error("configuration change refused; the running configuration is unchanged", {
           interface: this.interfaceName,
           source,

@@ -16,6 +16,7 @@ import {
   FleetRecordError,
   HUBS,
   LEASES,
+  STATUS,
   edgeAllowedIps,
   edgeKey,
   formatEdgeRecord,
@@ -24,8 +25,10 @@ import {
   nameOfKey,
   parseEdgeRecord,
   parseHubRecord,
+  parseHubStatus,
   type EdgeRecord,
   type HubRecord,
+  type HubStatus,
   type Prefix,
 } from "./records.js";
 
@@ -48,17 +51,32 @@ export interface FleetContents {
   hubs: HubRecord[];
   /** Keys that did not pass validation, with why (never their values). */
   malformed: Array<{ key: string; error: string }>;
+  /** The hubs' status records (those whose lease has not ended). */
+  statuses: HubStatus[];
+}
+
+/** An edge's newest handshake (unix seconds) with any hub, from the hubs' status records. */
+export function lastHandshakes(statuses: readonly HubStatus[]): Map<string, number> {
+  const newest = new Map<string, number>();
+  for (const status of statuses) {
+    for (const [edge, at] of status.handshakes) {
+      if (at > (newest.get(edge) ?? 0)) newest.set(edge, at);
+    }
+  }
+  return newest;
 }
 
 export async function readFleet(client: EtcdClient, prefix: string): Promise<FleetContents> {
   const { revision, kvs } = await client.rangePrefix(`${prefix}/`);
-  const contents: FleetContents = { revision, edges: [], hubs: [], malformed: [] };
+  const contents: FleetContents = { revision, edges: [], hubs: [], malformed: [], statuses: [] };
   for (const kv of kvs) {
     try {
       if (kv.key.startsWith(`${prefix}/${EDGES}/`)) {
         contents.edges.push(parseEdgeRecord(nameOfKey(prefix, EDGES, kv.key), kv.value));
       } else if (kv.key.startsWith(`${prefix}/${HUBS}/`)) {
         contents.hubs.push(parseHubRecord(nameOfKey(prefix, HUBS, kv.key), kv.value));
+      } else if (kv.key.startsWith(`${prefix}/${STATUS}/`)) {
+        contents.statuses.push(parseHubStatus(nameOfKey(prefix, STATUS, kv.key), kv.value));
       }
     } catch (error) {
       if (!(error instanceof FleetRecordError)) throw error;
@@ -274,24 +292,44 @@ export function exportPeers(contents: FleetContents): string {
   return `${lines.join("\n")}\n`;
 }
 
-/** `fleet list`: one line per hub and per edge. */
-export function formatFleet(contents: FleetContents): string {
-  const rows: string[][] = [["KIND", "NAME", "PUBLIC KEY", "ADDRESS", "ALLOWED IPS / ENDPOINTS"]];
+/** "42 s ago", "3 min ago", "2 h ago", "5 d ago"; "-" for never. */
+export function formatAgo(at: number | undefined, nowSeconds: number): string {
+  if (!at) return "-";
+  const ago = Math.max(0, nowSeconds - at);
+  if (ago < 120) return `${ago} s ago`;
+  if (ago < 7200) return `${Math.floor(ago / 60)} min ago`;
+  if (ago < 172_800) return `${Math.floor(ago / 3600)} h ago`;
+  return `${Math.floor(ago / 86_400)} d ago`;
+}
+
+/**
+ * `fleet list`: one line per hub and per edge. LAST HANDSHAKE is the newest any hub reported
+ * (hubs write it every 30 s by default, so it may be that much behind); "-": none reported.
+ */
+export function formatFleet(contents: FleetContents, nowSeconds: number): string {
+  const rows: string[][] = [
+    ["KIND", "NAME", "PUBLIC KEY", "ADDRESS", "LAST HANDSHAKE", "ALLOWED IPS / ENDPOINTS"],
+  ];
+  const reported = new Map(contents.statuses.map((status) => [status.hub, status.updated]));
   for (const hub of contents.hubs) {
+    const updated = reported.get(hub.name);
     rows.push([
       "hub",
       hub.name,
       encodeKey(hub.publicKey),
       formatAddress(hub.address),
+      updated ? `(reported ${formatAgo(updated, nowSeconds)})` : "(no report)",
       hub.endpoints.map(formatEndpointSpec).join(","),
     ]);
   }
+  const handshakes = lastHandshakes(contents.statuses);
   for (const edge of [...contents.edges].sort((a, b) => a.name.localeCompare(b.name))) {
     rows.push([
       "edge",
       edge.name,
       encodeKey(edge.publicKey),
       formatAddress(edge.tunnelAddress),
+      formatAgo(handshakes.get(edge.name), nowSeconds),
       edge.podCidrs.map((p) => formatCidr(p.address, p.cidr)).join(",") || "-",
     ]);
   }

@@ -139,9 +139,22 @@ export class EtcdClient {
     return kvs.length > 0 ? keyValue(kvs[0]!) : null;
   }
 
-  async put(key: string, value: string | Buffer): Promise<number> {
-    const reply = await this.call("/v3/kv/put", { key: b64(key), value: b64(value) });
+  /** Writes `key`; with `lease` (an ID from {@link grantLease}) it goes when the lease ends. */
+  async put(key: string, value: string | Buffer, lease?: string): Promise<number> {
+    const body: Record<string, unknown> = { key: b64(key), value: b64(value) };
+    if (lease !== undefined) body.lease = lease;
+    const reply = await this.call("/v3/kv/put", body);
     return int((reply.header as Record<string, unknown>)?.revision);
+  }
+
+  /** A new lease of `ttlSeconds`; its ID, as etcd's JSON gateway writes it (a decimal string). */
+  async grantLease(ttlSeconds: number): Promise<string> {
+    const reply = await this.call("/v3/lease/grant", { TTL: String(ttlSeconds) });
+    const id = reply.ID;
+    if (typeof id !== "string" || !/^[0-9]+$/.test(id)) {
+      throw new EtcdError("ERR_STORE_RESPONSE", "lease grant answered without an ID");
+    }
+    return id;
   }
 
   async delete(key: string): Promise<number> {

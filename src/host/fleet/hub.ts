@@ -5,9 +5,16 @@ import type { DaemonAttachment } from "../daemon.js";
 import type { Logger } from "../log.js";
 import type { ScrapedMetricAdder } from "../metrics.js";
 import { EtcdClient, type StoreLocation, type StoreTlsFiles } from "./etcd.js";
-import { formatHubRecord, hubKey, maskAddress, type HubRecord, type Prefix } from "./records.js";
+import {
+  formatHubRecord,
+  formatHubStatus,
+  hubKey,
+  maskAddress,
+  statusKey,
+  type HubRecord,
+  type Prefix,
+} from "./records.js";
 import type { EndpointSpec } from "../../core/endpoint.js";
-import { FleetRoutes } from "./routes.js";
 import { DaemonFleetSink, type FleetDaemon, type FleetSink } from "./sink.js";
 import { FleetWatcher, REJECT_REASONS } from "./watcher.js";
 
@@ -16,17 +23,23 @@ export interface HubFleetOptions {
   tls: StoreTlsFiles;
   logger: Logger;
   /** Record this hub under the prefix, reachable at these endpoints. */
-  advertise?: { name: string; endpoints: EndpointSpec[]; allowedIps: Prefix[] } | null;
+  advertise?: { endpoints: EndpointSpec[]; allowedIps: Prefix[] } | null;
   /** How long `up` waits for the first full load before it goes on without (default 5 s). */
   firstLoadTimeoutMs?: number;
   onSecret?: (key: Buffer) => void;
-  /** Tests put their own sink here; default: the daemon's incremental methods. */
+  /** Tests put their own sink here; default: the daemon's reconfiguration queue. */
   sink?: FleetSink;
+  /** This hub's name in the fleet: its hub record and its status record. */
+  name: string;
+  /** How often the hub writes its edges' last handshakes under PREFIX/status/ (0: never). */
+  statusIntervalMs?: number;
 }
+
+/** Default: a status every 30 s, under a lease of three times that. */
+export const DEFAULT_STATUS_INTERVAL_MS = 30_000;
 
 export interface HubFleet extends DaemonAttachment {
   readonly watcher: FleetWatcher;
-  readonly routes: FleetRoutes;
   readonly client: EtcdClient;
 }
 
@@ -37,14 +50,9 @@ export async function attachFleet(
 ): Promise<HubFleet> {
   const { logger } = options;
   const client = new EtcdClient(options.location, options.tls);
-  const connected: Prefix[] = config.addresses.map((a) => ({
-    address: maskAddress(a.address, a.cidr),
-    cidr: a.cidr,
-  }));
-  const routes = new FleetRoutes(daemon.name, connected, logger);
   // Checked before anything starts: a hub without an Address cannot say what its subnet is.
   const hubRecord = options.advertise ? hubRecordOf(daemon, config, options.advertise) : null;
-  const daemonSink = new DaemonFleetSink(daemon, routes);
+  const daemonSink = new DaemonFleetSink(daemon);
   const sink = options.sink ?? daemonSink;
   const watcher = new FleetWatcher({
     client,
@@ -58,7 +66,7 @@ export async function attachFleet(
   let stopped = false;
   if (options.advertise && hubRecord) {
     const record = hubRecord;
-    const key = hubKey(options.location.prefix, options.advertise.name);
+    const key = hubKey(options.location.prefix, options.name);
     advertising = (async () => {
       // Until it is written: etcd may be down when the hub starts.
       for (let delay = 200; !stopped; delay = Math.min(5_000, delay * 2)) {
@@ -76,6 +84,9 @@ export async function attachFleet(
       }
     })();
   }
+  const statusIntervalMs = options.statusIntervalMs ?? DEFAULT_STATUS_INTERVAL_MS;
+  const reporting =
+    statusIntervalMs > 0 ? reportStatus(daemon, watcher, client, options, statusIntervalMs) : null;
   const loaded = await watcher.loaded(options.firstLoadTimeoutMs ?? 5_000);
   if (!loaded) {
     logger.warn(
@@ -87,19 +98,63 @@ export async function attachFleet(
   }
   return {
     watcher,
-    routes,
     client,
     readinessNote: () => watcher.readinessNote(),
-    ownsPeer: (key) => daemonSink.ownsPeer(key),
+    peerOwner: daemonSink.peerOwner,
     registerMetrics: (add) => registerFleetMetrics(add, daemon.name, watcher),
     async stop() {
       stopped = true;
+      reporting?.stop();
       await watcher.stop();
       await advertising;
-      await routes.idle();
       client.close();
     },
   };
+}
+
+/**
+ * Writes PREFIX/status/NAME every `intervalMs`: the last handshake of each fleet edge that had
+ * one, as this hub saw it, under a new lease of three intervals, so that a hub gone quiet
+ * drops out of `fleet list` by itself. One record per hub, O(edges) every interval (5,000
+ * edges: some 100 KB each 30 s); a failed write is tried again at the next interval.
+ */
+function reportStatus(
+  daemon: FleetDaemon,
+  watcher: FleetWatcher,
+  client: EtcdClient,
+  options: HubFleetOptions,
+  intervalMs: number,
+): { stop(): void } {
+  const key = statusKey(options.location.prefix, options.name);
+  const ttlSeconds = Math.max(5, Math.ceil((3 * intervalMs) / 1000));
+  let writing = false;
+  const write = async () => {
+    const publicKey = daemon.device.publicKey;
+    if (writing || !publicKey || !watcher.stats.connected) return;
+    writing = true;
+    try {
+      const handshakes = new Map<string, number>();
+      for (const edge of watcher.edges.values()) {
+        const at = daemon.device.peer(edge.publicKey)?.lastHandshakeWallMs ?? 0;
+        if (at > 0) handshakes.set(edge.name, Math.floor(at / 1000));
+      }
+      const record = formatHubStatus({
+        publicKey,
+        updated: Math.floor(Date.now() / 1000),
+        handshakes,
+      });
+      await client.put(key, record, await client.grantLease(ttlSeconds));
+    } catch (error) {
+      options.logger.debug("could not write the hub's status to the fleet", {
+        error: (error as Error).message,
+      });
+    } finally {
+      writing = false;
+    }
+  };
+  const timer = setInterval(() => void write(), intervalMs);
+  timer.unref();
+  return { stop: () => clearInterval(timer) };
 }
 
 function hubRecordOf(

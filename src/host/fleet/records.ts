@@ -6,6 +6,9 @@
 //   PREFIX/hubs/NAME      one hub: {"publicKey", "endpoints", "subnet", "address", "allowedIps"?}
 //   PREFIX/leases/ADDRESS the edge NAME holding a tunnel address (written in the same
 //                         transaction as the edge, so no two edges ever hold one address)
+//   PREFIX/status/HUB     what one hub last saw of its edges, rewritten every 30 s under an
+//                         etcd lease of 90 s (gone when the hub is): {"publicKey", "updated",
+//                         "handshakes": {EDGE NAME: unix seconds of its last handshake}}
 import { decodeKey, encodeKey } from "../../core/keys.js";
 import { formatAddress, formatCidr, parseCidr } from "../../core/ipaddr.js";
 import { EdgetunError } from "../../core/errors.js";
@@ -15,6 +18,7 @@ import { parseEndpointSetting } from "../config.js";
 export const EDGES = "edges";
 export const HUBS = "hubs";
 export const LEASES = "leases";
+export const STATUS = "status";
 /** Larger records are refused unread: a record is a few hundred bytes. */
 export const MAX_RECORD_BYTES = 8192;
 const MAX_POD_CIDRS = 64;
@@ -67,6 +71,7 @@ export function checkName(name: string): string {
 
 export const edgeKey = (prefix: string, name: string) => `${prefix}/${EDGES}/${checkName(name)}`;
 export const hubKey = (prefix: string, name: string) => `${prefix}/${HUBS}/${checkName(name)}`;
+export const statusKey = (prefix: string, hub: string) => `${prefix}/${STATUS}/${checkName(hub)}`;
 export const leaseKey = (prefix: string, address: Uint8Array) =>
   `${prefix}/${LEASES}/${formatAddress(address)}`;
 
@@ -79,9 +84,9 @@ export function nameOfKey(prefix: string, subtree: string, key: string): string 
 
 type Json = Record<string, unknown>;
 
-function parseObject(value: Buffer, allowed: readonly string[]): Json {
-  if (value.length > MAX_RECORD_BYTES) {
-    throw new FleetRecordError(`record of ${value.length} bytes (at most ${MAX_RECORD_BYTES})`);
+function parseObject(value: Buffer, allowed: readonly string[], maxBytes = MAX_RECORD_BYTES): Json {
+  if (value.length > maxBytes) {
+    throw new FleetRecordError(`record of ${value.length} bytes (at most ${maxBytes})`);
   }
   let parsed: unknown;
   try {
@@ -234,6 +239,59 @@ export function formatEndpointSpec(endpoint: EndpointSpec): string {
   return endpoint.kind === "address"
     ? formatEndpoint(endpoint.endpoint)
     : `${endpoint.name}:${endpoint.port}`;
+}
+
+/** What one hub last saw of its edges: `fleet list` shows the newest handshake of any hub. */
+export interface HubStatus {
+  hub: string;
+  publicKey: Buffer;
+  /** Unix seconds when the hub wrote it. */
+  updated: number;
+  /** Edge name → unix seconds of its last handshake with this hub; edges without one are left out. */
+  handshakes: Map<string, number>;
+}
+
+/**
+ * A status names at most this many edges (the ones with the newest handshakes): 20,000
+ * entries of the longest names stay under 1.5 MB, etcd's default largest request.
+ */
+export const MAX_STATUS_EDGES = 20_000;
+const MAX_STATUS_BYTES = 1_500_000;
+const STATUS_FIELDS = ["publicKey", "updated", "handshakes"] as const;
+
+const seconds = (value: unknown): value is number =>
+  typeof value === "number" && Number.isInteger(value) && value >= 0 && value < 2 ** 40;
+
+export function parseHubStatus(hub: string, value: Buffer): HubStatus {
+  checkName(hub);
+  const record = parseObject(value, STATUS_FIELDS, MAX_STATUS_BYTES);
+  if (!seconds(record.updated)) throw new FleetRecordError('"updated" must be unix seconds');
+  const given = record.handshakes;
+  if (given === null || typeof given !== "object" || Array.isArray(given)) {
+    throw new FleetRecordError('"handshakes" must be an object of edge name to unix seconds');
+  }
+  const handshakes = new Map<string, number>();
+  for (const [name, at] of Object.entries(given as Json)) {
+    if (!NAME_PATTERN.test(name) || !seconds(at) || handshakes.size >= MAX_STATUS_EDGES) {
+      throw new FleetRecordError(
+        `"handshakes" must map at most ${MAX_STATUS_EDGES} edge names to unix seconds`,
+      );
+    }
+    handshakes.set(name, at);
+  }
+  return { hub, publicKey: key(record, "publicKey"), updated: record.updated, handshakes };
+}
+
+export function formatHubStatus(status: Omit<HubStatus, "hub">): string {
+  const newest = [...status.handshakes]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, MAX_STATUS_EDGES)
+    .sort((a, b) => (a[0] < b[0] ? -1 : 1));
+  return JSON.stringify({
+    publicKey: encodeKey(status.publicKey),
+    updated: status.updated,
+    handshakes: Object.fromEntries(newest),
+  });
 }
 
 /** The hub's allowed IPs for an edge: its tunnel address as a host prefix, then its pods. */

@@ -1,6 +1,7 @@
 // The operator's fleet commands against a real etcd: 50 concurrent adds get 50 distinct
 // addresses, the printed config is one wg-quick can read, remove frees the address, list and
-// export read the store; the `edgetun fleet` command line itself, with its errors.
+// export read the store, list with the last handshakes the hubs reported (their status records
+// go when their lease ends); the `edgetun fleet` command line itself, with its errors.
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -17,7 +18,12 @@ import {
   removeEdge,
 } from "../../../src/host/fleet/admin.js";
 import { EtcdError, parseStoreUrl, type EtcdClient } from "../../../src/host/fleet/etcd.js";
-import { formatHubRecord, hubKey } from "../../../src/host/fleet/records.js";
+import {
+  formatHubRecord,
+  formatHubStatus,
+  hubKey,
+  statusKey,
+} from "../../../src/host/fleet/records.js";
 import { TestEtcd, etcdUnavailableReason } from "../../support/etcd.js";
 
 const skip = etcdUnavailableReason();
@@ -152,7 +158,7 @@ describe.skipIf(skip !== null)("fleet commands with a real etcd", () => {
     }
   }, 60_000);
 
-  it("adds with a given key, refuses a second add of a name, removes and reuses the address", async () => {
+  it("adds with a given key, refuses a second add of a name, lists with last handshakes, removes and reuses the address", async () => {
     const prefix = newPrefix();
     await expect(addEdge(client, prefix, { name: "e1", podCidrs: [] })).rejects.toMatchObject({
       code: "ERR_FLEET_NO_HUB",
@@ -176,10 +182,36 @@ describe.skipIf(skip !== null)("fleet commands with a real etcd", () => {
     expect(second.config).toContain(
       `PresharedKey = ${second.edge.presharedKey!.toString("base64")}`,
     );
-    const list = formatFleet(await readFleet(client, prefix));
-    expect(list).toMatch(/^hub\s+hub1\s/m);
+    // A hub's status record, under a lease as hubs write it: e1 shook hands 42 s ago.
+    const now = Math.floor(Date.now() / 1000);
+    const status = formatHubStatus({
+      publicKey: decodeKey(hubPublicKey),
+      updated: now - 3,
+      handshakes: new Map([["e1", now - 42]]),
+    });
+    await client.put(statusKey(prefix, "hub1"), status, await client.grantLease(5));
+    const list = formatFleet(await readFleet(client, prefix), now);
+    expect(list).toMatch(/^hub\s+hub1\s.*\(reported 3 s ago\)/m);
     expect(list).toMatch(
-      new RegExp(`^edge\\s+e1\\s+${key.replace(/[+/]/g, "\\$&")}\\s+10\\.99\\.0\\.2`, "m"),
+      new RegExp(
+        `^edge\\s+e1\\s+${key.replace(/[+/]/g, "\\$&")}\\s+10\\.99\\.0\\.2\\s+42 s ago\\s`,
+        "m",
+      ),
+    );
+    expect(list).toMatch(/^edge\s+e2\s+\S+\s+10\.99\.0\.3\s+-\s+10\.244\.7\.0\/24$/m);
+    // A malformed status is listed as such, never applied; the lease takes the good one away.
+    await client.put(`${prefix}/status/hub2`, '{"handshakes": {"e1": -1}}');
+    expect((await readFleet(client, prefix)).malformed.map((m) => m.key)).toEqual([
+      `${prefix}/status/hub2`,
+    ]);
+    await client.delete(`${prefix}/status/hub2`);
+    const deadline = Date.now() + 20_000;
+    while ((await readFleet(client, prefix)).statuses.length > 0) {
+      if (Date.now() > deadline) throw new Error("the status lease did not end");
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    expect(formatFleet(await readFleet(client, prefix), now)).toMatch(
+      /^hub\s+hub1\s.*\(no report\)/m,
     );
     const exported = parseConfig(
       `[Interface]\nPrivateKey = ${generatePrivateKey()}\n${exportPeers(await readFleet(client, prefix))}`,

@@ -1,7 +1,9 @@
 // A hub and two edges in namespaces, the fleet in a real etcd beside the hub: `edgetun up
 // --peers-from` follows `edgetun fleet add/remove` and hand-written changes while traffic
-// flows (pings hub → edge pods, edge → edge through the hub), skips a malformed record and
-// counts it in its metrics. The operator's commands are the real command line.
+// flows (pings hub → edge pods, edge → edge through the hub), keeps the fleet's peers through
+// a SIGHUP reload, wg syncconf, wg setconf and wg set … remove, reports handshakes that `fleet
+// list` shows, skips a malformed record and counts it in its metrics. The operator's commands
+// are the real command line.
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -9,6 +11,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generatePrivateKey } from "../../../src/core/keys.js";
 import { runSync } from "../../../src/host/toolkit/process.js";
+import { startEtcdInNamespace } from "../../support/etcd.js";
 import { commandExists, Testbed, tunUnavailableReason, waitFor } from "../../support/netns.js";
 
 const cli = new URL("../../../dist/src/cli/main.js", import.meta.url).pathname;
@@ -17,6 +20,7 @@ const skip =
   (commandExists("etcd") && commandExists("etcdctl")
     ? null
     : "needs etcd and etcdctl (Debian's etcd-server, etcd-client)") ??
+  (commandExists("wg") ? null : "needs wg (Debian's wireguard-tools)") ??
   (existsSync(cli) ? null : "needs the build (npm run build)");
 if (skip) console.warn(`fleet hub tests skipped: ${skip}`);
 
@@ -25,6 +29,7 @@ const STORE = "etcd://127.0.0.1:2379/fleet";
 describe.skipIf(skip !== null)("a hub on the fleet, in namespaces", () => {
   const bed = new Testbed();
   const dir = mkdtempSync(join(tmpdir(), "edgetun-fleet-"));
+  const wgConf = join(dir, "hub0-wg.conf");
   let hub = "";
   let hubLog = "";
   let hubPid = 0;
@@ -104,31 +109,16 @@ describe.skipIf(skip !== null)("a hub on the fleet, in namespaces", () => {
     runSync("ip", ["-n", hub, "link", "set", "br0", "up"]);
     // Edge to edge goes through the hub's kernel: forwarding on, as on any router.
     inNs(hub, ["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
-    // etcd on the hub namespace's own loopback: nobody else's port, gone with the namespace.
-    bed.spawn(hub, "etcd", [
-      "--data-dir",
+    await startEtcdInNamespace(
+      (command, args) => bed.spawn(hub, command, args),
+      hub,
       join(dir, "etcd"),
-      "--listen-client-urls",
-      "http://127.0.0.1:2379",
-      "--advertise-client-urls",
-      "http://127.0.0.1:2379",
-      "--listen-peer-urls",
-      "http://127.0.0.1:2380",
-      "--log-level",
-      "error",
-    ]);
-    await waitFor(
-      "etcd",
-      () =>
-        inNs(hub, ["etcdctl", "--endpoints", "127.0.0.1:2379", "endpoint", "health"]).status === 0,
-      20_000,
     );
     const hubConf = join(dir, "hub0.conf");
-    writeFileSync(
-      hubConf,
-      `[Interface]\nPrivateKey = ${generatePrivateKey()}\nListenPort = 51820\nAddress = 10.99.0.1/24\n`,
-      { mode: 0o600 },
-    );
+    const hubInterface = `[Interface]\nPrivateKey = ${generatePrivateKey()}\nListenPort = 51820\n`;
+    writeFileSync(hubConf, `${hubInterface}Address = 10.99.0.1/24\n`, { mode: 0o600 });
+    // What `wg syncconf` and `wg setconf` get: the same interface, no peers (wg takes no Address).
+    writeFileSync(wgConf, hubInterface, { mode: 0o600 });
     const daemon = bed.spawn(hub, process.execPath, [
       cli,
       "up",
@@ -145,13 +135,20 @@ describe.skipIf(skip !== null)("a hub on the fleet, in namespaces", () => {
       "127.0.0.1:9586",
       "--log-level",
       "debug",
+      "--fleet-status-interval",
+      "1",
     ]);
     hubPid = daemon.pid!;
     daemon.stderr!.setEncoding("utf8");
     daemon.stderr!.on("data", (chunk: string) => {
       if (hubLog.length < 200_000) hubLog += chunk;
     });
-    await waitFor("hub recorded", () => hubLog.includes("hub recorded in the fleet"), 20_000);
+    // Generous: on a loaded 2-core machine Node alone may take many seconds to start.
+    await waitFor("hub recorded", () => hubLog.includes("hub recorded in the fleet"), 60_000).catch(
+      (error: Error) => {
+        throw new Error(`${error.message}; the hub's log:\n${hubLog.slice(-4000)}`);
+      },
+    );
   }, 120_000);
 
   afterAll(() => {
@@ -184,9 +181,38 @@ describe.skipIf(skip !== null)("a hub on the fleet, in namespaces", () => {
 
     // Reloading the hub's file (SIGHUP) leaves the fleet's peers alone: the file has none.
     process.kill(hubPid, "SIGHUP");
-    await waitFor("reloaded", () => hubLog.includes('"msg":"configuration applied"'));
+    await waitFor("reloaded", () =>
+      /"msg":"configuration applied","interface":"hub0","source":"reload"/.test(hubLog),
+    );
     expect(pings(hub, "10.244.22.1")).toBe(true);
     expect(pings(edges.e1!, "10.99.0.1")).toBe(true);
+    // So do the stock tools: wg syncconf and wg setconf of a file without them, and wg set …
+    // remove of one; each says in the log that it left the fleet's peers as they were.
+    const fleetPeers = () =>
+      inNs(hub, ["wg", "show", "hub0", "peers"]).stdout.trim().split("\n").sort();
+    const before = fleetPeers();
+    expect(before).toHaveLength(2);
+    for (const command of [
+      ["wg", "syncconf", "hub0", wgConf],
+      ["wg", "setconf", "hub0", wgConf],
+      ["wg", "set", "hub0", "peer", before[0]!, "remove"],
+    ]) {
+      const result = inNs(hub, command);
+      expect(result.status, `${command.join(" ")}: ${result.stderr}`).toBe(0);
+      expect(fleetPeers()).toEqual(before);
+    }
+    await waitFor(
+      "skips logged",
+      () => hubLog.split("peers owned by another source left as they are").length - 1 >= 3,
+    );
+    expect(pings(hub, "10.244.22.1")).toBe(true);
+
+    // The hub reports its edges' handshakes; fleet list shows them.
+    await waitFor("handshakes listed", () =>
+      /^edge\s+e1\s+\S+\s+10\.99\.0\.\d+\s+\d+ s ago\s/m.test(
+        edgetun(["fleet", "list", "--store", STORE]),
+      ),
+    );
 
     // A malformed record: logged, counted, not applied; the others keep working.
     etcdctl(["put", "/fleet/edges/broken", '{"publicKey": "not a key"}']);

@@ -1,9 +1,10 @@
-// Records and the overlap index, without etcd: strict parsing, and PrefixOwners against a
-// naive reference over random prefixes (IPv4 and IPv6).
+// Records and the overlap check, without etcd: strict parsing, and the allowed-IPs table's
+// overlap query against a naive reference over random prefixes (IPv4 and IPv6).
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { generatePrivateKey, publicKeyOf } from "../../../src/core/keys.js";
-import { parseCidr } from "../../../src/core/ipaddr.js";
+import { AllowedIps } from "../../../src/core/allowedips.js";
+import { formatCidr, parseCidr } from "../../../src/core/ipaddr.js";
 import {
   FleetRecordError,
   contains,
@@ -13,7 +14,6 @@ import {
   parseHubRecord,
   type Prefix,
 } from "../../../src/host/fleet/records.js";
-import { PrefixOwners } from "../../../src/host/fleet/sink.js";
 
 const key = publicKeyOf(generatePrivateKey());
 
@@ -73,12 +73,12 @@ describe("fleet records", () => {
   });
 });
 
-describe("PrefixOwners", () => {
+describe("AllowedIps.firstOverlap (the fleet's conflict check)", () => {
   const overlaps = (a: Prefix, b: Prefix) =>
     a.address.length === b.address.length &&
     (a.cidr <= b.cidr ? contains(a, b.address) : contains(b, a.address));
 
-  it("finds exactly the overlaps a naive comparison finds", () => {
+  it("finds an overlap exactly when a naive comparison does, ignoring the values it is told to", () => {
     const prefix = (v6: boolean) =>
       fc
         .tuple(
@@ -101,27 +101,26 @@ describe("PrefixOwners", () => {
             ),
           ),
         ([held, probe]) => {
-          const owners = new PrefixOwners();
-          const kept: Array<[Prefix, string]> = [];
+          const table = new AllowedIps<string>();
+          const kept = new Map<string, [Prefix, string]>();
           for (const [p, owner] of held) {
-            // As the sink does: a prefix is added only when it overlaps nobody else's.
-            const same = kept.some(
-              ([k, o]) => o === `o${owner}` && k.cidr === p.cidr && overlaps(k, p),
-            );
-            if (!same && owners.overlap(p, `o${owner}`, []) === null) {
-              owners.add(p, `o${owner}`);
-              kept.push([p, `o${owner}`]);
-            }
+            table.insert(p.address, p.cidr, `o${owner}`);
+            kept.set(formatCidr(p.address, p.cidr), [p, `o${owner}`]);
           }
-          // Remove one, to check removal too.
-          if (kept.length > 0) {
-            const [p, owner] = kept.shift()!;
-            owners.remove(p, owner);
+          // Remove one, so that removal (and the trie's pruning) is covered too.
+          const first = [...kept.values()][0];
+          if (first) {
+            table.remove(first[0].address, first[0].cidr, first[1]);
+            kept.delete(formatCidr(first[0].address, first[0].cidr));
           }
           for (const self of ["o0", "o9"]) {
-            const own = kept.filter(([, o]) => o === self).map(([p]) => p);
-            const naive = kept.some(([p, o]) => o !== self && overlaps(p, probe));
-            expect(owners.overlap(probe, self, own) !== null).toBe(naive);
+            const naive = [...kept.values()].some(([p, o]) => o !== self && overlaps(p, probe));
+            const found = table.firstOverlap(probe.address, probe.cidr, (o) => o === self);
+            expect(found !== undefined).toBe(naive);
+            if (found) {
+              expect(found.value).not.toBe(self);
+              expect(overlaps(found, probe)).toBe(true);
+            }
           }
         },
       ),
@@ -129,15 +128,18 @@ describe("PrefixOwners", () => {
     );
   });
 
-  it("names the covering prefix", () => {
-    const owners = new PrefixOwners();
-    owners.add(parseCidr("10.50.0.0/16"), "file peer x");
-    expect(owners.overlap(parseCidr("10.50.3.0/24"), "edge a", [])).toBe(
-      "10.50.0.0/16 of file peer x",
-    );
-    expect(owners.overlap(parseCidr("10.0.0.0/8"), "edge a", [])).toMatch(
-      /narrower prefix inside 10.0.0.0\/8/,
-    );
-    expect(owners.overlap(parseCidr("10.51.0.0/16"), "edge a", [])).toBeNull();
+  it("names the overlapping prefix", () => {
+    const table = new AllowedIps<string>();
+    const wide = parseCidr("10.50.0.0/16");
+    table.insert(wide.address, wide.cidr, "file peer");
+    const inside = parseCidr("10.50.3.0/24");
+    expect(table.firstOverlap(inside.address, inside.cidr, () => false)).toMatchObject({
+      cidr: 16,
+      value: "file peer",
+    });
+    const eight = parseCidr("10.0.0.0/8");
+    expect(table.firstOverlap(eight.address, eight.cidr, () => false)?.cidr).toBe(16);
+    const other = parseCidr("10.51.0.0/16");
+    expect(table.firstOverlap(other.address, other.cidr, () => false)).toBeUndefined();
   });
 });

@@ -1,9 +1,10 @@
 // The fleet watcher against a real etcd (started here on loopback): the hub-side device follows
 // the store through adds, changes and removals; malformed records and conflicts are skipped
 // and counted; a partition, an etcd restart and a compaction lose no change and apply none
-// twice. The peers land in a real core Device through the daemon's sink (no TUN needed).
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Device } from "../../../src/core/device.js";
+// twice. The peers land in a real daemon's device through its reconfiguration queue (over
+// in-memory TUN and UDP devices: no root needed).
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { Device } from "../../../src/core/device.js";
 import { decodeKey, generatePrivateKey, publicKeyOf } from "../../../src/core/keys.js";
 import { parseCidr } from "../../../src/core/ipaddr.js";
 import { EtcdClient } from "../../../src/host/fleet/etcd.js";
@@ -13,10 +14,12 @@ import {
   formatEdgeRecord,
   type EdgeRecord,
 } from "../../../src/host/fleet/records.js";
-import { DaemonFleetSink, type FleetSink } from "../../../src/host/fleet/sink.js";
+import type { FleetSink } from "../../../src/host/fleet/sink.js";
+import type { Daemon } from "../../../src/host/daemon.js";
 import { FleetWatcher } from "../../../src/host/fleet/watcher.js";
 import { createLogger } from "../../../src/host/log.js";
 import { CuttableLink, TestEtcd, etcdUnavailableReason } from "../../support/etcd.js";
+import { startFleetDaemon } from "../../support/fleet-daemon.js";
 import { waitFor } from "../../support/netns.js";
 
 const skip = etcdUnavailableReason();
@@ -53,13 +56,14 @@ class CountingSink implements FleetSink {
   }
 }
 
-function hub(filePeers: EdgeRecord[] = []) {
-  const device = new Device({ privateKey: decodeKey(generatePrivateKey()) });
-  for (const p of filePeers) {
-    device.addPeer({ publicKey: p.publicKey, allowedIps: edgeAllowedIps(p) });
-  }
-  const sink = new CountingSink(new DaemonFleetSink({ device, flushActions: () => {} }, null));
-  return { device, sink };
+/** A real daemon over in-memory devices, its file's peers given, the fleet's sink attached. */
+const running: Daemon[] = [];
+async function hub(filePeers: EdgeRecord[] = []) {
+  const { daemon, sink: inner } = await startFleetDaemon({
+    filePeers: filePeers.map((p) => ({ publicKey: p.publicKey, allowedIps: edgeAllowedIps(p) })),
+  });
+  running.push(daemon);
+  return { device: daemon.device, sink: new CountingSink(inner) };
 }
 
 function logCapture() {
@@ -92,6 +96,10 @@ describe.skipIf(skip !== null)("fleet watcher with a real etcd", () => {
     client = etcd.client();
   }, 30_000);
 
+  afterEach(async () => {
+    for (const daemon of running.splice(0)) await daemon.stop();
+  });
+
   afterAll(async () => {
     client?.close();
     await etcd?.cleanup();
@@ -102,7 +110,7 @@ describe.skipIf(skip !== null)("fleet watcher with a real etcd", () => {
     const a = edge("a", 1);
     const b = edge("b", 2);
     await client.put(edgeKey(prefix, "a"), formatEdgeRecord(a));
-    const { device, sink } = hub();
+    const { device, sink } = await hub();
     const { logger } = logCapture();
     const watcher = new FleetWatcher({ client: etcd.client(), prefix, sink, logger });
     watcher.start();
@@ -136,7 +144,7 @@ describe.skipIf(skip !== null)("fleet watcher with a real etcd", () => {
     await client.put(edgeKey(prefix, "good"), formatEdgeRecord(good));
     await client.put(`${prefix}/edges/Bad_Name!`, formatEdgeRecord(edge("x", 4)));
     await client.put(`${prefix}/edges/notjson`, "{publicKey:");
-    const { device, sink } = hub();
+    const { device, sink } = await hub();
     const { lines, logger } = logCapture();
     const watcher = new FleetWatcher({ client: etcd.client(), prefix, sink, logger });
     watcher.start();
@@ -171,7 +179,7 @@ describe.skipIf(skip !== null)("fleet watcher with a real etcd", () => {
   it("refuses a conflicting edge whole (same key, overlapping allowed IPs), counts it, and takes it once the conflict is gone", async () => {
     const prefix = newPrefix();
     const fromFile = edge("file", 6, { podCidrs: [parseCidr("10.50.0.0/16")] });
-    const { device, sink } = hub([fromFile]);
+    const { device, sink } = await hub([fromFile]);
     const { lines, logger } = logCapture();
     const watcher = new FleetWatcher({ client: etcd.client(), prefix, sink, logger });
     watcher.start();
@@ -224,7 +232,7 @@ describe.skipIf(skip !== null)("fleet watcher with a real etcd", () => {
     const prefix = newPrefix();
     const link = await CuttableLink.open(etcd.clientPort);
     const watched = new EtcdClient({ host: "127.0.0.1", port: link.port, prefix, tls: false });
-    const { device, sink } = hub();
+    const { device, sink } = await hub();
     const { lines, logger } = logCapture();
     const watcher = new FleetWatcher({
       client: watched,
