@@ -47,6 +47,7 @@ import {
 } from "./reconfigure.js";
 import { UapiServer, type UapiHost } from "./uapi.js";
 import { HandshakeShares } from "./handshake-shares.js";
+import { warmUpDataPath } from "./warm-up.js";
 import type {
   DatagramSocket,
   DatagramSocketOpener,
@@ -158,6 +159,11 @@ export interface DaemonOptions {
    * down`): the daemon has stopped itself by then, control socket included.
    */
   onInterfaceGone?: () => void;
+  /**
+   * Warm the data path once up (default true): a few thousand packets between two throwaway
+   * daemons in memory, in the background, so that the first real ones find compiled code.
+   */
+  warmUp?: boolean;
 }
 
 /** A part running beside the daemon, with its own probes note and metrics. */
@@ -235,6 +241,8 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   private dataBatches = 0;
   private mark = 0;
   private stopped = false;
+  /** The data-path warm-up while it runs (src/host/warm-up.ts). */
+  private warming: { promise: Promise<number>; abort: AbortController } | null = null;
   /** Every change after start goes through this one queue (src/host/reconfigure.ts). */
   private readonly reconfigurer: Reconfigurer;
 
@@ -326,6 +334,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
       tun.onReadable(() => daemon.readTunnel());
       daemon.startTimers();
       await options.beforeUp?.(tun.name);
+      if (options.warmUp ?? true) daemon.warmUp();
       logger.info("interface up", {
         interface: tun.name,
         listenPort: daemon.listenPort(),
@@ -408,6 +417,10 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     if (this.wakeTimer) clearTimeout(this.wakeTimer);
     if (this.dropCheck) clearInterval(this.dropCheck);
     if (this.awakeTimer) clearInterval(this.awakeTimer);
+    if (this.warming) {
+      this.warming.abort.abort();
+      await this.warming.promise;
+    }
     for (const extension of this.extensions) await extension.stop();
     await this.metrics?.close();
     this.dropReporter.flush();
@@ -659,6 +672,24 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     );
     this.dropCheck.unref();
     this.running = true;
+  }
+
+  /**
+   * Runs the per-packet code on throwaway daemons in memory, in the background, so that the
+   * first real packets find it compiled (src/host/warm-up.ts).
+   */
+  private warmUp(): void {
+    const abort = new AbortController();
+    const startedAt = performance.now();
+    const promise = warmUpDataPath(Daemon, { signal: abort.signal }).then((roundTrips) => {
+      this.warming = null;
+      this.logger.debug("data path warmed up", {
+        roundTrips,
+        ms: Math.round(performance.now() - startedAt),
+      });
+      return roundTrips;
+    });
+    this.warming = { promise, abort };
   }
 
   private dataSeen(): void {
