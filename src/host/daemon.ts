@@ -160,7 +160,7 @@ export interface DaemonOptions {
    */
   onInterfaceGone?: () => void;
   /**
-   * Warm the data path once up (default true): a few thousand packets between two throwaway
+   * Warm the data path once up (default true): some hundreds of packets between two throwaway
    * daemons in memory, in the background, so that the first real ones find compiled code.
    */
   warmUp?: boolean;

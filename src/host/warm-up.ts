@@ -6,8 +6,8 @@
 // code (core, batched native AEAD, the daemon's own batch loops) then runs compiled when the
 // first real packets come. The work runs in slices of about a millisecond with an event-loop
 // turn between them, so a real packet waits for at most one slice; nothing leaves the
-// process. Measured on a busy 2-core machine: ~0.6 s of CPU once, and the idle-ping p50 of a
-// fresh daemon 10–20 % lower (see the README's Latency section).
+// process. Measured on a busy 2-core machine: ~0.25 s of CPU once, and the idle-ping p50 of a
+// fresh daemon lower (see the README's Latency section).
 import { randomBytes } from "node:crypto";
 import { generatePrivateKey, publicKeyOf } from "../core/keys.js";
 import type { Endpoint } from "../core/endpoint.js";
@@ -45,11 +45,12 @@ export interface WarmUpOptions {
 }
 
 /**
- * Round trips at start: enough for V8 to compile the per-packet functions (it optimises a
- * function after some thousands of bytecodes' worth of calls), about 0.2 s of CPU on a busy
- * 2-core machine, once.
+ * Round trips at start. Measured on a busy 2-core machine (idle pings from a fresh daemon,
+ * interleaved runs): 500 (~0.25 s of CPU once) lowered the p50 like 2,000 did (~0.6 s), and
+ * unlike 2,000 did not raise the p99; a process that has just used more CPU waits longer for
+ * the scheduler when others compete.
  */
-export const DEFAULT_ROUND_TRIPS = 2000;
+export const DEFAULT_ROUND_TRIPS = 500;
 
 /** A real packet arriving during the warm-up waits at most about this long for it. */
 export const DEFAULT_SLICE_MS = 1;
