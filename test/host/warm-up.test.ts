@@ -22,8 +22,8 @@ describe("the warm-up's scheduler", () => {
     for (let i = 0; i < 50; i++) scheduler.post(busy);
     let ranBeforeOutsideWork = -1;
     setImmediate(() => (ranBeforeOutsideWork = ran));
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    expect(ran).toBe(50);
+    // Wait for all of it however slow the machine: only the order is asserted.
+    while (ran < 50) await new Promise((resolve) => setTimeout(resolve, 20));
     // Something else (a real packet) got its turn after the first slice, not after all.
     expect(ranBeforeOutsideWork).toBeGreaterThan(0);
     expect(ranBeforeOutsideWork).toBeLessThan(50);
