@@ -14,6 +14,8 @@
               "native/offload.c",
               "native/udp.c",
               "native/aead.c",
+              "native/cookie.c",
+              "native/lane.c",
               "native/netlink.c"
             ]
           },

@@ -33,6 +33,9 @@ interface Outcome {
   implementation: Implementation;
   rate: string;
   sent: number;
+  achievedPerSecond: number;
+  /** edgetun's own drop counters (hub and joining edge), as they stood at the end. */
+  drops: Record<string, Record<string, number> | null> | null;
   baselineMbps: number;
   floodMbps: number;
   pings: number;
@@ -102,7 +105,7 @@ async function startNode(bed: Testbed, implementation: Implementation, node: Nod
     ]);
     const log = output(child);
     await waitFor(`${node.name} up`, () => log().includes('"interface up"'), 20_000);
-    return child;
+    return { child, log };
   }
   const child = bed.spawn(node.ns, "wireguard-go", ["-f", node.name]);
   await waitFor(
@@ -121,7 +124,25 @@ async function startNode(bed: Testbed, implementation: Implementation, node: Nod
   await inNs(node.ns, "wg", args);
   await inNs(node.ns, "ip", ["addr", "add", node.address, "dev", node.name]);
   await inNs(node.ns, "ip", ["link", "set", node.name, "up"]);
-  return child;
+  return { child, log: () => "" };
+}
+
+/** What an edgetun daemon dropped, from its "interface down" line (after SIGTERM). */
+async function dropsAtExit(node: {
+  child: ChildProcess;
+  log: () => string;
+}): Promise<Record<string, number> | null> {
+  node.child.kill("SIGTERM");
+  try {
+    await waitFor("interface down", () => node.log().includes('"interface down"'), 10_000);
+  } catch {
+    return null;
+  }
+  const line = node
+    .log()
+    .split("\n")
+    .find((text) => text.includes('"interface down"'))!;
+  return (JSON.parse(line) as { drops: Record<string, number> }).drops;
 }
 
 async function iperf(ns: string, server: string, seconds: number, interval = 1) {
@@ -159,7 +180,7 @@ async function runOne(implementation: Implementation, rate: number): Promise<Out
     bed.link(hubNs, "10.217.3.1/24", joinerNs, "10.217.3.2/24");
     const tag = bed.id.slice(-6);
     const hubPublic = publicKeyOf(keys.hub);
-    await startNode(bed, implementation, {
+    const hub = await startNode(bed, implementation, {
       ns: hubNs,
       name: `bh${tag}`,
       privateKey: keys.hub,
@@ -205,7 +226,7 @@ async function runOne(implementation: Implementation, rate: number): Promise<Out
     ]);
     const pings = Number(/(\d+) received/.exec(pingText)?.[1] ?? 0);
     // The new edge: up, then one packet that needs a session; its reply means the handshake.
-    await startNode(bed, implementation, {
+    const joiner = await startNode(bed, implementation, {
       ns: joinerNs,
       name: `bj${tag}`,
       privateKey: keys.joiner,
@@ -224,14 +245,20 @@ async function runOne(implementation: Implementation, rate: number): Promise<Out
       .then(() => true)
       .catch(() => false);
     const joinMs = joined ? Date.now() - joinStart : null;
-    const sent = (JSON.parse((await flood).stdout) as { sent: number }).sent;
+    const flooded = JSON.parse((await flood).stdout) as { sent: number; seconds: number };
     // Recovery: from the flood's end to the first quarter second at 80 % of the baseline.
     const after = await iperf(edgeNs, "10.218.0.1", 4, 0.25);
     const recovered = after.intervals.find((i) => i.mbps >= 0.8 * baseline.mbps);
+    const drops =
+      implementation === "edgetun"
+        ? { hub: await dropsAtExit(hub), joiner: await dropsAtExit(joiner) }
+        : null;
     return {
       implementation,
       rate: rate === 0 ? "unpaced" : `${rate / 1000} k/s`,
-      sent,
+      sent: flooded.sent,
+      achievedPerSecond: flooded.sent / flooded.seconds,
+      drops,
       baselineMbps: baseline.mbps,
       floodMbps: during.mbps,
       pings,
@@ -251,11 +278,14 @@ function table(outcomes: Outcome[]): string {
   for (const o of outcomes) {
     const kept = o.baselineMbps > 0 ? Math.round((100 * o.floodMbps) / o.baselineMbps) : 0;
     lines.push(
-      `| ${o.rate} | ${o.implementation} | ${o.sent.toLocaleString("en")} (${Math.round(o.sent / FLOOD_SECONDS / 1000)} k/s) | ` +
+      `| ${o.rate} | ${o.implementation} | ${o.sent.toLocaleString("en")} (${Math.round(o.achievedPerSecond / 1000)} k/s) | ` +
         `${kept} % (${o.floodMbps.toFixed(0)} of ${o.baselineMbps.toFixed(0)} Mbit/s) | ${o.pings} of 20 | ` +
         `${o.joinMs === null ? "none during the flood" : `${(o.joinMs / 1000).toFixed(1)} s`} | ` +
         `${o.recoveryMs === null ? "not in 4 s" : `${(o.recoveryMs / 1000).toFixed(2)} s`} |`,
     );
+  }
+  for (const o of outcomes) {
+    if (o.drops) lines.push(`\n${o.rate}, ${o.implementation} drops: ${JSON.stringify(o.drops)}`);
   }
   return lines.join("\n");
 }

@@ -134,6 +134,56 @@ void teardown_finished(addon_state *st);
 napi_status init_tun(napi_env env, napi_value exports);
 napi_status init_udp(napi_env env, napi_value exports);
 napi_status init_aead(napi_env env, napi_value exports);
+napi_status init_cookie(napi_env env, napi_value exports);
+napi_status init_lane(napi_env env, napi_value exports);
+
+/* ---- UDP batches for the addon's own threads (udp.c) ---- */
+#define UDP_IO_BATCH 256
+typedef struct udp_io udp_io;
+udp_io *udp_io_new(void);
+void udp_io_free(udp_io *io);
+/* Datagrams received (0 when none waits) or -errno. */
+int udp_io_recv(udp_io *io, int fd, uint8_t *arena, const uint32_t *offsets, uint32_t *lengths,
+                uint8_t *endpoints, uint8_t *locals, unsigned count, size_t room);
+/* Datagrams handed to the kernel (a full buffer stops early; a refused one is skipped). */
+int udp_io_send(udp_io *io, int fd, int family, const uint8_t *arena, const uint32_t *offsets,
+                const uint32_t *lengths, const uint8_t *endpoints, const uint8_t *locals,
+                unsigned count);
+
+/* ---- the cookie gate (cookie.c), callable from any thread ---- */
+typedef struct {
+  const uint8_t *arena;
+  const uint32_t *offsets;
+  const uint32_t *lengths;
+  const uint8_t *endpoints;
+  const uint8_t *locals; /* may be NULL */
+  size_t count;
+  const uint8_t *keys; /* mac1 key, cookie key, cookie secret: 32 bytes each */
+  int under_load;
+  uint8_t *verdicts;
+  uint8_t *reply_arena;
+  const uint32_t *reply_offsets;
+  uint32_t *reply_lengths;
+  uint8_t *reply_endpoints;
+  uint8_t *reply_locals; /* may be NULL */
+  struct cookie_budget *budget; /* may be NULL: a reply to every message that needs one */
+  uint32_t now_second;          /* for the budget */
+} cookie_gate_job;
+/* Cookie replies per source (address and port) per second: what one sender can make us
+ * encrypt and send however fast it floods. Its own retries need one per Rekey-Timeout. */
+#define COOKIE_REPLIES_PER_SOURCE_PER_SECOND 5
+typedef struct cookie_budget cookie_budget;
+cookie_budget *cookie_budget_new(void);
+void cookie_budget_free(cookie_budget *budget);
+/* Judges every message into verdicts[]; returns the number of cookie replies written. */
+size_t cookie_gate_run(const cookie_gate_job *job);
+enum gate_verdict {
+  GATE_PASS = 0,
+  GATE_BAD_MAC1 = 1,
+  GATE_COOKIE = 2,
+  GATE_NO_REPLY = 3,
+  GATE_OVER_BUDGET = 4 /* needed a cookie, but its source had its replies this second */
+};
 napi_status init_poll(napi_env env, napi_value exports);
 napi_status init_netlink(napi_env env, napi_value exports);
 void aead_free(addon_state *st);

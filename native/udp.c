@@ -600,6 +600,87 @@ static napi_value js_udp_queue_stats(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* ---- plain recvmmsg/sendmmsg for a thread of the addon's own (native/lane.c) ----
+ * No JS values and no shared scratch: the caller owns a udp_io. */
+struct udp_io {
+  struct mmsghdr msgs[UDP_IO_BATCH];
+  struct iovec iov[UDP_IO_BATCH];
+  sockaddr_any names[UDP_IO_BATCH];
+  union {
+    char buf[CTRL_SIZE];
+    struct cmsghdr align;
+  } ctrl[UDP_IO_BATCH];
+};
+
+udp_io *udp_io_new(void) { return calloc(1, sizeof(udp_io)); }
+
+void udp_io_free(udp_io *io) { free(io); }
+
+int udp_io_recv(udp_io *io, int fd, uint8_t *arena, const uint32_t *offsets, uint32_t *lengths,
+                uint8_t *endpoints, uint8_t *locals, unsigned count, size_t room) {
+  if (count > UDP_IO_BATCH) count = UDP_IO_BATCH;
+  for (unsigned k = 0; k < count; k++) {
+    struct msghdr *m = &io->msgs[k].msg_hdr;
+    io->iov[k].iov_base = arena + offsets[k];
+    io->iov[k].iov_len = room;
+    m->msg_name = &io->names[k];
+    m->msg_namelen = sizeof(io->names[k]);
+    m->msg_iov = &io->iov[k];
+    m->msg_iovlen = 1;
+    m->msg_control = io->ctrl[k].buf;
+    m->msg_controllen = CTRL_SIZE;
+    m->msg_flags = 0;
+  }
+  int r;
+  do {
+    r = recvmmsg(fd, io->msgs, count, MSG_DONTWAIT, NULL);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+  for (int k = 0; k < r; k++) {
+    lengths[k] = io->msgs[k].msg_len;
+    record_from_sockaddr(endpoints + (size_t)k * EDGETUN_ENDPOINT_SIZE, &io->names[k]);
+    local_from_control(locals + (size_t)k * EDGETUN_ENDPOINT_SIZE, &io->msgs[k].msg_hdr);
+  }
+  return r;
+}
+
+int udp_io_send(udp_io *io, int fd, int family, const uint8_t *arena, const uint32_t *offsets,
+                const uint32_t *lengths, const uint8_t *endpoints, const uint8_t *locals,
+                unsigned count) {
+  if (count > UDP_IO_BATCH) count = UDP_IO_BATCH;
+  unsigned n = 0;
+  for (unsigned k = 0; k < count; k++) {
+    socklen_t name_len;
+    if (sockaddr_from_record(endpoints + (size_t)k * EDGETUN_ENDPOINT_SIZE, family,
+                             &io->names[n], &name_len) != 0)
+      continue;
+    struct msghdr *m = &io->msgs[n].msg_hdr;
+    io->iov[n].iov_base = (void *)(arena + offsets[k]);
+    io->iov[n].iov_len = lengths[k];
+    m->msg_name = &io->names[n];
+    m->msg_namelen = name_len;
+    m->msg_iov = &io->iov[n];
+    m->msg_iovlen = 1;
+    m->msg_flags = 0;
+    size_t clen = put_source(io->ctrl[n].buf, locals + (size_t)k * EDGETUN_ENDPOINT_SIZE, family);
+    m->msg_control = clen != 0 ? io->ctrl[n].buf : NULL;
+    m->msg_controllen = clen;
+    n++;
+  }
+  unsigned done = 0;
+  while (done < n) {
+    int r = sendmmsg(fd, io->msgs + done, n - done, MSG_DONTWAIT);
+    if (r > 0) {
+      done += (unsigned)r;
+      continue;
+    }
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    done++; /* this destination refused it: go on with the rest */
+  }
+  return (int)done;
+}
+
 napi_status init_udp(napi_env env, napi_value exports) {
   EXPORT_FN(env, exports, "udpSteerHandshakes", js_udp_steer_handshakes);
   EXPORT_FN(env, exports, "udpQueueStats", js_udp_queue_stats);

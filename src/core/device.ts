@@ -295,13 +295,16 @@ export class Device {
     return this.actions;
   }
 
-  /** Counts a handshake message; true while they arrive faster than we want to spend DH on. */
-  recordHandshakeMessage(nowMs: number): boolean {
+  /**
+   * Counts `count` handshake messages (0: only asks); true while they arrive faster than we
+   * want to spend DH on.
+   */
+  recordHandshakeMessage(nowMs: number, count = 1): boolean {
     if (nowMs - this.handshakeWindowStart >= 1000) {
       this.handshakeWindowStart = nowMs;
       this.handshakesInWindow = 0;
     }
-    this.handshakesInWindow++;
+    this.handshakesInWindow += count;
     if (this.handshakesInWindow > this.underLoadThreshold || this.handshakesBacklogged) {
       this.underLoadUntil = nowMs + UNDER_LOAD_LINGER_MS;
     }

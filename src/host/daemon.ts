@@ -22,12 +22,16 @@ import {
 } from "./metrics.js";
 import { MetricsListenError } from "./errors.js";
 import {
+  CookieGate,
   ENDPOINT_ADDRESS_AND_PORT_BYTES,
   ENDPOINT_SIZE,
+  GateVerdict,
+  type HandshakeLaneStats,
   PacketBatch,
   TunDevice,
   UdpSocketPair,
   openBatch,
+  nativeAvailable,
   readEndpoint,
   sealBatch,
   writeEndpoint,
@@ -52,17 +56,27 @@ import type {
   DatagramSocket,
   DatagramSocketOpener,
   HandshakeDatagramSocket,
+  HandshakeLaneControl,
   TunnelDevice,
 } from "./io.js";
 
 /** Packets moved per read/receive call; a batch is processed fully before the next. */
 const BATCH = 128;
 /**
- * Handshake messages read per event-loop turn. One may cost ~0.4 ms of Diffie-Hellman, so
- * data gets a turn in between even during a handshake flood; under a flood most are turned
- * away for a few bytes' comparison (HandshakeShares) or a cookie reply.
+ * Handshake messages read per event-loop turn. The cookie gate settles a flood's messages
+ * for a microsecond or so each, so a turn may read many: the handshake socket then drains as
+ * fast as a flood fills it, and a joining peer's initiation is not lost at its full buffer.
+ * What passes the gate may cost ~0.4 ms of Diffie-Hellman, and while the socket is backlogged
+ * each source gets only its share of a turn (HandshakeShares), so data still gets its turns.
  */
-const HANDSHAKES_PER_TURN = 64;
+const HANDSHAKES_PER_TURN = 256;
+/**
+ * Messages taken from a handshake lane per turn: all of them passed the cookie gate, so each
+ * may cost Diffie-Hellman; more wait for the next turn, after data has had its own.
+ */
+const LANE_TAKE_PER_TURN = 16;
+/** How often the handshake lane's counters and the cookie keys are exchanged with it. */
+const LANE_SYNC_MS = 250;
 /** How often the drop counters are looked at for the log when no timer wakes the daemon. */
 const DROP_CHECK_MS = 5_000;
 /** Longest single sleep (Node's timers take at most 2^31 - 1 ms); a longer wait is re-armed. */
@@ -224,6 +238,12 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   /** The handshake socket's kernel drop count when last read. */
   private handshakeSocketDrops = 0;
   private readonly handshakeShares = new HandshakeShares();
+  /** The thread that reads the handshake socket through the cookie gate, where there is one. */
+  private handshakeLane: HandshakeLaneControl | null = null;
+  /** The lane's counters when last carried over into the device's. */
+  private laneSeen: HandshakeLaneStats | null = null;
+  /** Settles the flood's share of each handshake batch natively (null: no addon, tests). */
+  private readonly cookieGate = nativeAvailable() ? new CookieGate(HANDSHAKES_PER_TURN) : null;
   private uapi: UapiServer | null = null;
   private metrics: MetricsServer | null = null;
   readonly extensions: DaemonAttachment[] = [];
@@ -234,6 +254,8 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   private wakeAt = Infinity;
   /** Drop counters are logged every 10 s at most; checked this often while nothing else runs. */
   private dropCheck: NodeJS.Timeout | null = null;
+  /** Carries the handshake lane's counters over and gives it keys and the load verdict. */
+  private laneSyncTimer: NodeJS.Timeout | null = null;
   private running = false;
   /** The keep-awake timer while data is recent (see AWAKE_AFTER_DATA_MS), else null. */
   private awakeTimer: NodeJS.Timeout | null = null;
@@ -416,6 +438,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     this.stopped = true;
     if (this.wakeTimer) clearTimeout(this.wakeTimer);
     if (this.dropCheck) clearInterval(this.dropCheck);
+    if (this.laneSyncTimer) clearInterval(this.laneSyncTimer);
     if (this.awakeTimer) clearInterval(this.awakeTimer);
     if (this.warming) {
       this.warming.abort.abort();
@@ -587,12 +610,120 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     const backlogged = overflowed > 0 || count === HANDSHAKES_PER_TURN;
     this.device.handshakesBacklogged = backlogged;
     this.handshakeShares.beginTurn(backlogged);
+    const verdicts = this.gateHandshakes(batch, count);
+    const arena = batch.arena;
+    for (let i = 0; i < count; i++) {
+      if (verdicts && verdicts[i] !== GateVerdict.Pass) continue;
+      const offset = batch.offsets[i]!;
+      this.receiveHandshake(arena.subarray(offset, offset + batch.lengths[i]!), batch.endpoints, i);
+    }
+    this.flush();
+  }
+
+  /**
+   * The native cookie gate over a handshake batch: bad mac1s dropped and, under load, valid
+   * mac1s without a cookie answered with cookie replies (sent here in one call), so a flood's
+   * messages cost no JS each. Returns the verdicts; messages that pass go on to the core,
+   * which checks them again. Null without a gate: the core sees everything.
+   */
+  private gateHandshakes(batch: PacketBatch, count: number): Uint8Array | null {
+    const gate = this.cookieGate;
+    const now = this.device.clock.now();
+    const keys = this.device.cookieChecker.batchKeys(now);
+    if (!gate || !keys) return null;
+    const underLoad = this.device.recordHandshakeMessage(now, 0);
+    const replies = gate.judge(batch, count, keys, underLoad);
+    const verdicts = gate.verdicts;
+    const drops = this.device.stats.drops;
+    let settled = 0;
+    for (let i = 0; i < count; i++) {
+      const verdict = verdicts[i]!;
+      if (verdict === GateVerdict.Pass) continue;
+      settled++;
+      if (verdict === GateVerdict.BadMac1) drops.bad_mac1++;
+      else drops.cookie_required++;
+    }
+    this.device.recordHandshakeMessage(now, settled);
+    if (replies > 0) {
+      this.sendFrom(gate.replies, replies);
+      this.device.stats.cookieRepliesSent += replies;
+    }
+    return verdicts;
+  }
+
+  /**
+   * What the handshake lane kept for the core: data waiting at the data socket is served
+   * first, then a few of the messages (each may cost Diffie-Hellman), the rest next turn.
+   */
+  private takeHandshakes(): void {
+    const lane = this.handshakeLane;
+    if (!lane || this.stopped) return;
+    this.receiveNetwork();
+    const batch = this.handshakeIn;
+    const count = lane.take(batch, LANE_TAKE_PER_TURN);
+    const backlogged = this.syncLane() || count === LANE_TAKE_PER_TURN;
+    if (count === 0) return;
+    this.counters.udpReceiveBatches++;
+    this.observations.udpReceive.observe(count);
+    this.device.handshakesBacklogged = backlogged;
+    this.handshakeShares.beginTurn(backlogged);
     const arena = batch.arena;
     for (let i = 0; i < count; i++) {
       const offset = batch.offsets[i]!;
       this.receiveHandshake(arena.subarray(offset, offset + batch.lengths[i]!), batch.endpoints, i);
     }
     this.flush();
+    if (count === LANE_TAKE_PER_TURN) setImmediate(() => this.takeHandshakes());
+  }
+
+  /**
+   * Carries the lane's counters over into the device's (what it settled counts towards the
+   * handshake rate that puts the device under load), and gives it the current cookie keys and
+   * load verdict. Returns whether the lane saw more than it could take in (kernel drops or a
+   * full hand-over ring) since last time.
+   */
+  private syncLane(): boolean {
+    const lane = this.handshakeLane;
+    if (!lane) return false;
+    const stats = lane.stats();
+    const seen = this.laneSeen ?? {
+      received: 0,
+      badMac1: 0,
+      cookieReplies: 0,
+      unanswered: 0,
+      overBudget: 0,
+      ringFull: 0,
+      kernelDrops: 0,
+      waiting: 0,
+      error: 0,
+    };
+    this.laneSeen = stats;
+    const drops = this.device.stats.drops;
+    const badMac1 = stats.badMac1 - seen.badMac1;
+    const cookies = stats.cookieReplies - seen.cookieReplies;
+    const unanswered = stats.unanswered - seen.unanswered + (stats.overBudget - seen.overBudget);
+    const overflow = stats.kernelDrops - seen.kernelDrops + (stats.ringFull - seen.ringFull);
+    drops.bad_mac1 += badMac1;
+    drops.cookie_required += cookies + unanswered;
+    drops.handshake_queue_full += overflow;
+    this.device.stats.cookieRepliesSent += cookies;
+    if (stats.error !== 0 && seen.error === 0) {
+      this.logger.error("handshake lane stopped", { interface: this.name, errno: stats.error });
+    }
+    const now = this.device.clock.now();
+    if (overflow > 0) this.device.handshakesBacklogged = true;
+    const underLoad = this.device.recordHandshakeMessage(
+      now,
+      badMac1 + cookies + unanswered + (stats.ringFull - seen.ringFull),
+    );
+    lane.configure(this.device.cookieChecker.batchKeys(now), underLoad);
+    return overflow > 0;
+  }
+
+  private laneSynced(): void {
+    if (this.stopped) return;
+    // The backlog is what the lane reported since the last look.
+    this.device.handshakesBacklogged = this.syncLane();
   }
 
   /** One non-data message from endpoint record `index`: to the device if within its share. */
@@ -789,12 +920,26 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     return {
       commit: () => {
         socket.onReadable(() => this.receiveNetwork());
-        // Handshakes arrive on their own socket of the pair, when the kernel steers them.
-        socket.handshake?.onReadable(() => this.receiveHandshakes());
+        // Handshakes arrive on their own socket of the pair, when the kernel steers them, and
+        // a thread of the addon's reads it where it can (a flood then costs this one nothing).
+        const handshake = socket.handshake ?? null;
+        const lane =
+          handshake?.startLane && this.cookieGate
+            ? handshake.startLane(() => this.takeHandshakes())
+            : null;
+        if (!lane) handshake?.onReadable(() => this.receiveHandshakes());
         this.socket?.close();
         this.socket = socket;
-        this.handshakeSocket = socket.handshake ?? null;
+        this.handshakeSocket = handshake;
         this.handshakeSocketDrops = 0;
+        this.handshakeLane = lane;
+        this.laneSeen = null;
+        this.syncLane();
+        // A flood the lane absorbs wakes nothing here, so its counters, the cookie secret's
+        // rotation and the load verdict travel on a timer of their own.
+        if (this.laneSyncTimer) clearInterval(this.laneSyncTimer);
+        this.laneSyncTimer = lane ? setInterval(() => this.laneSynced(), LANE_SYNC_MS) : null;
+        this.laneSyncTimer?.unref();
       },
       abort: () => socket.close(),
     };

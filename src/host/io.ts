@@ -6,7 +6,13 @@
  * conn/bindtest), so the batched seal/open path and the handshake queue are tested without
  * root. Slots are the addon's batch descriptors (src/host/native/batch.ts).
  */
-import type { ReceiveSlots, UdpReceiveSlots, UdpSendSlots, WriteSlots } from "./native/index.js";
+import type {
+  HandshakeLaneStats,
+  ReceiveSlots,
+  UdpReceiveSlots,
+  UdpSendSlots,
+  WriteSlots,
+} from "./native/index.js";
 
 export interface TunnelDevice {
   readonly name: string;
@@ -44,6 +50,19 @@ export interface HandshakeDatagramSocket {
   onReadable(handler: (() => void) | null): void;
   /** Datagrams dropped since the socket was made because its buffer was full. */
   queueStats(): { drops: number };
+  /**
+   * Reads the socket on a thread of its own from now on, through the native cookie gate
+   * (src/host/native/lane.ts); `onPassed` says when messages for the core wait. Absent: the
+   * daemon reads the socket itself.
+   */
+  startLane?(onPassed: () => void): HandshakeLaneControl;
+}
+
+/** The daemon's side of a handshake lane. */
+export interface HandshakeLaneControl {
+  configure(keys: Uint8Array | null, underLoad: boolean): void;
+  take(slots: UdpReceiveSlots, count: number): number;
+  stats(): HandshakeLaneStats;
 }
 
 /** Opens the daemon's UDP socket on `port` (0: any free port); throws when it cannot. */

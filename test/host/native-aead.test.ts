@@ -225,11 +225,13 @@ describe("sealBatch / openBatch with WireGuard nonces", () => {
 });
 
 describe("OpenSSL reference measurement", () => {
-  it("reports positive rates, per-packet below streaming", () => {
+  // Which of the two is faster is a benchmark's question (bench/native.ts prints both): on a
+  // busy machine either can win a 100-packet sample, so the test asserts only that both measure.
+  it("reports positive rates for both ways of sealing", () => {
     const rates = measureOpenSslReference(1420, 100);
     expect(rates.streaming).toBeGreaterThan(0);
     expect(rates.perPacket).toBeGreaterThan(0);
-    expect(rates.perPacket).toBeLessThan(rates.streaming * 1.2);
+    expect(Number.isFinite(rates.streaming) && Number.isFinite(rates.perPacket)).toBe(true);
     expect(() => measureOpenSslReference(70_000, 10)).toThrow(RangeError);
   });
 });

@@ -515,8 +515,8 @@ describe("UdpSocketPair", () => {
     const sender = await dgramSocket("udp4", "127.0.0.1");
     const initiation = Buffer.alloc(148);
     initiation[0] = 1;
-    // Far more than the 1 MiB buffer holds (each datagram costs about 1 KiB of it).
-    for (let i = 0; i < 4000; i++) sender.send(initiation, pair.port, "127.0.0.1");
+    // Far more than the 4 MiB buffer holds (each datagram costs about 1 KiB of it).
+    for (let i = 0; i < 16_000; i++) sender.send(initiation, pair.port, "127.0.0.1");
     const transport = Buffer.alloc(32);
     transport[0] = 4;
     await send(sender, transport.toString("latin1"), pair.port, "127.0.0.1");

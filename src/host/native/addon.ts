@@ -127,6 +127,36 @@ export interface NativeAddon {
   udpSetMark(fd: number, mark: number): void;
   udpSteerHandshakes(fd: number): void;
   udpQueueStats(fd: number): UdpQueueStats;
+  laneStart(fd: number, onPassed: () => void): unknown;
+  laneConfigure(lane: unknown, keys: Uint8Array | null, underLoad: boolean): void;
+  laneTake(
+    lane: unknown,
+    arena: Uint8Array,
+    offsets: Uint32Array,
+    lengths: Uint32Array,
+    endpoints: Uint8Array,
+    locals: Uint8Array | null,
+    count: number,
+    room: number,
+  ): number;
+  laneStats(lane: unknown): import("./lane.js").HandshakeLaneStats;
+  laneStop(lane: unknown): void;
+  cookieGate(
+    arena: Uint8Array,
+    offsets: Uint32Array,
+    lengths: Uint32Array,
+    endpoints: Uint8Array,
+    locals: Uint8Array | null,
+    count: number,
+    keys: Uint8Array,
+    underLoad: boolean,
+    verdicts: Uint8Array,
+    replyArena: Uint8Array,
+    replyOffsets: Uint32Array,
+    replyLengths: Uint32Array,
+    replyEndpoints: Uint8Array,
+    replyLocals: Uint8Array | null,
+  ): number;
   aeadSealBatch(
     arena: Uint8Array,
     offsets: Uint32Array,

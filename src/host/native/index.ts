@@ -8,3 +8,5 @@ export * from "./tun.js";
 export * from "./udp.js";
 export * from "./aead.js";
 export * from "./netlink.js";
+export * from "./cookie-gate.js";
+export * from "./lane.js";

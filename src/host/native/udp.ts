@@ -2,6 +2,7 @@
 import { callNative, type NativeAddon, type UdpQueueStats } from "./addon.js";
 import { type UdpReceiveSlots, type UdpSendSlots } from "./batch.js";
 import { PolledDescriptor, defaultCount } from "./poll.js";
+import { HandshakeLane } from "./lane.js";
 
 export interface UdpBindOptions {
   /** 0 (default) picks a free port; read it back from {@link UdpBatchSocket.port}. */
@@ -82,6 +83,24 @@ export class UdpBatchSocket extends PolledDescriptor {
   }
 
   /**
+   * Hands this socket to a handshake lane (src/host/native/lane.ts): a thread that reads it
+   * from now on, until {@link close} stops the lane first. Readiness callbacks stop.
+   */
+  startLane(onPassed: () => void): HandshakeLane {
+    if (this.#lane) throw new Error("this socket already has a handshake lane");
+    this.onReadable(null);
+    this.#lane = HandshakeLane.start(this.fd, onPassed);
+    return this.#lane;
+  }
+  #lane: HandshakeLane | null = null;
+
+  override close(): void {
+    this.#lane?.stop();
+    this.#lane = null;
+    super.close();
+  }
+
+  /**
    * Attaches the steering program to this socket's SO_REUSEPORT group: transport data to the
    * group's first socket, everything else to the second. Throws where the kernel lacks it.
    */
@@ -132,8 +151,12 @@ export class UdpBatchSocket extends PolledDescriptor {
   }
 }
 
-/** Receive buffer of the handshake socket: about a thousand queued handshake messages. */
-const HANDSHAKE_SOCKET_BUFFER = 1 << 20;
+/**
+ * Receive buffer of the handshake socket: about five thousand queued handshake messages, a
+ * quarter second of a 20 k/s flood, so that a hub the scheduler leaves waiting for a moment
+ * does not lose a joining peer's initiation among the flood's.
+ */
+const HANDSHAKE_SOCKET_BUFFER = 4 << 20;
 
 /**
  * The listening port as two sockets in one SO_REUSEPORT group, with a kernel steering program

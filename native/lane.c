@@ -1,0 +1,426 @@
+/*
+ * The handshake lane: a thread of the addon's own that drains the handshake
+ * socket, runs the cookie gate (cookie.c) over each batch and sends the cookie
+ * replies, so that a flood is absorbed beside the JS thread rather than on it.
+ * Only what passes the gate (a valid mac1, and a valid mac2 while under load)
+ * is kept, in a bounded ring, for the JS thread to take; it is told through a
+ * thread-safe function, at most once until it has taken what waits.
+ *
+ * The socket stays the JS side's (it closes it, after stopping the lane). The
+ * keys and the "under load" verdict come from the protocol core through
+ * laneConfigure; the lane adds its own evidence of load (a full batch, kernel
+ * drops), as the core would, so a flood is met with cookies from its first
+ * batch.
+ */
+#include "common.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <linux/sock_diag.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#ifndef SO_MEMINFO
+#define SO_MEMINFO 55
+#endif
+
+#define LANE_BATCH UDP_IO_BATCH
+/* Room per received datagram: handshake messages are 148 bytes at most; a longer datagram is
+ * cut here and dropped by the core for its length. */
+#define LANE_ROOM 256
+/* Passed messages waiting for the JS thread; more are dropped and counted. */
+#define LANE_RING 1024
+#define REPLY_SLOT 64
+/* How long evidence of load lasts (as the core's UNDER_LOAD_LINGER_MS). */
+#define LANE_LOAD_LINGER_NS 1000000000LL
+/* Handshake messages per second above which the lane asks for cookies by itself, before the
+ * core's verdict (same threshold, src/core/device.ts) comes back to it: otherwise a flood's
+ * first second would fill the hand-over ring with messages that each cost the core a DH. */
+#define LANE_UNDER_LOAD_PER_SECOND 1000
+
+typedef struct lane_scratch {
+  udp_io *io;
+  uint8_t arena[LANE_BATCH * LANE_ROOM];
+  uint32_t offsets[LANE_BATCH];
+  uint32_t lengths[LANE_BATCH];
+  uint8_t endpoints[LANE_BATCH * EDGETUN_ENDPOINT_SIZE];
+  uint8_t locals[LANE_BATCH * EDGETUN_ENDPOINT_SIZE];
+  uint8_t verdicts[LANE_BATCH];
+  uint8_t reply_arena[LANE_BATCH * REPLY_SLOT];
+  uint32_t reply_offsets[LANE_BATCH];
+  uint32_t reply_lengths[LANE_BATCH];
+  uint8_t reply_endpoints[LANE_BATCH * EDGETUN_ENDPOINT_SIZE];
+  uint8_t reply_locals[LANE_BATCH * EDGETUN_ENDPOINT_SIZE];
+  uint8_t keys[96];
+  cookie_budget *budget;
+} lane_scratch;
+
+typedef struct handshake_lane {
+  napi_env env;
+  int fd;
+  int family;
+  int wake_fd; /* eventfd: tells the thread to stop */
+  pthread_t thread;
+  int started;
+  int stopped;
+  napi_threadsafe_function notify;
+  lane_scratch *scratch;
+  pthread_mutex_t lock;
+  /* Guarded by lock: */
+  uint8_t keys[96];
+  int have_keys;
+  int under_load;
+  uint8_t ring[LANE_RING * LANE_ROOM];
+  uint32_t ring_lengths[LANE_RING];
+  uint8_t ring_endpoints[LANE_RING * EDGETUN_ENDPOINT_SIZE];
+  uint8_t ring_locals[LANE_RING * EDGETUN_ENDPOINT_SIZE];
+  unsigned head, size;
+  int notified;
+  double received, bad_mac1, cookie_replies, unanswered, over_budget, ring_full, kernel_drops;
+  int error; /* errno that ended the thread, 0 while it runs */
+} handshake_lane;
+
+static int64_t now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static uint32_t kernel_drops_of(int fd) {
+  uint32_t mem[SK_MEMINFO_VARS];
+  socklen_t len = sizeof(mem);
+  memset(mem, 0, sizeof(mem));
+  if (getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mem, &len) != 0) return 0;
+  return mem[SK_MEMINFO_DROPS];
+}
+
+static void *lane_main(void *arg) {
+  handshake_lane *lane = arg;
+  lane_scratch *sc = lane->scratch;
+  for (unsigned k = 0; k < LANE_BATCH; k++) {
+    sc->offsets[k] = k * LANE_ROOM;
+    sc->reply_offsets[k] = k * REPLY_SLOT;
+  }
+  uint32_t drops_seen = kernel_drops_of(lane->fd);
+  int64_t loaded_until = 0, window_start = 0;
+  unsigned window_count = 0;
+  struct pollfd fds[2] = {{.fd = lane->fd, .events = POLLIN}, {.fd = lane->wake_fd, .events = POLLIN}};
+  for (;;) {
+    int ready = poll(fds, 2, -1);
+    if (ready < 0) {
+      if (errno == EINTR) continue;
+      lane->error = errno;
+      break;
+    }
+    if (fds[1].revents != 0) break;
+    if (fds[0].revents & (POLLERR | POLLNVAL)) {
+      lane->error = EBADF;
+      break;
+    }
+    /* Drain what waits, one batch at a time, until the socket is empty. */
+    for (;;) {
+      int got = udp_io_recv(sc->io, lane->fd, sc->arena, sc->offsets, sc->lengths, sc->endpoints,
+                            sc->locals, LANE_BATCH, LANE_ROOM);
+      if (got < 0) {
+        lane->error = -got;
+        goto out;
+      }
+      if (got == 0) break;
+      uint32_t drops = kernel_drops_of(lane->fd);
+      uint32_t dropped = drops - drops_seen;
+      drops_seen = drops;
+      int64_t now = now_ns();
+      if (now - window_start >= 1000000000LL) {
+        window_start = now;
+        window_count = 0;
+      }
+      window_count += (unsigned)got;
+      if (dropped > 0 || got == LANE_BATCH || window_count > LANE_UNDER_LOAD_PER_SECOND ||
+          lane->size >= LANE_RING / 4) /* read unlocked: only this thread makes it grow */
+        loaded_until = now + LANE_LOAD_LINGER_NS;
+      pthread_mutex_lock(&lane->lock);
+      int have_keys = lane->have_keys;
+      int under_load = lane->under_load || now < loaded_until;
+      if (have_keys) memcpy(sc->keys, lane->keys, sizeof(sc->keys));
+      pthread_mutex_unlock(&lane->lock);
+      size_t replies = 0;
+      if (have_keys) {
+        cookie_gate_job job = {sc->arena,       sc->offsets,       sc->lengths,
+                               sc->endpoints,   sc->locals,        (size_t)got,
+                               sc->keys,        under_load,        sc->verdicts,
+                               sc->reply_arena, sc->reply_offsets, sc->reply_lengths,
+                               sc->reply_endpoints, sc->reply_locals,
+                               sc->budget,      (uint32_t)(now / 1000000000LL)};
+        replies = cookie_gate_run(&job);
+        if (replies > 0)
+          udp_io_send(sc->io, lane->fd, lane->family, sc->reply_arena, sc->reply_offsets,
+                      sc->reply_lengths, sc->reply_endpoints, sc->reply_locals,
+                      (unsigned)replies);
+      } else {
+        memset(sc->verdicts, GATE_PASS, (size_t)got); /* no key yet: the core counts them */
+      }
+      int wake = 0;
+      pthread_mutex_lock(&lane->lock);
+      lane->received += got;
+      lane->kernel_drops += dropped;
+      lane->cookie_replies += (double)replies;
+      for (int k = 0; k < got; k++) {
+        switch (sc->verdicts[k]) {
+          case GATE_BAD_MAC1:
+            lane->bad_mac1++;
+            continue;
+          case GATE_COOKIE:
+            continue;
+          case GATE_NO_REPLY:
+            lane->unanswered++;
+            continue;
+          case GATE_OVER_BUDGET:
+            lane->over_budget++;
+            continue;
+          default:
+            break;
+        }
+        if (lane->size == LANE_RING) {
+          lane->ring_full++;
+          continue;
+        }
+        unsigned slot = (lane->head + lane->size++) % LANE_RING;
+        memcpy(lane->ring + (size_t)slot * LANE_ROOM, sc->arena + (size_t)k * LANE_ROOM,
+               sc->lengths[k] < LANE_ROOM ? sc->lengths[k] : LANE_ROOM);
+        lane->ring_lengths[slot] = sc->lengths[k] < LANE_ROOM ? sc->lengths[k] : LANE_ROOM;
+        memcpy(lane->ring_endpoints + (size_t)slot * EDGETUN_ENDPOINT_SIZE,
+               sc->endpoints + (size_t)k * EDGETUN_ENDPOINT_SIZE, EDGETUN_ENDPOINT_SIZE);
+        memcpy(lane->ring_locals + (size_t)slot * EDGETUN_ENDPOINT_SIZE,
+               sc->locals + (size_t)k * EDGETUN_ENDPOINT_SIZE, EDGETUN_ENDPOINT_SIZE);
+      }
+      if (lane->size > 0 && !lane->notified) {
+        lane->notified = 1;
+        wake = 1;
+      }
+      pthread_mutex_unlock(&lane->lock);
+      if (wake) napi_call_threadsafe_function(lane->notify, NULL, napi_tsfn_nonblocking);
+    }
+  }
+out:
+  OPENSSL_cleanse(sc->keys, sizeof(sc->keys));
+  return NULL;
+}
+
+/* Stops the thread and waits for it; the socket is left open (it is the JS side's). */
+static void lane_halt(handshake_lane *lane) {
+  if (!lane->started || lane->stopped) return;
+  lane->stopped = 1;
+  uint64_t one = 1;
+  ssize_t w = write(lane->wake_fd, &one, sizeof(one));
+  (void)w;
+  pthread_join(lane->thread, NULL);
+}
+
+static void lane_env_cleanup(void *arg) { lane_halt(arg); }
+
+static void lane_finalize(napi_env env, void *data, void *hint) {
+  handshake_lane *lane = data;
+  (void)hint;
+  if (!lane->stopped) {
+    lane_halt(lane);
+    napi_remove_env_cleanup_hook(env, lane_env_cleanup, lane);
+  }
+  if (lane->wake_fd >= 0) close(lane->wake_fd);
+  if (lane->scratch != NULL) {
+    udp_io_free(lane->scratch->io);
+    cookie_budget_free(lane->scratch->budget);
+    free(lane->scratch);
+  }
+  pthread_mutex_destroy(&lane->lock);
+  OPENSSL_cleanse(lane->keys, sizeof(lane->keys));
+  free(lane);
+}
+
+static void lane_call_js(napi_env env, napi_value callback, void *context, void *data) {
+  (void)context;
+  (void)data;
+  if (env == NULL || callback == NULL) return;
+  napi_value undefined;
+  napi_get_undefined(env, &undefined);
+  napi_call_function(env, undefined, callback, 0, NULL, NULL);
+}
+
+static handshake_lane *lane_arg(napi_env env, napi_value value) {
+  handshake_lane *lane = NULL;
+  napi_valuetype type;
+  if (napi_typeof(env, value, &type) != napi_ok || type != napi_external ||
+      napi_get_value_external(env, value, (void **)&lane) != napi_ok || lane == NULL) {
+    throw_kind(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", "lane must be a lane handle");
+    return NULL;
+  }
+  return lane;
+}
+
+/* laneStart(fd, onPassed) -> lane: starts the thread over the handshake socket `fd`;
+ * onPassed() is called (on the JS thread) when messages wait to be taken. */
+static napi_value js_lane_start(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int fd;
+  if (arg_count(env, info, 2, argv) || arg_fd(env, argv[0], &fd)) return NULL;
+  owned_fd *entry = require_fd(env, fd, FD_KIND_UDP);
+  if (entry == NULL) return NULL;
+  handshake_lane *lane = calloc(1, sizeof(*lane));
+  if (lane == NULL) return throw_errno(env, ENOMEM, "cannot start the handshake lane");
+  lane->env = env;
+  lane->fd = fd;
+  lane->family = entry->family;
+  lane->wake_fd = -1;
+  pthread_mutex_init(&lane->lock, NULL);
+  napi_value handle;
+  if (napi_create_external(env, lane, lane_finalize, NULL, &handle) != napi_ok) {
+    pthread_mutex_destroy(&lane->lock);
+    free(lane);
+    return NULL;
+  }
+  lane->scratch = calloc(1, sizeof(lane_scratch));
+  if (lane->scratch == NULL || (lane->scratch->io = udp_io_new()) == NULL ||
+      (lane->scratch->budget = cookie_budget_new()) == NULL)
+    return throw_errno(env, ENOMEM, "cannot start the handshake lane");
+  lane->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (lane->wake_fd < 0) {
+    int e = errno;
+    return throw_errno(env, e, "cannot start the handshake lane: %s", strerror(e));
+  }
+  napi_value name;
+  napi_create_string_utf8(env, "edgetun handshake lane", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, NULL, NULL, lane,
+                                      lane_call_js, &lane->notify) != napi_ok)
+    return NULL;
+  /* The sockets' own polling decides whether the process stays alive, not this. */
+  napi_unref_threadsafe_function(env, lane->notify);
+  int e = pthread_create(&lane->thread, NULL, lane_main, lane);
+  if (e != 0) return throw_errno(env, e, "cannot start the handshake lane: %s", strerror(e));
+  lane->started = 1;
+  napi_add_env_cleanup_hook(env, lane_env_cleanup, lane);
+  return handle;
+}
+
+/* laneConfigure(lane, keys | null, underLoad): the gate's keys (96 bytes, see cookie.c) and
+ * the core's verdict on load. Without keys everything passes to the core. */
+static napi_value js_lane_configure(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (arg_count(env, info, 3, argv)) return NULL;
+  handshake_lane *lane = lane_arg(env, argv[0]);
+  uint8_t *keys;
+  size_t keys_len;
+  int under_load;
+  if (lane == NULL || arg_bytes_opt(env, argv[1], "keys", &keys, &keys_len) ||
+      arg_bool(env, argv[2], "underLoad", &under_load))
+    return NULL;
+  if (keys != NULL && keys_len != 96)
+    return throw_kind(env, ERR_RANGE, "ERR_OUT_OF_RANGE", "keys must be 96 bytes, got %zu",
+                      keys_len);
+  pthread_mutex_lock(&lane->lock);
+  lane->have_keys = keys != NULL;
+  if (keys != NULL) memcpy(lane->keys, keys, 96);
+  else OPENSSL_cleanse(lane->keys, sizeof(lane->keys));
+  lane->under_load = under_load;
+  pthread_mutex_unlock(&lane->lock);
+  return make_undefined(env);
+}
+
+/* laneTake(lane, arena, offsets, lengths, endpoints, locals, count, room) -> n: moves up to
+ * `count` passed messages into slots [0, n). */
+static napi_value js_lane_take(napi_env env, napi_callback_info info) {
+  napi_value argv[8];
+  if (arg_count(env, info, 8, argv)) return NULL;
+  handshake_lane *lane = lane_arg(env, argv[0]);
+  uint8_t *arena, *endpoints, *locals;
+  size_t arena_len, off_len, len_len, ep_len, loc_len;
+  uint32_t *offsets, *lengths;
+  uint64_t count, room;
+  if (lane == NULL || arg_bytes(env, argv[1], "arena", &arena, &arena_len) ||
+      arg_u32_array(env, argv[2], "offsets", &offsets, &off_len) ||
+      arg_u32_array(env, argv[3], "lengths", &lengths, &len_len) ||
+      arg_bytes(env, argv[4], "endpoints", &endpoints, &ep_len) ||
+      arg_bytes_opt(env, argv[5], "locals", &locals, &loc_len) ||
+      arg_uint(env, argv[6], "count", EDGETUN_MAX_BATCH, &count) ||
+      arg_uint(env, argv[7], "room", 1u << 20, &room))
+    return NULL;
+  if (room < LANE_ROOM)
+    return throw_kind(env, ERR_RANGE, "ERR_OUT_OF_RANGE", "room must be at least %d", LANE_ROOM);
+  if (check_range(env, "offsets", off_len, 1, 0, count) ||
+      check_range(env, "lengths", len_len, 1, 0, count) ||
+      check_range(env, "endpoints", ep_len, EDGETUN_ENDPOINT_SIZE, 0, count) ||
+      (locals != NULL && check_range(env, "locals", loc_len, EDGETUN_ENDPOINT_SIZE, 0, count)) ||
+      check_spans(env, arena_len, offsets, NULL, 0, count, LANE_ROOM))
+    return NULL;
+  pthread_mutex_lock(&lane->lock);
+  uint64_t n = 0;
+  while (n < count && lane->size > 0) {
+    unsigned slot = lane->head;
+    memcpy(arena + offsets[n], lane->ring + (size_t)slot * LANE_ROOM, lane->ring_lengths[slot]);
+    lengths[n] = lane->ring_lengths[slot];
+    memcpy(endpoints + n * EDGETUN_ENDPOINT_SIZE,
+           lane->ring_endpoints + (size_t)slot * EDGETUN_ENDPOINT_SIZE, EDGETUN_ENDPOINT_SIZE);
+    if (locals != NULL)
+      memcpy(locals + n * EDGETUN_ENDPOINT_SIZE,
+             lane->ring_locals + (size_t)slot * EDGETUN_ENDPOINT_SIZE, EDGETUN_ENDPOINT_SIZE);
+    lane->head = (lane->head + 1) % LANE_RING;
+    lane->size--;
+    n++;
+  }
+  /* Told again only once this is empty: until then the caller comes back by itself. */
+  if (lane->size == 0) lane->notified = 0;
+  pthread_mutex_unlock(&lane->lock);
+  return make_int(env, (int64_t)n);
+}
+
+/* laneStats(lane) -> counters since the start (see src/host/native/lane.ts). */
+static napi_value js_lane_stats(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (arg_count(env, info, 1, argv)) return NULL;
+  handshake_lane *lane = lane_arg(env, argv[0]);
+  if (lane == NULL) return NULL;
+  pthread_mutex_lock(&lane->lock);
+  double v[] = {lane->received,    lane->bad_mac1,     lane->cookie_replies,
+                lane->unanswered,  lane->over_budget,  lane->ring_full,
+                lane->kernel_drops, (double)lane->size, (double)lane->error};
+  pthread_mutex_unlock(&lane->lock);
+  static const char *names[] = {"received",   "badMac1",     "cookieReplies",
+                                "unanswered", "overBudget",  "ringFull",
+                                "kernelDrops", "waiting",    "error"};
+  napi_value out, value;
+  if (napi_create_object(env, &out) != napi_ok) return NULL;
+  for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+    if (napi_create_double(env, v[i], &value) != napi_ok ||
+        napi_set_named_property(env, out, names[i], value) != napi_ok)
+      return NULL;
+  }
+  return out;
+}
+
+/* laneStop(lane): stops the thread (waits for it); the caller then closes the socket. */
+static napi_value js_lane_stop(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (arg_count(env, info, 1, argv)) return NULL;
+  handshake_lane *lane = lane_arg(env, argv[0]);
+  if (lane == NULL) return NULL;
+  if (lane->started && !lane->stopped) {
+    lane_halt(lane);
+    napi_remove_env_cleanup_hook(env, lane_env_cleanup, lane);
+    napi_release_threadsafe_function(lane->notify, napi_tsfn_release);
+  }
+  return make_undefined(env);
+}
+
+napi_status init_lane(napi_env env, napi_value exports) {
+  EXPORT_FN(env, exports, "laneStart", js_lane_start);
+  EXPORT_FN(env, exports, "laneConfigure", js_lane_configure);
+  EXPORT_FN(env, exports, "laneTake", js_lane_take);
+  EXPORT_FN(env, exports, "laneStats", js_lane_stats);
+  EXPORT_FN(env, exports, "laneStop", js_lane_stop);
+  return napi_ok;
+}

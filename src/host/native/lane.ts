@@ -1,0 +1,82 @@
+// The handshake lane (native/lane.c): a thread of the addon's that drains a handshake socket
+// through the cookie gate and sends the cookie replies itself, keeping only what passes for the
+// JS thread. A flood then costs the JS thread, which also carries the data path, nothing per
+// message: it takes the few messages that need the core, when told there are some.
+import { loadAddon } from "./addon.js";
+import type { UdpReceiveSlots } from "./batch.js";
+
+/** Counters since the lane started; all are datagram counts except `waiting` and `error`. */
+export interface HandshakeLaneStats {
+  /** Datagrams read from the socket. */
+  received: number;
+  badMac1: number;
+  cookieReplies: number;
+  /** Needed a cookie reply that could not be made (no randomness). */
+  unanswered: number;
+  /**
+   * Needed a cookie reply, but its source (address and port) had had its five this second:
+   * a flood from one sender costs a mac1 check and a table look-up, not an encryption and a
+   * send, per message.
+   */
+  overBudget: number;
+  /** Passed the gate but found the hand-over ring full (the JS thread fell behind). */
+  ringFull: number;
+  /** Dropped by the kernel at the socket's full buffer. */
+  kernelDrops: number;
+  /** Passed messages waiting to be taken. */
+  waiting: number;
+  /** The errno that stopped the thread (0 while it runs). */
+  error: number;
+}
+
+/** Bytes each taken message may need: the lane keeps at most this much of a datagram. */
+export const LANE_MESSAGE_ROOM = 256;
+
+export class HandshakeLane {
+  #handle: unknown;
+  #stopped = false;
+
+  private constructor(handle: unknown) {
+    this.#handle = handle;
+  }
+
+  /**
+   * Starts the thread on the socket `fd` (the addon's own; its readiness polling must be off).
+   * `onPassed` runs on the JS thread when messages wait; it is not called again until
+   * {@link take} has emptied the lane.
+   */
+  static start(fd: number, onPassed: () => void): HandshakeLane {
+    return new HandshakeLane(loadAddon().laneStart(fd, onPassed));
+  }
+
+  /** The cookie gate's keys (null: none yet, everything passes) and the core's load verdict. */
+  configure(keys: Uint8Array | null, underLoad: boolean): void {
+    if (!this.#stopped) loadAddon().laneConfigure(this.#handle, keys, underLoad);
+  }
+
+  /** Moves up to `count` waiting messages into slots [0, n) of `slots`; returns n. */
+  take(slots: UdpReceiveSlots, count: number): number {
+    if (this.#stopped) return 0;
+    return loadAddon().laneTake(
+      this.#handle,
+      slots.arena,
+      slots.offsets,
+      slots.lengths,
+      slots.endpoints,
+      slots.locals ?? null,
+      count,
+      slots.room,
+    );
+  }
+
+  stats(): HandshakeLaneStats {
+    return loadAddon().laneStats(this.#handle);
+  }
+
+  /** Stops the thread and waits for it; the socket stays open. Calling it again does nothing. */
+  stop(): void {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    loadAddon().laneStop(this.#handle);
+  }
+}
