@@ -54,6 +54,7 @@ import {
 } from "./reconfigure.js";
 import { UapiServer, type UapiHost } from "./uapi.js";
 import { HandshakeShares } from "./handshake-shares.js";
+import { warmUpDataPath } from "./warm-up.js";
 import type {
   DatagramSocket,
   DatagramSocketOpener,
@@ -178,6 +179,11 @@ export interface DaemonOptions {
    * down`): the daemon has stopped itself by then, control socket included.
    */
   onInterfaceGone?: () => void;
+  /**
+   * Warm the data path once up (default true): some hundreds of packets between two throwaway
+   * daemons in memory, in the background, so that the first real ones find compiled code.
+   */
+  warmUp?: boolean;
 }
 
 /** A part running beside the daemon, with its own probes note and metrics. */
@@ -265,6 +271,8 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   private linkEvents: LinkEvents | null = null;
   private mark = 0;
   private stopped = false;
+  /** The data-path warm-up while it runs (src/host/warm-up.ts). */
+  private warming: { promise: Promise<number>; abort: AbortController } | null = null;
   /** Every change after start goes through this one queue (src/host/reconfigure.ts). */
   private readonly reconfigurer: Reconfigurer;
 
@@ -357,6 +365,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
       tun.onReadable(() => daemon.readTunnel());
       daemon.startTimers();
       await options.beforeUp?.(tun.name);
+      if (options.warmUp ?? true) daemon.warmUp();
       logger.info("interface up", {
         interface: tun.name,
         listenPort: daemon.listenPort(),
@@ -441,6 +450,10 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     if (this.laneSyncTimer) clearInterval(this.laneSyncTimer);
     if (this.awakeTimer) clearInterval(this.awakeTimer);
     this.linkEvents?.close();
+    if (this.warming) {
+      this.warming.abort.abort();
+      await this.warming.promise;
+    }
     for (const extension of this.extensions) await extension.stop();
     await this.metrics?.close();
     this.dropReporter.flush();
@@ -843,6 +856,24 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     );
     this.dropCheck.unref();
     this.running = true;
+  }
+
+  /**
+   * Runs the per-packet code on throwaway daemons in memory, in the background, so that the
+   * first real packets find it compiled (src/host/warm-up.ts).
+   */
+  private warmUp(): void {
+    const abort = new AbortController();
+    const startedAt = performance.now();
+    const promise = warmUpDataPath(Daemon, { signal: abort.signal }).then((roundTrips) => {
+      this.warming = null;
+      this.logger.debug("data path warmed up", {
+        roundTrips,
+        ms: Math.round(performance.now() - startedAt),
+      });
+      return roundTrips;
+    });
+    this.warming = { promise, abort };
   }
 
   private dataSeen(): void {
