@@ -2,7 +2,7 @@
 // in V8's interpreter until each function has run often enough to be compiled: measured, its
 // first 500 idle pings had a p50 of 0.73 ms against 0.47–0.53 ms thousands of pings later.
 // So, once the interface is up, two throwaway daemons (Daemon.startDataPath) joined by the
-// in-memory devices below do a real handshake and trade packets in both directions: the same
+// in-memory devices of io-memory.ts do a real handshake and trade packets in both directions: the same
 // code (core, batched native AEAD, the daemon's own batch loops) then runs compiled when the
 // first real packets come. The work runs in slices of about a millisecond with an event-loop
 // turn between them, so a real packet waits for at most one slice; nothing leaves the
@@ -13,15 +13,8 @@ import { generatePrivateKey, publicKeyOf } from "../core/keys.js";
 import type { Endpoint } from "../core/endpoint.js";
 import { parseConfig, type InterfaceFileConfig } from "./config.js";
 import type { DatagramSocket, TunnelDevice } from "./io.js";
+import { MemoryNetwork, MemoryTun } from "./io-memory.js";
 import type { Logger } from "./log.js";
-import {
-  readEndpoint,
-  writeEndpoint,
-  type ReceiveSlots,
-  type UdpReceiveSlots,
-  type UdpSendSlots,
-  type WriteSlots,
-} from "./native/index.js";
 
 /** What the warm-up needs of the daemon: its data path alone, over devices it is given. */
 export interface DataPathStarter {
@@ -91,142 +84,6 @@ export class SliceScheduler {
   }
 }
 
-/** Calls the device's readiness handler through the scheduler while work is waiting. */
-class Readiness {
-  private handler: (() => void) | null = null;
-  private posted = false;
-
-  constructor(
-    private readonly scheduler: SliceScheduler,
-    private readonly waiting: () => boolean,
-  ) {}
-
-  set(handler: (() => void) | null): void {
-    this.handler = handler;
-    this.kick();
-  }
-
-  kick(): void {
-    if (this.posted || !this.handler || !this.waiting()) return;
-    this.posted = true;
-    this.scheduler.post(() => {
-      this.posted = false;
-      this.handler?.();
-      this.kick();
-    });
-  }
-}
-
-/** A TUN device in memory: `inject` routes a packet into the tunnel; writes go to `onWrite`. */
-export class MemoryTun implements TunnelDevice {
-  private readonly outbound: Uint8Array[] = [];
-  private readonly readiness: Readiness;
-
-  constructor(
-    readonly name: string,
-    scheduler: SliceScheduler,
-    private readonly onWrite: (packet: Uint8Array) => void,
-  ) {
-    this.readiness = new Readiness(scheduler, () => this.outbound.length > 0);
-  }
-
-  inject(packet: Uint8Array): void {
-    this.outbound.push(packet);
-    this.readiness.kick();
-  }
-
-  readBatch(slots: ReceiveSlots): number {
-    const count = Math.min(slots.offsets.length, this.outbound.length);
-    for (let i = 0; i < count; i++) {
-      const packet = this.outbound.shift()!.subarray(0, slots.room);
-      slots.arena.set(packet, slots.offsets[i]!);
-      slots.lengths[i] = packet.length;
-    }
-    return count;
-  }
-
-  writeBatch(slots: WriteSlots, count: number): number {
-    for (let i = 0; i < count; i++) {
-      const offset = slots.offsets[i]!;
-      // A copy: the arena is the daemon's and is reused by its next batch.
-      this.onWrite(new Uint8Array(slots.arena.subarray(offset, offset + slots.lengths[i]!)));
-      if (slots.status) slots.status[i] = 0;
-    }
-    return count;
-  }
-
-  onReadable(handler: (() => void) | null): void {
-    this.readiness.set(handler);
-  }
-
-  close(): void {
-    this.readiness.set(null);
-  }
-}
-
-/** Two UDP sockets in memory, each delivering what it sends to the other. */
-export class MemorySocket implements DatagramSocket {
-  other: MemorySocket | null = null;
-  private readonly inbox: Array<{ data: Uint8Array; from: Endpoint }> = [];
-  private readonly readiness: Readiness;
-  private closed = false;
-
-  constructor(
-    readonly endpoint: Endpoint,
-    scheduler: SliceScheduler,
-  ) {
-    this.readiness = new Readiness(scheduler, () => this.inbox.length > 0);
-  }
-
-  get port(): number {
-    return this.endpoint.port;
-  }
-
-  static pair(a: Endpoint, b: Endpoint, scheduler: SliceScheduler): [MemorySocket, MemorySocket] {
-    const first = new MemorySocket(a, scheduler);
-    const second = new MemorySocket(b, scheduler);
-    first.other = second;
-    second.other = first;
-    return [first, second];
-  }
-
-  recvBatch(slots: UdpReceiveSlots): number {
-    const count = Math.min(slots.offsets.length, this.inbox.length);
-    for (let i = 0; i < count; i++) {
-      const { data, from } = this.inbox.shift()!;
-      const bytes = data.subarray(0, slots.room);
-      slots.arena.set(bytes, slots.offsets[i]!);
-      slots.lengths[i] = bytes.length;
-      writeEndpoint(slots.endpoints, i, from);
-    }
-    return count;
-  }
-
-  sendBatch(slots: UdpSendSlots, count: number): number {
-    for (let i = 0; i < count; i++) {
-      const offset = slots.offsets[i]!;
-      const to = readEndpoint(slots.endpoints, i);
-      const target = this.other;
-      if (target && !target.closed && to.port === target.port) {
-        const data = new Uint8Array(slots.arena.subarray(offset, offset + slots.lengths[i]!));
-        target.inbox.push({ data, from: this.endpoint });
-        target.readiness.kick();
-      }
-      if (slots.status) slots.status[i] = 0;
-    }
-    return count;
-  }
-
-  onReadable(handler: (() => void) | null): void {
-    this.readiness.set(handler);
-  }
-
-  close(): void {
-    this.closed = true;
-    this.readiness.set(null);
-  }
-}
-
 /** An IPv4 packet of `length` bytes (ICMP echo-shaped) from `source` to `destination`. */
 function ipv4Packet(source: number, destination: number, length: number): Uint8Array {
   const packet = new Uint8Array(length);
@@ -265,7 +122,9 @@ export async function warmUpDataPath(
   const endpointA: Endpoint = { address: "192.0.2.1", port: 51820 };
   const endpointB: Endpoint = { address: "192.0.2.2", port: 51820 };
   const scheduler = new SliceScheduler(options.sliceMs ?? DEFAULT_SLICE_MS);
-  const [socketA, socketB] = MemorySocket.pair(endpointA, endpointB, scheduler);
+  const network = new MemoryNetwork((task) => scheduler.post(task));
+  const socketA = network.opener(endpointA.address)(endpointA.port);
+  const socketB = network.opener(endpointB.address)(endpointB.port);
   const net = (0x64400000 | (randomBytes(2).readUInt16BE() << 6)) >>> 0;
   const [addressA, addressB] = [net + 1, net + 2];
   const text = (address: number) =>
@@ -299,11 +158,15 @@ export async function warmUpDataPath(
     }
     tunA.inject(ipv4Packet(addressA, addressB, sizes[completed % sizes.length]!));
   };
-  const tunA = new MemoryTun("warm-a", scheduler, () => {
-    completed++;
-    next();
+  const post = (task: () => void) => scheduler.post(task);
+  const tunA = new MemoryTun("warm-a", {
+    post,
+    onWrite: () => {
+      completed++;
+      next();
+    },
   });
-  const tunB = new MemoryTun("warm-b", scheduler, (packet) => tunB.inject(answer(packet)));
+  const tunB = new MemoryTun("warm-b", { post, onWrite: (packet) => tunB.inject(answer(packet)) });
   const daemons: Array<{ stop(): Promise<void> }> = [];
   try {
     daemons.push(
