@@ -85,17 +85,6 @@ export async function up(file: string, options: UpOptions): Promise<void> {
     beforeUp: (interfaceName) => writePidFile(interfaceName),
   });
   let dnsSet = false;
-  try {
-    dnsSet = await setDns(daemon.name, config.dns, logger);
-    await runHooks("PostUp", config.hooks.postUp, daemon.name, logger);
-  } catch (error) {
-    // As wg-quick's trap: a failed PostUp (or DNS) takes the interface down again.
-    if (dnsSet) await unsetDns(daemon.name, logger);
-    await daemon.stop();
-    removePidFile(daemon.name);
-    throw error;
-  }
-
   let stopping = false;
   shutdown = (reason, interfaceGone) => {
     if (stopping) return;
@@ -113,8 +102,24 @@ export async function up(file: string, options: UpOptions): Promise<void> {
       },
     );
   };
+  // Handlers go in as soon as "interface up" is logged, before DNS and PostUp: a stop asked for
+  // while those run (systemd stopping a unit that is still starting) must still remove the
+  // pid file and control socket, which the default action of SIGTERM would leave behind.
   process.on("SIGTERM", () => shutdown("SIGTERM", false));
   process.on("SIGINT", () => shutdown("SIGINT", false));
+  try {
+    dnsSet = await setDns(daemon.name, config.dns, logger);
+    await runHooks("PostUp", config.hooks.postUp, daemon.name, logger);
+  } catch (error) {
+    // A stop that came meanwhile is already taking the interface down.
+    if (stopping) return;
+    stopping = true;
+    // As wg-quick's trap: a failed PostUp (or DNS) takes the interface down again.
+    if (dnsSet) await unsetDns(daemon.name, logger);
+    await daemon.stop();
+    removePidFile(daemon.name);
+    throw error;
+  }
   process.on("SIGHUP", () => {
     try {
       const changed = readConfigFile(file);
