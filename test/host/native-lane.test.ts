@@ -138,7 +138,8 @@ describe.skipIf(!nativeAvailable())("handshake lane", () => {
         port: sender.port,
       });
     }
-    expect(told).toBeGreaterThan(0);
+    // The wake-up is posted after the messages are counted: wait for it rather than race it.
+    await waitFor("the JS side told", () => told > 0, 5_000);
   });
 
   it("under load, looks at only a share of one source's messages a second", async () => {
