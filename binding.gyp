@@ -16,7 +16,8 @@
               "native/aead.c",
               "native/cookie.c",
               "native/lane.c",
-              "native/netlink.c"
+              "native/netlink.c",
+              "native/x25519.c"
             ]
           },
           { "sources": ["native/unsupported.c"] }

@@ -71,6 +71,7 @@ static napi_status init(napi_env env, napi_value exports) {
   if ((s = init_lane(env, exports)) != napi_ok) return s;
   if ((s = init_poll(env, exports)) != napi_ok) return s;
   if ((s = init_netlink(env, exports)) != napi_ok) return s;
+  if ((s = init_x25519(env, exports)) != napi_ok) return s;
   if ((s = set_constant(env, exports, "MAX_BATCH", EDGETUN_MAX_BATCH)) != napi_ok) return s;
   if ((s = set_constant(env, exports, "ENDPOINT_SIZE", EDGETUN_ENDPOINT_SIZE)) != napi_ok)
     return s;

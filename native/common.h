@@ -201,6 +201,7 @@ enum gate_verdict {
 };
 napi_status init_poll(napi_env env, napi_value exports);
 napi_status init_netlink(napi_env env, napi_value exports);
+napi_status init_x25519(napi_env env, napi_value exports);
 void aead_free(addon_state *st);
 
 #define EXPORT_FN(env, exports, name, fn)                                                   \

@@ -1,6 +1,7 @@
 // The primitives of Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s, each from the fastest well-kept
 // implementation measured on our machines (bench/crypto.ts prints the comparison):
-// - X25519 and ChaCha20-Poly1305: Node's crypto (OpenSSL);
+// - X25519: OpenSSL, through the addon when loaded (raw keys, no KeyObjects), else Node's crypto;
+// - ChaCha20-Poly1305: Node's crypto (OpenSSL);
 // - BLAKE2s in all three roles (HASH, HMAC for the KDF, keyed MAC for mac1/mac2/cookies): our
 //   own blake2s.ts. Node has no keyed BLAKE2s at all, and for the protocol's short inputs its
 //   per-call object costs more than the hashing: ours is 2.4x faster for HMAC, 1.4x for HASH,
@@ -131,32 +132,109 @@ export function xaeadOpen(
   }
 }
 
-// X25519 through OpenSSL. Node only takes keys as KeyObjects; raw 32-byte keys go in and out
-// as JWK, which measured ~10x faster than wrapping them in DER (PKCS#8/SPKI) on Node 20.
-// For a private key Node's JWK import uses only `d` and derives the public half itself.
+// X25519 on raw 32-byte keys, through a seam: Node's crypto by default, which works anywhere,
+// and the addon's (raw keys straight into OpenSSL) installed by the host when it loads. Node
+// only takes keys as KeyObjects, and importing one costs about half a scalar multiplication, so
+// the Node implementation keeps the KeyObjects it made (see nodeX25519).
 
-function jwkToRaw(text: string | undefined): Buffer {
-  const raw = Buffer.from(text ?? "", "base64url");
-  if (raw.length !== KEY_LENGTH) throw new Error("X25519 key export returned an unexpected length");
-  return raw;
+/** X25519 (RFC 7748) on raw keys. */
+export interface X25519 {
+  /** Writes X25519(privateKey, 9), the public key of a clamped private key, to `out`. */
+  publicKey(privateKey: Uint8Array, out: Uint8Array): void;
+  /**
+   * Writes X25519(privateKey, peerPublicKey) to `out`. Returns false, leaving `out` zeroed, when
+   * the result is all zeros (a low-order peer key) or the key is refused.
+   */
+  sharedSecret(privateKey: PrivateKey, peerPublicKey: Uint8Array, out: Uint8Array): boolean;
+}
+
+/**
+ * A KeyObject cache keyed by the key's buffer, checked against a copy of its bytes so a buffer
+ * reused for another key is never matched stale. A handshake passes the same buffers again
+ * (the peer's static key every time, the remote ephemeral twice), so each is imported once.
+ */
+class KeyObjectCache {
+  readonly #entries = new WeakMap<Uint8Array, { bytes: Buffer; keyObject: KeyObject }>();
+
+  get(raw: Uint8Array, make: (raw: Uint8Array) => KeyObject): KeyObject {
+    const entry = this.#entries.get(raw);
+    if (entry && entry.bytes.equals(raw)) return entry.keyObject;
+    const keyObject = make(raw);
+    this.#entries.set(raw, { bytes: Buffer.from(raw), keyObject });
+    return keyObject;
+  }
+}
+
+// Raw keys go in and out of Node as JWK, which measured ~10x faster than wrapping them in DER
+// (PKCS#8/SPKI) on Node 20. For a private key Node's JWK import uses only `d` and derives the
+// public half itself.
+
+function privateKeyObject(raw: Uint8Array): KeyObject {
+  return createPrivateKey({
+    key: { kty: "OKP", crv: "X25519", d: Buffer.from(raw).toString("base64url"), x: "" },
+    format: "jwk",
+  });
+}
+
+export function publicKeyObject(raw: Uint8Array): KeyObject {
+  if (raw.length !== KEY_LENGTH) throw new RangeError("a public key is 32 bytes");
+  return createPublicKey({
+    key: { kty: "OKP", crv: "X25519", x: Buffer.from(raw).toString("base64url") },
+    format: "jwk",
+  });
+}
+
+const privateKeyObjects = new KeyObjectCache();
+const publicKeyObjects = new KeyObjectCache();
+
+export const nodeX25519: X25519 = {
+  publicKey(privateKey, out) {
+    const keyObject = privateKeyObjects.get(privateKey, privateKeyObject);
+    const raw = Buffer.from(keyObject.export({ format: "jwk" }).x ?? "", "base64url");
+    if (raw.length !== KEY_LENGTH) {
+      throw new Error("X25519 key export returned an unexpected length");
+    }
+    out.set(raw);
+  },
+  sharedSecret(privateKey, peerPublicKey, out) {
+    try {
+      const shared = diffieHellman({
+        privateKey: privateKeyObjects.get(privateKey.raw, privateKeyObject),
+        publicKey: publicKeyObjects.get(peerPublicKey, publicKeyObject),
+      });
+      out.set(shared);
+    } catch {
+      // OpenSSL refuses to derive an all-zero secret.
+      out.fill(0);
+      return false;
+    }
+    return !isZero(out);
+  },
+};
+
+let x25519: X25519 = nodeX25519;
+
+/** Installs the X25519 implementation used from now on (the host installs the addon's). */
+export function useX25519(implementation: X25519): void {
+  x25519 = implementation;
 }
 
 /** A private key with its public half computed once. */
 export class PrivateKey {
   readonly raw: Buffer;
   readonly publicKey: Buffer;
-  readonly keyObject: KeyObject;
 
   constructor(raw: Uint8Array) {
     if (raw.length !== KEY_LENGTH) throw new RangeError("a private key is 32 bytes");
     this.raw = Buffer.from(raw);
     clamp(this.raw);
-    this.keyObject = createPrivateKey({
-      key: { kty: "OKP", crv: "X25519", d: this.raw.toString("base64url"), x: "" },
-      format: "jwk",
-    });
-    // The private key's JWK carries the public half too: no second KeyObject needed.
-    this.publicKey = jwkToRaw(this.keyObject.export({ format: "jwk" }).x);
+    this.publicKey = Buffer.alloc(KEY_LENGTH);
+    x25519.publicKey(this.raw, this.publicKey);
+  }
+
+  /** Node's KeyObject for this key, for code that calls node:crypto directly. */
+  get keyObject(): KeyObject {
+    return privateKeyObjects.get(this.raw, privateKeyObject);
   }
 
   static generate(random: RandomSource = systemRandom): PrivateKey {
@@ -173,26 +251,15 @@ export function clamp(scalar: Uint8Array): void {
   scalar[31]! |= 64;
 }
 
-export function publicKeyObject(raw: Uint8Array): KeyObject {
-  if (raw.length !== KEY_LENGTH) throw new RangeError("a public key is 32 bytes");
-  return createPublicKey({
-    key: { kty: "OKP", crv: "X25519", x: Buffer.from(raw).toString("base64url") },
-    format: "jwk",
-  });
-}
-
 /**
  * X25519(private, public). Returns null for a low-order public key (an all-zero shared secret),
- * which the protocol must reject; OpenSSL refuses to derive it and we map that to null.
+ * which the protocol must reject. Key buffers passed here should not be reused for other keys:
+ * the Node implementation recognises them to skip a second import.
  */
-export function dh(privateKey: PrivateKey, publicKey: KeyObject | Uint8Array): Buffer | null {
-  try {
-    const peer = publicKey instanceof Uint8Array ? publicKeyObject(publicKey) : publicKey;
-    const shared = diffieHellman({ privateKey: privateKey.keyObject, publicKey: peer });
-    return isZero(shared) ? null : shared;
-  } catch {
-    return null;
-  }
+export function dh(privateKey: PrivateKey, publicKey: Uint8Array): Buffer | null {
+  if (publicKey.length !== KEY_LENGTH) return null;
+  const shared = Buffer.alloc(KEY_LENGTH);
+  return x25519.sharedSecret(privateKey, publicKey, shared) && !isZero(shared) ? shared : null;
 }
 
 export function isZero(bytes: Uint8Array): boolean {

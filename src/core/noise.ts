@@ -1,7 +1,6 @@
 // Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s as WireGuard uses it: the four handshake steps as
 // symmetric create/consume functions, session keys, and the previous/current/next keypairs.
 // Nothing here does I/O or reads a clock: times come in as arguments.
-import type { KeyObject } from "node:crypto";
 import {
   aeadOpen,
   aeadSeal,
@@ -10,7 +9,6 @@ import {
   kdf1,
   kdf2,
   kdf3,
-  publicKeyObject,
   wipe,
   PrivateKey,
   type RandomSource,
@@ -61,14 +59,6 @@ export function tai64n(wallClockMs: number): Buffer {
   return out;
 }
 
-function importPublicKey(raw: Uint8Array): KeyObject | null {
-  try {
-    return publicKeyObject(raw);
-  } catch {
-    return null;
-  }
-}
-
 /** This device's static identity, with what every handshake derives from it. */
 export class StaticIdentity {
   readonly privateKey: PrivateKey;
@@ -102,17 +92,14 @@ export class Handshake {
   hash: Buffer;
   localEphemeral: PrivateKey | null = null;
   remoteEphemeral: Buffer;
-  /** The responder uses the initiator's ephemeral twice (es, ee): imported once. */
-  remoteEphemeralKey: KeyObject | null = null;
   localIndex = 0;
   remoteIndex = 0;
 
   readonly remoteStatic: Buffer;
   presharedKey: Buffer;
-  // The imported public key and DH(our static, their static) are made on first use, not when
-  // the peer is added: a hub starting with 5,000 peers would otherwise spend seconds (and a
-  // native key object per peer) before the first packet, mostly for peers not yet talking.
-  #remoteStaticKey: KeyObject | null = null;
+  // DH(our static, their static) is made on first use, not when the peer is added: a hub
+  // starting with 5,000 peers would otherwise spend seconds before the first packet, mostly
+  // for peers not yet talking.
   #identity: StaticIdentity | null = null;
   /** undefined: not computed yet for the current identity. */
   #staticStatic: Buffer | null | undefined = undefined;
@@ -134,15 +121,11 @@ export class Handshake {
     this.latestTimestamp = part(5, TIMESTAMP_LENGTH);
   }
 
-  get remoteStaticKey(): KeyObject {
-    return (this.#remoteStaticKey ??= publicKeyObject(this.remoteStatic));
-  }
-
   /** DH(our static, their static), fixed until either key changes; null if it is all zeros. */
   get precomputedStaticStatic(): Buffer | null {
     if (this.#staticStatic === undefined) {
       this.#staticStatic = this.#identity
-        ? dh(this.#identity.privateKey, this.remoteStaticKey)
+        ? dh(this.#identity.privateKey, this.remoteStatic)
         : null;
     }
     return this.#staticStatic;
@@ -160,7 +143,6 @@ export class Handshake {
     wipe(this.chainingKey);
     wipe(this.hash);
     wipe(this.remoteEphemeral);
-    this.remoteEphemeralKey = null;
     wipe(this.localEphemeral?.raw);
     this.localEphemeral = null;
     this.localIndex = 0;
@@ -195,7 +177,7 @@ export function createInitiation(
   h = hash(h, ephemeral.publicKey);
 
   /* es */
-  const es = dh(ephemeral, handshake.remoteStaticKey);
+  const es = dh(ephemeral, handshake.remoteStatic);
   if (!es) return null;
   let key: Buffer;
   [ck, key] = kdf2(ck, es);
@@ -263,8 +245,7 @@ export function consumeInitiation<P extends { handshake: Handshake }>(
   h = hash(h, remoteEphemeral);
 
   /* es */
-  const remoteEphemeralKey = importPublicKey(remoteEphemeral);
-  const es = remoteEphemeralKey && dh(identity.privateKey, remoteEphemeralKey);
+  const es = dh(identity.privateKey, remoteEphemeral);
   if (!es) return { ok: false, reason: "handshake_decryption_failed" };
   let key: Buffer;
   [ck, key] = kdf2(ck, es);
@@ -297,7 +278,6 @@ export function consumeInitiation<P extends { handshake: Handshake }>(
 
   handshake.clear();
   handshake.remoteEphemeral = remoteEphemeral;
-  handshake.remoteEphemeralKey = remoteEphemeralKey;
   handshake.latestTimestamp = timestamp;
   handshake.lastInitiationConsumedAt = nowMs;
   handshake.remoteIndex = readUint32(message, INITIATION_SENDER);
@@ -328,12 +308,12 @@ export function createResponse(handshake: Handshake, random: RandomSource): Buff
   h = hash(h, ephemeral.publicKey);
 
   /* ee */
-  const ee = dh(ephemeral, handshake.remoteEphemeralKey ?? handshake.remoteEphemeral);
+  const ee = dh(ephemeral, handshake.remoteEphemeral);
   if (!ee) return null;
   ck = kdf1(ck, ee);
 
   /* se */
-  const se = dh(ephemeral, handshake.remoteStaticKey);
+  const se = dh(ephemeral, handshake.remoteStatic);
   if (!se) return null;
   ck = kdf1(ck, se);
 

@@ -31,6 +31,7 @@ import {
   PacketBatch,
   TunDevice,
   UdpSocketPair,
+  installNativeX25519,
   openBatch,
   nativeAvailable,
   readEndpoint,
@@ -288,6 +289,8 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     private readonly onInterfaceGone: (() => void) | undefined,
   ) {
     this.reconfigurer = new Reconfigurer(this, logger, name);
+    // Handshakes' X25519 on raw keys in the addon where it loads (Node's crypto otherwise).
+    installNativeX25519();
     this.device = new Device({ privateKey: config.privateKey, mtu: config.mtu });
     this.device.onHandshakeCompleted = (peer) => this.observations.handshakeCompleted(peer);
     this.dropReporter = new DropReporter(logger, { interface: name });

@@ -189,6 +189,15 @@ export interface NativeAddon {
   linkEventsOpen(): number;
   /** Reads the queued link notifications; returns how many (lost ones count as one). */
   linkEventsDrain(fd: number): number;
+  /** Writes the public key of a 32-byte private key to `out`. */
+  x25519PublicKey(privateKey: Uint8Array, out: Uint8Array): void;
+  /** X25519 into `out`; false (out zeroed) when the secret is all zeros. */
+  x25519(
+    privateKey: Uint8Array,
+    privateKeysPublicKey: Uint8Array,
+    peerPublicKey: Uint8Array,
+    out: Uint8Array,
+  ): boolean;
 }
 
 /**

@@ -11,3 +11,4 @@ export * from "./netlink.js";
 export * from "./cookie-gate.js";
 export * from "./lane.js";
 export * from "./link-events.js";
+export * from "./x25519.js";
