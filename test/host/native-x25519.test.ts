@@ -52,8 +52,8 @@ describe("native X25519", () => {
   });
 
   it("computes RFC 7748 section 5.2's iterated vector (1 and 1,000 iterations)", () => {
-    let k = hex("0900000000000000000000000000000000000000000000000000000000000000");
-    let u = Buffer.from(k);
+    let k: Buffer = hex("0900000000000000000000000000000000000000000000000000000000000000");
+    let u: Buffer = Buffer.from(k);
     const after: string[] = [];
     using(nativeX25519, () => {
       for (let i = 1; i <= 1000; i++) {
