@@ -3,7 +3,8 @@
 // when under load (cookie replies) or when mac1 is wrong.
 // Run: npm run bench:handshake [-- --peers 3000]
 import { cpus } from "node:os";
-import { PrivateKey } from "../src/core/crypto.js";
+import { PrivateKey, nodeX25519, useX25519, type X25519 } from "../src/core/crypto.js";
+import { nativeAvailable, nativeX25519 } from "../src/host/native/index.js";
 import { Device, type Clock } from "../src/core/device.js";
 import type { Endpoint } from "../src/core/endpoint.js";
 
@@ -54,8 +55,9 @@ function initiations(responder: Device, responderKey: PrivateKey, count: number)
  */
 function report(label: string, count: number, seconds: number, cpuSeconds = seconds): void {
   const format = (rate: number) => Math.round(rate).toLocaleString("en-US").padStart(10);
+  const microseconds = ((cpuSeconds / count) * 1e6).toFixed(1).padStart(7);
   console.log(
-    `${label.padEnd(54)} ${format(count / seconds)} /s  ${format(count / cpuSeconds)} /CPU-s`,
+    `${label.padEnd(72)} ${format(count / seconds)} /s  ${format(count / cpuSeconds)} /CPU-s  ${microseconds} µs CPU/message`,
   );
 }
 
@@ -63,6 +65,12 @@ function cpuSecondsSince(start: NodeJS.CpuUsage): number {
   const used = process.cpuUsage(start);
   return (used.user + used.system) / 1e6;
 }
+
+/** The X25519 implementations compared: Node's crypto (the core's fallback) and the addon's. */
+const X25519_IMPLEMENTATIONS: Array<{ name: string; x25519: X25519 }> = [
+  { name: "node:crypto", x25519: nodeX25519 },
+  ...(nativeAvailable() ? [{ name: "addon", x25519: nativeX25519 }] : []),
+];
 
 /**
  * Feeds every message to the device once per round and reports the best round. Between rounds
@@ -76,9 +84,32 @@ function measure(
   counted: () => number,
   rounds = 4,
 ): void {
-  let best = Infinity;
-  let bestCpu = Infinity;
+  // Each implementation's rounds interleaved with the others', so a busy machine weighs on
+  // all of them alike.
+  const variants = X25519_IMPLEMENTATIONS.map((v) => ({ ...v, best: Infinity, bestCpu: Infinity }));
   for (let round = 0; round < rounds; round++) {
+    for (const variant of variants) {
+      useX25519(variant.x25519);
+      const [seconds, cpuSeconds] = measureRound(label, device, messages, counted);
+      if (round > 0) {
+        variant.best = Math.min(variant.best, seconds);
+        variant.bestCpu = Math.min(variant.bestCpu, cpuSeconds);
+      }
+    }
+  }
+  useX25519(nodeX25519);
+  for (const { name, best, bestCpu } of variants) {
+    report(`${label} [X25519: ${name}]`, messages.length, best, bestCpu);
+  }
+}
+
+function measureRound(
+  label: string,
+  device: Device,
+  messages: Array<{ datagram: Buffer; source: Endpoint }>,
+  counted: () => number,
+): [number, number] {
+  {
     for (const peer of device.peers.values()) {
       peer.handshake.latestTimestamp = Buffer.alloc(12);
       peer.handshake.lastInitiationConsumedAt = -Infinity;
@@ -95,48 +126,56 @@ function measure(
     if (counted() - before !== messages.length) {
       throw new Error(`${label}: ${counted() - before} of ${messages.length} counted`);
     }
-    if (round > 0) {
-      best = Math.min(best, seconds);
-      bestCpu = Math.min(bestCpu, cpuSeconds);
-    }
+    return [seconds, cpuSeconds];
   }
-  report(label, messages.length, best, bestCpu);
 }
 
 console.log(`edgetun handshake bench — Node ${process.version}, ${cpus()[0]?.model ?? "cpu"}`);
-console.log(`${PEERS} distinct initiators, one initiation each, single thread, best of 3 rounds\n`);
+console.log(
+  `${PEERS} distinct initiators, one initiation each, single thread, best of 3 rounds (X25519 implementations interleaved)\n`,
+);
 
 {
   const { device, key } = makeResponder(Number.MAX_SAFE_INTEGER);
-  const { messages, initiators } = initiations(device, key, PEERS);
+  const { messages } = initiations(device, key, PEERS);
   measure(
     "responder: initiation → response + session",
     device,
     messages,
     () => device.stats.handshakeResponsesSent,
   );
-
-  // The initiator side: consume one response each (the responder's replies, made afresh).
-  const responses: Buffer[] = [];
-  for (const { datagram, source } of messages) {
-    device.peers.forEach((p) => (p.handshake.latestTimestamp = Buffer.alloc(12)));
-    device.handleDatagram(datagram, source);
-    responses.push(device.actions.datagrams[0]!);
-    device.actions.clear();
+}
+// The initiator side: consume one response each (the responder's replies, made afresh), with
+// fresh initiators per implementation (a response is consumed once), alternating twice.
+for (let pass = 0; pass < 2; pass++) {
+  for (const { name, x25519 } of X25519_IMPLEMENTATIONS) {
+    const { device, key } = makeResponder(Number.MAX_SAFE_INTEGER);
+    const { messages, initiators } = initiations(device, key, PEERS);
+    const responses: Buffer[] = [];
+    for (const { datagram, source } of messages) {
+      device.handleDatagram(datagram, source);
+      responses.push(device.actions.datagrams[0]!);
+      device.actions.clear();
+    }
+    useX25519(x25519);
+    const cpuStart = process.cpuUsage();
+    const start = process.hrtime.bigint();
+    responses.forEach((response, i) => {
+      initiators[i]!.handleDatagram(response, { address: "192.0.2.1", port: 51820 });
+      initiators[i]!.actions.clear();
+    });
+    const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+    const cpuSeconds = cpuSecondsSince(cpuStart);
+    useX25519(nodeX25519);
+    if (pass === 1) {
+      report(
+        `initiator: response → session (+ keepalive) [X25519: ${name}]`,
+        responses.length,
+        seconds,
+        cpuSeconds,
+      );
+    }
   }
-  const cpuStart = process.cpuUsage();
-  const start = process.hrtime.bigint();
-  responses.forEach((response, i) => {
-    initiators[i]!.handleDatagram(response, { address: "192.0.2.1", port: 51820 });
-    initiators[i]!.actions.clear();
-  });
-  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-  report(
-    "initiator: response → session (+ confirming keepalive)",
-    responses.length,
-    seconds,
-    cpuSecondsSince(cpuStart),
-  );
 }
 {
   // Under load: initiations with a valid mac1 but no cookie get a cookie reply, no DH.
