@@ -36,6 +36,18 @@ export const systemClock: Clock = {
   wallClockMs: () => Date.now(),
 };
 
+/**
+ * A data path outside the core that opens transport data itself (the native receive path)
+ * keeps copies of the keypairs and allowed IPs; it is told of every change, at its cost.
+ */
+export interface SessionObserver {
+  /** A keypair was derived: data for its local index may arrive from now on. */
+  keypairInstalled(peer: Peer, keypair: Keypair): void;
+  /** A keypair was dropped (rotated out, expired, peer reset or removed). */
+  keypairReleased(peer: Peer, keypair: Keypair): void;
+  peerRemoved(peer: Peer): void;
+}
+
 export class DeviceStats {
   /** One counter per reason of src/core/drops.ts. */
   readonly drops = newDropCounters();
@@ -133,6 +145,8 @@ export class Device {
    * the metrics, which then need not parse packets themselves.
    */
   onHandshakeCompleted: ((peer: Peer) => void) | null = null;
+  /** See {@link SessionObserver}; null: the core opens all data itself. */
+  sessionObserver: SessionObserver | null = null;
 
   constructor(options: DeviceOptions = {}) {
     this.clock = options.clock ?? systemClock;
@@ -226,6 +240,7 @@ export class Device {
     peer.timers.stopAll();
     this.allowedIps.removeByValue(peer);
     this.peers.delete(peer.publicKeyBase64);
+    this.sessionObserver?.peerRemoved(peer);
     return true;
   }
 
@@ -327,6 +342,7 @@ export class Device {
     const entry = this.indexTable.lookup(keypair.localIndex);
     if (entry && entry.peer === peer && entry.keypair === keypair) {
       this.indexTable.remove(keypair.localIndex, entry);
+      this.sessionObserver?.keypairReleased(peer, keypair);
     }
   }
 

@@ -53,6 +53,9 @@ export const DROP_REASON_TABLE = {
     true,
   ),
   handshake_abandoned: local("a waiting packet given up with a handshake that never completed"),
+  slow_path_full: local(
+    "a datagram the native receive path handed to the JS path found its queue full",
+  ),
 } as const satisfies Record<string, DropReasonInfo>;
 
 export type DropReason = keyof typeof DROP_REASON_TABLE;

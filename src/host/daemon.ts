@@ -55,6 +55,7 @@ import {
 import { UapiServer, type UapiHost } from "./uapi.js";
 import { HandshakeShares } from "./handshake-shares.js";
 import { warmUpDataPath } from "./warm-up.js";
+import { NativeReceivePath, nativeReceiveWanted } from "./dataplane.js";
 import type {
   DatagramSocket,
   DatagramSocketOpener,
@@ -184,6 +185,11 @@ export interface DaemonOptions {
    * daemons in memory, in the background, so that the first real ones find compiled code.
    */
   warmUp?: boolean;
+  /**
+   * Open transport data on the addon's receive thread (src/host/dataplane.ts) rather than on
+   * the JS thread. Default: yes, unless EDGETUN_DATA_PATH=js.
+   */
+  nativeReceive?: boolean;
 }
 
 /** A part running beside the daemon, with its own probes note and metrics. */
@@ -211,6 +217,10 @@ export class DaemonCounters {
   tunWriteErrors = 0;
   tunReadBatches = 0;
   udpReceiveBatches = 0;
+  /** Transport messages the native receive path opened and accepted (keepalives included). */
+  nativeReceived = 0;
+  /** Datagrams it handed to the JS path (handshakes, data for keypairs it does not hold). */
+  nativeHandedToJs = 0;
 }
 
 export class Daemon implements UapiHost, ReconfigurationHost {
@@ -275,6 +285,9 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   private warming: { promise: Promise<number>; abort: AbortController } | null = null;
   /** Every change after start goes through this one queue (src/host/reconfigure.ts). */
   private readonly reconfigurer: Reconfigurer;
+  /** The native receive thread and its state (src/host/dataplane.ts); null: the JS path. */
+  private receivePath: NativeReceivePath | null = null;
+  private receivePathFailed = false;
 
   private constructor(
     readonly name: string,
@@ -340,6 +353,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
       options.onInterfaceGone,
     );
     try {
+      if (options.nativeReceive ?? nativeReceiveWanted()) daemon.startReceivePath(tun);
       setup.attach(tun.ifindex);
       // This process owns the interface name now, so rules recorded for it are a dead one's.
       setup.removeLeftovers();
@@ -456,6 +470,8 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     }
     for (const extension of this.extensions) await extension.stop();
     await this.metrics?.close();
+    this.syncReceivePath();
+    this.receivePath?.close();
     this.dropReporter.flush();
     await this.uapi?.close();
     this.socket?.close();
@@ -548,6 +564,8 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     }
     if (count === 0) return;
     this.counters.tunReadBatches++;
+    // A peer that roamed is followed before anything is sent to it.
+    if (this.receivePath?.plane.sourceMoved) this.syncReceivePath();
     this.observations.tunRead.observe(count);
     const sealing = this.sealing;
     const arena = batch.arena;
@@ -607,8 +625,12 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     const socket = this.socket;
     if (!socket) return;
     const batch = this.udpIn;
-    const count = socket.recvBatch(batch);
+    const plane = this.receivePath?.plane;
+    const count = plane ? plane.take(batch, BATCH) : socket.recvBatch(batch);
     if (count === 0) return;
+    // The native thread is told nothing of what it handed over; more than a batch waits when
+    // this one is full, and is taken next turn.
+    if (plane && count === BATCH) setImmediate(() => this.receiveNetwork());
     this.counters.udpReceiveBatches++;
     this.observations.udpReceive.observe(count);
     const opening = this.opening;
@@ -911,6 +933,8 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     this.wakeTimer = null;
     this.wakeAt = Infinity;
     if (this.stopped) return;
+    // The timers decide on what the native receive thread saw too.
+    this.syncReceivePath();
     this.device.tick();
     this.flush();
     this.dropReporter.check(this.device.stats.drops);
@@ -955,6 +979,45 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     return record;
   }
 
+  // --- the native receive path ------------------------------------------------------------
+
+  /** Hands transport data of established sessions to the addon's receive thread. */
+  private startReceivePath(tun: TunDevice): void {
+    if (!nativeAvailable()) return;
+    this.receivePath = new NativeReceivePath(this.device, tun, () => this.receivePathEvent());
+  }
+
+  /** The thread has news: confirmations and activity for the core, datagrams for the JS path. */
+  private receivePathEvent(): void {
+    if (this.stopped) return;
+    this.syncReceivePath();
+    this.receiveNetwork();
+  }
+
+  /** Carries what the receive thread did into the core and the counters; sends what follows. */
+  private syncReceivePath(): void {
+    const path = this.receivePath;
+    if (!path) return;
+    path.sync();
+    const carried = path.carryCounters();
+    this.counters.tunWriteErrors += carried.tunWriteErrors;
+    this.counters.nativeReceived = carried.opened;
+    this.counters.nativeHandedToJs = carried.toJs;
+    if (carried.error !== 0 && !this.receivePathFailed) {
+      this.receivePathFailed = true;
+      this.logger.error("native receive thread stopped", {
+        interface: this.name,
+        errno: carried.error,
+      });
+    }
+    if (!this.stopped) this.flush();
+  }
+
+  /** Before `wg show` or a scrape reads the counters: what the receive thread did counts. */
+  beforeRead(): void {
+    if (!this.stopped) this.syncReceivePath();
+  }
+
   // --- control (UapiHost) ------------------------------------------------------------------
 
   listenPort(): number {
@@ -972,7 +1035,11 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     }
     return {
       commit: () => {
-        socket.onReadable(() => this.receiveNetwork());
+        if (this.receivePath && socket.receiveFd !== undefined) {
+          this.receivePath.attach(socket.receiveFd);
+        } else {
+          socket.onReadable(() => this.receiveNetwork());
+        }
         // Handshakes arrive on their own socket of the pair, when the kernel steers them, and
         // a thread of the addon's reads it where it can (a flood then costs this one nothing).
         const handshake = socket.handshake ?? null;

@@ -109,10 +109,17 @@ export interface MetricsSource {
   readonly device: Device;
   /** True while the interface is up. */
   readonly isUp: boolean;
-  readonly counters?: { readonly socketSendErrors: number; readonly tunWriteErrors: number };
+  readonly counters?: {
+    readonly socketSendErrors: number;
+    readonly tunWriteErrors: number;
+    /** Transport messages the native receive thread opened (absent: no such thread). */
+    readonly nativeReceived?: number;
+  };
   readonly observations?: DataPathObservations;
   /** Parts started beside the daemon (the fleet watcher): their notes and metrics. */
   readonly extensions?: readonly MetricsExtension[];
+  /** Brings the counters up to date before a scrape reads them (the native receive path). */
+  beforeRead?(): void;
 }
 
 /** What a part beside the daemon adds to the probes and the metrics. */
@@ -594,6 +601,13 @@ export function createMetricsRegistry(
       byInterface,
       (emit) => emit(iface(), counters.tunWriteErrors),
     );
+    new ScrapedCounter(
+      registry,
+      "edgetun_native_received_messages_total",
+      "Transport messages opened on the native receive thread, not the JS thread.",
+      byInterface,
+      (emit) => emit(iface(), counters.nativeReceived ?? 0),
+    );
   }
   const observations = source.observations;
   if (observations) {
@@ -911,6 +925,7 @@ function handle(
     reply(response, request, ready ? 200 : 503, `${reason}\n`);
     return;
   }
+  context.source.beforeRead?.();
   renderMetrics(context.registry).then(
     (text) => reply(response, request, 200, text, context.registry.contentType),
     (error: Error) =>

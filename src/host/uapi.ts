@@ -60,6 +60,8 @@ export interface UapiHost {
    * (src/host/reconfigure.ts); rejects with a ReconfigurationError, the device unchanged.
    */
   reconfigure(change: ConfigChange, source: ChangeSource): Promise<unknown>;
+  /** Brings the counters up to date before a `get` reads them (the native receive path). */
+  beforeRead?(): void;
 }
 
 export const DEFAULT_UAPI_DIRECTORY = "/var/run/wireguard";
@@ -99,6 +101,7 @@ const { EINVAL, EIO, EMSGSIZE, ENOBUFS, EPROTO, ETIMEDOUT } = constants.errno;
 
 /** The whole reply to `get=1`, ending `errno=0\n\n`. */
 export function handleGet(host: UapiHost): string {
+  host.beforeRead?.();
   const device = host.device;
   const lines: string[] = [];
   if (device.identity) lines.push(`private_key=${hex(device.identity.privateKey.raw)}`);

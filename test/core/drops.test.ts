@@ -37,6 +37,7 @@ describe("the drop reason table", () => {
       "handshake_queue_full",
       "handshake_over_share",
       "handshake_abandoned",
+      "slow_path_full",
     ]);
     for (const reason of DROP_REASONS) expect(DROP_REASON_TABLE[reason].meaning).not.toBe("");
   });
