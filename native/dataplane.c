@@ -149,6 +149,9 @@ typedef struct dataplane {
   uint8_t ring_locals[DP_RING * EDGETUN_ENDPOINT_SIZE];
   unsigned ring_head, ring_size;
   double drops[DP_DROP_COUNT];
+  /* Batches by their packet count, for the metrics' batch histograms: [0] receives (each
+   * recvmmsg), [1] TUN writes (what one batch delivered). */
+  double batch_sizes[2][DP_BATCH + 1];
   double opened, to_js, tun_write_errors;
   int notified;
   /* Set (atomically) when a peer's latest source differs from the one before: the JS send
@@ -529,6 +532,7 @@ static int process_batch(dataplane *dp, dp_scratch *sc, unsigned got, int *activ
     sc->tun_lengths[writes] = inner_len;
     writes++;
   }
+  if (writes > 0) dp->batch_sizes[1][writes]++;
   pthread_mutex_unlock(&dp->lock);
   if (writes > 0) write_tun(dp, sc, writes);
   return urgent;
@@ -576,6 +580,9 @@ static void *dataplane_main(void *arg) {
         goto out;
       }
       if (got == 0) break;
+      pthread_mutex_lock(&dp->lock);
+      dp->batch_sizes[0][got]++;
+      pthread_mutex_unlock(&dp->lock);
       urgent |= process_batch(dp, sc, (unsigned)got, &pending);
     }
     if (urgent || (pending && now_ns() - dp->last_notify_ns >= DP_NOTIFY_INTERVAL_NS)) {
@@ -903,6 +910,29 @@ static napi_value js_dp_collect(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* dpBatchSizes(handle, out): moves the batch counts by size since the last call into `out`
+ * (Float64Array of 2 x (DP_BATCH + 1): receives, then TUN writes; index = packets). */
+static napi_value js_dp_batch_sizes(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (arg_count(env, info, 2, argv)) return NULL;
+  dataplane *dp = dataplane_arg(env, argv[0]);
+  void *data;
+  size_t len;
+  napi_typedarray_type type;
+  napi_value ab;
+  size_t off;
+  if (dp == NULL) return NULL;
+  if (napi_get_typedarray_info(env, argv[1], &type, &len, &data, &ab, &off) != napi_ok ||
+      type != napi_float64_array || len < 2 * (DP_BATCH + 1))
+    return throw_kind(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE",
+                      "out must be a Float64Array of %d", 2 * (DP_BATCH + 1));
+  pthread_mutex_lock(&dp->lock);
+  memcpy(data, dp->batch_sizes, sizeof(dp->batch_sizes));
+  memset(dp->batch_sizes, 0, sizeof(dp->batch_sizes));
+  pthread_mutex_unlock(&dp->lock);
+  return make_undefined(env);
+}
+
 /* dpSourceMoved(handle) -> whether a peer's packets came from a new source since the last
  * dpCollect: cheap enough to ask before every send batch. */
 static napi_value js_dp_source_moved(napi_env env, napi_callback_info info) {
@@ -1029,6 +1059,7 @@ napi_status init_dataplane(napi_env env, napi_value exports) {
   EXPORT_FN(env, exports, "dpCollect", js_dp_collect);
   EXPORT_FN(env, exports, "dpTake", js_dp_take);
   EXPORT_FN(env, exports, "dpSourceMoved", js_dp_source_moved);
+  EXPORT_FN(env, exports, "dpBatchSizes", js_dp_batch_sizes);
   EXPORT_FN(env, exports, "dpStats", js_dp_stats);
   EXPORT_FN(env, exports, "dpClose", js_dp_close);
   return napi_ok;

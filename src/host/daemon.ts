@@ -999,6 +999,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     const path = this.receivePath;
     if (!path) return;
     path.sync();
+    path.observeBatches(this.observations);
     const carried = path.carryCounters();
     this.counters.tunWriteErrors += carried.tunWriteErrors;
     this.counters.nativeReceived = carried.opened;

@@ -10,10 +10,12 @@ import { REJECT_AFTER_TIME_MS } from "../core/messages.js";
 import type { Keypair } from "../core/noise.js";
 import type { Peer } from "../core/peer.js";
 import { firstPacketElsewhere, receivedElsewhere } from "../core/receive.js";
+import type { DataPathObservations } from "./metrics.js";
 import {
   writeEndpoint,
   ENDPOINT_ADDRESS_AND_PORT_BYTES,
   ENDPOINT_SIZE,
+  DATA_PLANE_BATCH,
   NativeDataPlane,
   PEER_DELTA_FIELDS,
   RouteChanges,
@@ -151,6 +153,19 @@ export class NativeReceivePath implements SessionObserver {
 
   stats(): DataPlaneStats {
     return this.plane.stats();
+  }
+
+  readonly #batchSizes = new Float64Array(2 * (DATA_PLANE_BATCH + 1));
+  /** Adds the thread's batches since the last call to the metrics' batch histograms. */
+  observeBatches(observations: DataPathObservations): void {
+    const sizes = this.#batchSizes;
+    this.plane.batchSizes(sizes);
+    for (let size = 1; size <= DATA_PLANE_BATCH; size++) {
+      const received = sizes[size]!;
+      const written = sizes[DATA_PLANE_BATCH + 1 + size]!;
+      if (received > 0) observations.udpReceive.observeMany(size, received);
+      if (written > 0) observations.tunWrite.observeMany(size, written);
+    }
   }
 
   close(): void {

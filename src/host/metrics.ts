@@ -49,11 +49,16 @@ export class BucketHistogram {
   }
 
   observe(value: number): void {
+    this.observeMany(value, 1);
+  }
+
+  /** `times` observations of `value` (what another thread counted, carried over at once). */
+  observeMany(value: number, times: number): void {
     const bounds = this.bounds;
     let i = 0;
     while (i < bounds.length && value > bounds[i]!) i++;
-    this.counts[i]! += 1;
-    this.sum += value;
+    this.counts[i]! += times;
+    this.sum += value * times;
   }
 }
 

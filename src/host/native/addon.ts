@@ -183,6 +183,7 @@ export interface NativeAddon {
   ): number;
   dpStats(plane: unknown): import("./dataplane.js").DataPlaneStats;
   dpSourceMoved(plane: unknown): boolean;
+  dpBatchSizes(plane: unknown, out: Float64Array): void;
   dpClose(plane: unknown): void;
   cookieGate(
     arena: Uint8Array,

@@ -36,6 +36,9 @@ export interface DataPlaneStats {
 /** Per-peer activity since the last collect, as {@link NativeDataPlane.collect} reports it. */
 export const PEER_DELTA_FIELDS = 7;
 
+/** Largest batch the thread receives or writes: {@link NativeDataPlane.batchSizes} sizes. */
+export const DATA_PLANE_BATCH = 128;
+
 /** Bytes each datagram handed to the JS path may need (a transport message at MAX_MTU). */
 export const DATA_PLANE_ROOM = 9088;
 
@@ -153,6 +156,14 @@ export class NativeDataPlane {
 
   stats(): DataPlaneStats {
     return loadAddon().dpStats(this.#handle);
+  }
+
+  /**
+   * Moves the counts of batches by their size since the last call into `out` (2 ×
+   * ({@link DATA_PLANE_BATCH} + 1): receives, then TUN writes; the index is the packet count).
+   */
+  batchSizes(out: Float64Array): void {
+    if (!this.#closed) loadAddon().dpBatchSizes(this.#handle, out);
   }
 
   /**
