@@ -6,6 +6,14 @@
  * is kept, in a bounded ring, for the JS thread to take; it is told through a
  * thread-safe function, at most once until it has taken what waits.
  *
+ * "Under load" is judged by how long passed messages wait, not by how fast they
+ * come (the kernel driver and wireguard-go judge by their queue's length): a
+ * burst the JS thread clears within the wait target, such as a whole fleet
+ * starting at once, is answered without cookies, whereas a flood that outruns it
+ * meets cookies within that target. A message that waited longer than the
+ * initiator's Rekey-Timeout is dropped unanswered: its sender has sent a new
+ * initiation by then, and an answer to the old one would only be discarded.
+ *
  * The socket stays the JS side's (it closes it, after stopping the lane). The
  * keys and the "under load" verdict come from the protocol core through
  * laneConfigure; the lane adds its own evidence of load (a full batch, kernel
@@ -35,15 +43,17 @@
 /* Room per received datagram: handshake messages are 148 bytes at most; a longer datagram is
  * cut here and dropped by the core for its length. */
 #define LANE_ROOM 256
-/* Passed messages waiting for the JS thread; more are dropped and counted. */
-#define LANE_RING 1024
+/* Passed messages waiting for the JS thread; more are dropped and counted. Room for a fleet of
+ * thousands starting at once (2.4 MB). */
+#define LANE_RING 8192
 #define REPLY_SLOT 64
 /* How long evidence of load lasts (as the core's UNDER_LOAD_LINGER_MS). */
 #define LANE_LOAD_LINGER_NS 1000000000LL
-/* Handshake messages per second above which the lane asks for cookies by itself, before the
- * core's verdict (same threshold, src/core/device.ts) comes back to it: otherwise a flood's
- * first second would fill the hand-over ring with messages that each cost the core a DH. */
-#define LANE_UNDER_LOAD_PER_SECOND 1000
+/* Under load once the oldest passed message has waited this long for the JS thread, or the
+ * ring is half full: new messages then need a valid mac2. */
+#define LANE_WAIT_TARGET_NS 1000000000LL
+/* Rekey-Timeout: an initiation waiting longer has been replaced by its sender's next one. */
+#define LANE_STALE_NS 5000000000LL
 
 typedef struct lane_scratch {
   udp_io *io;
@@ -81,9 +91,11 @@ typedef struct handshake_lane {
   uint32_t ring_lengths[LANE_RING];
   uint8_t ring_endpoints[LANE_RING * EDGETUN_ENDPOINT_SIZE];
   uint8_t ring_locals[LANE_RING * EDGETUN_ENDPOINT_SIZE];
+  int64_t ring_arrivals[LANE_RING]; /* CLOCK_MONOTONIC ns when the lane read it */
   unsigned head, size;
   int notified;
-  double received, bad_mac1, cookie_replies, unanswered, over_budget, ring_full, kernel_drops;
+  double received, bad_mac1, cookie_replies, unanswered, over_budget, ring_full, kernel_drops,
+      stale;
   int error; /* errno that ended the thread, 0 while it runs */
 } handshake_lane;
 
@@ -101,6 +113,17 @@ static uint32_t kernel_drops_of(int fd) {
   return mem[SK_MEMINFO_DROPS];
 }
 
+/* Drops the messages that waited past Rekey-Timeout from the ring's head (lock held); returns
+ * how long the oldest remaining one has waited (0 when none waits). */
+static int64_t lane_expire(handshake_lane *lane, int64_t now) {
+  while (lane->size > 0 && now - lane->ring_arrivals[lane->head] > LANE_STALE_NS) {
+    lane->head = (lane->head + 1) % LANE_RING;
+    lane->size--;
+    lane->stale++;
+  }
+  return lane->size > 0 ? now - lane->ring_arrivals[lane->head] : 0;
+}
+
 static void *lane_main(void *arg) {
   handshake_lane *lane = arg;
   lane_scratch *sc = lane->scratch;
@@ -109,8 +132,7 @@ static void *lane_main(void *arg) {
     sc->reply_offsets[k] = k * REPLY_SLOT;
   }
   uint32_t drops_seen = kernel_drops_of(lane->fd);
-  int64_t loaded_until = 0, window_start = 0;
-  unsigned window_count = 0;
+  int64_t loaded_until = 0;
   struct pollfd fds[2] = {{.fd = lane->fd, .events = POLLIN}, {.fd = lane->wake_fd, .events = POLLIN}};
   for (;;) {
     int ready = poll(fds, 2, -1);
@@ -137,15 +159,10 @@ static void *lane_main(void *arg) {
       uint32_t dropped = drops - drops_seen;
       drops_seen = drops;
       int64_t now = now_ns();
-      if (now - window_start >= 1000000000LL) {
-        window_start = now;
-        window_count = 0;
-      }
-      window_count += (unsigned)got;
-      if (dropped > 0 || got == LANE_BATCH || window_count > LANE_UNDER_LOAD_PER_SECOND ||
-          lane->size >= LANE_RING / 4) /* read unlocked: only this thread makes it grow */
-        loaded_until = now + LANE_LOAD_LINGER_NS;
       pthread_mutex_lock(&lane->lock);
+      int64_t oldest_wait = lane_expire(lane, now);
+      if (dropped > 0 || oldest_wait > LANE_WAIT_TARGET_NS || lane->size >= LANE_RING / 2)
+        loaded_until = now + LANE_LOAD_LINGER_NS;
       int have_keys = lane->have_keys;
       int under_load = lane->under_load || now < loaded_until;
       if (have_keys) memcpy(sc->keys, lane->keys, sizeof(sc->keys));
@@ -199,6 +216,7 @@ static void *lane_main(void *arg) {
                sc->endpoints + (size_t)k * EDGETUN_ENDPOINT_SIZE, EDGETUN_ENDPOINT_SIZE);
         memcpy(lane->ring_locals + (size_t)slot * EDGETUN_ENDPOINT_SIZE,
                sc->locals + (size_t)k * EDGETUN_ENDPOINT_SIZE, EDGETUN_ENDPOINT_SIZE);
+        lane->ring_arrivals[slot] = now;
       }
       if (lane->size > 0 && !lane->notified) {
         lane->notified = 1;
@@ -358,6 +376,7 @@ static napi_value js_lane_take(napi_env env, napi_callback_info info) {
       check_spans(env, arena_len, offsets, NULL, 0, count, LANE_ROOM))
     return NULL;
   pthread_mutex_lock(&lane->lock);
+  lane_expire(lane, now_ns());
   uint64_t n = 0;
   while (n < count && lane->size > 0) {
     unsigned slot = lane->head;
@@ -387,11 +406,11 @@ static napi_value js_lane_stats(napi_env env, napi_callback_info info) {
   pthread_mutex_lock(&lane->lock);
   double v[] = {lane->received,    lane->bad_mac1,     lane->cookie_replies,
                 lane->unanswered,  lane->over_budget,  lane->ring_full,
-                lane->kernel_drops, (double)lane->size, (double)lane->error};
+                lane->kernel_drops, (double)lane->size, (double)lane->error, lane->stale};
   pthread_mutex_unlock(&lane->lock);
   static const char *names[] = {"received",   "badMac1",     "cookieReplies",
                                 "unanswered", "overBudget",  "ringFull",
-                                "kernelDrops", "waiting",    "error"};
+                                "kernelDrops", "waiting",    "error",      "stale"};
   napi_value out, value;
   if (napi_create_object(env, &out) != napi_ok) return NULL;
   for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {

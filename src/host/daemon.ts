@@ -246,6 +246,8 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   private readonly handshakeShares = new HandshakeShares();
   /** The thread that reads the handshake socket through the cookie gate, where there is one. */
   private handshakeLane: HandshakeLaneControl | null = null;
+  /** The core's own under-load rate, for when no lane judges load. */
+  private readonly underLoadRateWithoutLane: number;
   /** The lane's counters when last carried over into the device's. */
   private laneSeen: HandshakeLaneStats | null = null;
   /** Settles the flood's share of each handshake batch natively (null: no addon, tests). */
@@ -289,6 +291,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   ) {
     this.reconfigurer = new Reconfigurer(this, logger, name);
     this.device = new Device({ privateKey: config.privateKey, mtu: config.mtu });
+    this.underLoadRateWithoutLane = this.device.underLoadHandshakesPerSecond;
     this.device.onHandshakeCompleted = (peer) => this.observations.handshakeCompleted(peer);
     this.dropReporter = new DropReporter(logger, { interface: name });
     this.mark = config.fwmark;
@@ -714,12 +717,13 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     this.receiveNetwork();
     const batch = this.handshakeIn;
     const count = lane.take(batch, LANE_TAKE_PER_TURN);
-    const backlogged = this.syncLane() || count === LANE_TAKE_PER_TURN;
+    // Only what the lane could not keep puts the core under load: a full turn is a queue the
+    // lane times (it asks for cookies itself once messages wait too long), not an overload.
+    this.device.handshakesBacklogged = this.syncLane();
     if (count === 0) return;
     this.counters.udpReceiveBatches++;
     this.observations.udpReceive.observe(count);
-    this.device.handshakesBacklogged = backlogged;
-    this.handshakeShares.beginTurn(backlogged);
+    this.handshakeShares.beginTurn(count === LANE_TAKE_PER_TURN);
     const arena = batch.arena;
     for (let i = 0; i < count; i++) {
       const offset = batch.offsets[i]!;
@@ -749,6 +753,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
       kernelDrops: 0,
       waiting: 0,
       error: 0,
+      stale: 0,
     };
     this.laneSeen = stats;
     const drops = this.device.stats.drops;
@@ -759,6 +764,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     drops.bad_mac1 += badMac1;
     drops.cookie_required += cookies + unanswered;
     drops.handshake_queue_full += overflow;
+    drops.handshake_stale += stats.stale - seen.stale;
     this.device.stats.cookieRepliesSent += cookies;
     if (stats.error !== 0 && seen.error === 0) {
       this.logger.error("handshake lane stopped", { interface: this.name, errno: stats.error });
@@ -987,6 +993,10 @@ export class Daemon implements UapiHost, ReconfigurationHost {
         this.handshakeSocketDrops = 0;
         this.handshakeLane = lane;
         this.laneSeen = null;
+        // The lane asks for cookies once passed messages wait too long (native/lane.c), so a
+        // fleet starting at once is answered rather than sent away; the core's rate threshold
+        // stays for the path without it.
+        this.device.underLoadHandshakesPerSecond = lane ? Infinity : this.underLoadRateWithoutLane;
         this.syncLane();
         // A flood the lane absorbs wakes nothing here, so its counters, the cookie secret's
         // rotation and the load verdict travel on a timer of their own.
