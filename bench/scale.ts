@@ -308,7 +308,7 @@ async function benchEdgetun(peers: Peer[]): Promise<Record<string, string>> {
     "ip",
     [
       ...["netns", "exec", ns, process.execPath, ...nodeFlags, cli, "up", file],
-      ...["--metrics-listen", "127.0.0.1:9586"],
+      ...["--metrics-listen", "127.0.0.1:9586", "--log-level", "debug"],
     ],
     {
       stdio: ["ignore", "pipe", "pipe"],
@@ -322,6 +322,9 @@ async function benchEdgetun(peers: Peer[]): Promise<Record<string, string>> {
   const upMs = performance.now() - start;
   phaseEnded(`${name} up`, upStart);
   const routes = inNs("ip", ["-4", "route", "show", "dev", name]).trim().split("\n").length;
+  // The data path's warm-up runs in the background after "interface up"; the changes below
+  // are timed once it is done, as an operator's would come.
+  const warmUpMs = await waitFor("the warm-up", () => log.includes('"data path warmed up"'));
   const idleRss = rssMb(child.pid!);
 
   const target = peers[PEERS >> 1]!;
@@ -377,6 +380,11 @@ async function benchEdgetun(peers: Peer[]): Promise<Record<string, string>> {
   child.kill("SIGTERM");
   await waitFor("edgetun exit", () => child.exitCode !== null);
   const stopMs = performance.now() - stopStart;
+  const down = log.split("\n").find((line) => line.includes('"interface down"'));
+  const drops = down ? (JSON.parse(down) as { drops?: unknown }).drops : undefined;
+  console.log(
+    `${name}: warm-up done ${ms(warmUpMs)} after up; drops at stop ${JSON.stringify(drops)}`,
+  );
   return {
     up: ms(upMs),
     set: ms(setMs),
