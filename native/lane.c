@@ -50,8 +50,10 @@
 /* How long evidence of load lasts (as the core's UNDER_LOAD_LINGER_MS). */
 #define LANE_LOAD_LINGER_NS 1000000000LL
 /* Under load once the oldest passed message has waited this long for the JS thread, or the
- * ring is half full: new messages then need a valid mac2. */
-#define LANE_WAIT_TARGET_NS 1000000000LL
+ * ring is half full: new messages then need a valid mac2. Well within Rekey-Timeout, so an
+ * answer still finds its initiator waiting; not much less, so that a retry arriving behind a
+ * fleet's burst is queued and answered rather than sent away for another Rekey-Timeout. */
+#define LANE_WAIT_TARGET_NS 2000000000LL
 /* Rekey-Timeout: an initiation waiting longer has been replaced by its sender's next one. */
 #define LANE_STALE_NS 5000000000LL
 
@@ -161,7 +163,10 @@ static void *lane_main(void *arg) {
       int64_t now = now_ns();
       pthread_mutex_lock(&lane->lock);
       int64_t oldest_wait = lane_expire(lane, now);
-      if (dropped > 0 || oldest_wait > LANE_WAIT_TARGET_NS || lane->size >= LANE_RING / 2)
+      /* Kernel drops alone are no evidence: they say this thread fell behind, which cookie
+       * replies (dearer than passing) would not mend; a burst's drops then sent the rest of
+       * it away for a Rekey-Timeout while the JS thread kept up. */
+      if (oldest_wait > LANE_WAIT_TARGET_NS || lane->size >= LANE_RING / 2)
         loaded_until = now + LANE_LOAD_LINGER_NS;
       int have_keys = lane->have_keys;
       int under_load = lane->under_load || now < loaded_until;

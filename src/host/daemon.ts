@@ -736,8 +736,8 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   /**
    * Carries the lane's counters over into the device's (what it settled counts towards the
    * handshake rate that puts the device under load), and gives it the current cookie keys and
-   * load verdict. Returns whether the lane saw more than it could take in (kernel drops or a
-   * full hand-over ring) since last time.
+   * load verdict. Returns whether the hand-over ring was full since last time (the JS thread
+   * fell behind what passed the gate).
    */
   private syncLane(): boolean {
     const lane = this.handshakeLane;
@@ -770,13 +770,16 @@ export class Daemon implements UapiHost, ReconfigurationHost {
       this.logger.error("handshake lane stopped", { interface: this.name, errno: stats.error });
     }
     const now = this.device.clock.now();
-    if (overflow > 0) this.device.handshakesBacklogged = true;
+    // Only a full ring is an overload: the JS thread did not keep up with what passed. Kernel
+    // drops say the lane's thread fell behind, which cookie replies would not mend.
+    const ringFull = stats.ringFull - seen.ringFull > 0;
+    if (ringFull) this.device.handshakesBacklogged = true;
     const underLoad = this.device.recordHandshakeMessage(
       now,
       badMac1 + cookies + unanswered + (stats.ringFull - seen.ringFull),
     );
     lane.configure(this.device.cookieChecker.batchKeys(now), underLoad);
-    return overflow > 0;
+    return ringFull;
   }
 
   private laneSynced(): void {
