@@ -130,7 +130,11 @@ export class Device {
   identity: StaticIdentity | null = null;
   mtu: number;
 
-  private readonly underLoadThreshold: number;
+  /**
+   * Handshake messages per second above which the device asks for cookies. The I/O layer may
+   * judge load better (by how long messages wait, as the handshake lane does) and raise it.
+   */
+  underLoadHandshakesPerSecond: number;
   private handshakeWindowStart = 0;
   private handshakesInWindow = 0;
   private underLoadUntil = -Infinity;
@@ -153,7 +157,7 @@ export class Device {
     this.random = options.random ?? systemRandom;
     this.cipher = options.cipher ?? nodeTransportCipher;
     this.mtu = options.mtu ?? 1420;
-    this.underLoadThreshold = options.underLoadHandshakesPerSecond ?? 1000;
+    this.underLoadHandshakesPerSecond = options.underLoadHandshakesPerSecond ?? 1000;
     this.indexTable = new IndexTable(this.random);
     this.cookieChecker = new CookieChecker(this.random);
     this.wheel = new TimerWheel(this.clock.now());
@@ -320,7 +324,7 @@ export class Device {
       this.handshakesInWindow = 0;
     }
     this.handshakesInWindow += count;
-    if (this.handshakesInWindow > this.underLoadThreshold || this.handshakesBacklogged) {
+    if (this.handshakesInWindow > this.underLoadHandshakesPerSecond || this.handshakesBacklogged) {
       this.underLoadUntil = nowMs + UNDER_LOAD_LINGER_MS;
     }
     return nowMs < this.underLoadUntil;

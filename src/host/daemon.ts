@@ -256,6 +256,8 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   private readonly handshakeShares = new HandshakeShares();
   /** The thread that reads the handshake socket through the cookie gate, where there is one. */
   private handshakeLane: HandshakeLaneControl | null = null;
+  /** The core's own under-load rate, for when no lane judges load. */
+  private readonly underLoadRateWithoutLane: number;
   /** The lane's counters when last carried over into the device's. */
   private laneSeen: HandshakeLaneStats | null = null;
   /** Settles the flood's share of each handshake batch natively (null: no addon, tests). */
@@ -302,6 +304,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   ) {
     this.reconfigurer = new Reconfigurer(this, logger, name);
     this.device = new Device({ privateKey: config.privateKey, mtu: config.mtu });
+    this.underLoadRateWithoutLane = this.device.underLoadHandshakesPerSecond;
     this.device.onHandshakeCompleted = (peer) => this.observations.handshakeCompleted(peer);
     this.dropReporter = new DropReporter(logger, { interface: name });
     this.mark = config.fwmark;
@@ -736,12 +739,13 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     this.receiveNetwork();
     const batch = this.handshakeIn;
     const count = lane.take(batch, LANE_TAKE_PER_TURN);
-    const backlogged = this.syncLane() || count === LANE_TAKE_PER_TURN;
+    // Only what the lane could not keep puts the core under load: a full turn is a queue the
+    // lane times (it asks for cookies itself once messages wait too long), not an overload.
+    this.device.handshakesBacklogged = this.syncLane();
     if (count === 0) return;
     this.counters.udpReceiveBatches++;
     this.observations.udpReceive.observe(count);
-    this.device.handshakesBacklogged = backlogged;
-    this.handshakeShares.beginTurn(backlogged);
+    this.handshakeShares.beginTurn(count === LANE_TAKE_PER_TURN);
     const arena = batch.arena;
     for (let i = 0; i < count; i++) {
       const offset = batch.offsets[i]!;
@@ -754,8 +758,8 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   /**
    * Carries the lane's counters over into the device's (what it settled counts towards the
    * handshake rate that puts the device under load), and gives it the current cookie keys and
-   * load verdict. Returns whether the lane saw more than it could take in (kernel drops or a
-   * full hand-over ring) since last time.
+   * load verdict. Returns whether the hand-over ring was full since last time (the JS thread
+   * fell behind what passed the gate).
    */
   private syncLane(): boolean {
     const lane = this.handshakeLane;
@@ -772,6 +776,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
       kernelDrops: 0,
       waiting: 0,
       error: 0,
+      stale: 0,
     };
     this.laneSeen = stats;
     const drops = this.device.stats.drops;
@@ -782,18 +787,22 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     drops.bad_mac1 += badMac1;
     drops.cookie_required += cookies + unanswered;
     drops.handshake_queue_full += overflow;
+    drops.handshake_stale += stats.stale - seen.stale;
     this.device.stats.cookieRepliesSent += cookies;
     if (stats.error !== 0 && seen.error === 0) {
       this.logger.error("handshake lane stopped", { interface: this.name, errno: stats.error });
     }
     const now = this.device.clock.now();
-    if (overflow > 0) this.device.handshakesBacklogged = true;
+    // Only a full ring is an overload: the JS thread did not keep up with what passed. Kernel
+    // drops say the lane's thread fell behind, which cookie replies would not mend.
+    const ringFull = stats.ringFull - seen.ringFull > 0;
+    if (ringFull) this.device.handshakesBacklogged = true;
     const underLoad = this.device.recordHandshakeMessage(
       now,
       badMac1 + cookies + unanswered + (stats.ringFull - seen.ringFull),
     );
     lane.configure(this.device.cookieChecker.batchKeys(now), underLoad);
-    return overflow > 0;
+    return ringFull;
   }
 
   private laneSynced(): void {
@@ -1056,6 +1065,10 @@ export class Daemon implements UapiHost, ReconfigurationHost {
         this.handshakeSocketDrops = 0;
         this.handshakeLane = lane;
         this.laneSeen = null;
+        // The lane asks for cookies once passed messages wait too long (native/lane.c), so a
+        // fleet starting at once is answered rather than sent away; the core's rate threshold
+        // stays for the path without it.
+        this.device.underLoadHandshakesPerSecond = lane ? Infinity : this.underLoadRateWithoutLane;
         this.syncLane();
         // A flood the lane absorbs wakes nothing here, so its counters, the cookie secret's
         // rotation and the load verdict travel on a timer of their own.

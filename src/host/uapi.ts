@@ -49,6 +49,7 @@ import {
   type Prefix,
 } from "./reconfigure.js";
 import { redactKeyShaped } from "../core/redact.js";
+import { DEFAULT_UAPI_DIRECTORY } from "./uapi-client.js";
 
 /** What the control socket needs from the daemon: the state to answer `get`, and the queue. */
 export interface UapiHost {
@@ -64,7 +65,7 @@ export interface UapiHost {
   beforeRead?(): void;
 }
 
-export const DEFAULT_UAPI_DIRECTORY = "/var/run/wireguard";
+export { DEFAULT_UAPI_DIRECTORY };
 /**
  * A request larger than this is refused: room for `wg syncconf` of about 150,000 peers with
  * an endpoint and a few allowed IPs each (some 200 bytes a peer).
