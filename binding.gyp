@@ -16,6 +16,7 @@
               "native/aead.c",
               "native/cookie.c",
               "native/lane.c",
+              "native/dataplane.c",
               "native/netlink.c",
               "native/x25519.c"
             ]

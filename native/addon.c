@@ -69,6 +69,7 @@ static napi_status init(napi_env env, napi_value exports) {
   if ((s = init_aead(env, exports)) != napi_ok) return s;
   if ((s = init_cookie(env, exports)) != napi_ok) return s;
   if ((s = init_lane(env, exports)) != napi_ok) return s;
+  if ((s = init_dataplane(env, exports)) != napi_ok) return s;
   if ((s = init_poll(env, exports)) != napi_ok) return s;
   if ((s = init_netlink(env, exports)) != napi_ok) return s;
   if ((s = init_x25519(env, exports)) != napi_ok) return s;

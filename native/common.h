@@ -136,6 +136,7 @@ napi_status init_udp(napi_env env, napi_value exports);
 napi_status init_aead(napi_env env, napi_value exports);
 napi_status init_cookie(napi_env env, napi_value exports);
 napi_status init_lane(napi_env env, napi_value exports);
+napi_status init_dataplane(napi_env env, napi_value exports);
 
 /* ---- UDP batches for the addon's own threads (udp.c) ---- */
 #define UDP_IO_BATCH 256

@@ -8,9 +8,14 @@
  *
  * The socket stays the JS side's (it closes it, after stopping the lane). The
  * keys and the "under load" verdict come from the protocol core through
- * laneConfigure; the lane adds its own evidence of load (a full batch, kernel
- * drops), as the core would, so a flood is met with cookies from its first
- * batch.
+ * laneConfigure; the lane adds its own evidence of load: how long passed
+ * messages wait for the JS thread, not how fast they come (the kernel driver and
+ * wireguard-go judge by their queue's length). A burst the JS thread clears
+ * within the wait target, such as a whole fleet starting at once, is answered
+ * without cookies; a flood that outruns it meets cookies within that target, or
+ * as soon as the ring is half full. A message that waited longer than the
+ * initiator's Rekey-Timeout is dropped unanswered: its sender has sent a new
+ * initiation by then, and an answer to the old one would only be discarded.
  *
  * What keeps it ahead of a flooder on the other core: the socket has UDP_GRO,
  * so a flood sent with UDP GSO (the cheap way to send fast) is queued and read
@@ -48,15 +53,19 @@
 /* Room per handed-over message: handshake messages are 148 bytes at most; a longer datagram is
  * cut here and dropped by the core for its length. */
 #define LANE_ROOM 256
-/* Passed messages waiting for the JS thread; more are dropped and counted. */
-#define LANE_RING 1024
+/* Passed messages waiting for the JS thread; more are dropped and counted. Room for a fleet of
+ * thousands starting at once (2.4 MB). */
+#define LANE_RING 8192
 #define REPLY_SLOT 64
 /* How long evidence of load lasts (as the core's UNDER_LOAD_LINGER_MS). */
 #define LANE_LOAD_LINGER_NS 1000000000LL
-/* Handshake messages per second above which the lane asks for cookies by itself, before the
- * core's verdict (same threshold, src/core/device.ts) comes back to it: otherwise a flood's
- * first second would fill the hand-over ring with messages that each cost the core a DH. */
-#define LANE_UNDER_LOAD_PER_SECOND 1000
+/* Under load once the oldest passed message has waited this long for the JS thread, or the
+ * ring is half full: new messages then need a valid mac2. Well within Rekey-Timeout, so an
+ * answer still finds its initiator waiting; not much less, so that a retry arriving behind a
+ * fleet's burst is queued and answered rather than sent away for another Rekey-Timeout. */
+#define LANE_WAIT_TARGET_NS 2000000000LL
+/* Rekey-Timeout: an initiation waiting longer has been replaced by its sender's next one. */
+#define LANE_STALE_NS 5000000000LL
 
 typedef struct lane_scratch {
   udp_io *io;
@@ -99,10 +108,11 @@ typedef struct handshake_lane {
   uint32_t ring_lengths[LANE_RING];
   uint8_t ring_endpoints[LANE_RING * EDGETUN_ENDPOINT_SIZE];
   uint8_t ring_locals[LANE_RING * EDGETUN_ENDPOINT_SIZE];
+  int64_t ring_arrivals[LANE_RING]; /* CLOCK_MONOTONIC ns when the lane read it */
   unsigned head, size;
   int notified;
   double received, coalesced, bad_mac1, cookie_replies, unanswered, over_budget, ring_full,
-      kernel_drops;
+      kernel_drops, stale;
   int error; /* errno that ended the thread, 0 while it runs */
 } handshake_lane;
 
@@ -118,6 +128,17 @@ static uint32_t kernel_drops_of(int fd) {
   memset(mem, 0, sizeof(mem));
   if (getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mem, &len) != 0) return 0;
   return mem[SK_MEMINFO_DROPS];
+}
+
+/* Drops the messages that waited past Rekey-Timeout from the ring's head (lock held); returns
+ * how long the oldest remaining one has waited (0 when none waits). */
+static int64_t lane_expire(handshake_lane *lane, int64_t now) {
+  while (lane->size > 0 && now - lane->ring_arrivals[lane->head] > LANE_STALE_NS) {
+    lane->head = (lane->head + 1) % LANE_RING;
+    lane->size--;
+    lane->stale++;
+  }
+  return lane->size > 0 ? now - lane->ring_arrivals[lane->head] : 0;
 }
 
 /* Runs the gate over the first `count` messages in the scratch, sends its cookie replies and
@@ -173,6 +194,7 @@ static int lane_settle(handshake_lane *lane, lane_scratch *sc, size_t count, int
            sc->endpoints + k * EDGETUN_ENDPOINT_SIZE, EDGETUN_ENDPOINT_SIZE);
     memcpy(lane->ring_locals + (size_t)slot * EDGETUN_ENDPOINT_SIZE,
            sc->locals + k * EDGETUN_ENDPOINT_SIZE, EDGETUN_ENDPOINT_SIZE);
+    lane->ring_arrivals[slot] = now;
   }
   if (lane->size > 0 && !lane->notified) {
     lane->notified = 1;
@@ -187,8 +209,7 @@ static void *lane_main(void *arg) {
   lane_scratch *sc = lane->scratch;
   for (unsigned k = 0; k < LANE_MESSAGES; k++) sc->reply_offsets[k] = k * REPLY_SLOT;
   uint32_t drops_seen = kernel_drops_of(lane->fd);
-  int64_t loaded_until = 0, window_start = 0;
-  unsigned window_count = 0;
+  int64_t loaded_until = 0;
   struct pollfd fds[2] = {{.fd = lane->fd, .events = POLLIN}, {.fd = lane->wake_fd, .events = POLLIN}};
   for (;;) {
     int ready = poll(fds, 2, -1);
@@ -225,15 +246,13 @@ static void *lane_main(void *arg) {
       uint32_t dropped = drops - drops_seen;
       drops_seen = drops;
       int64_t now = now_ns();
-      if (now - window_start >= 1000000000LL) {
-        window_start = now;
-        window_count = 0;
-      }
-      window_count += (unsigned)messages;
-      if (dropped > 0 || got == LANE_RUNS || window_count > LANE_UNDER_LOAD_PER_SECOND ||
-          lane->size >= LANE_RING / 4) /* read unlocked: only this thread makes it grow */
-        loaded_until = now + LANE_LOAD_LINGER_NS;
       pthread_mutex_lock(&lane->lock);
+      /* Kernel drops alone are no evidence: they say this thread fell behind, which cookie
+       * replies (dearer than passing) would not mend; a burst's drops then sent the rest of
+       * it away for a Rekey-Timeout while the JS thread kept up. */
+      int64_t oldest_wait = lane_expire(lane, now);
+      if (oldest_wait > LANE_WAIT_TARGET_NS || lane->size >= LANE_RING / 2)
+        loaded_until = now + LANE_LOAD_LINGER_NS;
       int have_keys = lane->have_keys;
       int under_load = lane->under_load || now < loaded_until;
       if (have_keys) memcpy(sc->keys, lane->keys, sizeof(sc->keys));
@@ -422,6 +441,7 @@ static napi_value js_lane_take(napi_env env, napi_callback_info info) {
       check_spans(env, arena_len, offsets, NULL, 0, count, LANE_ROOM))
     return NULL;
   pthread_mutex_lock(&lane->lock);
+  lane_expire(lane, now_ns());
   uint64_t n = 0;
   while (n < count && lane->size > 0) {
     unsigned slot = lane->head;
@@ -452,12 +472,12 @@ static napi_value js_lane_stats(napi_env env, napi_callback_info info) {
   double v[] = {lane->received,     lane->coalesced,   lane->bad_mac1,
                 lane->cookie_replies, lane->unanswered,  lane->over_budget,
                 lane->ring_full,    lane->kernel_drops, (double)lane->size,
-                (double)lane->error};
+                (double)lane->error, lane->stale};
   pthread_mutex_unlock(&lane->lock);
   static const char *names[] = {"received",    "coalesced",   "badMac1",
                                 "cookieReplies", "unanswered", "overBudget",
                                 "ringFull",    "kernelDrops", "waiting",
-                                "error"};
+                                "error",       "stale"};
   napi_value out, value;
   if (napi_create_object(env, &out) != napi_ok) return NULL;
   for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {

@@ -127,14 +127,18 @@ async function show(
 }
 
 async function syncconf(name: string, file: string): Promise<void> {
-  const [{ readConfigFile, resolveEndpoint }, { uapiRequest }, { parseRunningState, syncRequest }] =
-    await Promise.all([import("../host/config.js"), import("./show.js"), import("./syncconf.js")]);
+  const [{ readConfigFile, resolveEndpoint }, { parseGetReply, uapiRequest }, { syncRequest }] =
+    await Promise.all([
+      import("../host/config.js"),
+      import("../host/uapi-client.js"),
+      import("./syncconf.js"),
+    ]);
   const config = readConfigFile(file);
   for (const warning of config.warnings) process.stderr.write(`edgetun: warning: ${warning}\n`);
   const endpoints = await Promise.all(
     config.peers.map((peer) => (peer.endpoint ? resolveEndpoint(peer.endpoint) : null)),
   );
-  const current = parseRunningState(await uapiRequest(name, "get=1\n\n"));
+  const current = parseGetReply(await uapiRequest(name, "get=1\n\n"));
   await uapiRequest(name, syncRequest(config, current, endpoints));
 }
 

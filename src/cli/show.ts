@@ -1,13 +1,16 @@
 // `edgetun show`: reads an interface's state over its control socket (the same `get=1`
 // request `wg` makes) and prints it in the shape of `wg show`, or as JSON for scripts.
-import { createConnection } from "node:net";
 import { readdirSync } from "node:fs";
-import { constants as osConstants } from "node:os";
-import { join } from "node:path";
 import { publicKeyOf } from "../core/keys.js";
-import { UapiClientError } from "../host/errors.js";
+import {
+  DEFAULT_UAPI_DIRECTORY,
+  ZERO_KEY_HEX,
+  parseGetReply,
+  uapiRequest,
+  type UapiDeviceState,
+} from "../host/uapi-client.js";
 
-export const DEFAULT_SOCKET_DIRECTORY = "/var/run/wireguard";
+export const DEFAULT_SOCKET_DIRECTORY = DEFAULT_UAPI_DIRECTORY;
 
 export interface PeerState {
   publicKey: string;
@@ -28,61 +31,6 @@ export interface InterfaceState {
   peers: PeerState[];
 }
 
-/** Sends one request to an interface's control socket and returns the reply's lines. */
-export function uapiRequest(
-  name: string,
-  request: string,
-  directory = DEFAULT_SOCKET_DIRECTORY,
-): Promise<string[]> {
-  return new Promise((resolve, reject) => {
-    const socket = createConnection(join(directory, `${name}.sock`));
-    let reply = "";
-    socket.setEncoding("utf8");
-    socket.setTimeout(5000, () =>
-      socket.destroy(new UapiClientError(`${name}: control socket timed out`, "ERR_UAPI_TIMEOUT")),
-    );
-    socket.on("data", (chunk: string) => {
-      reply += chunk;
-      if (reply.endsWith("\n\n")) socket.end();
-    });
-    socket.on("error", (error: NodeJS.ErrnoException) => {
-      if (error.code === "ENOENT" || error.code === "ECONNREFUSED") {
-        reject(
-          new UapiClientError(
-            `no edgetun or WireGuard interface named ${name} is running`,
-            "ERR_NO_INTERFACE",
-          ),
-        );
-      } else {
-        reject(
-          new UapiClientError(`${name}: control socket: ${error.message}`, "ERR_UAPI_REQUEST"),
-        );
-      }
-    });
-    socket.on("close", () => {
-      const lines = reply.split("\n").filter((line) => line !== "");
-      const errno = lines.find((line) => line.startsWith("errno="));
-      if (errno && errno !== "errno=0") {
-        reject(
-          new UapiClientError(
-            `${name}: request refused (${errno}${errnoName(errno)}); the interface is unchanged, the daemon's log says why`,
-            "ERR_UAPI_REQUEST",
-          ),
-        );
-      } else resolve(lines.filter((line) => !line.startsWith("errno=")));
-    });
-    socket.write(request);
-  });
-}
-
-/** " EEXIST" for "errno=-17": what `wg` prints as text. */
-function errnoName(line: string): string {
-  const errno = -Number(line.slice("errno=".length));
-  const names = osConstants.errno as Record<string, number>;
-  const name = Object.keys(names).find((key) => names[key] === errno);
-  return name ? ` ${name}` : "";
-}
-
 export function listInterfaces(directory = DEFAULT_SOCKET_DIRECTORY): string[] {
   try {
     return readdirSync(directory)
@@ -98,44 +46,25 @@ function hexToBase64(hex: string): string {
   return Buffer.from(hex, "hex").toString("base64");
 }
 
-/** The reply carries the private key only; the public key is derived here, as `wg` does. */
-function publicKeyFromPrivateHex(hex: string): string | null {
-  if (/^0+$/.test(hex)) return null;
-  return publicKeyOf(hexToBase64(hex));
-}
-
-export function parseGetReply(name: string, lines: string[]): InterfaceState {
-  const state: InterfaceState = { name, publicKey: null, listenPort: 0, fwmark: 0, peers: [] };
-  let peer: PeerState | null = null;
-  for (const line of lines) {
-    const eq = line.indexOf("=");
-    const key = line.slice(0, eq);
-    const value = line.slice(eq + 1);
-    if (key === "public_key") {
-      peer = {
-        publicKey: hexToBase64(value),
-        presharedKey: false,
-        endpoint: null,
-        allowedIps: [],
-        latestHandshake: 0,
-        rxBytes: 0,
-        txBytes: 0,
-        persistentKeepalive: 0,
-      };
-      state.peers.push(peer);
-    } else if (!peer) {
-      if (key === "private_key") state.publicKey = publicKeyFromPrivateHex(value);
-      else if (key === "listen_port") state.listenPort = Number(value);
-      else if (key === "fwmark") state.fwmark = Number(value);
-    } else if (key === "preshared_key") peer.presharedKey = !/^0+$/.test(value);
-    else if (key === "endpoint") peer.endpoint = value;
-    else if (key === "allowed_ip") peer.allowedIps.push(value);
-    else if (key === "last_handshake_time_sec") peer.latestHandshake = Number(value);
-    else if (key === "rx_bytes") peer.rxBytes = Number(value);
-    else if (key === "tx_bytes") peer.txBytes = Number(value);
-    else if (key === "persistent_keepalive_interval") peer.persistentKeepalive = Number(value);
-  }
-  return state;
+/** The control socket's state in `wg show`'s terms: keys in base64, the public key derived. */
+export function interfaceState(name: string, reply: UapiDeviceState): InterfaceState {
+  return {
+    name,
+    // The reply carries the private key only; the public key is derived here, as `wg` does.
+    publicKey: reply.privateKeyHex === null ? null : publicKeyOf(hexToBase64(reply.privateKeyHex)),
+    listenPort: reply.listenPort,
+    fwmark: reply.fwmark,
+    peers: reply.peers.map((peer) => ({
+      publicKey: hexToBase64(peer.publicKeyHex),
+      presharedKey: peer.presharedKeyHex !== ZERO_KEY_HEX,
+      endpoint: peer.endpoint,
+      allowedIps: peer.allowedIps,
+      latestHandshake: peer.lastHandshakeSec,
+      rxBytes: peer.rxBytes,
+      txBytes: peer.txBytes,
+      persistentKeepalive: peer.persistentKeepalive,
+    })),
+  };
 }
 
 function plural(n: number, unit: string): string {
@@ -207,5 +136,5 @@ export async function readInterfaceState(
   name: string,
   directory = DEFAULT_SOCKET_DIRECTORY,
 ): Promise<InterfaceState> {
-  return parseGetReply(name, await uapiRequest(name, "get=1\n\n", directory));
+  return interfaceState(name, parseGetReply(await uapiRequest(name, "get=1\n\n", directory)));
 }

@@ -94,6 +94,11 @@ export class AllowedIps<T> {
   readonly #nodesByValue = new Map<T, Set<PrefixNode<T>>>();
   #size = 0;
   #nodeCount = 0;
+  /**
+   * Told of every prefix that gets a value (new or changed) or loses it: for a copy of the
+   * table kept elsewhere (the native receive path), at the cost of the change.
+   */
+  onChange: ((address: Uint8Array, cidr: number, value: T | undefined) => void) | null = null;
 
   /** Number of prefixes stored. */
   get size(): number {
@@ -330,6 +335,11 @@ export class AllowedIps<T> {
   }
 
   clear(): void {
+    if (this.onChange) {
+      for (const nodes of this.#nodesByValue.values()) {
+        for (const node of nodes) this.onChange(addressBytes(node), node.cidr, undefined);
+      }
+    }
     this.#rootV4 = null;
     this.#rootV6 = null;
     this.#nodesByValue.clear();
@@ -372,6 +382,7 @@ export class AllowedIps<T> {
       this.#size++;
     }
     node.value = value;
+    this.onChange?.(addressBytes(node), node.cidr, value);
     let nodes = this.#nodesByValue.get(value);
     if (nodes === undefined) {
       nodes = new Set();
@@ -392,6 +403,7 @@ export class AllowedIps<T> {
   }
 
   #removeNode(node: PrefixNode<T>): void {
+    this.onChange?.(addressBytes(node), node.cidr, undefined);
     this.#unindex(node);
     node.hasValue = false;
     node.value = undefined;

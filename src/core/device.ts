@@ -36,6 +36,18 @@ export const systemClock: Clock = {
   wallClockMs: () => Date.now(),
 };
 
+/**
+ * A data path outside the core that opens transport data itself (the native receive path)
+ * keeps copies of the keypairs and allowed IPs; it is told of every change, at its cost.
+ */
+export interface SessionObserver {
+  /** A keypair was derived: data for its local index may arrive from now on. */
+  keypairInstalled(peer: Peer, keypair: Keypair): void;
+  /** A keypair was dropped (rotated out, expired, peer reset or removed). */
+  keypairReleased(peer: Peer, keypair: Keypair): void;
+  peerRemoved(peer: Peer): void;
+}
+
 export class DeviceStats {
   /** One counter per reason of src/core/drops.ts. */
   readonly drops = newDropCounters();
@@ -118,7 +130,11 @@ export class Device {
   identity: StaticIdentity | null = null;
   mtu: number;
 
-  private readonly underLoadThreshold: number;
+  /**
+   * Handshake messages per second above which the device asks for cookies. The I/O layer may
+   * judge load better (by how long messages wait, as the handshake lane does) and raise it.
+   */
+  underLoadHandshakesPerSecond: number;
   private handshakeWindowStart = 0;
   private handshakesInWindow = 0;
   private underLoadUntil = -Infinity;
@@ -133,13 +149,15 @@ export class Device {
    * the metrics, which then need not parse packets themselves.
    */
   onHandshakeCompleted: ((peer: Peer) => void) | null = null;
+  /** See {@link SessionObserver}; null: the core opens all data itself. */
+  sessionObserver: SessionObserver | null = null;
 
   constructor(options: DeviceOptions = {}) {
     this.clock = options.clock ?? systemClock;
     this.random = options.random ?? systemRandom;
     this.cipher = options.cipher ?? nodeTransportCipher;
     this.mtu = options.mtu ?? 1420;
-    this.underLoadThreshold = options.underLoadHandshakesPerSecond ?? 1000;
+    this.underLoadHandshakesPerSecond = options.underLoadHandshakesPerSecond ?? 1000;
     this.indexTable = new IndexTable(this.random);
     this.cookieChecker = new CookieChecker(this.random);
     this.wheel = new TimerWheel(this.clock.now());
@@ -226,6 +244,7 @@ export class Device {
     peer.timers.stopAll();
     this.allowedIps.removeByValue(peer);
     this.peers.delete(peer.publicKeyBase64);
+    this.sessionObserver?.peerRemoved(peer);
     return true;
   }
 
@@ -305,7 +324,7 @@ export class Device {
       this.handshakesInWindow = 0;
     }
     this.handshakesInWindow += count;
-    if (this.handshakesInWindow > this.underLoadThreshold || this.handshakesBacklogged) {
+    if (this.handshakesInWindow > this.underLoadHandshakesPerSecond || this.handshakesBacklogged) {
       this.underLoadUntil = nowMs + UNDER_LOAD_LINGER_MS;
     }
     return nowMs < this.underLoadUntil;
@@ -327,6 +346,7 @@ export class Device {
     const entry = this.indexTable.lookup(keypair.localIndex);
     if (entry && entry.peer === peer && entry.keypair === keypair) {
       this.indexTable.remove(keypair.localIndex, entry);
+      this.sessionObserver?.keypairReleased(peer, keypair);
     }
   }
 

@@ -48,11 +48,18 @@ export const DROP_REASON_TABLE = {
   no_endpoint: network("a packet for a peer whose endpoint is not known yet"),
   queue_full: local("a packet waiting for a session, dropped past the queue's bound"),
   handshake_queue_full: local("a handshake message that found the handshake queue full", true),
+  handshake_stale: local(
+    "a handshake message that waited longer than Rekey-Timeout to be taken: its sender has moved on",
+    true,
+  ),
   handshake_over_share: local(
     "a handshake message dropped unread: handshakes arrived faster than taken in, and its source had had its share of the turn",
     true,
   ),
   handshake_abandoned: local("a waiting packet given up with a handshake that never completed"),
+  slow_path_full: local(
+    "a datagram the native receive path handed to the JS path found its queue full",
+  ),
 } as const satisfies Record<string, DropReasonInfo>;
 
 export type DropReason = keyof typeof DROP_REASON_TABLE;

@@ -302,3 +302,52 @@ function checkedInnerPacket(plaintext: Uint8Array): Uint8Array | null {
   if (length > plaintext.length) return null;
   return plaintext.subarray(0, length);
 }
+
+/**
+ * What a data path outside the core (the native receive path) authenticated for one peer
+ * since it last reported: its packets passed the replay window there, `data` of them carried
+ * a packet (the rest were keepalives). `source` is where the latest came from.
+ */
+export interface ReceivedElsewhere {
+  authenticated: number;
+  data: number;
+  /** Whole transport messages, as `wg show` counts them. */
+  rxBytes: number;
+  /** Inner packets handed to the tunnel, and their bytes. */
+  rxPackets: number;
+  rxPayloadBytes: number;
+  keepalives: number;
+  source: Endpoint;
+}
+
+/**
+ * The bookkeeping {@link completeData} does per packet, once per report of a data path that
+ * opened them itself: timers, roaming, counters and the last-minute rekey. The timers then
+ * decide what they would have decided, late by at most the report interval.
+ */
+export function receivedElsewhere(device: Device, peer: Peer, report: ReceivedElsewhere): void {
+  if (report.authenticated === 0) return;
+  keepKeyFreshOnReceive(device, peer, device.clock.now());
+  authenticatedFrom(device, peer, report.source, report.rxBytes);
+  peer.keepalivesReceived += report.keepalives;
+  if (report.data > 0) peer.timers.dataReceived();
+  peer.rxPackets += report.rxPackets;
+  peer.rxPayloadBytes += report.rxPayloadBytes;
+}
+
+/**
+ * A data path outside the core authenticated the first packet on the keypair of local index
+ * `index`: if that was the responder's waiting session, it is confirmed now (as in
+ * {@link completeData}), which completes the handshake and lets staged packets go.
+ */
+export function firstPacketElsewhere(device: Device, index: number): void {
+  const entry = device.indexTable.lookup(index);
+  const keypair = entry?.keypair;
+  if (!entry || !keypair) return;
+  const peer = entry.peer;
+  const confirmed = peer.keypairs.receivedWith(keypair);
+  if (!confirmed) return;
+  for (const dropped of confirmed) device.releaseKeypair(peer, dropped);
+  handshakeCompleted(device, peer);
+  sendStaged(device, peer);
+}

@@ -250,6 +250,7 @@ export function sendResponse(device: Device, peer: Peer): void {
 /** Puts a new session in place and hands its handshake's index over to it. */
 export function installKeypair(device: Device, peer: Peer, keypair: Keypair): void {
   device.indexTable.replace(keypair.localIndex, { peer, keypair });
+  device.sessionObserver?.keypairInstalled(peer, keypair);
   for (const dropped of peer.keypairs.add(keypair)) device.releaseKeypair(peer, dropped);
   peer.timers.sessionDerived();
 }

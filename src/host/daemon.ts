@@ -56,6 +56,7 @@ import {
 import { UapiServer, type UapiHost } from "./uapi.js";
 import { HandshakeShares } from "./handshake-shares.js";
 import { warmUpDataPath } from "./warm-up.js";
+import { NativeReceivePath, nativeReceiveWanted } from "./dataplane.js";
 import type {
   DatagramSocket,
   DatagramSocketOpener,
@@ -185,6 +186,11 @@ export interface DaemonOptions {
    * daemons in memory, in the background, so that the first real ones find compiled code.
    */
   warmUp?: boolean;
+  /**
+   * Open transport data on the addon's receive thread (src/host/dataplane.ts) rather than on
+   * the JS thread. Default: yes, unless EDGETUN_DATA_PATH=js.
+   */
+  nativeReceive?: boolean;
 }
 
 /** A part running beside the daemon, with its own probes note and metrics. */
@@ -212,6 +218,10 @@ export class DaemonCounters {
   tunWriteErrors = 0;
   tunReadBatches = 0;
   udpReceiveBatches = 0;
+  /** Transport messages the native receive path opened and accepted (keepalives included). */
+  nativeReceived = 0;
+  /** Datagrams it handed to the JS path (handshakes, data for keypairs it does not hold). */
+  nativeHandedToJs = 0;
 }
 
 export class Daemon implements UapiHost, ReconfigurationHost {
@@ -247,6 +257,8 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   private readonly handshakeShares = new HandshakeShares();
   /** The thread that reads the handshake socket through the cookie gate, where there is one. */
   private handshakeLane: HandshakeLaneControl | null = null;
+  /** The core's own under-load rate, for when no lane judges load. */
+  private readonly underLoadRateWithoutLane: number;
   /** The lane's counters when last carried over into the device's. */
   private laneSeen: HandshakeLaneStats | null = null;
   /** Settles the flood's share of each handshake batch natively (null: no addon, tests). */
@@ -276,6 +288,9 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   private warming: { promise: Promise<number>; abort: AbortController } | null = null;
   /** Every change after start goes through this one queue (src/host/reconfigure.ts). */
   private readonly reconfigurer: Reconfigurer;
+  /** The native receive thread and its state (src/host/dataplane.ts); null: the JS path. */
+  private receivePath: NativeReceivePath | null = null;
+  private receivePathFailed = false;
 
   private constructor(
     readonly name: string,
@@ -292,6 +307,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     // Handshakes' X25519 on raw keys in the addon where it loads (Node's crypto otherwise).
     installNativeX25519();
     this.device = new Device({ privateKey: config.privateKey, mtu: config.mtu });
+    this.underLoadRateWithoutLane = this.device.underLoadHandshakesPerSecond;
     this.device.onHandshakeCompleted = (peer) => this.observations.handshakeCompleted(peer);
     this.dropReporter = new DropReporter(logger, { interface: name });
     this.mark = config.fwmark;
@@ -343,6 +359,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
       options.onInterfaceGone,
     );
     try {
+      if (options.nativeReceive ?? nativeReceiveWanted()) daemon.startReceivePath(tun);
       setup.attach(tun.ifindex);
       // This process owns the interface name now, so rules recorded for it are a dead one's.
       setup.removeLeftovers();
@@ -459,6 +476,8 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     }
     for (const extension of this.extensions) await extension.stop();
     await this.metrics?.close();
+    this.syncReceivePath();
+    this.receivePath?.close();
     this.dropReporter.flush();
     await this.uapi?.close();
     this.socket?.close();
@@ -551,6 +570,8 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     }
     if (count === 0) return;
     this.counters.tunReadBatches++;
+    // A peer that roamed is followed before anything is sent to it.
+    if (this.receivePath?.plane.sourceMoved) this.syncReceivePath();
     this.observations.tunRead.observe(count);
     const sealing = this.sealing;
     const arena = batch.arena;
@@ -610,8 +631,12 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     const socket = this.socket;
     if (!socket) return;
     const batch = this.udpIn;
-    const count = socket.recvBatch(batch);
+    const plane = this.receivePath?.plane;
+    const count = plane ? plane.take(batch, BATCH) : socket.recvBatch(batch);
     if (count === 0) return;
+    // The native thread is told nothing of what it handed over; more than a batch waits when
+    // this one is full, and is taken next turn.
+    if (plane && count === BATCH) setImmediate(() => this.receiveNetwork());
     this.counters.udpReceiveBatches++;
     this.observations.udpReceive.observe(count);
     const opening = this.opening;
@@ -717,12 +742,13 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     this.receiveNetwork();
     const batch = this.handshakeIn;
     const count = lane.take(batch, LANE_TAKE_PER_TURN);
-    const backlogged = this.syncLane() || count === LANE_TAKE_PER_TURN;
+    // Only what the lane could not keep puts the core under load: a full turn is a queue the
+    // lane times (it asks for cookies itself once messages wait too long), not an overload.
+    this.device.handshakesBacklogged = this.syncLane();
     if (count === 0) return;
     this.counters.udpReceiveBatches++;
     this.observations.udpReceive.observe(count);
-    this.device.handshakesBacklogged = backlogged;
-    this.handshakeShares.beginTurn(backlogged);
+    this.handshakeShares.beginTurn(count === LANE_TAKE_PER_TURN);
     const arena = batch.arena;
     for (let i = 0; i < count; i++) {
       const offset = batch.offsets[i]!;
@@ -735,8 +761,8 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   /**
    * Carries the lane's counters over into the device's (what it settled counts towards the
    * handshake rate that puts the device under load), and gives it the current cookie keys and
-   * load verdict. Returns whether the lane saw more than it could take in (kernel drops or a
-   * full hand-over ring) since last time.
+   * load verdict. Returns whether the hand-over ring was full since last time (the JS thread
+   * fell behind what passed the gate).
    */
   private syncLane(): boolean {
     const lane = this.handshakeLane;
@@ -753,6 +779,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
       kernelDrops: 0,
       waiting: 0,
       error: 0,
+      stale: 0,
     };
     this.laneSeen = stats;
     const drops = this.device.stats.drops;
@@ -763,18 +790,22 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     drops.bad_mac1 += badMac1;
     drops.cookie_required += cookies + unanswered;
     drops.handshake_queue_full += overflow;
+    drops.handshake_stale += stats.stale - seen.stale;
     this.device.stats.cookieRepliesSent += cookies;
     if (stats.error !== 0 && seen.error === 0) {
       this.logger.error("handshake lane stopped", { interface: this.name, errno: stats.error });
     }
     const now = this.device.clock.now();
-    if (overflow > 0) this.device.handshakesBacklogged = true;
+    // Only a full ring is an overload: the JS thread did not keep up with what passed. Kernel
+    // drops say the lane's thread fell behind, which cookie replies would not mend.
+    const ringFull = stats.ringFull - seen.ringFull > 0;
+    if (ringFull) this.device.handshakesBacklogged = true;
     const underLoad = this.device.recordHandshakeMessage(
       now,
       badMac1 + cookies + unanswered + (stats.ringFull - seen.ringFull),
     );
     lane.configure(this.device.cookieChecker.batchKeys(now), underLoad);
-    return overflow > 0;
+    return ringFull;
   }
 
   private laneSynced(): void {
@@ -915,6 +946,8 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     this.wakeTimer = null;
     this.wakeAt = Infinity;
     if (this.stopped) return;
+    // The timers decide on what the native receive thread saw too.
+    this.syncReceivePath();
     this.device.tick();
     this.flush();
     this.dropReporter.check(this.device.stats.drops);
@@ -959,6 +992,46 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     return record;
   }
 
+  // --- the native receive path ------------------------------------------------------------
+
+  /** Hands transport data of established sessions to the addon's receive thread. */
+  private startReceivePath(tun: TunDevice): void {
+    if (!nativeAvailable()) return;
+    this.receivePath = new NativeReceivePath(this.device, tun, () => this.receivePathEvent());
+  }
+
+  /** The thread has news: confirmations and activity for the core, datagrams for the JS path. */
+  private receivePathEvent(): void {
+    if (this.stopped) return;
+    this.syncReceivePath();
+    this.receiveNetwork();
+  }
+
+  /** Carries what the receive thread did into the core and the counters; sends what follows. */
+  private syncReceivePath(): void {
+    const path = this.receivePath;
+    if (!path) return;
+    path.sync();
+    path.observeBatches(this.observations);
+    const carried = path.carryCounters();
+    this.counters.tunWriteErrors += carried.tunWriteErrors;
+    this.counters.nativeReceived = carried.opened;
+    this.counters.nativeHandedToJs = carried.toJs;
+    if (carried.error !== 0 && !this.receivePathFailed) {
+      this.receivePathFailed = true;
+      this.logger.error("native receive thread stopped", {
+        interface: this.name,
+        errno: carried.error,
+      });
+    }
+    if (!this.stopped) this.flush();
+  }
+
+  /** Before `wg show` or a scrape reads the counters: what the receive thread did counts. */
+  beforeRead(): void {
+    if (!this.stopped) this.syncReceivePath();
+  }
+
   // --- control (UapiHost) ------------------------------------------------------------------
 
   listenPort(): number {
@@ -976,7 +1049,11 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     }
     return {
       commit: () => {
-        socket.onReadable(() => this.receiveNetwork());
+        if (this.receivePath && socket.receiveFd !== undefined) {
+          this.receivePath.attach(socket.receiveFd);
+        } else {
+          socket.onReadable(() => this.receiveNetwork());
+        }
         // Handshakes arrive on their own socket of the pair, when the kernel steers them, and
         // a thread of the addon's reads it where it can (a flood then costs this one nothing).
         const handshake = socket.handshake ?? null;
@@ -991,6 +1068,10 @@ export class Daemon implements UapiHost, ReconfigurationHost {
         this.handshakeSocketDrops = 0;
         this.handshakeLane = lane;
         this.laneSeen = null;
+        // The lane asks for cookies once passed messages wait too long (native/lane.c), so a
+        // fleet starting at once is answered rather than sent away; the core's rate threshold
+        // stays for the path without it.
+        this.device.underLoadHandshakesPerSecond = lane ? Infinity : this.underLoadRateWithoutLane;
         this.syncLane();
         // A flood the lane absorbs wakes nothing here, so its counters, the cookie secret's
         // rotation and the load verdict travel on a timer of their own.

@@ -34,6 +34,11 @@ export interface DatagramSocket {
   sendBatch(slots: UdpSendSlots, count: number): number;
   /** Calls `handler` whenever datagrams may be received (null stops). */
   onReadable(handler: (() => void) | null): void;
+  /**
+   * The descriptor transport data arrives at, for the native receive thread to read (the
+   * addon's sockets); absent for in-memory ones.
+   */
+  readonly receiveFd?: number;
   /** SO_MARK on outgoing packets; a socket that has no marks need not have it. */
   setFwmark?(mark: number): void;
   /**

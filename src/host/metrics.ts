@@ -49,11 +49,16 @@ export class BucketHistogram {
   }
 
   observe(value: number): void {
+    this.observeMany(value, 1);
+  }
+
+  /** `times` observations of `value` (what another thread counted, carried over at once). */
+  observeMany(value: number, times: number): void {
     const bounds = this.bounds;
     let i = 0;
     while (i < bounds.length && value > bounds[i]!) i++;
-    this.counts[i]! += 1;
-    this.sum += value;
+    this.counts[i]! += times;
+    this.sum += value * times;
   }
 }
 
@@ -109,10 +114,17 @@ export interface MetricsSource {
   readonly device: Device;
   /** True while the interface is up. */
   readonly isUp: boolean;
-  readonly counters?: { readonly socketSendErrors: number; readonly tunWriteErrors: number };
+  readonly counters?: {
+    readonly socketSendErrors: number;
+    readonly tunWriteErrors: number;
+    /** Transport messages the native receive thread opened (absent: no such thread). */
+    readonly nativeReceived?: number;
+  };
   readonly observations?: DataPathObservations;
   /** Parts started beside the daemon (the fleet watcher): their notes and metrics. */
   readonly extensions?: readonly MetricsExtension[];
+  /** Brings the counters up to date before a scrape reads them (the native receive path). */
+  beforeRead?(): void;
 }
 
 /** What a part beside the daemon adds to the probes and the metrics. */
@@ -594,6 +606,13 @@ export function createMetricsRegistry(
       byInterface,
       (emit) => emit(iface(), counters.tunWriteErrors),
     );
+    new ScrapedCounter(
+      registry,
+      "edgetun_native_received_messages_total",
+      "Transport messages opened on the native receive thread, not the JS thread.",
+      byInterface,
+      (emit) => emit(iface(), counters.nativeReceived ?? 0),
+    );
   }
   const observations = source.observations;
   if (observations) {
@@ -911,6 +930,7 @@ function handle(
     reply(response, request, ready ? 200 : 503, `${reason}\n`);
     return;
   }
+  context.source.beforeRead?.();
   renderMetrics(context.registry).then(
     (text) => reply(response, request, 200, text, context.registry.contentType),
     (error: Error) =>

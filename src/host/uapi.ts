@@ -49,6 +49,7 @@ import {
   type Prefix,
 } from "./reconfigure.js";
 import { redactKeyShaped } from "../core/redact.js";
+import { DEFAULT_UAPI_DIRECTORY } from "./uapi-client.js";
 
 /** What the control socket needs from the daemon: the state to answer `get`, and the queue. */
 export interface UapiHost {
@@ -60,9 +61,11 @@ export interface UapiHost {
    * (src/host/reconfigure.ts); rejects with a ReconfigurationError, the device unchanged.
    */
   reconfigure(change: ConfigChange, source: ChangeSource): Promise<unknown>;
+  /** Brings the counters up to date before a `get` reads them (the native receive path). */
+  beforeRead?(): void;
 }
 
-export const DEFAULT_UAPI_DIRECTORY = "/var/run/wireguard";
+export { DEFAULT_UAPI_DIRECTORY };
 /**
  * A request larger than this is refused: room for `wg syncconf` of about 150,000 peers with
  * an endpoint and a few allowed IPs each (some 200 bytes a peer).
@@ -99,6 +102,7 @@ const { EINVAL, EIO, EMSGSIZE, ENOBUFS, EPROTO, ETIMEDOUT } = constants.errno;
 
 /** The whole reply to `get=1`, ending `errno=0\n\n`. */
 export function handleGet(host: UapiHost): string {
+  host.beforeRead?.();
   const device = host.device;
   const lines: string[] = [];
   if (device.identity) lines.push(`private_key=${hex(device.identity.privateKey.raw)}`);

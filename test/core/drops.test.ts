@@ -28,6 +28,7 @@ describe("the drop reason table", () => {
         "unexpected_handshake",
         "bad_cookie_reply",
         "handshake_queue_full",
+        "handshake_stale",
         "handshake_over_share",
       ].sort(),
     );
@@ -35,8 +36,10 @@ describe("the drop reason table", () => {
     expect(local).toEqual([
       "queue_full",
       "handshake_queue_full",
+      "handshake_stale",
       "handshake_over_share",
       "handshake_abandoned",
+      "slow_path_full",
     ]);
     for (const reason of DROP_REASONS) expect(DROP_REASON_TABLE[reason].meaning).not.toBe("");
   });

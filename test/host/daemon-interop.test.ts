@@ -195,6 +195,16 @@ function peerOf(state: InterfaceState, publicKey: string): PeerState {
   return peer;
 }
 
+/** The fields of the daemon's "interface down" log line (its counters). */
+function interfaceDown(output: string): Record<string, unknown> {
+  for (const line of output.split("\n")) {
+    if (!line.startsWith("{")) continue;
+    const record = JSON.parse(line) as Record<string, unknown>;
+    if (record.msg === "interface down") return record;
+  }
+  throw new Error(`no "interface down" line in:\n${output.slice(-2000)}`);
+}
+
 async function showJson(name: string): Promise<InterfaceState> {
   const result = await runAsync(process.execPath, [cli, "show", name, "--json"]);
   if (result.code !== 0) throw new Error(`edgetun show ${name} --json: ${result.stderr}`);
@@ -517,6 +527,12 @@ describe.skipIf(skipReason !== null)("edgetun up against wireguard-go", () => {
             const carried = (ipv4Megabytes + 4) * MB;
             expect(end.rxBytes).toBeGreaterThan(carried);
             expect(end.txBytes).toBeGreaterThan(carried);
+
+            // The data came in through the native receive thread, not the JS path: its count
+            // of opened messages covers at least the bytes received in full-sized packets.
+            expect((await pair.et.proc.stop()).code).toBe(0);
+            const down = interfaceDown(pair.et.proc.output);
+            expect(down.nativeReceived).toBeGreaterThan(carried / 3000);
           },
           90_000,
         );

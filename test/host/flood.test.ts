@@ -20,10 +20,9 @@ import { Testbed, netnsUnavailableReason, waitFor } from "../support/netns.js";
 
 const execFileAsync = promisify(execFile);
 /**
- * Initiations per second. Paced, so the load is the same on a quiet and a busy machine: five
- * times the rate (1,000 a second) above which the hub declares itself under load and answers
- * with cookies, so it stays under load throughout, yet well within what the handshake lane
- * reads and gates on a busy two-core machine. Higher rates are bench:flood's (20 k/s, 50 k/s
+ * Initiations per second. Paced, so the load is the same on a quiet and a busy machine: more
+ * than the hub completes as handshakes in a second here (some 3,900 on a quiet moment), yet
+ * well within what the handshake lane reads and gates on a busy two-core machine. Higher rates are bench:flood's (20 k/s, 50 k/s
  * and unpaced, beside wireguard-go): there a starved lane lets the kernel drop at the full
  * socket without regard to the sender, which is a matter of machine speed, not of design.
  */
@@ -62,7 +61,7 @@ describe.skipIf(skipReason !== null)("a handshake flood", () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it("does not stop data, and is answered with cookie replies", async () => {
+  it("does not stop data, and every flooded initiation is settled", async () => {
     const hubNs = bed.namespace("hub");
     const edgeNs = bed.namespace("edge");
     const joinerNs = bed.namespace("new");
@@ -178,16 +177,26 @@ describe.skipIf(skipReason !== null)("a handshake flood", () => {
       drops,
     );
 
-    // The flood was one: above the rate (1,000 a second) that puts the hub under load, even
-    // if a busy machine kept the flooder well below its pace.
+    // The flood was one: at least 1,000 a second, even if a busy machine kept the flooder well
+    // below its pace.
     expect(sent.sent).toBeGreaterThan(1_000 * FLOOD_SECONDS);
     expect(received).toBeGreaterThanOrEqual(19);
     const socketDrops = drops.handshake_queue_full ?? 0;
     expect(joinMs).toBeLessThan(
       socketDrops > 0 ? JOIN_DEADLINE_AFTER_SOCKET_DROPS_MS : JOIN_DEADLINE_MS,
     );
-    // Under load the hub answered with cookies rather than spending DH on every initiation.
-    expect(drops.cookie_required ?? 0).toBeGreaterThan(0);
+    // Every flooded initiation was settled, not left to pile up: most cheaply (beyond its
+    // source's share of a turn, or with a cookie reply once the hub's queue waited too long),
+    // the rest refused after one Diffie-Hellman as from an unknown peer.
+    const settled = [
+      "handshake_over_share",
+      "cookie_required",
+      "rate_limited",
+      "unknown_peer",
+      "handshake_queue_full",
+      "handshake_stale",
+    ].reduce((sum, reason) => sum + (drops[reason] ?? 0), 0);
+    expect(settled).toBeGreaterThan(sent.sent * 0.95);
 
     /**
      * Starts the joining edge and times its handshake: from the moment its daemon is up and

@@ -1,7 +1,9 @@
 // The handshake lane (native/lane.c) over loopback: a thread reads the handshake socket of a
 // real socket pair through the cookie gate. A bad mac1 is dropped, a valid one is handed to the
 // JS thread with its sender, and under load the sender gets a cookie reply that the core's
-// initiator side accepts, but only a few a second per sender; the counters say so.
+// initiator side accepts, but only a few a second per sender; the counters say so. Load is how
+// long passed messages wait: a burst is handed over whole, cookies come once the oldest has
+// waited two seconds, and what waited past Rekey-Timeout is dropped as stale.
 import { createSocket, type Socket } from "node:dgram";
 import { randomBytes } from "node:crypto";
 import { afterEach, describe, expect, it } from "vitest";
@@ -176,4 +178,46 @@ describe.skipIf(!nativeAvailable())("handshake lane", () => {
     await waitFor("the joiner's cookie reply", () => replies.length > 0, 5_000);
     expect(joinerMaker.consumeReply(replies[0]!, now)).toBe(true);
   });
+
+  it("hands a burst over without cookies, asks for them once messages wait, drops the stale", async () => {
+    const pair = UdpSocketPair.open({ host: "127.0.0.1" });
+    cleanups.push(() => pair.close());
+    if (!pair.handshake) return; // no steering in this kernel: nothing to read on a lane
+    const responder = PrivateKey.generate();
+    const checker = new CookieChecker(systemRandom);
+    checker.setPublicKey(responder.publicKey);
+    const now = 5_000;
+    const lane = pair.handshake.startLane(() => undefined);
+    lane.configure(checker.batchKeys(now), false);
+    const sender: Socket = createSocket("udp4");
+    cleanups.push(() => sender.close());
+    await new Promise<void>((resolve) => sender.bind(0, "127.0.0.1", resolve));
+    const replies: Buffer[] = [];
+    sender.on("message", (message) => replies.push(message));
+    const maker = new CookieMaker(responder.publicKey);
+
+    // A fleet starting at once: more in a fraction of a second than a rate threshold of 1,000
+    // a second would let through, in chunks the socket's buffer holds. None is taken yet.
+    const burst = 1_200;
+    const burstStart = performance.now();
+    for (let sent = 0; sent < burst; sent += 100) {
+      for (let i = 0; i < 100; i++) sender.send(initiation(maker, now), pair.port, "127.0.0.1");
+      await waitFor("the chunk read", () => lane.stats().received === sent + 100, 5_000);
+    }
+    const burstEnd = performance.now();
+    expect(lane.stats()).toMatchObject({ waiting: burst, cookieReplies: 0, kernelDrops: 0 });
+    expect(replies).toEqual([]);
+
+    // Once the oldest has waited past the target (2 s), a message without a cookie gets one.
+    await new Promise((resolve) => setTimeout(resolve, 2_100 - (performance.now() - burstStart)));
+    sender.send(initiation(new CookieMaker(responder.publicKey), now), pair.port, "127.0.0.1");
+    await waitFor("a cookie reply", () => replies.length === 1, 5_000);
+    expect(lane.stats()).toMatchObject({ waiting: burst, cookieReplies: 1 });
+
+    // Past Rekey-Timeout (5 s) every one of the burst is worth nothing: dropped, not handed over.
+    await new Promise((resolve) => setTimeout(resolve, 5_200 - (performance.now() - burstEnd)));
+    const batch = new PacketBatch(16, { slotSize: LANE_MESSAGE_ROOM });
+    expect(lane.take(batch, 16)).toBe(0);
+    expect(lane.stats()).toMatchObject({ waiting: 0, stale: burst });
+  }, 20_000);
 });

@@ -154,6 +154,37 @@ export interface NativeAddon {
   ): number;
   laneStats(lane: unknown): import("./lane.js").HandshakeLaneStats;
   laneStop(lane: unknown): void;
+  dpCreate(tunFd: number, offload: boolean, gro: boolean, onEvent: () => void): unknown;
+  dpAttach(plane: unknown, udpFd: number): void;
+  dpAddKeypair(
+    plane: unknown,
+    index: number,
+    peer: number,
+    receiveKey: Uint8Array,
+    lifetimeMs: number,
+  ): boolean;
+  dpRemoveKeypair(plane: unknown, index: number): void;
+  dpSetRoutes(plane: unknown, records: Uint8Array, count: number): void;
+  dpCollect(
+    plane: unknown,
+    peerOut: Float64Array,
+    sourcesOut: Uint8Array,
+    confirmedOut: Uint32Array,
+  ): { peers: number; confirmed: number };
+  dpTake(
+    plane: unknown,
+    arena: Uint8Array,
+    offsets: Uint32Array,
+    lengths: Uint32Array,
+    endpoints: Uint8Array,
+    locals: Uint8Array | null,
+    count: number,
+    room: number,
+  ): number;
+  dpStats(plane: unknown): import("./dataplane.js").DataPlaneStats;
+  dpSourceMoved(plane: unknown): boolean;
+  dpBatchSizes(plane: unknown, out: Float64Array): void;
+  dpClose(plane: unknown): void;
   cookieGate(
     arena: Uint8Array,
     offsets: Uint32Array,

@@ -10,5 +10,6 @@ export * from "./aead.js";
 export * from "./netlink.js";
 export * from "./cookie-gate.js";
 export * from "./lane.js";
+export * from "./dataplane.js";
 export * from "./link-events.js";
 export * from "./x25519.js";

@@ -32,6 +32,8 @@ export interface HandshakeLaneStats {
   waiting: number;
   /** The errno that stopped the thread (0 while it runs). */
   error: number;
+  /** Passed, but waited longer than Rekey-Timeout to be taken: dropped unanswered. */
+  stale: number;
 }
 
 /** Bytes each taken message may need: the lane keeps at most this much of a datagram. */

@@ -177,6 +177,11 @@ export class UdpSocketPair {
     return this.data.port;
   }
 
+  /** Where transport data arrives: what the native receive thread reads. */
+  get receiveFd(): number {
+    return this.data.fd;
+  }
+
   static open(options: UdpBindOptions = {}): UdpSocketPair {
     // A plain bind first: it fails as a single socket would when another process holds the
     // port (a second edgetun of the same port included, whose plain bind our pair refuses),

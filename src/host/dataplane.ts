@@ -1,0 +1,213 @@
+// The daemon's side of the native receive path (src/host/native/dataplane.ts): keeps the
+// native copies of the keypairs and allowed IPs in step with the core (one call per change),
+// and carries what the native thread did back into the core: session confirmations at once,
+// per-peer activity for the timers, counters and roaming when told (at most every 100 ms
+// while data flows) or when someone reads them (a timer wake, `wg show`, metrics).
+import type { Device, SessionObserver } from "../core/device.js";
+import type { DropReason } from "../core/drops.js";
+import type { Endpoint } from "../core/endpoint.js";
+import { REJECT_AFTER_TIME_MS } from "../core/messages.js";
+import type { Keypair } from "../core/noise.js";
+import type { Peer } from "../core/peer.js";
+import { firstPacketElsewhere, receivedElsewhere } from "../core/receive.js";
+import type { DataPathObservations } from "./metrics.js";
+import {
+  writeEndpoint,
+  ENDPOINT_ADDRESS_AND_PORT_BYTES,
+  ENDPOINT_SIZE,
+  DATA_PLANE_BATCH,
+  NativeDataPlane,
+  PEER_DELTA_FIELDS,
+  RouteChanges,
+  readEndpoint,
+  type DataPlaneDrops,
+  type DataPlaneStats,
+} from "./native/index.js";
+
+/** Peers and confirmations moved per collect call; more are taken by further calls. */
+const COLLECT_BATCH = 256;
+
+/**
+ * Whether the daemon opens transport data on the native thread: the default where the addon
+ * runs; EDGETUN_DATA_PATH=js keeps today's JS path (for comparison, or should the native one
+ * misbehave).
+ */
+export function nativeReceiveWanted(env: NodeJS.ProcessEnv = process.env): boolean {
+  return (env.EDGETUN_DATA_PATH ?? "native") !== "js";
+}
+
+export class NativeReceivePath implements SessionObserver {
+  readonly plane: NativeDataPlane;
+  readonly #device: Device;
+  readonly #ids = new Map<Peer, number>();
+  readonly #peersById: Array<Peer | undefined> = [];
+  readonly #freeIds: number[] = [];
+  /**
+   * Ids of removed peers, reused only after the next sync: activity the thread counted for
+   * the removed peer is collected (and ignored) under its id first.
+   */
+  readonly #removedIds: number[] = [];
+  readonly #deltas = new Float64Array(COLLECT_BATCH * PEER_DELTA_FIELDS);
+  readonly #sources = new Uint8Array(COLLECT_BATCH * ENDPOINT_SIZE);
+  readonly #confirmed = new Uint32Array(COLLECT_BATCH);
+  /** The plane's counters when last carried over. */
+  #seen: DataPlaneStats | null = null;
+  /** Keypairs the native table had no room for: the JS path opens their data. */
+  refused = 0;
+
+  constructor(device: Device, tun: { fd: number; offload: boolean }, onEvent: () => void) {
+    this.#device = device;
+    this.plane = NativeDataPlane.create(tun.fd, tun.offload, tun.offload, onEvent);
+    device.sessionObserver = this;
+    device.allowedIps.onChange = (address, cidr, peer) => {
+      // Gathered until the change in progress is complete: the thread sees it whole.
+      if (this.#routes.count === 0) queueMicrotask(() => this.#flushRoutes());
+      this.#routes.add(address, cidr, peer ? this.#idOf(peer) : -1);
+    };
+  }
+
+  readonly #routes = new RouteChanges();
+
+  #flushRoutes(): void {
+    this.plane.setRoutes(this.#routes);
+  }
+
+  /** Reads the data socket `fd` on the native thread from now on (its own polling is off). */
+  attach(fd: number): void {
+    this.plane.attach(fd);
+  }
+
+  keypairInstalled(peer: Peer, keypair: Keypair): void {
+    const lifetimeMs = REJECT_AFTER_TIME_MS - (this.#device.clock.now() - keypair.createdAt);
+    const installed = this.plane.addKeypair(
+      keypair.localIndex,
+      this.#idOf(peer),
+      keypair.receivingKey,
+      lifetimeMs,
+    );
+    if (!installed) this.refused++;
+  }
+
+  keypairReleased(_peer: Peer, keypair: Keypair): void {
+    this.plane.removeKeypair(keypair.localIndex);
+  }
+
+  peerRemoved(peer: Peer): void {
+    const id = this.#ids.get(peer);
+    if (id === undefined) return;
+    this.#ids.delete(peer);
+    this.#peersById[id] = undefined;
+    this.#removedIds.push(id);
+  }
+
+  /**
+   * Carries everything the native thread did since the last call into the core: first
+   * packets on new keypairs (confirmations) before the per-peer activity, as the JS path
+   * orders them per packet. The caller flushes what the core queued (staged packets).
+   */
+  sync(): void {
+    const device = this.#device;
+    this.#flushRoutes();
+    for (;;) {
+      const got = this.plane.collect(this.#deltas, this.#sources, this.#confirmed);
+      for (let i = 0; i < got.confirmed; i++) firstPacketElsewhere(device, this.#confirmed[i]!);
+      for (let i = 0; i < got.peers; i++) {
+        const row = i * PEER_DELTA_FIELDS;
+        const peer = this.#peersById[this.#deltas[row]!];
+        if (!peer) continue; // removed since
+        receivedElsewhere(device, peer, {
+          authenticated: this.#deltas[row + 1]!,
+          data: this.#deltas[row + 2]!,
+          rxBytes: this.#deltas[row + 3]!,
+          rxPackets: this.#deltas[row + 4]!,
+          rxPayloadBytes: this.#deltas[row + 5]!,
+          keepalives: this.#deltas[row + 6]!,
+          source: this.#sourceOf(peer, i),
+        });
+      }
+      if (got.peers < COLLECT_BATCH && got.confirmed < COLLECT_BATCH) break;
+    }
+    for (const id of this.#removedIds) this.#freeIds.push(id);
+    this.#removedIds.length = 0;
+  }
+
+  /**
+   * Moves the plane's drop counters into the device's; returns the TUN write errors since the
+   * last call, the errno that stopped the thread (0 while it runs) and its running totals.
+   */
+  carryCounters(): { tunWriteErrors: number; error: number; opened: number; toJs: number } {
+    const stats = this.plane.stats();
+    const seen = this.#seen;
+    this.#seen = stats;
+    const drops = this.#device.stats.drops;
+    for (const reason of Object.keys(stats.drops) as Array<keyof DataPlaneDrops>) {
+      drops[reason as DropReason] += stats.drops[reason] - (seen?.drops[reason] ?? 0);
+    }
+    return {
+      tunWriteErrors: stats.tunWriteErrors - (seen?.tunWriteErrors ?? 0),
+      error: stats.error,
+      opened: stats.opened,
+      toJs: stats.toJs,
+    };
+  }
+
+  stats(): DataPlaneStats {
+    return this.plane.stats();
+  }
+
+  readonly #batchSizes = new Float64Array(2 * (DATA_PLANE_BATCH + 1));
+  /** Adds the thread's batches since the last call to the metrics' batch histograms. */
+  observeBatches(observations: DataPathObservations): void {
+    const sizes = this.#batchSizes;
+    this.plane.batchSizes(sizes);
+    for (let size = 1; size <= DATA_PLANE_BATCH; size++) {
+      const received = sizes[size]!;
+      const written = sizes[DATA_PLANE_BATCH + 1 + size]!;
+      if (received > 0) observations.udpReceive.observeMany(size, received);
+      if (written > 0) observations.tunWrite.observeMany(size, written);
+    }
+  }
+
+  close(): void {
+    this.#routes.clear();
+    this.plane.close();
+    if (this.#device.sessionObserver === this) this.#device.sessionObserver = null;
+    this.#device.allowedIps.onChange = null;
+  }
+
+  /** The peer's own endpoint object when the source is unchanged (no allocation). */
+  #sourceOf(peer: Peer, index: number): Endpoint {
+    const at = index * ENDPOINT_SIZE;
+    const endpoint = peer.endpoint;
+    if (endpoint) {
+      const known = this.#endpointRecord(endpoint);
+      let same = true;
+      for (let k = 0; k < ENDPOINT_ADDRESS_AND_PORT_BYTES && same; k++) {
+        same = this.#sources[at + k] === known[k];
+      }
+      if (same) return endpoint;
+    }
+    return readEndpoint(this.#sources, index);
+  }
+
+  readonly #records = new WeakMap<Endpoint, Uint8Array>();
+  #endpointRecord(endpoint: Endpoint): Uint8Array {
+    let record = this.#records.get(endpoint);
+    if (!record) {
+      record = new Uint8Array(ENDPOINT_SIZE);
+      writeEndpoint(record, 0, endpoint);
+      this.#records.set(endpoint, record);
+    }
+    return record;
+  }
+
+  #idOf(peer: Peer): number {
+    let id = this.#ids.get(peer);
+    if (id === undefined) {
+      id = this.#freeIds.pop() ?? this.#peersById.length;
+      this.#ids.set(peer, id);
+      this.#peersById[id] = peer;
+    }
+    return id;
+  }
+}
