@@ -124,9 +124,7 @@ export class Handshake {
   /** DH(our static, their static), fixed until either key changes; null if it is all zeros. */
   get precomputedStaticStatic(): Buffer | null {
     if (this.#staticStatic === undefined) {
-      this.#staticStatic = this.#identity
-        ? dh(this.#identity.privateKey, this.remoteStatic)
-        : null;
+      this.#staticStatic = this.#identity ? dh(this.#identity.privateKey, this.remoteStatic) : null;
     }
     return this.#staticStatic;
   }

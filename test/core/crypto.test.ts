@@ -113,9 +113,7 @@ describe("X25519", () => {
       const a = PrivateKey.generate();
       const b = PrivateKey.generate();
       expect(a.publicKey).toEqual(Buffer.from(nacl.scalarMult.base(a.raw)));
-      expect(dh(a, b.publicKey)).toEqual(
-        Buffer.from(nacl.scalarMult(a.raw, b.publicKey)),
-      );
+      expect(dh(a, b.publicKey)).toEqual(Buffer.from(nacl.scalarMult(a.raw, b.publicKey)));
     }
   });
 
