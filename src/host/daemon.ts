@@ -4,6 +4,7 @@
 import type { InterfaceFileConfig } from "./config.js";
 import { MAX_MTU, resolveEndpoint } from "./config.js";
 import { Device } from "../core/device.js";
+import { useX25519 } from "../core/crypto.js";
 import type { Logger } from "./log.js";
 import { DropReporter, shortKey } from "./log.js";
 import {
@@ -31,7 +32,7 @@ import {
   PacketBatch,
   TunDevice,
   UdpSocketPair,
-  installNativeX25519,
+  nativeX25519,
   openBatch,
   nativeAvailable,
   readEndpoint,
@@ -305,7 +306,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   ) {
     this.reconfigurer = new Reconfigurer(this, logger, name);
     // Handshakes' X25519 on raw keys in the addon where it loads (Node's crypto otherwise).
-    installNativeX25519();
+    if (nativeAvailable()) useX25519(nativeX25519);
     this.device = new Device({ privateKey: config.privateKey, mtu: config.mtu });
     this.underLoadRateWithoutLane = this.device.underLoadHandshakesPerSecond;
     this.device.onHandshakeCompleted = (peer) => this.observations.handshakeCompleted(peer);
