@@ -14,12 +14,10 @@ import {
   frameDataInPlace,
   isTransportData,
 } from "../core/messages.js";
-import {
-  DataPathObservations,
-  MetricsServer,
-  type MetricsExtension,
-  type MetricsServerOptions,
-} from "./metrics.js";
+// metrics.ts (and prom-client with it) is loaded when a metrics server starts, after the
+// interface is up and its first handshake on its way (issue 14).
+import type { MetricsExtension, MetricsServer, MetricsServerOptions } from "./metrics.js";
+import { DataPathObservations } from "./observations.js";
 import { MetricsListenError } from "./errors.js";
 import {
   CookieGate,
@@ -326,7 +324,8 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   /**
    * Brings the interface up: TUN device, policy rules an earlier killed instance left, UDP
    * socket, MTU, addresses, link up, then the peers and their routes as one change through the
-   * reconfiguration queue, then the control socket. On any failure everything done so far is
+   * reconfiguration queue; then packets move (the first handshake leaves) while the control
+   * socket, attachments and metrics server start. On any failure everything done so far is
    * undone before the error is rethrown, and "interface up" is logged only after all of it.
    */
   static async start(options: DaemonOptions): Promise<Daemon> {
@@ -366,6 +365,10 @@ export class Daemon implements UapiHost, ReconfigurationHost {
         }),
         "up",
       );
+      // Packets move from here on: the first handshake leaves now, and its answer and the
+      // first packets are served while the rest below is set up (issue 14).
+      tun.onReadable(() => daemon.readTunnel());
+      daemon.startTimers();
       daemon.uapi = await UapiServer.listen(
         tun.name,
         daemon,
@@ -373,8 +376,6 @@ export class Daemon implements UapiHost, ReconfigurationHost {
       );
       if (options.attach) daemon.extensions.push(await options.attach(daemon));
       if (options.metrics) daemon.metrics = await daemon.listenMetrics(options);
-      tun.onReadable(() => daemon.readTunnel());
-      daemon.startTimers();
       await options.beforeUp?.(tun.name);
       if (options.warmUp ?? true) daemon.warmUp();
       logger.info("interface up", {
@@ -436,6 +437,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
    */
   private async listenMetrics(options: DaemonOptions): Promise<MetricsServer | null> {
     try {
+      const { MetricsServer } = await import("./metrics.js");
       return await MetricsServer.listen(this, options.metrics!);
     } catch (error) {
       const taken = error instanceof MetricsListenError && error.code === "EADDRINUSE";
