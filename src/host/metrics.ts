@@ -19,12 +19,18 @@ import { MetricsListenError } from "./errors.js";
 import { REJECT_AFTER_TIME_MS } from "../core/messages.js";
 import { formatEndpoint, type Endpoint } from "../core/endpoint.js";
 import type { Peer } from "../core/peer.js";
-import { DEFAULT_PEER_SERIES, type MetricsListen, type PeerSeries } from "./metrics-listen.js";
+import {
+  DEFAULT_PEER_SERIES,
+  formatListen,
+  type MetricsListen,
+  type PeerSeries,
+} from "./metrics-listen.js";
 
 // What the command line needs before it knows whether a server will run, kept light.
 export {
   DEFAULT_METRICS_PORT,
   DEFAULT_PEER_SERIES,
+  formatListen,
   parseMetricsListen,
   parsePeerSeries,
   type MetricsListen,
@@ -741,9 +747,6 @@ export interface MetricsServerOptions extends MetricsListen {
 }
 
 /** `host:port` for messages and URLs, IPv6 in brackets. */
-export function formatListen(listen: MetricsListen): string {
-  return formatEndpoint({ address: listen.host, port: listen.port });
-}
 
 export class MetricsServer {
   private constructor(
