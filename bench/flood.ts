@@ -3,7 +3,8 @@
 // fast as it can, while an established edge measures TCP throughput (iperf3) and pings through
 // the tunnel, a new edge joins (its handshake time), and after the flood the time until the
 // tunnel carries its full throughput again. Namespaces of its own, removed at the end.
-// Run (root): npm run build && npm run bench:flood [-- --rates 20000,50000,0 --seconds 24]
+// Run (root): npm run build && npm run bench:flood [-- --rates 20000,50000,0 --seconds 24
+//   --implementations edgetun,wireguard-go --plain-flood]
 import { execFile, type ChildProcess } from "node:child_process";
 import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
@@ -23,6 +24,8 @@ const { values } = parseArgs({
     rates: { type: "string", default: "20000,50000,0" },
     seconds: { type: "string", default: "24" },
     implementations: { type: "string", default: "edgetun,wireguard-go" },
+    // The flooder sends with UDP GSO (its fastest); --plain-flood sends each datagram alone.
+    "plain-flood": { type: "boolean", default: false },
   },
 });
 const RATES = values.rates.split(",").map(Number);
@@ -217,6 +220,7 @@ async function runOne(implementation: Implementation, rate: number): Promise<Out
       String(FLOOD_SECONDS),
       "300",
       String(rate),
+      ...(values["plain-flood"] ? ["plain"] : []),
     ]);
     await sleep(1_500);
     const [during, pingText] = await Promise.all([
@@ -291,6 +295,45 @@ function table(outcomes: Outcome[]): string {
   return lines.join("\n");
 }
 
+/** Issue 12's targets for each flood rate (null: none at that rate). */
+const TCP_KEPT_TARGET: Record<string, number | null> = { "20 k/s": 80, "50 k/s": 50 };
+const PINGS_TARGET = 19;
+const JOIN_TARGET_MS = 10_000;
+const RECOVERY_TARGET_MS = 2_000;
+
+/** Every target's figure, each implementation beside the other, rate by rate. */
+function targets(outcomes: Outcome[]): string {
+  const lines = [
+    `| flood at the hub | target | ${IMPLEMENTATIONS.join(" | ")} |`,
+    `|---|---|${IMPLEMENTATIONS.map(() => "---").join("|")}|`,
+  ];
+  const mark = (met: boolean) => (met ? "met" : "missed");
+  for (const rate of [...new Set(outcomes.map((o) => o.rate))]) {
+    const rows = IMPLEMENTATIONS.map((i) =>
+      outcomes.find((o) => o.rate === rate && o.implementation === i),
+    );
+    const line = (target: string, figure: (o: Outcome) => string) =>
+      lines.push(`| ${rate} | ${target} | ${rows.map((o) => (o ? figure(o) : "-")).join(" | ")} |`);
+    const keptTarget = TCP_KEPT_TARGET[rate] ?? null;
+    line(`TCP kept${keptTarget === null ? "" : ` ≥ ${keptTarget} %`}`, (o) => {
+      const kept = o.baselineMbps > 0 ? Math.round((100 * o.floodMbps) / o.baselineMbps) : 0;
+      return keptTarget === null ? `${kept} %` : `${kept} % ${mark(kept >= keptTarget)}`;
+    });
+    line(`pings ≥ ${PINGS_TARGET} of 20`, (o) => `${o.pings} ${mark(o.pings >= PINGS_TARGET)}`);
+    line(`new peer joins within ${JOIN_TARGET_MS / 1000} s`, (o) =>
+      o.joinMs === null
+        ? "none, missed"
+        : `${(o.joinMs / 1000).toFixed(1)} s ${mark(o.joinMs <= JOIN_TARGET_MS)}`,
+    );
+    line(`back to 80 % TCP within ${RECOVERY_TARGET_MS / 1000} s`, (o) =>
+      o.recoveryMs === null
+        ? "not in 4 s, missed"
+        : `${(o.recoveryMs / 1000).toFixed(2)} s ${mark(o.recoveryMs <= RECOVERY_TARGET_MS)}`,
+    );
+  }
+  return lines.join("\n");
+}
+
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error("needs root (network namespaces)");
   if (!existsSync(cli) || !existsSync(flooder)) throw new Error("run npm run build first");
@@ -304,8 +347,9 @@ async function main(): Promise<void> {
   const [one, five] = loadavg();
   process.stdout.write(
     `${new Date().toISOString()}, ${cpus().length} CPUs (${cpus()[0]?.model ?? "?"}), ` +
-      `load average ${one!.toFixed(1)} / ${five!.toFixed(1)}; flood ${FLOOD_SECONDS} s per run\n\n` +
-      `${table(outcomes)}\n`,
+      `load average ${one!.toFixed(1)} / ${five!.toFixed(1)}; flood ${FLOOD_SECONDS} s per run` +
+      `${values["plain-flood"] ? ", flooder without UDP GSO" : ", flooder with UDP GSO"}\n\n` +
+      `${table(outcomes)}\n\nTargets (issue 12):\n\n${targets(outcomes)}\n`,
   );
 }
 

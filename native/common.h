@@ -145,6 +145,16 @@ void udp_io_free(udp_io *io);
 /* Datagrams received (0 when none waits) or -errno. */
 int udp_io_recv(udp_io *io, int fd, uint8_t *arena, const uint32_t *offsets, uint32_t *lengths,
                 uint8_t *endpoints, uint8_t *locals, unsigned count, size_t room);
+/* Asks the kernel to queue runs of equal-sized datagrams from one sender as one (UDP_GRO):
+ * a flood sent with UDP GSO then costs one queue entry and one copy per run, not per datagram.
+ * Returns whether the kernel took it. */
+int udp_io_enable_gro(int fd);
+/* As udp_io_recv, into `count` slots of `room` bytes each from `arena` (room 65536 holds any
+ * run); segment_sizes[k] is the run's datagram size (the last may be shorter), 0 for a single
+ * datagram. Runs received (0 when none waits) or -errno. */
+int udp_io_recv_coalesced(udp_io *io, int fd, uint8_t *arena, size_t room, unsigned count,
+                          uint32_t *lengths, uint32_t *segment_sizes, uint8_t *endpoints,
+                          uint8_t *locals);
 /* Datagrams handed to the kernel (a full buffer stops early; a refused one is skipped). */
 int udp_io_send(udp_io *io, int fd, int family, const uint8_t *arena, const uint32_t *offsets,
                 const uint32_t *lengths, const uint8_t *endpoints, const uint8_t *locals,
@@ -172,6 +182,10 @@ typedef struct {
 /* Cookie replies per source (address and port) per second: what one sender can make us
  * encrypt and send however fast it floods. Its own retries need one per Rekey-Timeout. */
 #define COOKIE_REPLIES_PER_SOURCE_PER_SECOND 5
+/* Messages per source per second the gate looks at while under load (with a budget); beyond,
+ * they are dropped unread as GATE_OVER_BUDGET. One peer sends a handshake message per
+ * Rekey-Timeout; the core's rate limiter lets an address start 20 handshakes a second. */
+#define COOKIE_GATE_MESSAGES_PER_SOURCE_PER_SECOND 64
 typedef struct cookie_budget cookie_budget;
 cookie_budget *cookie_budget_new(void);
 void cookie_budget_free(cookie_budget *budget);
@@ -182,7 +196,8 @@ enum gate_verdict {
   GATE_BAD_MAC1 = 1,
   GATE_COOKIE = 2,
   GATE_NO_REPLY = 3,
-  GATE_OVER_BUDGET = 4 /* needed a cookie, but its source had its replies this second */
+  GATE_OVER_BUDGET = 4 /* its source had its share this second: of messages looked at, or of
+                          cookie replies when it needed one */
 };
 napi_status init_poll(napi_env env, napi_value exports);
 napi_status init_netlink(napi_env env, napi_value exports);

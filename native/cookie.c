@@ -89,6 +89,8 @@ static void blake2s_compress(uint32_t h[8], const uint8_t block[64], uint32_t by
   }
   v[12] ^= bytes_so_far; /* inputs here are far below 2^32 bytes: the high word stays 0 */
   if (last) v[14] = ~v[14];
+  /* Unrolled, the schedule's indices are constants and the message words stay in registers. */
+#pragma GCC unroll 10
   for (int r = 0; r < 10; r++) {
     const uint8_t *s = blake2s_sigma[r];
     B2S_G(v[0], v[4], v[8], v[12], m[s[0]], m[s[1]]);
@@ -103,34 +105,55 @@ static void blake2s_compress(uint32_t h[8], const uint8_t block[64], uint32_t by
   for (int i = 0; i < 8; i++) h[i] ^= v[i] ^ v[i + 8];
 }
 
-/* Keyed BLAKE2s of `message` into `out` (`out_length` ≤ 32, `key_length` 1..32). */
-static void blake2s_mac(uint8_t *out, size_t out_length, const uint8_t *key, size_t key_length,
-                        const uint8_t *message, size_t length) {
+/* The BLAKE2s state after a key's block: every MAC under one key starts from it, so a batch
+ * checked under the same mac1 key pays for the key block once, not per message. */
+typedef struct {
   uint32_t h[8];
+  size_t out_length;
+} blake2s_keyed;
+
+/* `out_length` ≤ 32, `key_length` 1..32; for messages of at least one byte. */
+static void blake2s_key(blake2s_keyed *state, size_t out_length, const uint8_t *key,
+                        size_t key_length) {
   uint8_t block[64];
-  memcpy(h, blake2s_iv, sizeof(h));
-  h[0] ^= 0x01010000u ^ ((uint32_t)key_length << 8) ^ (uint32_t)out_length;
-  /* The key, zero-padded, is the first block; it is the last only for an empty message. */
+  memcpy(state->h, blake2s_iv, sizeof(state->h));
+  state->h[0] ^= 0x01010000u ^ ((uint32_t)key_length << 8) ^ (uint32_t)out_length;
+  state->out_length = out_length;
   memset(block, 0, sizeof(block));
   memcpy(block, key, key_length);
+  blake2s_compress(state->h, block, 64, 0);
+  OPENSSL_cleanse(block, sizeof(block));
+}
+
+/* The MAC of `message` (`length` ≥ 1) under a key prepared by blake2s_key. */
+static void blake2s_keyed_mac(uint8_t *out, const blake2s_keyed *state, const uint8_t *message,
+                              size_t length) {
+  uint32_t h[8];
+  uint8_t block[64];
+  memcpy(h, state->h, sizeof(h));
   uint32_t counted = 64;
-  blake2s_compress(h, block, counted, length == 0);
   while (length > 64) {
     counted += 64;
     blake2s_compress(h, message, counted, 0);
     message += 64;
     length -= 64;
   }
-  if (length > 0) {
-    memset(block, 0, sizeof(block));
-    memcpy(block, message, length);
-    counted += (uint32_t)length;
-    blake2s_compress(h, block, counted, 1);
-  }
+  memset(block, 0, sizeof(block));
+  memcpy(block, message, length);
+  counted += (uint32_t)length;
+  blake2s_compress(h, block, counted, 1);
   uint8_t full[32];
   for (int i = 0; i < 8; i++) store_le32(full + 4 * i, h[i]);
-  memcpy(out, full, out_length);
-  OPENSSL_cleanse(block, sizeof(block));
+  memcpy(out, full, state->out_length); /* the block held only the (public) message */
+}
+
+/* Keyed BLAKE2s of `message` (`length` ≥ 1) into `out` (`out_length` ≤ 32, `key_length`
+ * 1..32). */
+static void blake2s_mac(uint8_t *out, size_t out_length, const uint8_t *key, size_t key_length,
+                        const uint8_t *message, size_t length) {
+  blake2s_keyed state;
+  blake2s_key(&state, out_length, key, key_length);
+  blake2s_keyed_mac(out, &state, message, length);
 }
 
 /* ---- XChaCha20-Poly1305 seal ---- */
@@ -184,19 +207,22 @@ static int xchacha_seal16(EVP_CIPHER_CTX *evp, uint8_t out[32], const uint8_t ke
   return ok;
 }
 
-/* ---- the per-source reply budget ---- */
+/* ---- the per-source budget ---- */
 
 /* Direct-mapped: a source whose slot another takes starts afresh, so a collision can only give
- * more replies, never starve a source of its own. */
+ * more, never starve a source of its own. */
 #define COOKIE_BUDGET_SLOTS 4096
+
+typedef struct {
+  uint64_t source;
+  uint32_t second;
+  uint16_t messages; /* looked at this second (stops at the share) */
+  uint16_t replies;  /* cookie replies this second */
+} budget_slot;
 
 struct cookie_budget {
   uint64_t seed;
-  struct {
-    uint64_t source;
-    uint32_t second;
-    uint32_t count;
-  } slots[COOKIE_BUDGET_SLOTS];
+  budget_slot slots[COOKIE_BUDGET_SLOTS];
 };
 
 cookie_budget *cookie_budget_new(void) {
@@ -208,19 +234,22 @@ cookie_budget *cookie_budget_new(void) {
 
 void cookie_budget_free(cookie_budget *budget) { free(budget); }
 
-/* Whether the source of endpoint record `record` may have one more reply this second. */
-static int budget_allows(cookie_budget *budget, const uint8_t *record, uint32_t second) {
+/* The slot of the source of endpoint record `record` (address and port), reset for a new
+ * second or another source. */
+static budget_slot *budget_slot_of(cookie_budget *budget, const uint8_t *record,
+                                   uint32_t second) {
   /* The source key: address and port, mixed with a secret seed (FNV-1a, 64-bit), so a sender
    * cannot aim at another's slot. */
   uint64_t key = 0xcbf29ce484222325ull ^ budget->seed;
   for (int k = 0; k < 18; k++) key = (key ^ record[k]) * 0x100000001b3ull;
-  unsigned slot = (unsigned)(key ^ (key >> 29)) % COOKIE_BUDGET_SLOTS;
-  if (budget->slots[slot].source != key || budget->slots[slot].second != second) {
-    budget->slots[slot].source = key;
-    budget->slots[slot].second = second;
-    budget->slots[slot].count = 0;
+  budget_slot *slot = &budget->slots[(unsigned)(key ^ (key >> 29)) % COOKIE_BUDGET_SLOTS];
+  if (slot->source != key || slot->second != second) {
+    slot->source = key;
+    slot->second = second;
+    slot->messages = 0;
+    slot->replies = 0;
   }
-  return ++budget->slots[slot].count <= COOKIE_REPLIES_PER_SOURCE_PER_SECOND;
+  return slot;
 }
 
 /* ---- the gate ---- */
@@ -262,10 +291,29 @@ size_t cookie_gate_run(const cookie_gate_job *job) {
   uint8_t nonces[NONCE_LENGTH * 64];
   size_t nonces_left = 0;
   size_t replies = 0;
+  blake2s_keyed mac1_state;
+  blake2s_key(&mac1_state, MAC_LENGTH, mac1_key, 32);
+  /* The last source looked up: a run of datagrams from one sender shares one slot. */
+  const uint8_t *slot_record = NULL;
+  budget_slot *slot = NULL;
   for (size_t i = 0; i < count; i++) {
     const uint8_t *message = arena + offsets[i];
+    const uint8_t *record = endpoints + i * EDGETUN_ENDPOINT_SIZE;
     uint32_t length = lengths[i];
     verdicts[i] = GATE_PASS;
+    if (under_load && job->budget != NULL) {
+      if (slot_record == NULL || memcmp(slot_record, record, 18) != 0) {
+        slot = budget_slot_of(job->budget, record, job->now_second);
+        slot_record = record;
+      }
+      /* A source past its share this second is not looked at: a flood from one sender then
+       * costs a table look-up per message, not a mac check. */
+      if (slot->messages >= COOKIE_GATE_MESSAGES_PER_SOURCE_PER_SECOND) {
+        verdicts[i] = GATE_OVER_BUDGET;
+        continue;
+      }
+      slot->messages++;
+    }
     /* (type, exact length) first, as the core's classifyMessage: anything else is its to count. */
     size_t mac1_at;
     if (length == INITIATION_LENGTH && load_le32(message) == 1)
@@ -275,19 +323,18 @@ size_t cookie_gate_run(const cookie_gate_job *job) {
     else
       continue;
     uint8_t expected[MAC_LENGTH];
-    blake2s_mac(expected, MAC_LENGTH, mac1_key, 32, message, mac1_at);
+    blake2s_keyed_mac(expected, &mac1_state, message, mac1_at);
     if (!macs_equal(expected, message + mac1_at)) {
       verdicts[i] = GATE_BAD_MAC1;
       continue;
     }
     if (!under_load) continue;
-    const uint8_t *record = endpoints + i * EDGETUN_ENDPOINT_SIZE;
     uint8_t cookie[MAC_LENGTH];
     cookie_for(cookie, secret, record);
     blake2s_mac(expected, MAC_LENGTH, cookie, MAC_LENGTH, message, mac1_at + MAC_LENGTH);
     if (macs_equal(expected, message + mac1_at + MAC_LENGTH)) continue;
     /* Under load without a cookie: make the sender prove its address first. */
-    if (job->budget != NULL && !budget_allows(job->budget, record, job->now_second)) {
+    if (slot != NULL && ++slot->replies > COOKIE_REPLIES_PER_SOURCE_PER_SECOND) {
       verdicts[i] = GATE_OVER_BUDGET;
       continue;
     }

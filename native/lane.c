@@ -12,6 +12,14 @@
  * drops), as the core would, so a flood is met with cookies from its first
  * batch.
  *
+ * What keeps it ahead of a flooder on the other core: the socket has UDP_GRO,
+ * so a flood sent with UDP GSO (the cheap way to send fast) is queued and read
+ * a run of up to 64 datagrams at a time, one queue entry and one copy each;
+ * and under load the gate looks at only 64 messages a second from one source
+ * (address and port), the rest costing a table look-up. The socket then stays
+ * drained, and a joining peer's datagram is never among what the kernel drops
+ * at a full buffer, blind to the sender.
+ *
  * An idle JS side need not poll the lane for its counters: laneWakeOnActivity
  * asks to be told once, through the same function, at the next datagram the
  * lane reads, whatever the gate makes of it.
@@ -35,8 +43,13 @@
 #define SO_MEMINFO 55
 #endif
 
-#define LANE_BATCH UDP_IO_BATCH
-/* Room per received datagram: handshake messages are 148 bytes at most; a longer datagram is
+/* Reads per recvmmsg: single datagrams or, with UDP_GRO, runs of equal-sized datagrams from one
+ * sender (a flood sent with UDP GSO arrives so: one queue entry and one copy per run). */
+#define LANE_RUNS 32
+#define LANE_RUN_ROOM 65536
+/* Messages judged per gate call; a read's runs are cut into at most this many at a time. */
+#define LANE_MESSAGES 1024
+/* Room per handed-over message: handshake messages are 148 bytes at most; a longer datagram is
  * cut here and dropped by the core for its length. */
 #define LANE_ROOM 256
 /* Passed messages waiting for the JS thread; more are dropped and counted. */
@@ -51,17 +64,22 @@
 
 typedef struct lane_scratch {
   udp_io *io;
-  uint8_t arena[LANE_BATCH * LANE_ROOM];
-  uint32_t offsets[LANE_BATCH];
-  uint32_t lengths[LANE_BATCH];
-  uint8_t endpoints[LANE_BATCH * EDGETUN_ENDPOINT_SIZE];
-  uint8_t locals[LANE_BATCH * EDGETUN_ENDPOINT_SIZE];
-  uint8_t verdicts[LANE_BATCH];
-  uint8_t reply_arena[LANE_BATCH * REPLY_SLOT];
-  uint32_t reply_offsets[LANE_BATCH];
-  uint32_t reply_lengths[LANE_BATCH];
-  uint8_t reply_endpoints[LANE_BATCH * EDGETUN_ENDPOINT_SIZE];
-  uint8_t reply_locals[LANE_BATCH * EDGETUN_ENDPOINT_SIZE];
+  uint8_t runs[LANE_RUNS * LANE_RUN_ROOM];
+  uint32_t run_lengths[LANE_RUNS];
+  uint32_t run_segments[LANE_RUNS];
+  uint8_t run_endpoints[LANE_RUNS * EDGETUN_ENDPOINT_SIZE];
+  uint8_t run_locals[LANE_RUNS * EDGETUN_ENDPOINT_SIZE];
+  /* The messages of a read, as offsets into runs[]: */
+  uint32_t offsets[LANE_MESSAGES];
+  uint32_t lengths[LANE_MESSAGES];
+  uint8_t endpoints[LANE_MESSAGES * EDGETUN_ENDPOINT_SIZE];
+  uint8_t locals[LANE_MESSAGES * EDGETUN_ENDPOINT_SIZE];
+  uint8_t verdicts[LANE_MESSAGES];
+  uint8_t reply_arena[LANE_MESSAGES * REPLY_SLOT];
+  uint32_t reply_offsets[LANE_MESSAGES];
+  uint32_t reply_lengths[LANE_MESSAGES];
+  uint8_t reply_endpoints[LANE_MESSAGES * EDGETUN_ENDPOINT_SIZE];
+  uint8_t reply_locals[LANE_MESSAGES * EDGETUN_ENDPOINT_SIZE];
   uint8_t keys[96];
   cookie_budget *budget;
 } lane_scratch;
@@ -88,7 +106,8 @@ typedef struct handshake_lane {
   unsigned head, size;
   int notified;
   int wake_on_activity; /* tell the JS thread at the next datagram read */
-  double received, bad_mac1, cookie_replies, unanswered, over_budget, ring_full, kernel_drops;
+  double received, coalesced, bad_mac1, cookie_replies, unanswered, over_budget, ring_full,
+      kernel_drops;
   int error; /* errno that ended the thread, 0 while it runs */
 } handshake_lane;
 
@@ -106,13 +125,72 @@ static uint32_t kernel_drops_of(int fd) {
   return mem[SK_MEMINFO_DROPS];
 }
 
+/* Runs the gate over the first `count` messages in the scratch, sends its cookie replies and
+ * hands what passed over to the ring; returns whether the JS thread is to be told. */
+static int lane_settle(handshake_lane *lane, lane_scratch *sc, size_t count, int have_keys,
+                       int under_load, int64_t now) {
+  size_t replies = 0;
+  if (have_keys) {
+    cookie_gate_job job = {sc->runs,        sc->offsets,       sc->lengths,
+                           sc->endpoints,   sc->locals,        count,
+                           sc->keys,        under_load,        sc->verdicts,
+                           sc->reply_arena, sc->reply_offsets, sc->reply_lengths,
+                           sc->reply_endpoints, sc->reply_locals,
+                           sc->budget,      (uint32_t)(now / 1000000000LL)};
+    replies = cookie_gate_run(&job);
+    for (size_t sent = 0; sent < replies; sent += UDP_IO_BATCH) {
+      size_t n = replies - sent < UDP_IO_BATCH ? replies - sent : UDP_IO_BATCH;
+      udp_io_send(sc->io, lane->fd, lane->family, sc->reply_arena, sc->reply_offsets + sent,
+                  sc->reply_lengths + sent, sc->reply_endpoints + sent * EDGETUN_ENDPOINT_SIZE,
+                  sc->reply_locals + sent * EDGETUN_ENDPOINT_SIZE, (unsigned)n);
+    }
+  } else {
+    memset(sc->verdicts, GATE_PASS, count); /* no key yet: the core counts them */
+  }
+  int wake = 0;
+  pthread_mutex_lock(&lane->lock);
+  lane->cookie_replies += (double)replies;
+  for (size_t k = 0; k < count; k++) {
+    switch (sc->verdicts[k]) {
+      case GATE_BAD_MAC1:
+        lane->bad_mac1++;
+        continue;
+      case GATE_COOKIE:
+        continue;
+      case GATE_NO_REPLY:
+        lane->unanswered++;
+        continue;
+      case GATE_OVER_BUDGET:
+        lane->over_budget++;
+        continue;
+      default:
+        break;
+    }
+    if (lane->size == LANE_RING) {
+      lane->ring_full++;
+      continue;
+    }
+    unsigned slot = (lane->head + lane->size++) % LANE_RING;
+    uint32_t length = sc->lengths[k] < LANE_ROOM ? sc->lengths[k] : LANE_ROOM;
+    memcpy(lane->ring + (size_t)slot * LANE_ROOM, sc->runs + sc->offsets[k], length);
+    lane->ring_lengths[slot] = length;
+    memcpy(lane->ring_endpoints + (size_t)slot * EDGETUN_ENDPOINT_SIZE,
+           sc->endpoints + k * EDGETUN_ENDPOINT_SIZE, EDGETUN_ENDPOINT_SIZE);
+    memcpy(lane->ring_locals + (size_t)slot * EDGETUN_ENDPOINT_SIZE,
+           sc->locals + k * EDGETUN_ENDPOINT_SIZE, EDGETUN_ENDPOINT_SIZE);
+  }
+  if (lane->size > 0 && !lane->notified) {
+    lane->notified = 1;
+    wake = 1;
+  }
+  pthread_mutex_unlock(&lane->lock);
+  return wake;
+}
+
 static void *lane_main(void *arg) {
   handshake_lane *lane = arg;
   lane_scratch *sc = lane->scratch;
-  for (unsigned k = 0; k < LANE_BATCH; k++) {
-    sc->offsets[k] = k * LANE_ROOM;
-    sc->reply_offsets[k] = k * REPLY_SLOT;
-  }
+  for (unsigned k = 0; k < LANE_MESSAGES; k++) sc->reply_offsets[k] = k * REPLY_SLOT;
   uint32_t drops_seen = kernel_drops_of(lane->fd);
   int64_t loaded_until = 0, window_start = 0;
   unsigned window_count = 0;
@@ -129,15 +207,25 @@ static void *lane_main(void *arg) {
       lane->error = EBADF;
       break;
     }
-    /* Drain what waits, one batch at a time, until the socket is empty. */
+    /* Drain what waits, one read at a time, until the socket is empty. */
     for (;;) {
-      int got = udp_io_recv(sc->io, lane->fd, sc->arena, sc->offsets, sc->lengths, sc->endpoints,
-                            sc->locals, LANE_BATCH, LANE_ROOM);
+      int got = udp_io_recv_coalesced(sc->io, lane->fd, sc->runs, LANE_RUN_ROOM, LANE_RUNS,
+                                      sc->run_lengths, sc->run_segments, sc->run_endpoints,
+                                      sc->run_locals);
       if (got < 0) {
         lane->error = -got;
         goto out;
       }
       if (got == 0) break;
+      size_t messages = 0, coalesced = 0;
+      for (int r = 0; r < got; r++) {
+        uint32_t length = sc->run_lengths[r];
+        uint32_t segment = sc->run_segments[r] != 0 ? sc->run_segments[r] : length;
+        size_t in_run = segment == 0 ? 1 : (length + segment - 1) / segment;
+        if (in_run == 0) in_run = 1; /* an empty datagram is one (empty) message */
+        messages += in_run;
+        if (sc->run_segments[r] != 0) coalesced += in_run;
+      }
       uint32_t drops = kernel_drops_of(lane->fd);
       uint32_t dropped = drops - drops_seen;
       drops_seen = drops;
@@ -146,8 +234,8 @@ static void *lane_main(void *arg) {
         window_start = now;
         window_count = 0;
       }
-      window_count += (unsigned)got;
-      if (dropped > 0 || got == LANE_BATCH || window_count > LANE_UNDER_LOAD_PER_SECOND ||
+      window_count += (unsigned)messages;
+      if (dropped > 0 || got == LANE_RUNS || window_count > LANE_UNDER_LOAD_PER_SECOND ||
           lane->size >= LANE_RING / 4) /* read unlocked: only this thread makes it grow */
         loaded_until = now + LANE_LOAD_LINGER_NS;
       pthread_mutex_lock(&lane->lock);
@@ -155,60 +243,34 @@ static void *lane_main(void *arg) {
       int under_load = lane->under_load || now < loaded_until;
       if (have_keys) memcpy(sc->keys, lane->keys, sizeof(sc->keys));
       pthread_mutex_unlock(&lane->lock);
-      size_t replies = 0;
-      if (have_keys) {
-        cookie_gate_job job = {sc->arena,       sc->offsets,       sc->lengths,
-                               sc->endpoints,   sc->locals,        (size_t)got,
-                               sc->keys,        under_load,        sc->verdicts,
-                               sc->reply_arena, sc->reply_offsets, sc->reply_lengths,
-                               sc->reply_endpoints, sc->reply_locals,
-                               sc->budget,      (uint32_t)(now / 1000000000LL)};
-        replies = cookie_gate_run(&job);
-        if (replies > 0)
-          udp_io_send(sc->io, lane->fd, lane->family, sc->reply_arena, sc->reply_offsets,
-                      sc->reply_lengths, sc->reply_endpoints, sc->reply_locals,
-                      (unsigned)replies);
-      } else {
-        memset(sc->verdicts, GATE_PASS, (size_t)got); /* no key yet: the core counts them */
-      }
+      /* Cut the runs into messages, judged LANE_MESSAGES at a time. */
       int wake = 0;
+      size_t count = 0;
+      for (int r = 0; r < got; r++) {
+        uint32_t length = sc->run_lengths[r];
+        uint32_t segment = sc->run_segments[r] != 0 ? sc->run_segments[r] : length;
+        uint32_t base = (uint32_t)r * LANE_RUN_ROOM, at = 0;
+        do {
+          if (count == LANE_MESSAGES) {
+            wake |= lane_settle(lane, sc, count, have_keys, under_load, now);
+            count = 0;
+          }
+          sc->offsets[count] = base + at;
+          sc->lengths[count] = length - at < segment ? length - at : segment;
+          memcpy(sc->endpoints + count * EDGETUN_ENDPOINT_SIZE,
+                 sc->run_endpoints + (size_t)r * EDGETUN_ENDPOINT_SIZE, EDGETUN_ENDPOINT_SIZE);
+          memcpy(sc->locals + count * EDGETUN_ENDPOINT_SIZE,
+                 sc->run_locals + (size_t)r * EDGETUN_ENDPOINT_SIZE, EDGETUN_ENDPOINT_SIZE);
+          count++;
+          at += segment != 0 ? segment : 1;
+        } while (at < length);
+      }
+      if (count > 0) wake |= lane_settle(lane, sc, count, have_keys, under_load, now);
+      /* Counted once judged, so that whoever sees them received sees their verdicts too. */
       pthread_mutex_lock(&lane->lock);
-      lane->received += got;
+      lane->received += (double)messages;
+      lane->coalesced += (double)coalesced;
       lane->kernel_drops += dropped;
-      lane->cookie_replies += (double)replies;
-      for (int k = 0; k < got; k++) {
-        switch (sc->verdicts[k]) {
-          case GATE_BAD_MAC1:
-            lane->bad_mac1++;
-            continue;
-          case GATE_COOKIE:
-            continue;
-          case GATE_NO_REPLY:
-            lane->unanswered++;
-            continue;
-          case GATE_OVER_BUDGET:
-            lane->over_budget++;
-            continue;
-          default:
-            break;
-        }
-        if (lane->size == LANE_RING) {
-          lane->ring_full++;
-          continue;
-        }
-        unsigned slot = (lane->head + lane->size++) % LANE_RING;
-        memcpy(lane->ring + (size_t)slot * LANE_ROOM, sc->arena + (size_t)k * LANE_ROOM,
-               sc->lengths[k] < LANE_ROOM ? sc->lengths[k] : LANE_ROOM);
-        lane->ring_lengths[slot] = sc->lengths[k] < LANE_ROOM ? sc->lengths[k] : LANE_ROOM;
-        memcpy(lane->ring_endpoints + (size_t)slot * EDGETUN_ENDPOINT_SIZE,
-               sc->endpoints + (size_t)k * EDGETUN_ENDPOINT_SIZE, EDGETUN_ENDPOINT_SIZE);
-        memcpy(lane->ring_locals + (size_t)slot * EDGETUN_ENDPOINT_SIZE,
-               sc->locals + (size_t)k * EDGETUN_ENDPOINT_SIZE, EDGETUN_ENDPOINT_SIZE);
-      }
-      if (lane->size > 0 && !lane->notified) {
-        lane->notified = 1;
-        wake = 1;
-      }
       if (lane->wake_on_activity) {
         lane->wake_on_activity = 0;
         wake = 1;
@@ -297,6 +359,8 @@ static napi_value js_lane_start(napi_env env, napi_callback_info info) {
   if (lane->scratch == NULL || (lane->scratch->io = udp_io_new()) == NULL ||
       (lane->scratch->budget = cookie_budget_new()) == NULL)
     return throw_errno(env, ENOMEM, "cannot start the handshake lane");
+  /* Without it (kernels before 5.0) every datagram is its own read, as before. */
+  udp_io_enable_gro(fd);
   lane->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (lane->wake_fd < 0) {
     int e = errno;
@@ -394,13 +458,15 @@ static napi_value js_lane_stats(napi_env env, napi_callback_info info) {
   handshake_lane *lane = lane_arg(env, argv[0]);
   if (lane == NULL) return NULL;
   pthread_mutex_lock(&lane->lock);
-  double v[] = {lane->received,    lane->bad_mac1,     lane->cookie_replies,
-                lane->unanswered,  lane->over_budget,  lane->ring_full,
-                lane->kernel_drops, (double)lane->size, (double)lane->error};
+  double v[] = {lane->received,     lane->coalesced,   lane->bad_mac1,
+                lane->cookie_replies, lane->unanswered,  lane->over_budget,
+                lane->ring_full,    lane->kernel_drops, (double)lane->size,
+                (double)lane->error};
   pthread_mutex_unlock(&lane->lock);
-  static const char *names[] = {"received",   "badMac1",     "cookieReplies",
-                                "unanswered", "overBudget",  "ringFull",
-                                "kernelDrops", "waiting",    "error"};
+  static const char *names[] = {"received",    "coalesced",   "badMac1",
+                                "cookieReplies", "unanswered", "overBudget",
+                                "ringFull",    "kernelDrops", "waiting",
+                                "error"};
   napi_value out, value;
   if (napi_create_object(env, &out) != napi_ok) return NULL;
   for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
@@ -412,7 +478,7 @@ static napi_value js_lane_stats(napi_env env, napi_callback_info info) {
 }
 
 /* laneWakeOnActivity(lane) -> received: onPassed() is called once more at the next datagram
- * the lane reads, even if nothing passes; returns the datagrams read so far, so the caller
+ * the lane reads, even if nothing passes; returns the messages read so far, so the caller
  * can tell whether one came before it asked. */
 static napi_value js_lane_wake_on_activity(napi_env env, napi_callback_info info) {
   napi_value argv[1];

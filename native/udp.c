@@ -25,6 +25,9 @@
 #ifndef SO_MEMINFO
 #define SO_MEMINFO 55
 #endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
 
 typedef union {
   struct sockaddr sa;
@@ -640,6 +643,49 @@ int udp_io_recv(udp_io *io, int fd, uint8_t *arena, const uint32_t *offsets, uin
     lengths[k] = io->msgs[k].msg_len;
     record_from_sockaddr(endpoints + (size_t)k * EDGETUN_ENDPOINT_SIZE, &io->names[k]);
     local_from_control(locals + (size_t)k * EDGETUN_ENDPOINT_SIZE, &io->msgs[k].msg_hdr);
+  }
+  return r;
+}
+
+int udp_io_enable_gro(int fd) {
+  int one = 1;
+  return setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof(one)) == 0;
+}
+
+int udp_io_recv_coalesced(udp_io *io, int fd, uint8_t *arena, size_t room, unsigned count,
+                          uint32_t *lengths, uint32_t *segment_sizes, uint8_t *endpoints,
+                          uint8_t *locals) {
+  if (count > UDP_IO_BATCH) count = UDP_IO_BATCH;
+  for (unsigned k = 0; k < count; k++) {
+    struct msghdr *m = &io->msgs[k].msg_hdr;
+    io->iov[k].iov_base = arena + (size_t)k * room;
+    io->iov[k].iov_len = room;
+    m->msg_name = &io->names[k];
+    m->msg_namelen = sizeof(io->names[k]);
+    m->msg_iov = &io->iov[k];
+    m->msg_iovlen = 1;
+    m->msg_control = io->ctrl[k].buf;
+    m->msg_controllen = CTRL_SIZE;
+    m->msg_flags = 0;
+  }
+  int r;
+  do {
+    r = recvmmsg(fd, io->msgs, count, MSG_DONTWAIT, NULL);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+  for (int k = 0; k < r; k++) {
+    struct msghdr *m = &io->msgs[k].msg_hdr;
+    lengths[k] = io->msgs[k].msg_len;
+    segment_sizes[k] = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c != NULL; c = CMSG_NXTHDR(m, c)) {
+      if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+        int size;
+        memcpy(&size, CMSG_DATA(c), sizeof(size));
+        if (size > 0) segment_sizes[k] = (uint32_t)size;
+      }
+    }
+    record_from_sockaddr(endpoints + (size_t)k * EDGETUN_ENDPOINT_SIZE, &io->names[k]);
+    local_from_control(locals + (size_t)k * EDGETUN_ENDPOINT_SIZE, m);
   }
   return r;
 }

@@ -758,6 +758,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     const stats = lane.stats();
     const seen = this.laneSeen ?? {
       received: 0,
+      coalesced: 0,
       badMac1: 0,
       cookieReplies: 0,
       unanswered: 0,

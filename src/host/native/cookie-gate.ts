@@ -12,7 +12,10 @@ export const enum GateVerdict {
   CookieReply = 2,
   /** Needed a cookie reply that could not be made (no randomness): dropped. */
   NoReply = 3,
-  /** Needed a cookie reply, but its source had had its replies this second (lanes only). */
+  /**
+   * Under load, its source had had its share this second (lanes only): of messages looked at
+   * (then dropped unread), or of cookie replies when it needed one.
+   */
   OverBudget = 4,
 }
 

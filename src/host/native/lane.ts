@@ -9,14 +9,19 @@ import type { UdpReceiveSlots } from "./batch.js";
 export interface HandshakeLaneStats {
   /** Datagrams read from the socket. */
   received: number;
+  /**
+   * Of those, how many came in runs the kernel queued as one (UDP GRO: equal-sized datagrams
+   * from one sender, as a flooder sending with UDP GSO makes them): read with one copy a run.
+   */
+  coalesced: number;
   badMac1: number;
   cookieReplies: number;
   /** Needed a cookie reply that could not be made (no randomness). */
   unanswered: number;
   /**
-   * Needed a cookie reply, but its source (address and port) had had its five this second:
-   * a flood from one sender costs a mac1 check and a table look-up, not an encryption and a
-   * send, per message.
+   * Dropped for its source (address and port) while under load: it had had its 64 messages
+   * looked at this second (the rest cost a table look-up each, no mac check), or needed a
+   * cookie reply after its five of the second (a mac1 check, no encryption and no send).
    */
   overBudget: number;
   /** Passed the gate but found the hand-over ring full (the JS thread fell behind). */
