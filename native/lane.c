@@ -24,6 +24,10 @@
  * (address and port), the rest costing a table look-up. The socket then stays
  * drained, and a joining peer's datagram is never among what the kernel drops
  * at a full buffer, blind to the sender.
+ *
+ * An idle JS side need not poll the lane for its counters: laneWakeOnActivity
+ * asks to be told once, through the same function, at the next datagram the
+ * lane reads, whatever the gate makes of it.
  */
 #include "common.h"
 
@@ -111,6 +115,7 @@ typedef struct handshake_lane {
   int64_t ring_arrivals[LANE_RING]; /* CLOCK_MONOTONIC ns when the lane read it */
   unsigned head, size;
   int notified;
+  int wake_on_activity; /* tell the JS thread at the next datagram read */
   double received, coalesced, bad_mac1, cookie_replies, unanswered, over_budget, ring_full,
       kernel_drops, stale;
   int error; /* errno that ended the thread, 0 while it runs */
@@ -285,6 +290,10 @@ static void *lane_main(void *arg) {
       lane->received += (double)messages;
       lane->coalesced += (double)coalesced;
       lane->kernel_drops += dropped;
+      if (lane->wake_on_activity) {
+        lane->wake_on_activity = 0;
+        wake = 1;
+      }
       pthread_mutex_unlock(&lane->lock);
       if (wake) napi_call_threadsafe_function(lane->notify, NULL, napi_tsfn_nonblocking);
     }
@@ -488,6 +497,23 @@ static napi_value js_lane_stats(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* laneWakeOnActivity(lane) -> received: onPassed() is called once more at the next datagram
+ * the lane reads, even if nothing passes; returns the messages read so far, so the caller
+ * can tell whether one came before it asked. */
+static napi_value js_lane_wake_on_activity(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (arg_count(env, info, 1, argv)) return NULL;
+  handshake_lane *lane = lane_arg(env, argv[0]);
+  if (lane == NULL) return NULL;
+  pthread_mutex_lock(&lane->lock);
+  lane->wake_on_activity = 1;
+  double received = lane->received;
+  pthread_mutex_unlock(&lane->lock);
+  napi_value out;
+  if (napi_create_double(env, received, &out) != napi_ok) return NULL;
+  return out;
+}
+
 /* laneStop(lane): stops the thread (waits for it); the caller then closes the socket. */
 static napi_value js_lane_stop(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -507,6 +533,7 @@ napi_status init_lane(napi_env env, napi_value exports) {
   EXPORT_FN(env, exports, "laneConfigure", js_lane_configure);
   EXPORT_FN(env, exports, "laneTake", js_lane_take);
   EXPORT_FN(env, exports, "laneStats", js_lane_stats);
+  EXPORT_FN(env, exports, "laneWakeOnActivity", js_lane_wake_on_activity);
   EXPORT_FN(env, exports, "laneStop", js_lane_stop);
   return napi_ok;
 }

@@ -157,7 +157,7 @@ async function runInForeground(interfaceName: string): Promise<void> {
     import("../host/config.js"),
     import("../host/daemon.js"),
     import("../host/log.js"),
-    import("../host/metrics.js"),
+    import("../host/metrics-listen.js"),
     import("../host/native/index.js"),
     import("./pidfile.js"),
   ]);

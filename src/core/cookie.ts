@@ -113,6 +113,14 @@ export class CookieChecker {
   }
   private readonly batchKeyBytes = new Uint8Array(96);
 
+  /**
+   * When the current cookie secret has lived its time (the next use after it makes a new one);
+   * -Infinity while none has been made. A filter given {@link batchKeys} needs new keys then.
+   */
+  get secretExpiresAtMs(): number {
+    return this.secretCreatedAt + COOKIE_SECRET_MAX_AGE_MS;
+  }
+
   private cookieFor(source: Uint8Array, nowMs: number): Uint8Array {
     this.rotateSecret(nowMs);
     return mac(this.secret, source);

@@ -15,12 +15,10 @@ import {
   frameDataInPlace,
   isTransportData,
 } from "../core/messages.js";
-import {
-  DataPathObservations,
-  MetricsServer,
-  type MetricsExtension,
-  type MetricsServerOptions,
-} from "./metrics.js";
+// metrics.ts (and prom-client with it) is loaded when a metrics server starts, after the
+// interface is up and its first handshake on its way (issue 14).
+import type { MetricsExtension, MetricsServer, MetricsServerOptions } from "./metrics.js";
+import { DataPathObservations } from "./observations.js";
 import { MetricsListenError } from "./errors.js";
 import {
   CookieGate,
@@ -81,7 +79,11 @@ const HANDSHAKES_PER_TURN = 256;
  * may cost Diffie-Hellman; more wait for the next turn, after data has had its own.
  */
 const LANE_TAKE_PER_TURN = 16;
-/** How often the handshake lane's counters and the cookie keys are exchanged with it. */
+/**
+ * How often the handshake lane's counters and the cookie keys are exchanged with it while it
+ * has work. A quiet lane is not polled: it wakes the daemon at its next datagram (issue 14:
+ * a 250 ms poll of an idle lane was most of an idle daemon's CPU).
+ */
 const LANE_SYNC_MS = 250;
 /** How often the drop counters are looked at for the log when no timer wakes the daemon. */
 const DROP_CHECK_MS = 5_000;
@@ -274,8 +276,15 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   private wakeAt = Infinity;
   /** Drop counters are logged every 10 s at most; checked this often while nothing else runs. */
   private dropCheck: NodeJS.Timeout | null = null;
-  /** Carries the handshake lane's counters over and gives it keys and the load verdict. */
+  /**
+   * Carries the handshake lane's counters over and gives it keys and the load verdict, while
+   * the lane has work; null while it is quiet (it then wakes the daemon by itself).
+   */
   private laneSyncTimer: NodeJS.Timeout | null = null;
+  /** While the lane is quiet: gives it the new cookie secret when the current one expires. */
+  private laneKeysTimer: NodeJS.Timeout | null = null;
+  /** The core's load verdict as last given to the lane. */
+  private laneUnderLoad = false;
   private running = false;
   /** The keep-awake timer while data is recent (see AWAKE_AFTER_DATA_MS), else null. */
   private awakeTimer: NodeJS.Timeout | null = null;
@@ -335,7 +344,8 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   /**
    * Brings the interface up: TUN device, policy rules an earlier killed instance left, UDP
    * socket, MTU, addresses, link up, then the peers and their routes as one change through the
-   * reconfiguration queue, then the control socket. On any failure everything done so far is
+   * reconfiguration queue; then packets move (the first handshake leaves) while the control
+   * socket, attachments and metrics server start. On any failure everything done so far is
    * undone before the error is rethrown, and "interface up" is logged only after all of it.
    */
   static async start(options: DaemonOptions): Promise<Daemon> {
@@ -376,6 +386,10 @@ export class Daemon implements UapiHost, ReconfigurationHost {
         }),
         "up",
       );
+      // Packets move from here on: the first handshake leaves now, and its answer and the
+      // first packets are served while the rest below is set up (issue 14).
+      tun.onReadable(() => daemon.readTunnel());
+      daemon.startTimers();
       daemon.uapi = await UapiServer.listen(
         tun.name,
         daemon,
@@ -383,8 +397,6 @@ export class Daemon implements UapiHost, ReconfigurationHost {
       );
       if (options.attach) daemon.extensions.push(await options.attach(daemon));
       if (options.metrics) daemon.metrics = await daemon.listenMetrics(options);
-      tun.onReadable(() => daemon.readTunnel());
-      daemon.startTimers();
       await options.beforeUp?.(tun.name);
       if (options.warmUp ?? true) daemon.warmUp();
       logger.info("interface up", {
@@ -446,6 +458,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
    */
   private async listenMetrics(options: DaemonOptions): Promise<MetricsServer | null> {
     try {
+      const { MetricsServer } = await import("./metrics.js");
       return await MetricsServer.listen(this, options.metrics!);
     } catch (error) {
       const taken = error instanceof MetricsListenError && error.code === "EADDRINUSE";
@@ -469,6 +482,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     if (this.wakeTimer) clearTimeout(this.wakeTimer);
     if (this.dropCheck) clearInterval(this.dropCheck);
     if (this.laneSyncTimer) clearInterval(this.laneSyncTimer);
+    if (this.laneKeysTimer) clearTimeout(this.laneKeysTimer);
     if (this.awakeTimer) clearInterval(this.awakeTimer);
     this.linkEvents?.close();
     if (this.warming) {
@@ -479,6 +493,8 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     await this.metrics?.close();
     this.syncReceivePath();
     this.receivePath?.close();
+    // What the lane counted since its last look goes into the final figures.
+    this.syncLane();
     this.dropReporter.flush();
     await this.uapi?.close();
     this.socket?.close();
@@ -740,6 +756,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   private takeHandshakes(): void {
     const lane = this.handshakeLane;
     if (!lane || this.stopped) return;
+    this.laneBusy();
     this.receiveNetwork();
     const batch = this.handshakeIn;
     const count = lane.take(batch, LANE_TAKE_PER_TURN);
@@ -806,13 +823,53 @@ export class Daemon implements UapiHost, ReconfigurationHost {
       badMac1 + cookies + unanswered + (stats.ringFull - seen.ringFull),
     );
     lane.configure(this.device.cookieChecker.batchKeys(now), underLoad);
+    this.laneUnderLoad = underLoad;
     return ringFull;
   }
 
+  /** The lane has work (it said so): its counters and keys travel on a timer until it is quiet. */
+  private laneBusy(): void {
+    if (this.laneSyncTimer !== null || this.stopped || !this.handshakeLane) return;
+    if (this.laneKeysTimer !== null) clearTimeout(this.laneKeysTimer);
+    this.laneKeysTimer = null;
+    this.laneSyncTimer = setInterval(() => this.laneSynced(), LANE_SYNC_MS);
+    this.laneSyncTimer.unref();
+  }
+
   private laneSynced(): void {
-    if (this.stopped) return;
+    const lane = this.handshakeLane;
+    if (this.stopped || !lane) return;
+    const before = this.laneSeen?.received;
     // The backlog is what the lane reported since the last look.
     this.device.handshakesBacklogged = this.syncLane();
+    const seen = this.laneSeen!;
+    const quiet = seen.received === before && seen.waiting === 0 && !this.laneUnderLoad;
+    // Nothing came since the last look and the load verdict has lapsed: stop polling, and have
+    // the lane wake us at its next datagram, unless one came while we looked.
+    if (!quiet || lane.wakeOnActivity() !== seen.received) return;
+    clearInterval(this.laneSyncTimer!);
+    this.laneSyncTimer = null;
+    this.renewLaneKeysWhenDue();
+  }
+
+  /**
+   * While the lane is quiet its cookie secret still expires: one wake when it does gives the
+   * lane the next one, so a cookie it makes is never older than the core's would be.
+   */
+  private renewLaneKeysWhenDue(): void {
+    const expiresAt = this.device.cookieChecker.secretExpiresAtMs;
+    if (!Number.isFinite(expiresAt) || this.stopped) return;
+    const delayMs = Math.min(
+      MAX_SLEEP_MS,
+      Math.max(1, Math.ceil(expiresAt - this.device.clock.now())),
+    );
+    this.laneKeysTimer = setTimeout(() => {
+      this.laneKeysTimer = null;
+      if (this.laneSyncTimer !== null || this.stopped) return;
+      this.syncLane();
+      this.renewLaneKeysWhenDue();
+    }, delayMs);
+    this.laneKeysTimer.unref();
   }
 
   /** One non-data message from endpoint record `index`: to the device if within its share. */
@@ -1075,10 +1132,11 @@ export class Daemon implements UapiHost, ReconfigurationHost {
         this.device.underLoadHandshakesPerSecond = lane ? Infinity : this.underLoadRateWithoutLane;
         this.syncLane();
         // A flood the lane absorbs wakes nothing here, so its counters, the cookie secret's
-        // rotation and the load verdict travel on a timer of their own.
+        // rotation and the load verdict travel on a timer of their own while it has work.
         if (this.laneSyncTimer) clearInterval(this.laneSyncTimer);
-        this.laneSyncTimer = lane ? setInterval(() => this.laneSynced(), LANE_SYNC_MS) : null;
-        this.laneSyncTimer?.unref();
+        if (this.laneKeysTimer) clearTimeout(this.laneKeysTimer);
+        this.laneSyncTimer = this.laneKeysTimer = null;
+        this.laneBusy();
       },
       abort: () => socket.close(),
     };
@@ -1106,7 +1164,10 @@ export class Daemon implements UapiHost, ReconfigurationHost {
 
   /** After a change: send what it queued (a keepalive when persistent keepalive came on). */
   afterChange(): void {
-    if (!this.stopped) this.flush();
+    if (this.stopped) return;
+    this.flush();
+    // A new private key means new cookie keys: the lane gets them now, not at its next datagram.
+    this.syncLane();
   }
 
   /**

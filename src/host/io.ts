@@ -68,6 +68,8 @@ export interface HandshakeLaneControl {
   configure(keys: Uint8Array | null, underLoad: boolean): void;
   take(slots: UdpReceiveSlots, count: number): number;
   stats(): HandshakeLaneStats;
+  /** One more notification at the next datagram read; returns `received` as of now. */
+  wakeOnActivity(): number;
 }
 
 /** Opens the daemon's UDP socket on `port` (0: any free port); throws when it cannot. */

@@ -1,7 +1,12 @@
 // Where the metrics server listens and which peers get series of their own, as the command line
 // names them. Apart from metrics.ts (which loads prom-client and the HTTP server) so that
 // parsing `--metrics-listen` and `--metrics-peers` costs nothing when the command is not `up`.
-import { EndpointFormatError, parseEndpoint, type EndpointSpec } from "../core/endpoint.js";
+import {
+  EndpointFormatError,
+  formatEndpoint,
+  parseEndpoint,
+  type EndpointSpec,
+} from "../core/endpoint.js";
 
 /**
  * Where `edgetun up` serves metrics unless told otherwise. Not 9586, the port of
@@ -50,4 +55,9 @@ export function parsePeerSeries(text: string): PeerSeries {
   if (text === "all" || text === "none") return text;
   if (/^[0-9]{1,7}$/.test(text)) return Number(text);
   throw new RangeError(`use all, none or a number of peers, not ${JSON.stringify(text)}`);
+}
+
+/** `host:port` (`[v6]:port`) as an error message or log line names a listen address. */
+export function formatListen(listen: MetricsListen): string {
+  return formatEndpoint({ address: listen.host, port: listen.port });
 }

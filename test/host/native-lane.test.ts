@@ -220,4 +220,36 @@ describe.skipIf(!nativeAvailable())("handshake lane", () => {
     expect(lane.take(batch, 16)).toBe(0);
     expect(lane.stats()).toMatchObject({ waiting: 0, stale: burst });
   }, 20_000);
+
+  it("wakes a JS side that stopped polling at the next datagram, once, bad mac1 or not", async () => {
+    const pair = UdpSocketPair.open({ host: "127.0.0.1" });
+    cleanups.push(() => pair.close());
+    if (!pair.handshake) return; // no steering in this kernel: nothing to read on a lane
+    const checker = new CookieChecker(systemRandom);
+    checker.setPublicKey(PrivateKey.generate().publicKey);
+    let told = 0;
+    const lane = pair.handshake.startLane(() => told++);
+    lane.configure(checker.batchKeys(5_000), false);
+    const sender: Socket = createSocket("udp4");
+    cleanups.push(() => sender.close());
+    await new Promise<void>((resolve) => sender.bind(0, "127.0.0.1", resolve));
+    const junk = randomBytes(148);
+    junk.writeUInt32LE(MessageType.HandshakeInitiation, 0); // a bad mac1: nothing passes
+
+    // Not asked: a dropped message tells nobody.
+    sender.send(junk, pair.port, "127.0.0.1");
+    await waitFor("the first judged", () => lane.stats().received === 1, 5_000);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(told).toBe(0);
+
+    // Asked: told at the next datagram though it is dropped too, and only once.
+    expect(lane.wakeOnActivity()).toBe(1);
+    sender.send(junk, pair.port, "127.0.0.1");
+    await waitFor("the wake", () => told === 1, 5_000);
+    sender.send(junk, pair.port, "127.0.0.1");
+    await waitFor("the third judged", () => lane.stats().received === 3, 5_000);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(told).toBe(1);
+    expect(lane.stats()).toMatchObject({ received: 3, badMac1: 3, waiting: 0 });
+  });
 });

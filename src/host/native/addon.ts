@@ -153,6 +153,7 @@ export interface NativeAddon {
     room: number,
   ): number;
   laneStats(lane: unknown): import("./lane.js").HandshakeLaneStats;
+  laneWakeOnActivity(lane: unknown): number;
   laneStop(lane: unknown): void;
   dpCreate(tunFd: number, offload: boolean, gro: boolean, onEvent: () => void): unknown;
   dpAttach(plane: unknown, udpFd: number): void;

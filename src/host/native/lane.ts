@@ -50,7 +50,7 @@ export class HandshakeLane {
   /**
    * Starts the thread on the socket `fd` (the addon's own; its readiness polling must be off).
    * `onPassed` runs on the JS thread when messages wait; it is not called again until
-   * {@link take} has emptied the lane.
+   * {@link take} has emptied the lane, except once after {@link wakeOnActivity}.
    */
   static start(fd: number, onPassed: () => void): HandshakeLane {
     return new HandshakeLane(loadAddon().laneStart(fd, onPassed));
@@ -78,6 +78,17 @@ export class HandshakeLane {
 
   stats(): HandshakeLaneStats {
     return loadAddon().laneStats(this.#handle);
+  }
+
+  /**
+   * Asks for one more call of `onPassed` at the next datagram the lane reads, whatever the
+   * gate makes of it: a JS side that stopped polling the counters while nothing came learns
+   * that something did. Returns `received` as of now, so the caller can tell whether a
+   * datagram came between its last look at {@link stats} and this call.
+   */
+  wakeOnActivity(): number {
+    if (this.#stopped) return this.stats().received;
+    return loadAddon().laneWakeOnActivity(this.#handle);
   }
 
   /** Stops the thread and waits for it; the socket stays open. Calling it again does nothing. */
