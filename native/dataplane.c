@@ -22,6 +22,7 @@
  * and after the AEAD), never per packet, and never across a system call.
  */
 #include "common.h"
+#include "ring.h"
 #include "offload.h"
 
 #include <errno.h>
@@ -143,11 +144,11 @@ typedef struct dataplane {
   dp_route *routes;
   uint32_t route_capacity, route_count;
   uint32_t v4_lengths[33], v6_lengths[129];
-  uint8_t ring[DP_RING * DP_ROOM];
+  datagram_ring ring; /* over the four arrays below */
+  uint8_t ring_data[DP_RING * DP_ROOM];
   uint32_t ring_lengths[DP_RING];
   uint8_t ring_endpoints[DP_RING * EDGETUN_ENDPOINT_SIZE];
   uint8_t ring_locals[DP_RING * EDGETUN_ENDPOINT_SIZE];
-  unsigned ring_head, ring_size;
   double drops[DP_DROP_COUNT];
   /* Batches by their packet count, for the metrics' batch histograms: [0] receives (each
    * recvmmsg), [1] TUN writes (what one batch delivered). */
@@ -342,17 +343,12 @@ static void mark_dirty(dataplane *dp, uint32_t peer) {
 }
 
 static void to_ring(dataplane *dp, dp_scratch *sc, unsigned k) {
-  if (dp->ring_size == DP_RING) {
+  if (datagram_ring_push(&dp->ring, sc->arena + sc->offsets[k], sc->lengths[k],
+                         sc->endpoints + (size_t)k * EDGETUN_ENDPOINT_SIZE,
+                         sc->locals + (size_t)k * EDGETUN_ENDPOINT_SIZE) < 0) {
     dp->drops[DP_DROP_SLOW_PATH_FULL]++;
     return;
   }
-  unsigned slot = (dp->ring_head + dp->ring_size++) % DP_RING;
-  memcpy(dp->ring + (size_t)slot * DP_ROOM, sc->arena + sc->offsets[k], sc->lengths[k]);
-  dp->ring_lengths[slot] = sc->lengths[k];
-  memcpy(dp->ring_endpoints + (size_t)slot * EDGETUN_ENDPOINT_SIZE,
-         sc->endpoints + (size_t)k * EDGETUN_ENDPOINT_SIZE, EDGETUN_ENDPOINT_SIZE);
-  memcpy(dp->ring_locals + (size_t)slot * EDGETUN_ENDPOINT_SIZE,
-         sc->locals + (size_t)k * EDGETUN_ENDPOINT_SIZE, EDGETUN_ENDPOINT_SIZE);
   dp->to_js++;
 }
 
@@ -676,6 +672,7 @@ static napi_value js_dp_create(napi_env env, napi_callback_info info) {
   if (require_fd(env, tun_fd, FD_KIND_TUN) == NULL) return NULL;
   dataplane *dp = calloc(1, sizeof(*dp));
   if (dp == NULL) return throw_errno(env, ENOMEM, "cannot create the data plane");
+  dp->ring = DATAGRAM_RING_OVER(dp, DP_ROOM, DP_RING);
   dp->env = env;
   dp->tun_fd = tun_fd;
   dp->tun_offload = offload;
@@ -953,41 +950,10 @@ static napi_value js_dp_take(napi_env env, napi_callback_info info) {
   napi_value argv[8];
   if (arg_count(env, info, 8, argv)) return NULL;
   dataplane *dp = dataplane_arg(env, argv[0]);
-  uint8_t *arena, *endpoints, *locals;
-  size_t arena_len, off_len, len_len, ep_len, loc_len;
-  uint32_t *offsets, *lengths;
-  uint64_t count, room;
-  if (dp == NULL || arg_bytes(env, argv[1], "arena", &arena, &arena_len) ||
-      arg_u32_array(env, argv[2], "offsets", &offsets, &off_len) ||
-      arg_u32_array(env, argv[3], "lengths", &lengths, &len_len) ||
-      arg_bytes(env, argv[4], "endpoints", &endpoints, &ep_len) ||
-      arg_bytes_opt(env, argv[5], "locals", &locals, &loc_len) ||
-      arg_uint(env, argv[6], "count", EDGETUN_MAX_BATCH, &count) ||
-      arg_uint(env, argv[7], "room", 1u << 20, &room))
-    return NULL;
-  if (room < DP_ROOM)
-    return throw_kind(env, ERR_RANGE, "ERR_OUT_OF_RANGE", "room must be at least %d", DP_ROOM);
-  if (check_range(env, "offsets", off_len, 1, 0, count) ||
-      check_range(env, "lengths", len_len, 1, 0, count) ||
-      check_range(env, "endpoints", ep_len, EDGETUN_ENDPOINT_SIZE, 0, count) ||
-      (locals != NULL && check_range(env, "locals", loc_len, EDGETUN_ENDPOINT_SIZE, 0, count)) ||
-      check_spans(env, arena_len, offsets, NULL, 0, count, DP_ROOM))
-    return NULL;
+  datagram_take take;
+  if (dp == NULL || datagram_take_args(env, argv, DP_ROOM, &take)) return NULL;
   pthread_mutex_lock(&dp->lock);
-  uint64_t n = 0;
-  while (n < count && dp->ring_size > 0) {
-    unsigned slot = dp->ring_head;
-    memcpy(arena + offsets[n], dp->ring + (size_t)slot * DP_ROOM, dp->ring_lengths[slot]);
-    lengths[n] = dp->ring_lengths[slot];
-    memcpy(endpoints + n * EDGETUN_ENDPOINT_SIZE,
-           dp->ring_endpoints + (size_t)slot * EDGETUN_ENDPOINT_SIZE, EDGETUN_ENDPOINT_SIZE);
-    if (locals != NULL)
-      memcpy(locals + n * EDGETUN_ENDPOINT_SIZE,
-             dp->ring_locals + (size_t)slot * EDGETUN_ENDPOINT_SIZE, EDGETUN_ENDPOINT_SIZE);
-    dp->ring_head = (dp->ring_head + 1) % DP_RING;
-    dp->ring_size--;
-    n++;
-  }
+  uint64_t n = datagram_ring_take(&dp->ring, &take);
   pthread_mutex_unlock(&dp->lock);
   return make_int(env, (int64_t)n);
 }
@@ -1001,7 +967,7 @@ static napi_value js_dp_stats(napi_env env, napi_callback_info info) {
   if (napi_get_value_external(env, argv[0], (void **)&dp) != napi_ok || dp == NULL)
     return throw_kind(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", "dataplane must be a handle");
   pthread_mutex_lock(&dp->lock);
-  double v[] = {dp->opened, dp->to_js, dp->tun_write_errors, (double)dp->ring_size,
+  double v[] = {dp->opened, dp->to_js, dp->tun_write_errors, (double)dp->ring.size,
                 (double)dp->keypair_count, (double)dp->route_count, (double)dp->error};
   double drops[DP_DROP_COUNT];
   memcpy(drops, dp->drops, sizeof(drops));

@@ -30,6 +30,7 @@
  * lane reads, whatever the gate makes of it.
  */
 #include "common.h"
+#include "ring.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -108,12 +109,12 @@ typedef struct handshake_lane {
   uint8_t keys[96];
   int have_keys;
   int under_load;
-  uint8_t ring[LANE_RING * LANE_ROOM];
+  datagram_ring ring; /* over the four arrays below */
+  uint8_t ring_data[LANE_RING * LANE_ROOM];
   uint32_t ring_lengths[LANE_RING];
   uint8_t ring_endpoints[LANE_RING * EDGETUN_ENDPOINT_SIZE];
   uint8_t ring_locals[LANE_RING * EDGETUN_ENDPOINT_SIZE];
   int64_t ring_arrivals[LANE_RING]; /* CLOCK_MONOTONIC ns when the lane read it */
-  unsigned head, size;
   int notified;
   int wake_on_activity; /* tell the JS thread at the next datagram read */
   double received, coalesced, bad_mac1, cookie_replies, unanswered, over_budget, ring_full,
@@ -138,12 +139,12 @@ static uint32_t kernel_drops_of(int fd) {
 /* Drops the messages that waited past Rekey-Timeout from the ring's head (lock held); returns
  * how long the oldest remaining one has waited (0 when none waits). */
 static int64_t lane_expire(handshake_lane *lane, int64_t now) {
-  while (lane->size > 0 && now - lane->ring_arrivals[lane->head] > LANE_STALE_NS) {
-    lane->head = (lane->head + 1) % LANE_RING;
-    lane->size--;
+  datagram_ring *ring = &lane->ring;
+  while (ring->size > 0 && now - lane->ring_arrivals[ring->head] > LANE_STALE_NS) {
+    datagram_ring_drop_head(ring);
     lane->stale++;
   }
-  return lane->size > 0 ? now - lane->ring_arrivals[lane->head] : 0;
+  return ring->size > 0 ? now - lane->ring_arrivals[ring->head] : 0;
 }
 
 /* Runs the gate over the first `count` messages in the scratch, sends its cookie replies and
@@ -187,21 +188,15 @@ static int lane_settle(handshake_lane *lane, lane_scratch *sc, size_t count, int
       default:
         break;
     }
-    if (lane->size == LANE_RING) {
+    int slot = datagram_ring_push(&lane->ring, sc->runs + sc->offsets[k], sc->lengths[k],
+                                  sc->endpoints + k * EDGETUN_ENDPOINT_SIZE,
+                                  sc->locals + k * EDGETUN_ENDPOINT_SIZE);
+    if (slot < 0)
       lane->ring_full++;
-      continue;
-    }
-    unsigned slot = (lane->head + lane->size++) % LANE_RING;
-    uint32_t length = sc->lengths[k] < LANE_ROOM ? sc->lengths[k] : LANE_ROOM;
-    memcpy(lane->ring + (size_t)slot * LANE_ROOM, sc->runs + sc->offsets[k], length);
-    lane->ring_lengths[slot] = length;
-    memcpy(lane->ring_endpoints + (size_t)slot * EDGETUN_ENDPOINT_SIZE,
-           sc->endpoints + k * EDGETUN_ENDPOINT_SIZE, EDGETUN_ENDPOINT_SIZE);
-    memcpy(lane->ring_locals + (size_t)slot * EDGETUN_ENDPOINT_SIZE,
-           sc->locals + k * EDGETUN_ENDPOINT_SIZE, EDGETUN_ENDPOINT_SIZE);
-    lane->ring_arrivals[slot] = now;
+    else
+      lane->ring_arrivals[slot] = now;
   }
-  if (lane->size > 0 && !lane->notified) {
+  if (lane->ring.size > 0 && !lane->notified) {
     lane->notified = 1;
     wake = 1;
   }
@@ -256,7 +251,7 @@ static void *lane_main(void *arg) {
        * replies (dearer than passing) would not mend; a burst's drops then sent the rest of
        * it away for a Rekey-Timeout while the JS thread kept up. */
       int64_t oldest_wait = lane_expire(lane, now);
-      if (oldest_wait > LANE_WAIT_TARGET_NS || lane->size >= LANE_RING / 2)
+      if (oldest_wait > LANE_WAIT_TARGET_NS || lane->ring.size >= LANE_RING / 2)
         loaded_until = now + LANE_LOAD_LINGER_NS;
       int have_keys = lane->have_keys;
       int under_load = lane->under_load || now < loaded_until;
@@ -367,6 +362,7 @@ static napi_value js_lane_start(napi_env env, napi_callback_info info) {
   lane->fd = fd;
   lane->family = entry->family;
   lane->wake_fd = -1;
+  lane->ring = DATAGRAM_RING_OVER(lane, LANE_ROOM, LANE_RING);
   pthread_mutex_init(&lane->lock, NULL);
   napi_value handle;
   if (napi_create_external(env, lane, lane_finalize, NULL, &handle) != napi_ok) {
@@ -429,44 +425,13 @@ static napi_value js_lane_take(napi_env env, napi_callback_info info) {
   napi_value argv[8];
   if (arg_count(env, info, 8, argv)) return NULL;
   handshake_lane *lane = lane_arg(env, argv[0]);
-  uint8_t *arena, *endpoints, *locals;
-  size_t arena_len, off_len, len_len, ep_len, loc_len;
-  uint32_t *offsets, *lengths;
-  uint64_t count, room;
-  if (lane == NULL || arg_bytes(env, argv[1], "arena", &arena, &arena_len) ||
-      arg_u32_array(env, argv[2], "offsets", &offsets, &off_len) ||
-      arg_u32_array(env, argv[3], "lengths", &lengths, &len_len) ||
-      arg_bytes(env, argv[4], "endpoints", &endpoints, &ep_len) ||
-      arg_bytes_opt(env, argv[5], "locals", &locals, &loc_len) ||
-      arg_uint(env, argv[6], "count", EDGETUN_MAX_BATCH, &count) ||
-      arg_uint(env, argv[7], "room", 1u << 20, &room))
-    return NULL;
-  if (room < LANE_ROOM)
-    return throw_kind(env, ERR_RANGE, "ERR_OUT_OF_RANGE", "room must be at least %d", LANE_ROOM);
-  if (check_range(env, "offsets", off_len, 1, 0, count) ||
-      check_range(env, "lengths", len_len, 1, 0, count) ||
-      check_range(env, "endpoints", ep_len, EDGETUN_ENDPOINT_SIZE, 0, count) ||
-      (locals != NULL && check_range(env, "locals", loc_len, EDGETUN_ENDPOINT_SIZE, 0, count)) ||
-      check_spans(env, arena_len, offsets, NULL, 0, count, LANE_ROOM))
-    return NULL;
+  datagram_take take;
+  if (lane == NULL || datagram_take_args(env, argv, LANE_ROOM, &take)) return NULL;
   pthread_mutex_lock(&lane->lock);
   lane_expire(lane, now_ns());
-  uint64_t n = 0;
-  while (n < count && lane->size > 0) {
-    unsigned slot = lane->head;
-    memcpy(arena + offsets[n], lane->ring + (size_t)slot * LANE_ROOM, lane->ring_lengths[slot]);
-    lengths[n] = lane->ring_lengths[slot];
-    memcpy(endpoints + n * EDGETUN_ENDPOINT_SIZE,
-           lane->ring_endpoints + (size_t)slot * EDGETUN_ENDPOINT_SIZE, EDGETUN_ENDPOINT_SIZE);
-    if (locals != NULL)
-      memcpy(locals + n * EDGETUN_ENDPOINT_SIZE,
-             lane->ring_locals + (size_t)slot * EDGETUN_ENDPOINT_SIZE, EDGETUN_ENDPOINT_SIZE);
-    lane->head = (lane->head + 1) % LANE_RING;
-    lane->size--;
-    n++;
-  }
+  uint64_t n = datagram_ring_take(&lane->ring, &take);
   /* Told again only once this is empty: until then the caller comes back by itself. */
-  if (lane->size == 0) lane->notified = 0;
+  if (lane->ring.size == 0) lane->notified = 0;
   pthread_mutex_unlock(&lane->lock);
   return make_int(env, (int64_t)n);
 }
@@ -480,7 +445,7 @@ static napi_value js_lane_stats(napi_env env, napi_callback_info info) {
   pthread_mutex_lock(&lane->lock);
   double v[] = {lane->received,     lane->coalesced,   lane->bad_mac1,
                 lane->cookie_replies, lane->unanswered,  lane->over_budget,
-                lane->ring_full,    lane->kernel_drops, (double)lane->size,
+                lane->ring_full,    lane->kernel_drops, (double)lane->ring.size,
                 (double)lane->error, lane->stale};
   pthread_mutex_unlock(&lane->lock);
   static const char *names[] = {"received",    "coalesced",   "badMac1",
