@@ -18,6 +18,27 @@
  * confirmation). JS is told through a thread-safe function: at once for ring
  * items and confirmations, at most every DP_NOTIFY_INTERVAL_NS for activity.
  *
+ * The same thread also sends, when the daemon hands it the TUN device too
+ * (dpAttachTun): it reads inner packets (splitting the kernel's super-packets
+ * as the JS path does), finds the peer by the longest allowed-IPs prefix of
+ * the destination, seals with the peer's current sending keypair and sends
+ * with sendmmsg to the peer's endpoint (roaming seen on receive moves it).
+ * One thread polls both descriptors: on these small machines a second one
+ * would compete with Node's own thread for the same two cores, and a batch
+ * in either direction is short.
+ *
+ * Counters: the core stays the owner of every sending counter and lends this
+ * thread blocks of them (a lease of SEND_LEASE counters, src/host/dataplane.ts,
+ * plus one spare lease granted ahead, asked for when the spare is taken into
+ * use). The core's own
+ * messages on the keypair (keepalives, staged packets) take counters past
+ * every lease, so no counter is ever used twice; the blocks are small enough
+ * (two at most in flight) that the receiver's replay window covers the gap.
+ * What this thread cannot send (no route, no current keypair, the lease used
+ * up, Reject-After-Time passed) goes to JS unchanged through a second ring;
+ * sent activity comes back with the per-peer deltas, at once when a keypair
+ * passes its Rekey-After-Time, so the core rekeys as if it had sent.
+ *
  * One mutex guards the tables; the thread takes it twice per batch (before
  * and after the AEAD), never per packet, and never across a system call.
  */
@@ -31,6 +52,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -58,6 +80,10 @@
 /* Counters at or past this are refused: the core's Reject-After-Messages (its counters are
  * JS numbers, so the limit is 2^53 - 1 there and here). */
 #define DP_REJECT_AFTER_MESSAGES 9007199254740991ULL
+/* Inner packets read from the TUN device: room per slot after the header. */
+#define DP_INNER_ROOM (DP_ROOM - DP_HEADER - DP_TAG_SIZE - 16) /* 9040: MAX_MTU + 40 */
+/* One read of an offload TUN queue: the vnet header and a 64 KiB super-packet, with slack. */
+#define DP_TUN_SCRATCH (VNET_HDR_LEN + 65536 + 512)
 /* Activity (not confirmations or ring items) is reported at most this often. */
 #define DP_NOTIFY_INTERVAL_NS 100000000LL
 
@@ -87,9 +113,27 @@ typedef struct dp_keypair {
   uint8_t key[DP_KEY_SIZE];
 } dp_keypair;
 
+/* What the thread sends a peer's packets with: its current keypair, while the core says so. */
+typedef struct dp_sending {
+  int active;
+  uint32_t remote_index;
+  uint64_t next, end;               /* the lease in use: counters [next, end) */
+  uint64_t spare_start, spare_end;  /* the lease granted ahead (empty when equal) */
+  int lease_asked;                  /* the core was asked for a spare lease */
+  int64_t expires_ns;               /* Reject-After-Time */
+  int64_t rekey_ns;                 /* Rekey-After-Time (initiator), else INT64_MAX */
+  int rekey_told;
+  int has_endpoint;
+  uint8_t endpoint[EDGETUN_ENDPOINT_SIZE];
+  uint8_t local[EDGETUN_ENDPOINT_SIZE];
+  uint8_t key[DP_KEY_SIZE];
+} dp_sending;
+
 typedef struct dp_peer {
   int dirty;
   double authenticated, data, rx_bytes, rx_packets, rx_payload_bytes, keepalives;
+  double tx_packets, tx_bytes, tx_payload_bytes;
+  dp_sending send;
   int has_source;
   uint8_t source[EDGETUN_ENDPOINT_SIZE];
   uint8_t source_local[EDGETUN_ENDPOINT_SIZE];
@@ -120,11 +164,28 @@ typedef struct dp_scratch {
   int authentic[DP_BATCH];
   uint32_t tun_offsets[DP_BATCH];
   uint32_t tun_lengths[DP_BATCH];
+  /* The send direction: inner packets read at offset DP_HEADER of each slot. */
+  uint8_t out_arena[DP_BATCH * DP_ROOM];
+  uint32_t out_offsets[DP_BATCH];
+  uint32_t out_lengths[DP_BATCH];
+  uint32_t seal_offsets[DP_BATCH];
+  uint32_t seal_lengths[DP_BATCH];
+  uint32_t seal_padded[DP_BATCH];
+  uint64_t seal_counters[DP_BATCH];
+  uint8_t seal_keys[DP_BATCH * DP_KEY_SIZE];
+  uint8_t seal_endpoints[DP_BATCH * EDGETUN_ENDPOINT_SIZE];
+  uint8_t seal_locals[DP_BATCH * EDGETUN_ENDPOINT_SIZE];
+  uint8_t no_endpoint[EDGETUN_ENDPOINT_SIZE];
+  uint8_t *tun_scratch; /* offload reads, DP_TUN_SCRATCH */
+  seg_state seg;
 } dp_scratch;
 
 typedef struct dataplane {
   napi_env env;
   int udp_fd, tun_fd, tun_offload, tun_gro;
+  int udp_family;
+  int sending; /* the thread reads the TUN device too (dpAttachTun) */
+  unsigned mtu;
   int wake_fd;
   pthread_t thread;
   int running;
@@ -151,9 +212,17 @@ typedef struct dataplane {
   uint8_t ring_locals[DP_RING * EDGETUN_ENDPOINT_SIZE];
   double drops[DP_DROP_COUNT];
   /* Batches by their packet count, for the metrics' batch histograms: [0] receives (each
-   * recvmmsg), [1] TUN writes (what one batch delivered). */
-  double batch_sizes[2][DP_BATCH + 1];
+   * recvmmsg), [1] TUN writes (what one batch delivered), [2] sends (each sendmmsg), [3] TUN
+   * reads. */
+  double batch_sizes[4][DP_BATCH + 1];
   double opened, to_js, tun_write_errors;
+  /* The send direction's hand-over ring (inner packets for the JS path) and totals. */
+  datagram_ring out_ring;
+  uint8_t out_ring_data[DP_RING * DP_ROOM];
+  uint32_t out_ring_lengths[DP_RING];
+  uint8_t out_ring_endpoints[DP_RING * EDGETUN_ENDPOINT_SIZE];
+  uint8_t out_ring_locals[DP_RING * EDGETUN_ENDPOINT_SIZE];
+  double sealed, tun_to_js, send_errors, tun_read_drops;
   int notified;
   /* Set (atomically) when a peer's latest source differs from the one before: the JS send
    * path looks before each batch, so that an answer goes where the question came from. */
@@ -502,6 +571,10 @@ static int process_batch(dataplane *dp, dp_scratch *sc, unsigned got, int *activ
     memcpy(peer->source, source, EDGETUN_ENDPOINT_SIZE);
     memcpy(peer->source_local, sc->locals + (size_t)k * EDGETUN_ENDPOINT_SIZE,
            EDGETUN_ENDPOINT_SIZE);
+    /* Roaming, as the core does on every authenticated packet: answers go where it came from. */
+    peer->send.has_endpoint = 1;
+    memcpy(peer->send.endpoint, peer->source, EDGETUN_ENDPOINT_SIZE);
+    memset(peer->send.local, 0, EDGETUN_ENDPOINT_SIZE); /* as the JS path: the route decides */
     mark_dirty(dp, kp->peer);
     *activity = 1;
     uint32_t padded = len - DP_HEADER - DP_TAG_SIZE;
@@ -534,6 +607,187 @@ static int process_batch(dataplane *dp, dp_scratch *sc, unsigned got, int *activ
   return urgent;
 }
 
+/* ---- the send direction ---- */
+
+/* Seals buf[0, len) in place with the counter nonce; the tag goes to tag. */
+static int seal_in_place(EVP_CIPHER_CTX *evp, const uint8_t *key, uint64_t counter, uint8_t *buf,
+                         size_t len, uint8_t *tag) {
+  uint8_t nonce[12] = {0};
+  for (int b = 0; b < 8; b++) nonce[4 + b] = (uint8_t)(counter >> (8 * b));
+  int outl = 0, finl = 0;
+  if (EVP_CipherInit_ex(evp, NULL, NULL, key, nonce, 1) != 1) return 0;
+  if (len > 0 && EVP_EncryptUpdate(evp, buf, &outl, buf, (int)len) != 1) return 0;
+  if (EVP_EncryptFinal_ex(evp, buf + outl, &finl) != 1) return 0;
+  OSSL_PARAM params[2];
+  params[0] = OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, tag, DP_TAG_SIZE);
+  params[1] = OSSL_PARAM_construct_end();
+  return EVP_CIPHER_CTX_get_params(evp, params) == 1;
+}
+
+static void put_le32(uint8_t *p, uint32_t v) {
+  for (int b = 0; b < 4; b++) p[b] = (uint8_t)(v >> (8 * b));
+}
+
+/* The padded plaintext length, as src/core/messages.ts paddedLength. */
+static uint32_t padded_length(uint32_t length, unsigned mtu) {
+  if (length > mtu) return length;
+  uint32_t padded = (length + 15) & ~15u;
+  return padded < mtu ? padded : mtu;
+}
+
+/* Reads up to DP_BATCH inner packets from the TUN device into the send arena (each at offset
+ * DP_HEADER of its slot); returns how many, or -errno when the device failed. */
+static int read_tun(dataplane *dp, dp_scratch *sc) {
+  unsigned n = 0;
+  while (n < DP_BATCH) {
+    uint8_t *slot = sc->out_arena + (size_t)n * DP_ROOM + DP_HEADER;
+    if (dp->tun_offload && sc->seg.mode != SEG_IDLE) {
+      uint32_t len;
+      int r = seg_next(&sc->seg, slot, DP_INNER_ROOM, &len);
+      if (r > 0) sc->out_lengths[n++] = len;
+      else if (r < 0) dp->tun_read_drops++;
+      continue;
+    }
+    ssize_t r;
+    if (dp->tun_offload) r = read(dp->tun_fd, sc->tun_scratch, DP_TUN_SCRATCH);
+    else r = read(dp->tun_fd, slot, DP_INNER_ROOM);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      if (n > 0) break;
+      return -errno;
+    }
+    if (r == 0) break;
+    if (!dp->tun_offload) {
+      sc->out_lengths[n++] = (uint32_t)r;
+      continue;
+    }
+    if ((size_t)r >= DP_TUN_SCRATCH || seg_begin(&sc->seg, sc->tun_scratch, (size_t)r) != 0) {
+      sc->seg.mode = SEG_IDLE;
+      dp->tun_read_drops++;
+    }
+  }
+  return (int)n;
+}
+
+/* An inner packet for the JS path, unchanged. */
+static void tun_to_ring(dataplane *dp, dp_scratch *sc, unsigned k) {
+  if (datagram_ring_push(&dp->out_ring, sc->out_arena + (size_t)k * DP_ROOM + DP_HEADER,
+                         sc->out_lengths[k], sc->no_endpoint, sc->no_endpoint) < 0) {
+    dp->drops[DP_DROP_SLOW_PATH_FULL]++;
+    return;
+  }
+  dp->tun_to_js++;
+}
+
+/* One batch read from the TUN device: sealed and sent, or handed to JS. Returns whether JS
+ * must be told at once. */
+static int send_batch(dataplane *dp, dp_scratch *sc, unsigned got, int *activity) {
+  unsigned jobs = 0;
+  int urgent = 0;
+  int64_t now = now_ns();
+  pthread_mutex_lock(&dp->lock);
+  unsigned mtu = dp->mtu;
+  for (unsigned k = 0; k < got; k++) {
+    uint8_t *inner = sc->out_arena + (size_t)k * DP_ROOM + DP_HEADER;
+    uint32_t len = sc->out_lengths[k];
+    unsigned version = len > 0 ? inner[0] >> 4 : 0;
+    int64_t routed = -1;
+    if (version == 4 && len >= 20) routed = route_lookup(dp, 4, inner + 16);
+    else if (version == 6 && len >= 40) routed = route_lookup(dp, 6, inner + 24);
+    dp_sending *s = routed >= 0 ? &dp->peers[routed].send : NULL;
+    if (s != NULL && s->active && s->next == s->end && s->spare_end > s->spare_start) {
+      s->next = s->spare_start;
+      s->end = s->spare_end;
+      s->spare_start = s->spare_end = 0;
+      s->lease_asked = 0;
+    }
+    uint32_t padded = padded_length(len, mtu);
+    if (s == NULL || !s->active || !s->has_endpoint || now >= s->expires_ns ||
+        s->next >= s->end || s->next >= DP_REJECT_AFTER_MESSAGES ||
+        DP_HEADER + padded + DP_TAG_SIZE > DP_ROOM) {
+      /* The core decides: no route, no session (it stages and starts a handshake), no
+       * counters left here, or a session too old. */
+      tun_to_ring(dp, sc, k);
+      urgent = 1;
+      if (s != NULL && s->active && s->next >= s->end && !s->lease_asked) {
+        s->lease_asked = 1;
+        mark_dirty(dp, (uint32_t)routed);
+      }
+      continue;
+    }
+    if (s->spare_end == s->spare_start && !s->lease_asked) {
+      /* The spare was taken into use: ask for the next one now, well before it is needed. */
+      s->lease_asked = 1;
+      urgent = 1;
+    }
+    if (now >= s->rekey_ns && !s->rekey_told) {
+      s->rekey_told = 1;
+      urgent = 1;
+    }
+    uint64_t counter = s->next++;
+    uint8_t *p = inner - DP_HEADER;
+    put_le32(p, 4);
+    put_le32(p + 4, s->remote_index);
+    put_le32(p + 8, (uint32_t)counter);
+    put_le32(p + 12, (uint32_t)(counter >> 32));
+    if (padded > len) memset(inner + len, 0, padded - len);
+    sc->seal_offsets[jobs] = (uint32_t)(k * DP_ROOM);
+    sc->seal_padded[jobs] = padded;
+    sc->seal_lengths[jobs] = DP_HEADER + padded + DP_TAG_SIZE;
+    sc->seal_counters[jobs] = counter;
+    memcpy(sc->seal_keys + (size_t)jobs * DP_KEY_SIZE, s->key, DP_KEY_SIZE);
+    memcpy(sc->seal_endpoints + (size_t)jobs * EDGETUN_ENDPOINT_SIZE, s->endpoint,
+           EDGETUN_ENDPOINT_SIZE);
+    memcpy(sc->seal_locals + (size_t)jobs * EDGETUN_ENDPOINT_SIZE, s->local,
+           EDGETUN_ENDPOINT_SIZE);
+    dp_peer *peer = &dp->peers[routed];
+    peer->tx_packets++;
+    peer->tx_payload_bytes += len;
+    peer->tx_bytes += sc->seal_lengths[jobs];
+    mark_dirty(dp, (uint32_t)routed);
+    *activity = 1;
+    jobs++;
+  }
+  pthread_mutex_unlock(&dp->lock);
+  if (jobs == 0) return urgent;
+
+  unsigned sealed = 0;
+  for (unsigned j = 0; j < jobs; j++) {
+    uint8_t *p = sc->out_arena + sc->seal_offsets[j];
+    uint32_t padded = sc->seal_padded[j];
+    if (!seal_in_place(sc->evp, sc->seal_keys + (size_t)j * DP_KEY_SIZE, sc->seal_counters[j],
+                       p + DP_HEADER, padded, p + DP_HEADER + padded)) {
+      sc->seal_lengths[j] = 0; /* cannot happen with a valid key; never sent unsealed */
+      continue;
+    }
+    sealed++;
+  }
+  OPENSSL_cleanse(sc->seal_keys, (size_t)jobs * DP_KEY_SIZE);
+  /* Unsealed slots (none in practice) are skipped by compacting. */
+  if (sealed < jobs) {
+    unsigned w = 0;
+    for (unsigned j = 0; j < jobs; j++) {
+      if (sc->seal_lengths[j] == 0) continue;
+      sc->seal_offsets[w] = sc->seal_offsets[j];
+      sc->seal_lengths[w] = sc->seal_lengths[j];
+      memmove(sc->seal_endpoints + (size_t)w * EDGETUN_ENDPOINT_SIZE,
+              sc->seal_endpoints + (size_t)j * EDGETUN_ENDPOINT_SIZE, EDGETUN_ENDPOINT_SIZE);
+      memmove(sc->seal_locals + (size_t)w * EDGETUN_ENDPOINT_SIZE,
+              sc->seal_locals + (size_t)j * EDGETUN_ENDPOINT_SIZE, EDGETUN_ENDPOINT_SIZE);
+      w++;
+    }
+  }
+  int sent = udp_io_send(sc->io, dp->udp_fd, dp->udp_family, sc->out_arena, sc->seal_offsets,
+                         sc->seal_lengths, sc->seal_endpoints, sc->seal_locals, sealed);
+  pthread_mutex_lock(&dp->lock);
+  dp->sealed += sealed;
+  dp->batch_sizes[2][sealed]++;
+  if (sent < (int)sealed) dp->send_errors += sealed - (unsigned)(sent < 0 ? 0 : sent);
+  pthread_mutex_unlock(&dp->lock);
+  return urgent;
+}
+
 static void notify_js(dataplane *dp) {
   pthread_mutex_lock(&dp->lock);
   int wake = !dp->notified;
@@ -548,15 +802,17 @@ static void *dataplane_main(void *arg) {
   dp_scratch *sc = dp->scratch;
   for (unsigned k = 0; k < DP_BATCH; k++) sc->offsets[k] = k * DP_ROOM;
   int pending = 0; /* activity not yet reported */
-  struct pollfd fds[2] = {{.fd = dp->udp_fd, .events = POLLIN},
-                          {.fd = dp->wake_fd, .events = POLLIN}};
+  for (unsigned k = 0; k < DP_BATCH; k++) sc->out_offsets[k] = k * DP_ROOM + DP_HEADER;
+  struct pollfd fds[3] = {{.fd = dp->udp_fd, .events = POLLIN},
+                          {.fd = dp->wake_fd, .events = POLLIN},
+                          {.fd = dp->sending ? dp->tun_fd : -1, .events = POLLIN}};
   for (;;) {
     int timeout = -1;
     if (pending) {
       int64_t due = dp->last_notify_ns + DP_NOTIFY_INTERVAL_NS - now_ns();
       timeout = due <= 0 ? 0 : (int)(due / 1000000) + 1;
     }
-    int ready = poll(fds, 2, timeout);
+    int ready = poll(fds, 3, timeout);
     if (ready < 0) {
       if (errno == EINTR) continue;
       dp->error = errno;
@@ -568,6 +824,23 @@ static void *dataplane_main(void *arg) {
       break;
     }
     int urgent = 0;
+    if (fds[2].revents & (POLLERR | POLLNVAL | POLLHUP)) {
+      dp->error = EBADFD;
+      break;
+    }
+    while (fds[2].revents & POLLIN) {
+      int got = read_tun(dp, sc);
+      if (got < 0) {
+        dp->error = -got;
+        goto out;
+      }
+      if (got == 0) break;
+      pthread_mutex_lock(&dp->lock);
+      dp->batch_sizes[3][got]++;
+      pthread_mutex_unlock(&dp->lock);
+      urgent |= send_batch(dp, sc, (unsigned)got, &pending);
+      if (got < DP_BATCH) break;
+    }
     for (;;) {
       int got = udp_io_recv(sc->io, dp->udp_fd, sc->arena, sc->offsets, sc->lengths,
                             sc->endpoints, sc->locals, DP_BATCH, DP_ROOM);
@@ -617,6 +890,7 @@ static void dataplane_finalize(napi_env env, void *data, void *hint) {
   if (dp->wake_fd >= 0) close(dp->wake_fd);
   if (dp->scratch != NULL) {
     udp_io_free(dp->scratch->io);
+    free(dp->scratch->tun_scratch);
     EVP_CIPHER_CTX_free(dp->scratch->evp);
     free(dp->scratch);
   }
@@ -628,6 +902,8 @@ static void dataplane_finalize(napi_env env, void *data, void *hint) {
     }
     free(dp->keypairs);
   }
+  for (uint32_t i = 0; i < dp->peer_capacity; i++)
+    OPENSSL_cleanse(dp->peers[i].send.key, DP_KEY_SIZE);
   free(dp->peers);
   free(dp->dirty);
   free(dp->confirmed);
@@ -673,6 +949,11 @@ static napi_value js_dp_create(napi_env env, napi_callback_info info) {
   dataplane *dp = calloc(1, sizeof(*dp));
   if (dp == NULL) return throw_errno(env, ENOMEM, "cannot create the data plane");
   dp->ring = DATAGRAM_RING_OVER(dp, DP_ROOM, DP_RING);
+  dp->out_ring = (datagram_ring){dp->out_ring_data,      dp->out_ring_lengths,
+                                 dp->out_ring_endpoints, dp->out_ring_locals,
+                                 DP_INNER_ROOM,          DP_RING,
+                                 0,                      0};
+  dp->mtu = 1420;
   dp->env = env;
   dp->tun_fd = tun_fd;
   dp->tun_offload = offload;
@@ -692,6 +973,7 @@ static napi_value js_dp_create(napi_env env, napi_callback_info info) {
   dp->confirmed = calloc(DP_MAX_KEYPAIRS, sizeof(uint32_t));
   if (dp->scratch == NULL || dp->keypairs == NULL || dp->confirmed == NULL ||
       (dp->scratch->io = udp_io_new()) == NULL ||
+      (offload && (dp->scratch->tun_scratch = malloc(DP_TUN_SCRATCH)) == NULL) ||
       (dp->scratch->evp = EVP_CIPHER_CTX_new()) == NULL ||
       EVP_CipherInit_ex(dp->scratch->evp, EVP_chacha20_poly1305(), NULL, NULL, NULL, 0) != 1)
     return throw_errno(env, ENOMEM, "cannot create the data plane");
@@ -709,17 +991,27 @@ static napi_value js_dp_create(napi_env env, napi_callback_info info) {
   return handle;
 }
 
-/* dpAttach(handle, udpFd): (re)starts the thread on the data socket `udpFd`, whose own
- * readiness polling the caller has turned off. The tables stay as they are. */
+/* dpAttach(handle, udpFd, readTun): (re)starts the thread on the data socket `udpFd`, whose
+ * own readiness polling the caller has turned off; with readTun it reads the TUN device too
+ * (the send direction; the caller no longer reads it). The tables stay as they are. */
 static napi_value js_dp_attach(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
-  int fd;
-  if (arg_count(env, info, 2, argv)) return NULL;
+  napi_value argv[3];
+  int fd, read_tun_too;
+  if (arg_count(env, info, 3, argv)) return NULL;
   dataplane *dp = dataplane_arg(env, argv[0]);
-  if (dp == NULL || arg_fd(env, argv[1], &fd)) return NULL;
+  if (dp == NULL || arg_fd(env, argv[1], &fd) || arg_bool(env, argv[2], "readTun", &read_tun_too))
+    return NULL;
   if (require_fd(env, fd, FD_KIND_UDP) == NULL) return NULL;
+  int family = 0;
+  socklen_t family_len = sizeof(family);
+  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &family, &family_len) != 0) {
+    int e = errno;
+    return throw_errno(env, e, "cannot read the data socket's family: %s", strerror(e));
+  }
   dataplane_halt(dp);
   dp->udp_fd = fd;
+  dp->udp_family = family;
+  dp->sending = read_tun_too;
   dp->error = 0;
   int e = pthread_create(&dp->thread, NULL, dataplane_main, dp);
   if (e != 0) return throw_errno(env, e, "cannot start the data plane: %s", strerror(e));
@@ -799,6 +1091,127 @@ static napi_value js_dp_remove_keypair(napi_env env, napi_callback_info info) {
   return make_undefined(env);
 }
 
+/* dpSetMtu(handle, mtu): inner packets sealed here are padded as the core pads them. */
+static napi_value js_dp_set_mtu(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  uint64_t mtu;
+  if (arg_count(env, info, 2, argv)) return NULL;
+  dataplane *dp = dataplane_arg(env, argv[0]);
+  if (dp == NULL || arg_uint(env, argv[1], "mtu", 65535, &mtu)) return NULL;
+  if (mtu < 576) return throw_kind(env, ERR_RANGE, "ERR_OUT_OF_RANGE", "mtu must be >= 576");
+  pthread_mutex_lock(&dp->lock);
+  dp->mtu = (unsigned)mtu;
+  pthread_mutex_unlock(&dp->lock);
+  return make_undefined(env);
+}
+
+/* Reads a 24-byte endpoint record argument, or null (0 returned, *out NULL). */
+static int arg_record_opt(napi_env env, napi_value v, const char *name, uint8_t **out) {
+  size_t len = 0;
+  if (arg_bytes_opt(env, v, name, out, &len)) return -1;
+  if (*out != NULL && len < EDGETUN_ENDPOINT_SIZE) {
+    throw_kind(env, ERR_RANGE, "ERR_OUT_OF_RANGE", "%s must be %d bytes", name,
+               EDGETUN_ENDPOINT_SIZE);
+    return -1;
+  }
+  return 0;
+}
+
+/* dpSetSending(handle, peer, sendKey, remoteIndex, leaseStart, leaseCount, lifetimeMs, rekeyMs,
+ * endpoint, local): the peer's packets are sealed here from now on with this keypair, using
+ * counters [leaseStart, leaseStart + leaseCount) that the core has set aside (see the header
+ * comment), until lifetimeMs passes; rekeyMs (-1: never) is when the core must hear of a send
+ * at once. sendKey null stops it (the peer's packets go to JS). endpoint null: none known. */
+static napi_value js_dp_set_sending(napi_env env, napi_callback_info info) {
+  napi_value argv[10];
+  uint64_t peer, remote, start, count, lifetime;
+  int64_t rekey;
+  uint8_t *key = NULL, *endpoint = NULL, *local = NULL;
+  size_t key_len = 0;
+  if (arg_count(env, info, 10, argv)) return NULL;
+  dataplane *dp = dataplane_arg(env, argv[0]);
+  if (dp == NULL || arg_uint(env, argv[1], "peer", 1u << 24, &peer) ||
+      arg_bytes_opt(env, argv[2], "sendKey", &key, &key_len) ||
+      arg_uint(env, argv[3], "remoteIndex", UINT32_MAX, &remote) ||
+      arg_uint(env, argv[4], "leaseStart", DP_REJECT_AFTER_MESSAGES, &start) ||
+      arg_uint(env, argv[5], "leaseCount", 1u << 20, &count) ||
+      arg_uint(env, argv[6], "lifetimeMs", 1ULL << 40, &lifetime) ||
+      napi_get_value_int64(env, argv[7], &rekey) != napi_ok ||
+      arg_record_opt(env, argv[8], "endpoint", &endpoint) ||
+      arg_record_opt(env, argv[9], "local", &local))
+    return NULL;
+  if (key != NULL && key_len != DP_KEY_SIZE)
+    return throw_kind(env, ERR_RANGE, "ERR_OUT_OF_RANGE", "sendKey must be 32 bytes");
+  int64_t now = now_ns();
+  pthread_mutex_lock(&dp->lock);
+  if (ensure_peer(dp, (uint32_t)peer) != 0) {
+    pthread_mutex_unlock(&dp->lock);
+    return throw_errno(env, ENOMEM, "cannot add a peer to the data plane");
+  }
+  dp_sending *s = &dp->peers[peer].send;
+  OPENSSL_cleanse(s->key, DP_KEY_SIZE);
+  s->active = key != NULL;
+  s->remote_index = (uint32_t)remote;
+  s->next = start;
+  s->end = key != NULL ? start + count : start;
+  s->spare_start = s->spare_end = 0;
+  s->lease_asked = 0;
+  s->expires_ns = now + (int64_t)lifetime * 1000000LL;
+  s->rekey_ns = rekey < 0 ? INT64_MAX : now + rekey * 1000000LL;
+  s->rekey_told = 0;
+  if (key != NULL) memcpy(s->key, key, DP_KEY_SIZE);
+  s->has_endpoint = endpoint != NULL;
+  if (endpoint != NULL) memcpy(s->endpoint, endpoint, EDGETUN_ENDPOINT_SIZE);
+  if (local != NULL) memcpy(s->local, local, EDGETUN_ENDPOINT_SIZE);
+  else memset(s->local, 0, EDGETUN_ENDPOINT_SIZE);
+  pthread_mutex_unlock(&dp->lock);
+  return make_undefined(env);
+}
+
+/* dpGrantLease(handle, peer, remoteIndex, start, count) -> taken: the spare lease for the
+ * keypair of remoteIndex; false (the counters are simply never used) when the peer now sends
+ * with another keypair or already has a spare. */
+static napi_value js_dp_grant_lease(napi_env env, napi_callback_info info) {
+  napi_value argv[5], result;
+  uint64_t peer, remote, start, count;
+  if (arg_count(env, info, 5, argv)) return NULL;
+  dataplane *dp = dataplane_arg(env, argv[0]);
+  if (dp == NULL || arg_uint(env, argv[1], "peer", 1u << 24, &peer) ||
+      arg_uint(env, argv[2], "remoteIndex", UINT32_MAX, &remote) ||
+      arg_uint(env, argv[3], "start", DP_REJECT_AFTER_MESSAGES, &start) ||
+      arg_uint(env, argv[4], "count", 1u << 20, &count))
+    return NULL;
+  int taken = 0;
+  pthread_mutex_lock(&dp->lock);
+  if (peer < dp->peer_capacity) {
+    dp_sending *s = &dp->peers[peer].send;
+    if (s->active && s->remote_index == (uint32_t)remote && s->spare_end == s->spare_start &&
+        start >= s->end) {
+      s->spare_start = start;
+      s->spare_end = start + count;
+      taken = 1;
+    }
+    s->lease_asked = 0;
+  }
+  pthread_mutex_unlock(&dp->lock);
+  napi_get_boolean(env, taken, &result);
+  return result;
+}
+
+/* dpTakeTunnel(handle, arena, offsets, lengths, endpoints, locals, count, room) -> n: as
+ * dpTake, for the inner packets the send direction hands to the JS path (room: 9040). */
+static napi_value js_dp_take_tunnel(napi_env env, napi_callback_info info) {
+  napi_value argv[8];
+  if (arg_count(env, info, 8, argv)) return NULL;
+  dataplane *dp = dataplane_arg(env, argv[0]);
+  datagram_take take;
+  if (dp == NULL || datagram_take_args(env, argv, DP_INNER_ROOM, &take)) return NULL;
+  pthread_mutex_lock(&dp->lock);
+  uint64_t n = datagram_ring_take(&dp->out_ring, &take);
+  pthread_mutex_unlock(&dp->lock);
+  return make_int(env, (int64_t)n);
+}
+
 /* Route change records of dpSetRoutes: family (4 or 6), prefix length, two zero bytes, the
  * peer (int32 little endian, -1 removes the prefix), then 16 address bytes. */
 #define DP_ROUTE_RECORD 24
@@ -840,9 +1253,13 @@ static napi_value js_dp_set_routes(napi_env env, napi_callback_info info) {
   return make_undefined(env);
 }
 
+/* Numbers per peer in dpCollect's peerOut. */
+#define DP_PEER_FIELDS 11
+
 /* dpCollect(handle, peerOut, sourcesOut, confirmedOut) -> { peers, confirmed }: moves the
- * per-peer deltas since the last call into peerOut (Float64Array, 7 per peer: id,
- * authenticated, data, rxBytes, rxPackets, rxPayloadBytes, keepalives; a peer with a source
+ * per-peer deltas since the last call into peerOut (Float64Array, DP_PEER_FIELDS per peer: id,
+ * authenticated, data, rxBytes, rxPackets, rxPayloadBytes, keepalives, txPackets, txBytes,
+ * txPayloadBytes, leaseWanted (1: grant a spare lease); a peer with a source
  * has its 24-byte source record in sourcesOut, else zeros) and the receiver indices whose
  * first packet arrived into confirmedOut (Uint32Array). As many as fit; the rest next call. */
 static napi_value js_dp_collect(napi_env env, napi_callback_info info) {
@@ -867,7 +1284,7 @@ static napi_value js_dp_collect(napi_env env, napi_callback_info info) {
       type != napi_uint32_array)
     return throw_kind(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", "confirmedOut must be a Uint32Array");
   double *out = peer_data;
-  size_t room = peer_len / 7;
+  size_t room = peer_len / DP_PEER_FIELDS;
   if (source_len / EDGETUN_ENDPOINT_SIZE < room) room = source_len / EDGETUN_ENDPOINT_SIZE;
   uint32_t *confirmed = confirmed_data;
   pthread_mutex_lock(&dp->lock);
@@ -879,7 +1296,7 @@ static napi_value js_dp_collect(napi_env env, napi_callback_info info) {
   while (peers < room && dp->dirty_count > 0) {
     uint32_t id = dp->dirty[--dp->dirty_count];
     dp_peer *p = &dp->peers[id];
-    double *row = out + peers * 7;
+    double *row = out + peers * DP_PEER_FIELDS;
     row[0] = id;
     row[1] = p->authenticated;
     row[2] = p->data;
@@ -887,6 +1304,11 @@ static napi_value js_dp_collect(napi_env env, napi_callback_info info) {
     row[4] = p->rx_packets;
     row[5] = p->rx_payload_bytes;
     row[6] = p->keepalives;
+    row[7] = p->tx_packets;
+    row[8] = p->tx_bytes;
+    row[9] = p->tx_payload_bytes;
+    row[10] = p->send.active && p->send.lease_asked && p->send.spare_end == p->send.spare_start;
+    p->tx_packets = p->tx_bytes = p->tx_payload_bytes = 0;
     uint8_t *src = (uint8_t *)source_data + peers * EDGETUN_ENDPOINT_SIZE;
     if (p->has_source) memcpy(src, p->source, EDGETUN_ENDPOINT_SIZE);
     else memset(src, 0, EDGETUN_ENDPOINT_SIZE);
@@ -908,7 +1330,8 @@ static napi_value js_dp_collect(napi_env env, napi_callback_info info) {
 }
 
 /* dpBatchSizes(handle, out): moves the batch counts by size since the last call into `out`
- * (Float64Array of 2 x (DP_BATCH + 1): receives, then TUN writes; index = packets). */
+ * (Float64Array of 4 x (DP_BATCH + 1): receives, TUN writes, sends, TUN reads; index =
+ * packets). */
 static napi_value js_dp_batch_sizes(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   if (arg_count(env, info, 2, argv)) return NULL;
@@ -920,9 +1343,9 @@ static napi_value js_dp_batch_sizes(napi_env env, napi_callback_info info) {
   size_t off;
   if (dp == NULL) return NULL;
   if (napi_get_typedarray_info(env, argv[1], &type, &len, &data, &ab, &off) != napi_ok ||
-      type != napi_float64_array || len < 2 * (DP_BATCH + 1))
+      type != napi_float64_array || len < 4 * (DP_BATCH + 1))
     return throw_kind(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE",
-                      "out must be a Float64Array of %d", 2 * (DP_BATCH + 1));
+                      "out must be a Float64Array of %d", 4 * (DP_BATCH + 1));
   pthread_mutex_lock(&dp->lock);
   memcpy(data, dp->batch_sizes, sizeof(dp->batch_sizes));
   memset(dp->batch_sizes, 0, sizeof(dp->batch_sizes));
@@ -959,7 +1382,7 @@ static napi_value js_dp_take(napi_env env, napi_callback_info info) {
 }
 
 /* dpStats(handle) -> totals since creation: opened, toJs, tunWriteErrors, waiting, keypairs,
- * routes, error, and drops { reason: count }. */
+ * routes, error, sealed, tunToJs, sendErrors, tunReadDrops, and drops { reason: count }. */
 static napi_value js_dp_stats(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (arg_count(env, info, 1, argv)) return NULL;
@@ -967,13 +1390,15 @@ static napi_value js_dp_stats(napi_env env, napi_callback_info info) {
   if (napi_get_value_external(env, argv[0], (void **)&dp) != napi_ok || dp == NULL)
     return throw_kind(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", "dataplane must be a handle");
   pthread_mutex_lock(&dp->lock);
-  double v[] = {dp->opened, dp->to_js, dp->tun_write_errors, (double)dp->ring.size,
-                (double)dp->keypair_count, (double)dp->route_count, (double)dp->error};
+  double v[] = {dp->opened,      dp->to_js,       dp->tun_write_errors, (double)dp->ring.size,
+                (double)dp->keypair_count, (double)dp->route_count, (double)dp->error,
+                dp->sealed,      dp->tun_to_js,   dp->send_errors,      dp->tun_read_drops};
   double drops[DP_DROP_COUNT];
   memcpy(drops, dp->drops, sizeof(drops));
   pthread_mutex_unlock(&dp->lock);
-  static const char *names[] = {"opened",   "toJs",   "tunWriteErrors", "waiting",
-                                "keypairs", "routes", "error"};
+  static const char *names[] = {"opened", "toJs",     "tunWriteErrors", "waiting",
+                                "keypairs", "routes", "error",          "sealed",
+                                "tunToJs", "sendErrors", "tunReadDrops"};
   napi_value out, value, drop_obj;
   if (napi_create_object(env, &out) != napi_ok || napi_create_object(env, &drop_obj) != napi_ok)
     return NULL;
@@ -1012,6 +1437,10 @@ static napi_value js_dp_close(napi_env env, napi_callback_info info) {
     dp->keypairs[s] = NULL;
   }
   dp->keypair_count = 0;
+  for (uint32_t i = 0; i < dp->peer_capacity; i++) {
+    OPENSSL_cleanse(dp->peers[i].send.key, DP_KEY_SIZE);
+    dp->peers[i].send.active = 0;
+  }
   pthread_mutex_unlock(&dp->lock);
   return make_undefined(env);
 }
@@ -1024,6 +1453,10 @@ napi_status init_dataplane(napi_env env, napi_value exports) {
   EXPORT_FN(env, exports, "dpSetRoutes", js_dp_set_routes);
   EXPORT_FN(env, exports, "dpCollect", js_dp_collect);
   EXPORT_FN(env, exports, "dpTake", js_dp_take);
+  EXPORT_FN(env, exports, "dpTakeTunnel", js_dp_take_tunnel);
+  EXPORT_FN(env, exports, "dpSetMtu", js_dp_set_mtu);
+  EXPORT_FN(env, exports, "dpSetSending", js_dp_set_sending);
+  EXPORT_FN(env, exports, "dpGrantLease", js_dp_grant_lease);
   EXPORT_FN(env, exports, "dpSourceMoved", js_dp_source_moved);
   EXPORT_FN(env, exports, "dpBatchSizes", js_dp_batch_sizes);
   EXPORT_FN(env, exports, "dpStats", js_dp_stats);

@@ -46,6 +46,12 @@ export interface SessionObserver {
   /** A keypair was dropped (rotated out, expired, peer reset or removed). */
   keypairReleased(peer: Peer, keypair: Keypair): void;
   peerRemoved(peer: Peer): void;
+  /**
+   * What the peer's packets are sent with may have changed: its current keypair (a new
+   * session, a confirmed one, all dropped) or its endpoint. A data path that seals outside the
+   * core looks again.
+   */
+  sendingChanged(peer: Peer): void;
 }
 
 export class DeviceStats {
@@ -212,7 +218,10 @@ export class Device {
   /** Applies the given settings to an existing peer; absent fields are left as they are. */
   updatePeer(peer: Peer, config: Partial<PeerConfig>): void {
     if (config.presharedKey) peer.presharedKey = config.presharedKey;
-    if (config.endpoint !== undefined) peer.endpoint = config.endpoint;
+    if (config.endpoint !== undefined) {
+      peer.endpoint = config.endpoint;
+      this.sessionObserver?.sendingChanged(peer);
+    }
     if (config.allowedIps) {
       for (const { address, cidr } of config.allowedIps) {
         this.allowedIps.insert(address, cidr, peer);
@@ -337,6 +346,7 @@ export class Device {
   /** Drops a peer's sessions and handshake and frees their indices. */
   resetPeerSessions(peer: Peer): void {
     for (const keypair of peer.keypairs.clear()) this.releaseKeypair(peer, keypair);
+    this.sessionObserver?.sendingChanged(peer);
     this.indexTable.remove(peer.handshake.localIndex, this.handshakeEntry(peer));
     peer.handshake.clear();
     peer.staged = [];

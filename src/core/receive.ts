@@ -144,6 +144,7 @@ function authenticatedFrom(device: Device, peer: Peer, source: Endpoint, length:
   if (!sameEndpoint(peer.endpoint, source)) {
     if (peer.endpoint) peer.endpointChanges++;
     peer.endpoint = source;
+    device.sessionObserver?.sendingChanged(peer);
   }
   peer.rxBytes += length;
   peer.timers.anyAuthenticatedPacketReceived();
@@ -222,6 +223,7 @@ export function completeData(
   const confirmed = peer.keypairs.receivedWith(keypair);
   if (confirmed) {
     for (const dropped of confirmed) device.releaseKeypair(peer, dropped);
+    device.sessionObserver?.sendingChanged(peer);
     handshakeCompleted(device, peer);
     sendStaged(device, peer);
   }
@@ -348,6 +350,7 @@ export function firstPacketElsewhere(device: Device, index: number): void {
   const confirmed = peer.keypairs.receivedWith(keypair);
   if (!confirmed) return;
   for (const dropped of confirmed) device.releaseKeypair(peer, dropped);
+  device.sessionObserver?.sendingChanged(peer);
   handshakeCompleted(device, peer);
   sendStaged(device, peer);
 }

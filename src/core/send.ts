@@ -172,13 +172,54 @@ export function afterDataSent(
   peer.timers.anyAuthenticatedPacketTraversal();
   peer.timers.anyAuthenticatedPacketSent();
   if (sentData) peer.timers.dataSent();
-  // Keep the key fresh: rekey after enough messages, or (as initiator) after enough time.
+  keepKeyFreshOnSend(device, peer, keypair);
+}
+
+/** Rekey after enough messages, or (as initiator) after enough time. */
+function keepKeyFreshOnSend(device: Device, peer: Peer, keypair: Keypair): void {
   if (
     keypair.sendingCounter > REKEY_AFTER_MESSAGES ||
     (keypair.isInitiator && device.clock.now() - keypair.createdAt >= REKEY_AFTER_TIME_MS)
   ) {
     sendInitiation(device, peer, false);
   }
+}
+
+/**
+ * Sets `count` sending counters of the peer's current keypair aside for a data path that
+ * seals outside the core (the native send thread): returns the first, or null when the
+ * keypair may not send that many more (Reject-After-Messages). The core's own messages on the
+ * keypair take counters after every lease, so no counter is used twice.
+ */
+export function lendCounters(keypair: Keypair, count: number): number | null {
+  const start = keypair.sendingCounter;
+  if (!keypair.sendingValid || start + count >= REJECT_AFTER_MESSAGES) return null;
+  keypair.sendingCounter += count;
+  return start;
+}
+
+/** What a data path outside the core sealed and sent for one peer since it last reported. */
+export interface SentElsewhere {
+  txPackets: number;
+  /** Whole transport messages, as `wg show` counts them. */
+  txBytes: number;
+  txPayloadBytes: number;
+}
+
+/**
+ * The bookkeeping of {@link afterDataSent}, once per report of a data path that sealed the
+ * packets itself with the peer's current keypair: counters, timers, keeping the key fresh.
+ */
+export function sentElsewhere(device: Device, peer: Peer, report: SentElsewhere): void {
+  if (report.txPackets === 0) return;
+  peer.txPackets += report.txPackets;
+  peer.txBytes += report.txBytes;
+  peer.txPayloadBytes += report.txPayloadBytes;
+  peer.timers.anyAuthenticatedPacketTraversal();
+  peer.timers.anyAuthenticatedPacketSent();
+  peer.timers.dataSent();
+  const keypair = peer.keypairs.current;
+  if (keypair) keepKeyFreshOnSend(device, peer, keypair);
 }
 
 /** A keepalive (an empty transport message), or the staged packets if there are any. */
@@ -252,6 +293,7 @@ export function installKeypair(device: Device, peer: Peer, keypair: Keypair): vo
   device.indexTable.replace(keypair.localIndex, { peer, keypair });
   device.sessionObserver?.keypairInstalled(peer, keypair);
   for (const dropped of peer.keypairs.add(keypair)) device.releaseKeypair(peer, dropped);
+  device.sessionObserver?.sendingChanged(peer);
   peer.timers.sessionDerived();
 }
 
@@ -264,6 +306,7 @@ export function abandonHandshake(device: Device, peer: Peer): void {
 /** No session for 3 × Reject-After-Time: forget all key material. */
 export function zeroKeyMaterial(device: Device, peer: Peer): void {
   for (const keypair of peer.keypairs.clear()) device.releaseKeypair(peer, keypair);
+  device.sessionObserver?.sendingChanged(peer);
   device.indexTable.remove(peer.handshake.localIndex, device.handshakeEntry(peer));
   peer.handshake.clear();
 }

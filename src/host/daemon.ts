@@ -55,7 +55,7 @@ import {
 import { UapiServer, type UapiHost } from "./uapi.js";
 import { HandshakeShares } from "./handshake-shares.js";
 import { warmUpDataPath } from "./warm-up.js";
-import { NativeReceivePath, nativeReceiveWanted } from "./dataplane.js";
+import { NativeReceivePath, nativeReceiveWanted, nativeSendWanted } from "./dataplane.js";
 import type {
   DatagramSocket,
   DatagramSocketOpener,
@@ -194,6 +194,11 @@ export interface DaemonOptions {
    * the JS thread. Default: yes, unless EDGETUN_DATA_PATH=js.
    */
   nativeReceive?: boolean;
+  /**
+   * With the native receive path, also read the TUN device, seal and send on that thread (the
+   * send direction, src/host/dataplane.ts). Default: only when EDGETUN_NATIVE_SEND=1.
+   */
+  nativeSend?: boolean;
 }
 
 /** A part running beside the daemon, with its own probes note and metrics. */
@@ -225,6 +230,10 @@ export class DaemonCounters {
   nativeReceived = 0;
   /** Datagrams it handed to the JS path (handshakes, data for keypairs it does not hold). */
   nativeHandedToJs = 0;
+  /** Inner packets the native thread sealed and sent (the send direction). */
+  nativeSealed = 0;
+  /** Inner packets it read and handed to the JS path (no route, no session, no counters). */
+  nativeTunToJs = 0;
 }
 
 export class Daemon implements UapiHost, ReconfigurationHost {
@@ -370,7 +379,9 @@ export class Daemon implements UapiHost, ReconfigurationHost {
       options.onInterfaceGone,
     );
     try {
-      if (options.nativeReceive ?? nativeReceiveWanted()) daemon.startReceivePath(tun);
+      if (options.nativeReceive ?? nativeReceiveWanted()) {
+        daemon.startReceivePath(tun, options.nativeSend ?? nativeSendWanted());
+      }
       setup.attach(tun.ifindex);
       // This process owns the interface name now, so rules recorded for it are a dead one's.
       setup.removeLeftovers();
@@ -388,7 +399,8 @@ export class Daemon implements UapiHost, ReconfigurationHost {
       );
       // Packets move from here on: the first handshake leaves now, and its answer and the
       // first packets are served while the rest below is set up (issue 14).
-      tun.onReadable(() => daemon.readTunnel());
+      // The native thread reads the TUN device itself when it sends.
+      if (!daemon.receivePath?.readsTun) tun.onReadable(() => daemon.readTunnel());
       daemon.startTimers();
       daemon.uapi = await UapiServer.listen(
         tun.name,
@@ -587,9 +599,18 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     }
     if (count === 0) return;
     this.counters.tunReadBatches++;
+    this.observations.tunRead.observe(count);
+    this.sendTunnelBatch(count);
+  }
+
+  /**
+   * Inner packets in `tunIn` slots [0, count): sealed in place in one call and sent from the
+   * same arena in one call; the rest (no session yet, no route) take the core's own path.
+   */
+  private sendTunnelBatch(count: number): void {
+    const batch = this.tunIn;
     // A peer that roamed is followed before anything is sent to it.
     if (this.receivePath?.plane.sourceMoved) this.syncReceivePath();
-    this.observations.tunRead.observe(count);
     const sealing = this.sealing;
     const arena = batch.arena;
     for (let i = 0; i < count; i++) {
@@ -1053,16 +1074,35 @@ export class Daemon implements UapiHost, ReconfigurationHost {
   // --- the native receive path ------------------------------------------------------------
 
   /** Hands transport data of established sessions to the addon's receive thread. */
-  private startReceivePath(tun: TunDevice): void {
+  private startReceivePath(tun: TunDevice, sends: boolean): void {
     if (!nativeAvailable()) return;
-    this.receivePath = new NativeReceivePath(this.device, tun, () => this.receivePathEvent());
+    this.receivePath = new NativeReceivePath(
+      this.device,
+      tun,
+      () => this.receivePathEvent(),
+      sends,
+    );
   }
 
-  /** The thread has news: confirmations and activity for the core, datagrams for the JS path. */
+  /**
+   * The thread has news: confirmations and activity for the core, datagrams and inner packets
+   * for the JS path.
+   */
   private receivePathEvent(): void {
     if (this.stopped) return;
     this.syncReceivePath();
     this.receiveNetwork();
+    if (this.receivePath?.readsTun) this.takeTunnel();
+  }
+
+  /** Inner packets the send thread left to the core (no route, no session, no counters). */
+  private takeTunnel(): void {
+    const path = this.receivePath;
+    if (!path || this.stopped) return;
+    const count = path.plane.takeTunnel(this.tunIn, BATCH);
+    if (count === 0) return;
+    if (count === BATCH) setImmediate(() => this.takeTunnel());
+    this.sendTunnelBatch(count);
   }
 
   /** Carries what the receive thread did into the core and the counters; sends what follows. */
@@ -1073,11 +1113,19 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     path.observeBatches(this.observations);
     const carried = path.carryCounters();
     this.counters.tunWriteErrors += carried.tunWriteErrors;
+    this.counters.socketSendErrors += carried.sendErrors;
     this.counters.nativeReceived = carried.opened;
     this.counters.nativeHandedToJs = carried.toJs;
+    this.counters.nativeSealed = carried.sealed;
+    this.counters.nativeTunToJs = carried.tunToJs;
+    if (carried.error === EBADFD && path.readsTun && !this.stopped) {
+      // The thread read the TUN device: the interface was deleted under us.
+      this.interfaceGone();
+      return;
+    }
     if (carried.error !== 0 && !this.receivePathFailed) {
       this.receivePathFailed = true;
-      this.logger.error("native receive thread stopped", {
+      this.logger.error("native data-path thread stopped", {
         interface: this.name,
         errno: carried.error,
       });

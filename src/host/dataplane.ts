@@ -1,15 +1,18 @@
-// The daemon's side of the native receive path (src/host/native/dataplane.ts): keeps the
+// The daemon's side of the native data path (src/host/native/dataplane.ts): keeps the
 // native copies of the keypairs and allowed IPs in step with the core (one call per change),
 // and carries what the native thread did back into the core: session confirmations at once,
 // per-peer activity for the timers, counters and roaming when told (at most every 100 ms
 // while data flows) or when someone reads them (a timer wake, `wg show`, metrics).
+// With the send direction on, it also hands the thread each peer's current sending keypair
+// with a lease of counters (and spare leases when asked), and carries what it sent back.
 import type { Device, SessionObserver } from "../core/device.js";
 import type { DropReason } from "../core/drops.js";
 import type { Endpoint } from "../core/endpoint.js";
-import { REJECT_AFTER_TIME_MS } from "../core/messages.js";
+import { REJECT_AFTER_TIME_MS, REKEY_AFTER_TIME_MS } from "../core/messages.js";
 import type { Keypair } from "../core/noise.js";
 import type { Peer } from "../core/peer.js";
 import { firstPacketElsewhere, receivedElsewhere } from "../core/receive.js";
+import { lendCounters, sentElsewhere } from "../core/send.js";
 import type { DataPathObservations } from "./metrics.js";
 import {
   writeEndpoint,
@@ -19,6 +22,7 @@ import {
   NativeDataPlane,
   PEER_DELTA_FIELDS,
   RouteChanges,
+  SEND_LEASE,
   readEndpoint,
   type DataPlaneDrops,
   type DataPlaneStats,
@@ -34,6 +38,15 @@ const COLLECT_BATCH = 256;
  */
 export function nativeReceiveWanted(env: NodeJS.ProcessEnv = process.env): boolean {
   return (env.EDGETUN_DATA_PATH ?? "native") !== "js";
+}
+
+/**
+ * Whether the native thread also reads the TUN device and seals and sends (the send
+ * direction): only with the native receive path, and only when EDGETUN_NATIVE_SEND=1 (off by
+ * default until it has had its quiet-machine figures and more mileage).
+ */
+export function nativeSendWanted(env: NodeJS.ProcessEnv = process.env): boolean {
+  return nativeReceiveWanted(env) && env.EDGETUN_NATIVE_SEND === "1";
 }
 
 export class NativeReceivePath implements SessionObserver {
@@ -55,8 +68,21 @@ export class NativeReceivePath implements SessionObserver {
   /** Keypairs the native table had no room for: the JS path opens their data. */
   refused = 0;
 
-  constructor(device: Device, tun: { fd: number; offload: boolean }, onEvent: () => void) {
+  /** Whether the thread reads the TUN device and sends (see {@link nativeSendWanted}). */
+  readonly sends: boolean;
+  /** Peers whose sending state the thread must be told again. */
+  readonly #sendingChanged = new Set<Peer>();
+  /** The MTU the thread pads for, as last told. */
+  #mtu = 0;
+
+  constructor(
+    device: Device,
+    tun: { fd: number; offload: boolean },
+    onEvent: () => void,
+    sends = false,
+  ) {
     this.#device = device;
+    this.sends = sends;
     this.plane = NativeDataPlane.create(tun.fd, tun.offload, tun.offload, onEvent);
     device.sessionObserver = this;
     device.allowedIps.onChange = (address, cidr, peer) => {
@@ -72,9 +98,82 @@ export class NativeReceivePath implements SessionObserver {
     this.plane.setRoutes(this.#routes);
   }
 
-  /** Reads the data socket `fd` on the native thread from now on (its own polling is off). */
+  /**
+   * Reads the data socket `fd` on the native thread from now on (its own polling is off); with
+   * {@link sends}, the TUN device too (the caller stops reading it).
+   */
   attach(fd: number): void {
-    this.plane.attach(fd);
+    this.#tellMtu();
+    this.plane.attach(fd, this.sends);
+    this.readsTun = this.sends;
+  }
+
+  /** Whether the thread reads the TUN device (attached with {@link sends}): JS then does not. */
+  readsTun = false;
+
+  sendingChanged(peer: Peer): void {
+    if (!this.sends) return;
+    // Gathered until the change in progress is complete, as allowed IPs are.
+    if (this.#sendingChanged.size === 0) queueMicrotask(() => this.#flushSending());
+    this.#sendingChanged.add(peer);
+  }
+
+  #flushSending(): void {
+    if (this.#sendingChanged.size === 0) return;
+    for (const peer of this.#sendingChanged) this.#tellSending(peer);
+    this.#sendingChanged.clear();
+  }
+
+  /**
+   * Hands the thread the peer's current keypair with a fresh lease of counters, or tells it
+   * to leave the peer's packets to the core (no usable session or no endpoint).
+   */
+  #tellSending(peer: Peer): void {
+    if (this.#device.peer(peer.publicKey) !== peer) return; // removed since
+    const peerId = this.#idOf(peer);
+    const keypair = peer.keypairs.current;
+    const ageMs = keypair ? this.#device.clock.now() - keypair.createdAt : Infinity;
+    const endpoint = peer.endpoint ? this.#endpointRecord(peer.endpoint) : null;
+    const leaseStart =
+      keypair && endpoint && ageMs < REJECT_AFTER_TIME_MS
+        ? lendCounters(keypair, SEND_LEASE)
+        : null;
+    if (!keypair || leaseStart === null) {
+      this.plane.setSending(peerId, null, endpoint, null);
+      return;
+    }
+    this.plane.setSending(
+      peerId,
+      {
+        sendKey: keypair.sendingKey,
+        remoteIndex: keypair.remoteIndex,
+        leaseStart,
+        leaseCount: SEND_LEASE,
+        lifetimeMs: REJECT_AFTER_TIME_MS - ageMs,
+        rekeyMs: keypair.isInitiator ? Math.max(0, REKEY_AFTER_TIME_MS - ageMs) : -1,
+      },
+      endpoint,
+      null,
+    );
+  }
+
+  /** The thread took its spare lease into use: another, for the same keypair. */
+  #grantLease(peer: Peer, peerId: number): void {
+    const keypair = peer.keypairs.current;
+    if (!keypair) return;
+    const start = lendCounters(keypair, SEND_LEASE);
+    if (start === null) {
+      this.#tellSending(peer);
+      return;
+    }
+    this.plane.grantLease(peerId, keypair.remoteIndex, start, SEND_LEASE);
+  }
+
+  #tellMtu(): void {
+    const mtu = this.#device.mtu;
+    if (mtu === this.#mtu) return;
+    this.#mtu = mtu;
+    this.plane.setMtu(mtu);
   }
 
   keypairInstalled(peer: Peer, keypair: Keypair): void {
@@ -97,6 +196,8 @@ export class NativeReceivePath implements SessionObserver {
     if (id === undefined) return;
     this.#ids.delete(peer);
     this.#peersById[id] = undefined;
+    this.#sendingChanged.delete(peer);
+    if (this.sends) this.plane.setSending(id, null, null, null);
     this.#removedIds.push(id);
   }
 
@@ -108,6 +209,10 @@ export class NativeReceivePath implements SessionObserver {
   sync(): void {
     const device = this.#device;
     this.#flushRoutes();
+    if (this.sends) {
+      this.#tellMtu();
+      this.#flushSending();
+    }
     for (;;) {
       const got = this.plane.collect(this.#deltas, this.#sources, this.#confirmed);
       for (let i = 0; i < got.confirmed; i++) firstPacketElsewhere(device, this.#confirmed[i]!);
@@ -124,6 +229,12 @@ export class NativeReceivePath implements SessionObserver {
           keepalives: this.#deltas[row + 6]!,
           source: this.#sourceOf(peer, i),
         });
+        sentElsewhere(device, peer, {
+          txPackets: this.#deltas[row + 7]!,
+          txBytes: this.#deltas[row + 8]!,
+          txPayloadBytes: this.#deltas[row + 9]!,
+        });
+        if (this.#deltas[row + 10] === 1) this.#grantLease(peer, this.#deltas[row]!);
       }
       if (got.peers < COLLECT_BATCH && got.confirmed < COLLECT_BATCH) break;
     }
@@ -135,7 +246,15 @@ export class NativeReceivePath implements SessionObserver {
    * Moves the plane's drop counters into the device's; returns the TUN write errors since the
    * last call, the errno that stopped the thread (0 while it runs) and its running totals.
    */
-  carryCounters(): { tunWriteErrors: number; error: number; opened: number; toJs: number } {
+  carryCounters(): {
+    tunWriteErrors: number;
+    sendErrors: number;
+    error: number;
+    opened: number;
+    toJs: number;
+    sealed: number;
+    tunToJs: number;
+  } {
     const stats = this.plane.stats();
     const seen = this.#seen;
     this.#seen = stats;
@@ -145,9 +264,12 @@ export class NativeReceivePath implements SessionObserver {
     }
     return {
       tunWriteErrors: stats.tunWriteErrors - (seen?.tunWriteErrors ?? 0),
+      sendErrors: stats.sendErrors - (seen?.sendErrors ?? 0),
       error: stats.error,
       opened: stats.opened,
       toJs: stats.toJs,
+      sealed: stats.sealed,
+      tunToJs: stats.tunToJs,
     };
   }
 
@@ -155,7 +277,7 @@ export class NativeReceivePath implements SessionObserver {
     return this.plane.stats();
   }
 
-  readonly #batchSizes = new Float64Array(2 * (DATA_PLANE_BATCH + 1));
+  readonly #batchSizes = new Float64Array(4 * (DATA_PLANE_BATCH + 1));
   /** Adds the thread's batches since the last call to the metrics' batch histograms. */
   observeBatches(observations: DataPathObservations): void {
     const sizes = this.#batchSizes;
@@ -163,13 +285,18 @@ export class NativeReceivePath implements SessionObserver {
     for (let size = 1; size <= DATA_PLANE_BATCH; size++) {
       const received = sizes[size]!;
       const written = sizes[DATA_PLANE_BATCH + 1 + size]!;
+      const sent = sizes[2 * (DATA_PLANE_BATCH + 1) + size]!;
+      const read = sizes[3 * (DATA_PLANE_BATCH + 1) + size]!;
       if (received > 0) observations.udpReceive.observeMany(size, received);
       if (written > 0) observations.tunWrite.observeMany(size, written);
+      if (sent > 0) observations.udpSend.observeMany(size, sent);
+      if (read > 0) observations.tunRead.observeMany(size, read);
     }
   }
 
   close(): void {
     this.#routes.clear();
+    this.#sendingChanged.clear();
     this.plane.close();
     if (this.#device.sessionObserver === this) this.#device.sessionObserver = null;
     this.#device.allowedIps.onChange = null;

@@ -156,7 +156,37 @@ export interface NativeAddon {
   laneWakeOnActivity(lane: unknown): number;
   laneStop(lane: unknown): void;
   dpCreate(tunFd: number, offload: boolean, gro: boolean, onEvent: () => void): unknown;
-  dpAttach(plane: unknown, udpFd: number): void;
+  dpAttach(plane: unknown, udpFd: number, readTun: boolean): void;
+  dpSetMtu(plane: unknown, mtu: number): void;
+  dpSetSending(
+    plane: unknown,
+    peer: number,
+    sendKey: Uint8Array | null,
+    remoteIndex: number,
+    leaseStart: number,
+    leaseCount: number,
+    lifetimeMs: number,
+    rekeyMs: number,
+    endpoint: Uint8Array | null,
+    local: Uint8Array | null,
+  ): void;
+  dpGrantLease(
+    plane: unknown,
+    peer: number,
+    remoteIndex: number,
+    start: number,
+    count: number,
+  ): boolean;
+  dpTakeTunnel(
+    plane: unknown,
+    arena: Uint8Array,
+    offsets: Uint32Array,
+    lengths: Uint32Array,
+    endpoints: Uint8Array,
+    locals: Uint8Array | null,
+    count: number,
+    room: number,
+  ): number;
   dpAddKeypair(
     plane: unknown,
     index: number,

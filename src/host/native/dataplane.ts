@@ -1,7 +1,9 @@
-// The native receive path (native/dataplane.c): a thread of the addon's that reads the data
+// The native data path (native/dataplane.c): a thread of the addon's that reads the data
 // socket, opens transport data of the keypairs installed here, checks replay and the inner
-// source address, and writes inner packets to the TUN device without waking the JS thread.
-// This wrapper only moves state in and deltas out; src/host/dataplane.ts decides what.
+// source address, and writes inner packets to the TUN device without waking the JS thread;
+// when asked, it also reads the TUN device and seals and sends for peers whose current
+// keypair the core handed it. This wrapper only moves state in and deltas out;
+// src/host/dataplane.ts decides what.
 import { loadAddon } from "./addon.js";
 import type { UdpReceiveSlots } from "./batch.js";
 
@@ -30,11 +32,30 @@ export interface DataPlaneStats {
   routes: number;
   /** The errno that stopped the thread (0 while it runs). */
   error: number;
+  /** Inner packets sealed and handed to the socket by the thread. */
+  sealed: number;
+  /** Inner packets read by the thread and handed to the JS path (no route, no session...). */
+  tunToJs: number;
+  /** Sealed datagrams the socket would not take. */
+  sendErrors: number;
+  /** Super-packets read from the TUN device that could not be split (dropped). */
+  tunReadDrops: number;
   drops: DataPlaneDrops;
 }
 
 /** Per-peer activity since the last collect, as {@link NativeDataPlane.collect} reports it. */
-export const PEER_DELTA_FIELDS = 7;
+export const PEER_DELTA_FIELDS = 11;
+
+/**
+ * Counters the core lends the thread at a time (native/dataplane.c's header comment): with the
+ * spare, the newest counter sent is at most two leases (4,096) and the core's own few messages
+ * past the oldest one still in use: well inside a receiver's replay window (8,128 counters in
+ * wireguard-go, about 8,100 or more in the kernel and in both of edgetun's paths).
+ */
+export const SEND_LEASE = 2048;
+
+/** Bytes each inner packet handed to the JS path may need (MAX_MTU + 40, as the TUN reads). */
+export const DATA_PLANE_INNER_ROOM = 9040;
 
 /** Largest batch the thread receives or writes: {@link NativeDataPlane.batchSizes} sizes. */
 export const DATA_PLANE_BATCH = 128;
@@ -97,9 +118,71 @@ export class NativeDataPlane {
     return new NativeDataPlane(loadAddon().dpCreate(tunFd, offload, gro, onEvent));
   }
 
-  /** (Re)starts the thread on the data socket `udpFd`, whose own polling must be off. */
-  attach(udpFd: number): void {
-    loadAddon().dpAttach(this.#handle, udpFd);
+  /**
+   * (Re)starts the thread on the data socket `udpFd`, whose own polling must be off; with
+   * `readTun` it reads the TUN device too (whose own polling must then be off as well).
+   */
+  attach(udpFd: number, readTun = false): void {
+    loadAddon().dpAttach(this.#handle, udpFd, readTun);
+  }
+
+  /** Inner packets sealed here are padded as the core pads them for this MTU. */
+  setMtu(mtu: number): void {
+    if (!this.#closed) loadAddon().dpSetMtu(this.#handle, mtu);
+  }
+
+  /**
+   * The peer's packets are sealed here with this keypair and counters [leaseStart, leaseStart
+   * + leaseCount), until `lifetimeMs`; after `rekeyMs` (-1: never) a send is reported at once.
+   * `sending` null: the peer's packets go to the JS path.
+   */
+  setSending(
+    peer: number,
+    sending: {
+      sendKey: Uint8Array;
+      remoteIndex: number;
+      leaseStart: number;
+      leaseCount: number;
+      lifetimeMs: number;
+      rekeyMs: number;
+    } | null,
+    endpoint: Uint8Array | null,
+    local: Uint8Array | null,
+  ): void {
+    if (this.#closed) return;
+    loadAddon().dpSetSending(
+      this.#handle,
+      peer,
+      sending?.sendKey ?? null,
+      sending?.remoteIndex ?? 0,
+      sending?.leaseStart ?? 0,
+      sending?.leaseCount ?? 0,
+      Math.max(0, Math.floor(sending?.lifetimeMs ?? 0)),
+      sending ? Math.floor(sending.rekeyMs) : -1,
+      endpoint,
+      local,
+    );
+  }
+
+  /** A spare lease for the keypair of `remoteIndex`; false when the thread did not take it. */
+  grantLease(peer: number, remoteIndex: number, start: number, count: number): boolean {
+    if (this.#closed) return false;
+    return loadAddon().dpGrantLease(this.#handle, peer, remoteIndex, start, count);
+  }
+
+  /** Moves up to `count` inner packets for the JS path into slots [0, n); returns n. */
+  takeTunnel(slots: UdpReceiveSlots, count: number): number {
+    if (this.#closed) return 0;
+    return loadAddon().dpTakeTunnel(
+      this.#handle,
+      slots.arena,
+      slots.offsets,
+      slots.lengths,
+      slots.endpoints,
+      slots.locals ?? null,
+      count,
+      slots.room,
+    );
   }
 
   /** False when the native table is full: the JS path keeps that keypair. */
@@ -127,7 +210,8 @@ export class NativeDataPlane {
 
   /**
    * Moves per-peer deltas ({@link PEER_DELTA_FIELDS} numbers each: id, authenticated, data,
-   * rxBytes, rxPackets, rxPayloadBytes, keepalives; the latest source record in `sources`)
+   * rxBytes, rxPackets, rxPayloadBytes, keepalives, txPackets, txBytes, txPayloadBytes,
+   * leaseWanted; the latest source record in `sources`)
    * and first-packet receiver indices into the arrays given; returns how many of each.
    */
   collect(
@@ -159,8 +243,9 @@ export class NativeDataPlane {
   }
 
   /**
-   * Moves the counts of batches by their size since the last call into `out` (2 ×
-   * ({@link DATA_PLANE_BATCH} + 1): receives, then TUN writes; the index is the packet count).
+   * Moves the counts of batches by their size since the last call into `out` (4 ×
+   * ({@link DATA_PLANE_BATCH} + 1): receives, TUN writes, sends, TUN reads; the index is the
+   * packet count).
    */
   batchSizes(out: Float64Array): void {
     if (!this.#closed) loadAddon().dpBatchSizes(this.#handle, out);
