@@ -823,40 +823,49 @@ static void *dataplane_main(void *arg) {
       dp->error = EBADF;
       break;
     }
-    int urgent = 0;
     if (fds[2].revents & (POLLERR | POLLNVAL | POLLHUP)) {
       dp->error = EBADFD;
       break;
     }
-    while (fds[2].revents & POLLIN) {
-      int got = read_tun(dp, sc);
-      if (got < 0) {
-        dp->error = -got;
-        goto out;
-      }
-      if (got == 0) break;
-      pthread_mutex_lock(&dp->lock);
-      dp->batch_sizes[3][got]++;
-      pthread_mutex_unlock(&dp->lock);
-      urgent |= send_batch(dp, sc, (unsigned)got, &pending);
-      if (got < DP_BATCH) break;
-    }
+    /* One batch each way in turn, so that neither direction waits behind the other's bulk;
+     * until the socket is empty and the TUN device gave less than a full batch. */
+    int tun_ready = (fds[2].revents & POLLIN) != 0;
     for (;;) {
+      int urgent = 0, progress = 0;
+      if (tun_ready) {
+        int got = read_tun(dp, sc);
+        if (got < 0) {
+          dp->error = -got;
+          goto out;
+        }
+        if (got < DP_BATCH) tun_ready = 0;
+        if (got > 0) {
+          pthread_mutex_lock(&dp->lock);
+          dp->batch_sizes[3][got]++;
+          pthread_mutex_unlock(&dp->lock);
+          urgent |= send_batch(dp, sc, (unsigned)got, &pending);
+          progress = 1;
+        }
+      }
       int got = udp_io_recv(sc->io, dp->udp_fd, sc->arena, sc->offsets, sc->lengths,
                             sc->endpoints, sc->locals, DP_BATCH, DP_ROOM);
       if (got < 0) {
         dp->error = -got;
         goto out;
       }
-      if (got == 0) break;
-      pthread_mutex_lock(&dp->lock);
-      dp->batch_sizes[0][got]++;
-      pthread_mutex_unlock(&dp->lock);
-      urgent |= process_batch(dp, sc, (unsigned)got, &pending);
-    }
-    if (urgent || (pending && now_ns() - dp->last_notify_ns >= DP_NOTIFY_INTERVAL_NS)) {
-      notify_js(dp);
-      pending = 0;
+      if (got > 0) {
+        pthread_mutex_lock(&dp->lock);
+        dp->batch_sizes[0][got]++;
+        pthread_mutex_unlock(&dp->lock);
+        urgent |= process_batch(dp, sc, (unsigned)got, &pending);
+        progress = 1;
+      }
+      /* JS hears of hand-overs and confirmations at once, not after the rest of the burst. */
+      if (urgent || (pending && now_ns() - dp->last_notify_ns >= DP_NOTIFY_INTERVAL_NS)) {
+        notify_js(dp);
+        pending = 0;
+      }
+      if (!progress) break;
     }
   }
 out:

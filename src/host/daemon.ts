@@ -196,7 +196,7 @@ export interface DaemonOptions {
   nativeReceive?: boolean;
   /**
    * With the native receive path, also read the TUN device, seal and send on that thread (the
-   * send direction, src/host/dataplane.ts). Default: only when EDGETUN_NATIVE_SEND=1.
+   * send direction, src/host/dataplane.ts). Default: yes, unless EDGETUN_NATIVE_SEND=0.
    */
   nativeSend?: boolean;
 }

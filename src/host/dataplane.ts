@@ -42,11 +42,11 @@ export function nativeReceiveWanted(env: NodeJS.ProcessEnv = process.env): boole
 
 /**
  * Whether the native thread also reads the TUN device and seals and sends (the send
- * direction): only with the native receive path, and only when EDGETUN_NATIVE_SEND=1 (off by
- * default until it has had its quiet-machine figures and more mileage).
+ * direction): with the native receive path, unless EDGETUN_NATIVE_SEND=0 (which keeps sending
+ * on the JS thread, for comparison, or should the native one misbehave).
  */
 export function nativeSendWanted(env: NodeJS.ProcessEnv = process.env): boolean {
-  return nativeReceiveWanted(env) && env.EDGETUN_NATIVE_SEND === "1";
+  return nativeReceiveWanted(env) && env.EDGETUN_NATIVE_SEND !== "0";
 }
 
 export class NativeReceivePath implements SessionObserver {

@@ -63,6 +63,8 @@ export interface MetricsSource {
     readonly tunWriteErrors: number;
     /** Transport messages the native receive thread opened (absent: no such thread). */
     readonly nativeReceived?: number;
+    /** Inner packets the native thread sealed and sent (absent: no such thread). */
+    readonly nativeSealed?: number;
   };
   readonly observations?: DataPathObservations;
   /** Parts started beside the daemon (the fleet watcher): their notes and metrics. */
@@ -556,6 +558,13 @@ export function createMetricsRegistry(
       "Transport messages opened on the native receive thread, not the JS thread.",
       byInterface,
       (emit) => emit(iface(), counters.nativeReceived ?? 0),
+    );
+    new ScrapedCounter(
+      registry,
+      "edgetun_native_sealed_messages_total",
+      "Inner packets sealed and sent on the native data-path thread, not the JS thread.",
+      byInterface,
+      (emit) => emit(iface(), counters.nativeSealed ?? 0),
     );
   }
   const observations = source.observations;

@@ -9,7 +9,7 @@
 // native thread opened, so the test knows the packets really took it.
 //
 // The daemon cases run twice: with the receive thread only, and with the send direction on
-// too (EDGETUN_NATIVE_SEND=1: the thread reads the TUN device, seals and sends). Then the
+// too (the default; EDGETUN_NATIVE_SEND=0 keeps sending on the JS thread). Then the
 // "interface down" line's nativeSealed says the thread sealed the answers, and the test peer's
 // own replay window (a core Device) says no counter ever came twice. Cases of the send
 // direction alone: the daemon initiating (the first packets reach the core, which stages them
