@@ -18,14 +18,14 @@
  * confirmation). JS is told through a thread-safe function: at once for ring
  * items and confirmations, at most every DP_NOTIFY_INTERVAL_NS for activity.
  *
- * The same thread also sends, when the daemon hands it the TUN device too
- * (dpAttachTun): it reads inner packets (splitting the kernel's super-packets
- * as the JS path does), finds the peer by the longest allowed-IPs prefix of
- * the destination, seals with the peer's current sending keypair and sends
- * with sendmmsg to the peer's endpoint (roaming seen on receive moves it).
- * One thread polls both descriptors: on these small machines a second one
- * would compete with Node's own thread for the same two cores, and a batch
- * in either direction is short.
+ * A second thread sends, when the daemon hands over the TUN device too
+ * (dpAttach with readTun): it reads inner packets (splitting the kernel's
+ * super-packets as the JS path does), finds the peer by the longest
+ * allowed-IPs prefix of the destination, seals with the peer's current
+ * sending keypair and sends with sendmmsg to the peer's endpoint (roaming seen
+ * on receive moves it). Two threads rather than one polling both descriptors:
+ * measured both ways, one thread made a ping wait behind a TCP stream's bulk
+ * going the other way, and received less of a UDP flood.
  *
  * Counters: the core stays the owner of every sending counter and lends this
  * thread blocks of them (a lease of SEND_LEASE counters, src/host/dataplane.ts,
@@ -39,7 +39,7 @@
  * sent activity comes back with the per-peer deltas, at once when a keypair
  * passes its Rekey-After-Time, so the core rekeys as if it had sent.
  *
- * One mutex guards the tables; the thread takes it twice per batch (before
+ * One mutex guards the tables; each thread takes it twice per batch (before
  * and after the AEAD), never per packet, and never across a system call.
  */
 #include "common.h"
@@ -166,7 +166,6 @@ typedef struct dp_scratch {
   uint32_t tun_lengths[DP_BATCH];
   /* The send direction: inner packets read at offset DP_HEADER of each slot. */
   uint8_t out_arena[DP_BATCH * DP_ROOM];
-  uint32_t out_offsets[DP_BATCH];
   uint32_t out_lengths[DP_BATCH];
   uint32_t seal_offsets[DP_BATCH];
   uint32_t seal_lengths[DP_BATCH];
@@ -177,6 +176,8 @@ typedef struct dp_scratch {
   uint8_t seal_locals[DP_BATCH * EDGETUN_ENDPOINT_SIZE];
   uint8_t no_endpoint[EDGETUN_ENDPOINT_SIZE];
   uint8_t *tun_scratch; /* offload reads, DP_TUN_SCRATCH */
+  udp_io *send_io; /* the send thread's own */
+  EVP_CIPHER_CTX *send_evp;
   seg_state seg;
 } dp_scratch;
 
@@ -189,6 +190,8 @@ typedef struct dataplane {
   int wake_fd;
   pthread_t thread;
   int running;
+  pthread_t send_thread; /* the send direction's, while sending */
+  int send_running;
   int closed;
   napi_threadsafe_function notify;
   dp_scratch *scratch;
@@ -756,7 +759,7 @@ static int send_batch(dataplane *dp, dp_scratch *sc, unsigned got, int *activity
   for (unsigned j = 0; j < jobs; j++) {
     uint8_t *p = sc->out_arena + sc->seal_offsets[j];
     uint32_t padded = sc->seal_padded[j];
-    if (!seal_in_place(sc->evp, sc->seal_keys + (size_t)j * DP_KEY_SIZE, sc->seal_counters[j],
+    if (!seal_in_place(sc->send_evp, sc->seal_keys + (size_t)j * DP_KEY_SIZE, sc->seal_counters[j],
                        p + DP_HEADER, padded, p + DP_HEADER + padded)) {
       sc->seal_lengths[j] = 0; /* cannot happen with a valid key; never sent unsealed */
       continue;
@@ -778,7 +781,7 @@ static int send_batch(dataplane *dp, dp_scratch *sc, unsigned got, int *activity
       w++;
     }
   }
-  int sent = udp_io_send(sc->io, dp->udp_fd, dp->udp_family, sc->out_arena, sc->seal_offsets,
+  int sent = udp_io_send(sc->send_io, dp->udp_fd, dp->udp_family, sc->out_arena, sc->seal_offsets,
                          sc->seal_lengths, sc->seal_endpoints, sc->seal_locals, sealed);
   pthread_mutex_lock(&dp->lock);
   dp->sealed += sealed;
@@ -802,17 +805,15 @@ static void *dataplane_main(void *arg) {
   dp_scratch *sc = dp->scratch;
   for (unsigned k = 0; k < DP_BATCH; k++) sc->offsets[k] = k * DP_ROOM;
   int pending = 0; /* activity not yet reported */
-  for (unsigned k = 0; k < DP_BATCH; k++) sc->out_offsets[k] = k * DP_ROOM + DP_HEADER;
-  struct pollfd fds[3] = {{.fd = dp->udp_fd, .events = POLLIN},
-                          {.fd = dp->wake_fd, .events = POLLIN},
-                          {.fd = dp->sending ? dp->tun_fd : -1, .events = POLLIN}};
+  struct pollfd fds[2] = {{.fd = dp->udp_fd, .events = POLLIN},
+                          {.fd = dp->wake_fd, .events = POLLIN}};
   for (;;) {
     int timeout = -1;
     if (pending) {
       int64_t due = dp->last_notify_ns + DP_NOTIFY_INTERVAL_NS - now_ns();
       timeout = due <= 0 ? 0 : (int)(due / 1000000) + 1;
     }
-    int ready = poll(fds, 3, timeout);
+    int ready = poll(fds, 2, timeout);
     if (ready < 0) {
       if (errno == EINTR) continue;
       dp->error = errno;
@@ -823,49 +824,73 @@ static void *dataplane_main(void *arg) {
       dp->error = EBADF;
       break;
     }
-    if (fds[2].revents & (POLLERR | POLLNVAL | POLLHUP)) {
-      dp->error = EBADFD;
-      break;
-    }
-    /* One batch each way in turn, so that neither direction waits behind the other's bulk;
-     * until the socket is empty and the TUN device gave less than a full batch. */
-    int tun_ready = (fds[2].revents & POLLIN) != 0;
+    int urgent = 0;
     for (;;) {
-      int urgent = 0, progress = 0;
-      if (tun_ready) {
-        int got = read_tun(dp, sc);
-        if (got < 0) {
-          dp->error = -got;
-          goto out;
-        }
-        if (got < DP_BATCH) tun_ready = 0;
-        if (got > 0) {
-          pthread_mutex_lock(&dp->lock);
-          dp->batch_sizes[3][got]++;
-          pthread_mutex_unlock(&dp->lock);
-          urgent |= send_batch(dp, sc, (unsigned)got, &pending);
-          progress = 1;
-        }
-      }
       int got = udp_io_recv(sc->io, dp->udp_fd, sc->arena, sc->offsets, sc->lengths,
                             sc->endpoints, sc->locals, DP_BATCH, DP_ROOM);
       if (got < 0) {
         dp->error = -got;
         goto out;
       }
+      if (got == 0) break;
+      pthread_mutex_lock(&dp->lock);
+      dp->batch_sizes[0][got]++;
+      pthread_mutex_unlock(&dp->lock);
+      urgent |= process_batch(dp, sc, (unsigned)got, &pending);
+    }
+    if (urgent || (pending && now_ns() - dp->last_notify_ns >= DP_NOTIFY_INTERVAL_NS)) {
+      notify_js(dp);
+      pending = 0;
+    }
+  }
+out:
+  if (dp->error != 0) notify_js(dp);
+  return NULL;
+}
+
+/* The send direction: a thread of its own on the TUN device (and the wake-up), so that bulk
+ * one way never waits behind the other's. */
+static void *dataplane_send_main(void *arg) {
+  dataplane *dp = arg;
+  dp_scratch *sc = dp->scratch;
+  int pending = 0;
+  struct pollfd fds[2] = {{.fd = dp->tun_fd, .events = POLLIN},
+                          {.fd = dp->wake_fd, .events = POLLIN}};
+  for (;;) {
+    int timeout = -1;
+    if (pending) {
+      int64_t due = dp->last_notify_ns + DP_NOTIFY_INTERVAL_NS - now_ns();
+      timeout = due <= 0 ? 0 : (int)(due / 1000000) + 1;
+    }
+    int ready = poll(fds, 2, timeout);
+    if (ready < 0) {
+      if (errno == EINTR) continue;
+      dp->error = errno;
+      break;
+    }
+    if (fds[1].revents != 0) break;
+    if (fds[0].revents & (POLLERR | POLLNVAL | POLLHUP)) {
+      dp->error = EBADFD;
+      break;
+    }
+    for (;;) {
+      int urgent = 0;
+      int got = read_tun(dp, sc);
+      if (got < 0) {
+        dp->error = -got;
+        goto out;
+      }
       if (got > 0) {
         pthread_mutex_lock(&dp->lock);
-        dp->batch_sizes[0][got]++;
+        dp->batch_sizes[3][got]++;
         pthread_mutex_unlock(&dp->lock);
-        urgent |= process_batch(dp, sc, (unsigned)got, &pending);
-        progress = 1;
+        urgent = send_batch(dp, sc, (unsigned)got, &pending);
       }
-      /* JS hears of hand-overs and confirmations at once, not after the rest of the burst. */
       if (urgent || (pending && now_ns() - dp->last_notify_ns >= DP_NOTIFY_INTERVAL_NS)) {
         notify_js(dp);
         pending = 0;
       }
-      if (!progress) break;
+      if (got < DP_BATCH) break;
     }
   }
 out:
@@ -878,6 +903,14 @@ out:
 static void dataplane_halt(dataplane *dp) {
   if (!dp->running) return;
   dp->running = 0;
+  if (dp->send_running) {
+    /* The wake-up stays readable until drained below: both threads see it. */
+    uint64_t one = 1;
+    ssize_t w = write(dp->wake_fd, &one, sizeof(one));
+    (void)w;
+    pthread_join(dp->send_thread, NULL);
+    dp->send_running = 0;
+  }
   uint64_t one = 1;
   ssize_t w = write(dp->wake_fd, &one, sizeof(one));
   (void)w;
@@ -899,6 +932,8 @@ static void dataplane_finalize(napi_env env, void *data, void *hint) {
   if (dp->wake_fd >= 0) close(dp->wake_fd);
   if (dp->scratch != NULL) {
     udp_io_free(dp->scratch->io);
+    udp_io_free(dp->scratch->send_io);
+    EVP_CIPHER_CTX_free(dp->scratch->send_evp);
     free(dp->scratch->tun_scratch);
     EVP_CIPHER_CTX_free(dp->scratch->evp);
     free(dp->scratch);
@@ -982,6 +1017,10 @@ static napi_value js_dp_create(napi_env env, napi_callback_info info) {
   dp->confirmed = calloc(DP_MAX_KEYPAIRS, sizeof(uint32_t));
   if (dp->scratch == NULL || dp->keypairs == NULL || dp->confirmed == NULL ||
       (dp->scratch->io = udp_io_new()) == NULL ||
+      (dp->scratch->send_io = udp_io_new()) == NULL ||
+      (dp->scratch->send_evp = EVP_CIPHER_CTX_new()) == NULL ||
+      EVP_CipherInit_ex(dp->scratch->send_evp, EVP_chacha20_poly1305(), NULL, NULL, NULL, 0) !=
+          1 ||
       (offload && (dp->scratch->tun_scratch = malloc(DP_TUN_SCRATCH)) == NULL) ||
       (dp->scratch->evp = EVP_CIPHER_CTX_new()) == NULL ||
       EVP_CipherInit_ex(dp->scratch->evp, EVP_chacha20_poly1305(), NULL, NULL, NULL, 0) != 1)
@@ -1025,6 +1064,14 @@ static napi_value js_dp_attach(napi_env env, napi_callback_info info) {
   int e = pthread_create(&dp->thread, NULL, dataplane_main, dp);
   if (e != 0) return throw_errno(env, e, "cannot start the data plane: %s", strerror(e));
   dp->running = 1;
+  if (dp->sending) {
+    e = pthread_create(&dp->send_thread, NULL, dataplane_send_main, dp);
+    if (e != 0) {
+      dataplane_halt(dp);
+      return throw_errno(env, e, "cannot start the data plane: %s", strerror(e));
+    }
+    dp->send_running = 1;
+  }
   return make_undefined(env);
 }
 
