@@ -42,7 +42,7 @@ import {
 } from "../test/support/etcd.js";
 import { startFleetDaemon } from "../test/support/fleet-daemon.js";
 import { NetworkLab } from "../src/host/toolkit/netns.js";
-import type { Proc } from "../src/host/toolkit/process.js";
+import { cleanUpOnExit, type Proc } from "../src/host/toolkit/process.js";
 import { cpuSeconds } from "./testbed/proc.js";
 
 const arg = (name: string, fallback: number) => {
@@ -66,10 +66,11 @@ const load = () =>
 function spawnIn(ns: string, command: string, args: string[]): Proc {
   return lab.spawn(ns, command, command, args);
 }
-function cleanup(): void {
+// An interrupted run too removes its namespaces and ends what runs in them.
+const cleanup = cleanUpOnExit(() => {
   lab.destroy();
   rmSync(dir, { recursive: true, force: true });
-}
+});
 async function until(what: string, condition: () => boolean, timeoutMs = 120_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!condition()) {
@@ -437,13 +438,6 @@ async function measureResync() {
   }
 }
 
-// An interrupted run still removes its namespaces and ends what runs in them.
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  process.on(signal, () => {
-    cleanup();
-    process.exit(130);
-  });
-}
 main()
   .catch((error: unknown) => {
     console.error(error);

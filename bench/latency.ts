@@ -27,7 +27,13 @@ import {
   startHttpService,
 } from "./testbed/measure.js";
 import { StepError } from "../src/host/errors.js";
-import { endAllSync, nsSpawn, sleep, type Proc } from "../src/host/toolkit/process.js";
+import {
+  cleanUpOnExit,
+  endAllSync,
+  nsSpawn,
+  sleep,
+  type Proc,
+} from "../src/host/toolkit/process.js";
 import { cpuNanoseconds } from "./testbed/proc.js";
 import { preflightProblems } from "./testbed/tools.js";
 import { Topology, removeLeftovers } from "./testbed/topology.js";
@@ -378,21 +384,11 @@ async function main(): Promise<number> {
     return 3;
   }
   let keys: Keys | null = null;
-  let cleaned = false;
-  const cleanup = () => {
-    if (cleaned) return;
-    cleaned = true;
+  const cleanup = cleanUpOnExit(() => {
     endAllSync();
     topo.destroy();
     keys?.remove();
-  };
-  process.on("exit", cleanup);
-  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-    process.on(signal, () => {
-      cleanup();
-      process.exit(130);
-    });
-  }
+  });
   const startedAt = new Date();
   say(
     `bench:latency ${startedAt.toISOString()} · ${cpus().length}× ${cpus()[0]?.model.trim() ?? "?"}` +

@@ -19,7 +19,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { generatePrivateKey, publicKeyOf } from "../src/core/keys.js";
 import { NetworkLab } from "../src/host/toolkit/netns.js";
-import { commandExists, nsRun, sleepSync, type RunOptions } from "../src/host/toolkit/process.js";
+import {
+  cleanUpOnExit,
+  commandExists,
+  nsRun,
+  sleepSync,
+  type RunOptions,
+} from "../src/host/toolkit/process.js";
 import { SESSIONS_GOAL_MS, edgeTunnelAddress, type EdgeSimulatorInput } from "./scale-edges.js";
 
 const peersArg = process.argv.indexOf("--peers");
@@ -109,10 +115,11 @@ function configText(
   return `${lines.join("\n")}\n`;
 }
 
-function cleanup(): void {
+// An interrupted run too removes its namespaces and ends its processes.
+const cleanup = cleanUpOnExit(() => {
   lab.destroy();
   rmSync(directory, { recursive: true, force: true });
-}
+});
 
 type Row = [string, string, string];
 const rows: Row[] = [];
@@ -485,13 +492,6 @@ async function main(): Promise<void> {
 if (!["wireguard-go", "wg", "curl"].every(commandExists)) {
   console.error("bench:scale needs wireguard-go, wg and curl");
   process.exit(1);
-}
-// An interrupted run still removes its namespaces and ends its processes.
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  process.on(signal, () => {
-    cleanup();
-    process.exit(130);
-  });
 }
 main()
   .catch((error: unknown) => {

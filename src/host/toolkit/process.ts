@@ -3,6 +3,7 @@
 // started it ends it by its PID (and only it), never by name.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { accessSync, constants, existsSync, readFileSync, statSync } from "node:fs";
+import { constants as osConstants } from "node:os";
 import { delimiter, join } from "node:path";
 import { StepError } from "../errors.js";
 
@@ -356,4 +357,27 @@ export function endAllSync(graceMs = STOP_GRACE_MS): void {
     [...running].filter((proc) => proc.running).map((proc) => proc.pid),
     graceMs,
   );
+}
+
+/**
+ * Makes `cleanup` run once, whichever comes first: a call of the function returned, the
+ * process's exit, or SIGINT, SIGTERM or SIGHUP (after which the process exits 128 + the
+ * signal's number, as a shell reports it). `cleanup` must be synchronous: exit handlers cannot
+ * wait (see `endAllSync`, `NetworkLab.destroy`).
+ */
+export function cleanUpOnExit(cleanup: () => void): () => void {
+  let done = false;
+  const once = () => {
+    if (done) return;
+    done = true;
+    cleanup();
+  };
+  process.on("exit", once);
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+    process.on(signal, () => {
+      once();
+      process.exit(128 + osConstants.signals[signal]);
+    });
+  }
+  return once;
 }
