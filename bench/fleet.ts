@@ -42,7 +42,7 @@ import {
 } from "../test/support/etcd.js";
 import { startFleetDaemon } from "../test/support/fleet-daemon.js";
 import { NetworkLab } from "../src/host/toolkit/netns.js";
-import { cleanUpOnExit, type Proc } from "../src/host/toolkit/process.js";
+import { cleanUpOnExit, pollUntil, type Proc } from "../src/host/toolkit/process.js";
 import { cpuSeconds } from "./testbed/proc.js";
 
 const arg = (name: string, fallback: number) => {
@@ -71,13 +71,9 @@ const cleanup = cleanUpOnExit(() => {
   lab.destroy();
   rmSync(dir, { recursive: true, force: true });
 });
-async function until(what: string, condition: () => boolean, timeoutMs = 120_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 2));
-  }
-}
+/** Milliseconds until `condition` holds, checked every 2 ms. */
+const until = (what: string, condition: () => boolean, timeoutMs = 120_000) =>
+  pollUntil(what, condition, timeoutMs, 2);
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[values.length >> 1]!;
 
 const edgeAddress = (i: number) => `10.99.${Math.floor((i + 2) / 256)}.${(i + 2) % 256}`;

@@ -23,6 +23,7 @@ import {
   cleanUpOnExit,
   commandExists,
   nsRun,
+  pollUntil,
   sleepSync,
   type RunOptions,
 } from "../src/host/toolkit/process.js";
@@ -68,18 +69,9 @@ function timed(fn: () => void, phaseName?: string): number {
   return performance.now() - start;
 }
 
-async function waitFor(
-  what: string,
-  condition: () => boolean,
-  timeoutMs = 300_000,
-): Promise<number> {
-  const start = performance.now();
-  while (!condition()) {
-    if (performance.now() - start > timeoutMs) throw new Error(`timed out: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-  return performance.now() - start;
-}
+/** Milliseconds until `condition` holds, checked every 5 ms. */
+const waitFor = (what: string, condition: () => boolean, timeoutMs = 300_000) =>
+  pollUntil(what, condition, timeoutMs, 5);
 
 function rssMb(pid: number): number {
   const line = readFileSync(`/proc/${pid}/status`, "utf8")

@@ -9,6 +9,7 @@ import { NetworkLab, namespaceExists, namespacePids } from "../../src/host/toolk
 import {
   commandExists,
   findCommand,
+  pollUntil,
   processAlive,
   runSync,
   spawnProcess,
@@ -62,6 +63,17 @@ describe("commands and processes", () => {
     expect(failure).toBeInstanceOf(StepError);
     expect((failure as StepError).code).toBe("ERR_PROCESS_EXITED");
     expect((failure as StepError).message).toBe("quitter exited (1): broken");
+  });
+
+  it("pollUntil checks until the condition holds, and names what it waited for when it gives up", async () => {
+    let checks = 0;
+    const took = await pollUntil("the third check", () => ++checks === 3, 10_000, 1);
+    expect(checks).toBe(3);
+    expect(took).toBeGreaterThan(0);
+    const failure = await pollUntil("nothing", () => false, 30, 5).catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(StepError);
+    expect((failure as StepError).code).toBe("ERR_WAIT_TIMEOUT");
+    expect((failure as StepError).message).toBe("timed out waiting for nothing");
   });
 
   // In a process of its own (the built module), as it hooks that process's exit and signals.

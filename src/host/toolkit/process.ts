@@ -37,6 +37,27 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/**
+ * Checks `condition` every `intervalMs` until it holds; resolves with how many milliseconds
+ * that took (a bench's figure when the interval is small). After `timeoutMs`, a StepError
+ * (`ERR_WAIT_TIMEOUT`) naming `what`.
+ */
+export async function pollUntil(
+  what: string,
+  condition: () => boolean,
+  timeoutMs: number,
+  intervalMs: number,
+): Promise<number> {
+  const start = performance.now();
+  while (!condition()) {
+    if (performance.now() - start > timeoutMs) {
+      throw new StepError(`timed out waiting for ${what}`, "ERR_WAIT_TIMEOUT");
+    }
+    await sleep(intervalMs);
+  }
+  return performance.now() - start;
+}
+
 /** The full path of an executable file named `name` on PATH, or null. */
 export function findCommand(name: string): string | null {
   for (const directory of (process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(
