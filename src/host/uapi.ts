@@ -49,7 +49,7 @@ import {
   type Prefix,
 } from "./reconfigure.js";
 import { redactKeyShaped } from "../core/redact.js";
-import { DEFAULT_UAPI_DIRECTORY } from "./uapi-client.js";
+import { DEFAULT_UAPI_DIRECTORY, ZERO_KEY_HEX } from "./uapi-client.js";
 
 /** What the control socket needs from the daemon: the state to answer `get`, and the queue. */
 export interface UapiHost {
@@ -109,28 +109,33 @@ export function handleGet(host: UapiHost): string {
   lines.push(`listen_port=${host.listenPort()}`);
   const fwmark = host.fwmark();
   if (fwmark !== 0) lines.push(`fwmark=${fwmark}`);
+  // One string per peer: a hub's reply is thousands of peers, read by `wg show` and `edgetun
+  // show`, whose time is mostly this.
   for (const peer of device.peers.values()) {
-    lines.push(`public_key=${hex(peer.publicKey)}`);
-    lines.push(`preshared_key=${hex(peer.presharedKey)}`);
-    lines.push("protocol_version=1");
-    if (peer.endpoint) lines.push(`endpoint=${formatEndpoint(peer.endpoint)}`);
     const handshakeMs = peer.lastHandshakeWallMs;
     const seconds = Math.floor(handshakeMs / 1000);
-    lines.push(`last_handshake_time_sec=${seconds}`);
-    lines.push(`last_handshake_time_nsec=${Math.floor((handshakeMs - seconds * 1000) * 1e6)}`);
-    lines.push(`tx_bytes=${peer.txBytes}`);
-    lines.push(`rx_bytes=${peer.rxBytes}`);
-    lines.push(`persistent_keepalive_interval=${peer.persistentKeepalive}`);
+    let text =
+      `public_key=${hex(peer.publicKey)}\npreshared_key=${hex(peer.presharedKey)}\n` +
+      `protocol_version=1\n` +
+      (peer.endpoint ? `endpoint=${formatEndpoint(peer.endpoint)}\n` : "") +
+      `last_handshake_time_sec=${seconds}\n` +
+      `last_handshake_time_nsec=${Math.floor((handshakeMs - seconds * 1000) * 1e6)}\n` +
+      `tx_bytes=${peer.txBytes}\nrx_bytes=${peer.rxBytes}\n` +
+      `persistent_keepalive_interval=${peer.persistentKeepalive}`;
     for (const { address, cidr } of device.allowedIps.entriesFor(peer)) {
-      lines.push(`allowed_ip=${formatCidr(address, cidr)}`);
+      text += `\nallowed_ip=${formatCidr(address, cidr)}`;
     }
+    lines.push(text);
   }
   lines.push("errno=0", "", "");
   return lines.join("\n");
 }
 
-function hex(bytes: Uint8Array): string {
-  return Buffer.from(bytes).toString("hex");
+const ZERO_KEY = Buffer.alloc(32);
+
+/** Hex of a key without copying it; the all-zero key (no pre-shared key) as a constant. */
+function hex(key: Buffer): string {
+  return key.equals(ZERO_KEY) ? ZERO_KEY_HEX : key.toString("hex");
 }
 
 // ---------------------------------------------------------------------------------------
