@@ -102,15 +102,24 @@ const { EINVAL, EIO, EMSGSIZE, ENOBUFS, EPROTO, ETIMEDOUT } = constants.errno;
 
 /** The whole reply to `get=1`, ending `errno=0\n\n`. */
 export function handleGet(host: UapiHost): string {
+  return Buffer.concat(getReply(host)).toString("latin1");
+}
+
+/**
+ * The reply to `get=1` as the bytes the socket sends, in chunks. Written peer by peer (the
+ * protocol's text is ASCII): a hub's reply is megabytes, and as strings kept until the whole
+ * was joined it outlived V8's young generation, each `wg show` leaving the old generation
+ * grown by several times the reply; chunks of a fixed size leave no larger garbage behind
+ * than the reply itself.
+ */
+export function getReply(host: UapiHost): Buffer[] {
   host.beforeRead?.();
   const device = host.device;
-  const lines: string[] = [];
-  if (device.identity) lines.push(`private_key=${hex(device.identity.privateKey.raw)}`);
-  lines.push(`listen_port=${host.listenPort()}`);
+  const reply = new ReplyBuffer();
+  if (device.identity) reply.line(`private_key=${hex(device.identity.privateKey.raw)}`);
+  reply.line(`listen_port=${host.listenPort()}`);
   const fwmark = host.fwmark();
-  if (fwmark !== 0) lines.push(`fwmark=${fwmark}`);
-  // One string per peer: a hub's reply is thousands of peers, read by `wg show` and `edgetun
-  // show`, whose time is mostly this.
+  if (fwmark !== 0) reply.line(`fwmark=${fwmark}`);
   for (const peer of device.peers.values()) {
     const handshakeMs = peer.lastHandshakeWallMs;
     const seconds = Math.floor(handshakeMs / 1000);
@@ -125,10 +134,56 @@ export function handleGet(host: UapiHost): string {
     for (const { address, cidr } of device.allowedIps.entriesFor(peer)) {
       text += `\nallowed_ip=${formatCidr(address, cidr)}`;
     }
-    lines.push(text);
+    reply.line(text);
   }
-  lines.push("errno=0", "", "");
-  return lines.join("\n");
+  reply.line("errno=0\n");
+  return reply.bytes();
+}
+
+const REPLY_CHUNK_BYTES = 64 * 1024;
+/** Chunks kept for the next reply once sent: a 5,000-peer reply is about 28. */
+const SPARE_REPLY_CHUNKS = 64;
+/**
+ * Chunks of replies already sent, reused by the next: fresh ones outlived the young
+ * generation while a reply was built and stayed allocated until the next full collection,
+ * megabytes for each `wg show` of a hub.
+ */
+const spareReplyChunks: Buffer[] = [];
+
+/** Gives a reply's chunks back for reuse, once the socket no longer needs them. */
+export function recycleReplyChunks(chunks: readonly Buffer[]): void {
+  for (const chunk of chunks) {
+    // Only the chunks of the standard size, each a whole ArrayBuffer of its own.
+    const memory = chunk.buffer as ArrayBuffer;
+    if (chunk.byteOffset !== 0 || memory.byteLength !== REPLY_CHUNK_BYTES) continue;
+    if (spareReplyChunks.length < SPARE_REPLY_CHUNKS) spareReplyChunks.push(Buffer.from(memory));
+  }
+}
+
+/** ASCII lines appended to chunks of REPLY_CHUNK_BYTES (or one line's length, if longer). */
+class ReplyBuffer {
+  readonly #chunks: Buffer[] = [];
+  #chunk: Buffer = Buffer.allocUnsafe(0);
+  #length = 0;
+
+  line(text: string): void {
+    if (this.#length + text.length + 1 > this.#chunk.length) {
+      if (this.#length > 0) this.#chunks.push(this.#chunk.subarray(0, this.#length));
+      this.#chunk =
+        text.length + 1 > REPLY_CHUNK_BYTES
+          ? Buffer.allocUnsafe(text.length + 1)
+          : (spareReplyChunks.pop() ?? Buffer.allocUnsafeSlow(REPLY_CHUNK_BYTES));
+      this.#length = 0;
+    }
+    this.#length += this.#chunk.write(text, this.#length, "latin1");
+    this.#chunk[this.#length++] = 0x0a;
+  }
+
+  bytes(): Buffer[] {
+    if (this.#length > 0) this.#chunks.push(this.#chunk.subarray(0, this.#length));
+    this.#length = 0;
+    return this.#chunks;
+  }
 }
 
 const ZERO_KEY = Buffer.alloc(32);
@@ -536,7 +591,15 @@ class UapiConnection {
         if (socket.destroyed) return;
         this.#budget.release(request.bytes);
         this.#heldBytes -= request.bytes;
-        const flushed = socket.write(reply);
+        let flushed = true;
+        if (typeof reply === "string") flushed = socket.write(reply);
+        else {
+          reply.forEach((chunk, i) => {
+            // The last chunk's callback runs once it (so every one) has gone, or on failure.
+            const last = i === reply.length - 1;
+            flushed = socket.write(chunk, last ? () => recycleReplyChunks(reply) : undefined);
+          });
+        }
         if (request.kind === "error") {
           socket.destroySoon();
           return;
@@ -550,11 +613,11 @@ class UapiConnection {
     }
   }
 
-  async #reply(request: Request): Promise<string> {
+  async #reply(request: Request): Promise<string | Buffer[]> {
     switch (request.kind) {
       case "get":
         try {
-          return handleGet(this.#host);
+          return getReply(this.#host);
         } catch (error) {
           publish({ operation: "connection", errno: -EIO, reason: messageOf(error) });
           return `errno=${-EIO}\n\n`;
