@@ -8,14 +8,20 @@
  *
  * The socket stays the JS side's (it closes it, after stopping the lane). The
  * keys and the "under load" verdict come from the protocol core through
- * laneConfigure; the lane adds its own evidence of load: how long passed
- * messages wait for the JS thread, not how fast they come (the kernel driver and
- * wireguard-go judge by their queue's length). A burst the JS thread clears
- * within the wait target, such as a whole fleet starting at once, is answered
- * without cookies; a flood that outruns it meets cookies within that target, or
- * as soon as the ring is half full. A message that waited longer than the
- * initiator's Rekey-Timeout is dropped unanswered: its sender has sent a new
- * initiation by then, and an answer to the old one would only be discarded.
+ * laneConfigure. The core judges load by the work that came to nothing, not by
+ * how many messages come: a flood's initiations (a valid mac1 needs only the
+ * hub's public key) fail after Diffie-Hellman as from unknown keys, or replayed,
+ * while a fleet's genuine ones never do. More than 256 such a second put the
+ * device under load (the lane then asks for mac2), and the messages turned away
+ * meanwhile keep it so while the flood lasts; the verdict lapses a second after.
+ * The lane adds its own evidence, the backstop for a genuine overload: how long
+ * passed messages wait for the JS thread (the kernel driver and wireguard-go
+ * judge by their queue's length). A burst the JS thread clears within the wait
+ * target, such as a whole fleet starting at once, is answered without cookies;
+ * one that outruns it meets cookies within that target, or as soon as the ring
+ * is half full. A message that waited longer than the initiator's Rekey-Timeout
+ * is dropped unanswered: its sender has sent a new initiation by then, and an
+ * answer to the old one would only be discarded.
  *
  * What keeps it ahead of a flooder on the other core: the socket has UDP_GRO,
  * so a flood sent with UDP GSO (the cheap way to send fast) is queued and read
@@ -64,10 +70,12 @@
 #define REPLY_SLOT 64
 /* How long evidence of load lasts (as the core's UNDER_LOAD_LINGER_MS). */
 #define LANE_LOAD_LINGER_NS 1000000000LL
-/* Under load once the oldest passed message has waited this long for the JS thread, or the
- * ring is half full: new messages then need a valid mac2. Well within Rekey-Timeout, so an
- * answer still finds its initiator waiting; not much less, so that a retry arriving behind a
- * fleet's burst is queued and answered rather than sent away for another Rekey-Timeout. */
+/* Under load (besides the core's verdict) once the oldest passed message has waited this long
+ * for the JS thread, or the ring is half full: new messages then need a valid mac2. A flood
+ * meets the core's verdict long before; this is for a genuine overload. Well within
+ * Rekey-Timeout, so an answer still finds its initiator waiting; not much less, so that a
+ * retry arriving behind a fleet's burst is queued and answered rather than sent away for
+ * another Rekey-Timeout. */
 #define LANE_WAIT_TARGET_NS 2000000000LL
 /* Rekey-Timeout: an initiation waiting longer has been replaced by its sender's next one. */
 #define LANE_STALE_NS 5000000000LL

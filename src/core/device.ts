@@ -110,10 +110,19 @@ export interface DeviceOptions {
   mtu?: number;
   /** Handshake messages per second above which the device asks for cookies. */
   underLoadHandshakesPerSecond?: number;
+  /** Wasted handshake messages per second above which it does (see wastedHandshakesPerSecond). */
+  wastedHandshakesPerSecond?: number;
 }
 
-/** How long the device stays "under load" after the rate last exceeded the threshold. */
+/** How long the device stays "under load" after the last evidence of load. */
 const UNDER_LOAD_LINGER_MS = 1000;
+/**
+ * Handshake messages a second that may come to nothing in the core before the device asks for
+ * cookies: some 7 % of the Diffie-Hellman a hub of a 2-core machine does in a second (about
+ * 3,900 handshakes), and far more than a fleet's own misfits (a peer removed while its edge
+ * still knocks costs one every Rekey-Timeout).
+ */
+export const WASTED_HANDSHAKES_PER_SECOND = 256;
 
 export class Device {
   readonly clock: Clock;
@@ -137,6 +146,20 @@ export class Device {
   underLoadHandshakesPerSecond: number;
   private handshakeWindowStart = 0;
   private handshakesInWindow = 0;
+  /**
+   * The load rule that serves a flood and a fleet alike: evidence of load is work that came to
+   * nothing, not how many messages come. A handshake message that passed mac1 yet failed in
+   * the core (an unknown static key, a static or timestamp that does not decrypt, a replayed
+   * or stale timestamp, a response to no handshake of ours) cost Diffie-Hellman or a look-up
+   * for nothing; a fleet's genuine initiations never do, however many arrive at once. Once
+   * more than this many a second came to nothing the device asks for cookies, and while it
+   * does, the messages it turns away for want of a cookie count the same (each would have
+   * gone to Diffie-Hellman), so a flood above this rate stays turned away for as long as it
+   * lasts, and the verdict lapses a linger after it ends.
+   */
+  wastedHandshakesPerSecond: number;
+  private wastedWindowStart = -Infinity;
+  private wastedInWindow = 0;
   private underLoadUntil = -Infinity;
   /**
    * Set by the I/O layer while handshake messages arrive faster than it takes them in (its
@@ -158,6 +181,8 @@ export class Device {
     this.cipher = options.cipher ?? nodeTransportCipher;
     this.mtu = options.mtu ?? 1420;
     this.underLoadHandshakesPerSecond = options.underLoadHandshakesPerSecond ?? 1000;
+    this.wastedHandshakesPerSecond =
+      options.wastedHandshakesPerSecond ?? WASTED_HANDSHAKES_PER_SECOND;
     this.indexTable = new IndexTable(this.random);
     this.cookieChecker = new CookieChecker(this.random);
     this.wheel = new TimerWheel(this.clock.now());
@@ -325,6 +350,25 @@ export class Device {
     }
     this.handshakesInWindow += count;
     if (this.handshakesInWindow > this.underLoadHandshakesPerSecond || this.handshakesBacklogged) {
+      this.underLoadUntil = nowMs + UNDER_LOAD_LINGER_MS;
+    }
+    return nowMs < this.underLoadUntil;
+  }
+
+  /**
+   * Counts `count` handshake messages that came to nothing (see wastedHandshakesPerSecond):
+   * failed in the core after passing mac1, or turned away for want of a cookie while under
+   * load. The window starts at the first such message after a quiet second, so a burst puts
+   * the device under load after at most the threshold (twice it if the burst straddles two
+   * windows). Returns the verdict.
+   */
+  recordWastedHandshakes(nowMs: number, count = 1): boolean {
+    if (nowMs - this.wastedWindowStart >= 1000) {
+      this.wastedWindowStart = nowMs;
+      this.wastedInWindow = 0;
+    }
+    this.wastedInWindow += count;
+    if (this.wastedInWindow > this.wastedHandshakesPerSecond) {
       this.underLoadUntil = nowMs + UNDER_LOAD_LINGER_MS;
     }
     return nowMs < this.underLoadUntil;

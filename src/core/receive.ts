@@ -89,6 +89,7 @@ function receiveHandshake(
         device.stats.cookieRepliesSent++;
       }
       device.stats.drops.cookie_required++;
+      device.recordWastedHandshakes(now); // it would have gone to Diffie-Hellman
       return;
     }
     if (!device.rateLimiter.allow(origin.ip, now)) {
@@ -102,6 +103,10 @@ function receiveHandshake(
     const result = consumeInitiation(identity, message, (key) => device.peer(key), now);
     if (!result.ok) {
       device.stats.drops[result.reason]++;
+      // Diffie-Hellman spent for nothing: evidence of a flood. Not so an initiation too soon
+      // after its peer's last: only the peer's own key makes a fresh timestamp, and a fleet's
+      // retry taken just behind its first try from a backlog is one.
+      if (result.reason !== "handshake_flood") device.recordWastedHandshakes(now);
       return;
     }
     const peer = result.peer;
@@ -114,12 +119,14 @@ function receiveHandshake(
   const entry = device.indexTable.lookup(readUint32(message, RESPONSE_RECEIVER));
   if (!entry || entry.keypair) {
     device.stats.drops.unknown_index++;
+    device.recordWastedHandshakes(now);
     return;
   }
   const peer = entry.peer;
   const result = consumeResponse(identity, peer.handshake, message);
   if (!result.ok) {
     device.stats.drops[result.reason]++;
+    device.recordWastedHandshakes(now);
     return;
   }
   const keypair = beginSession(peer.handshake, now);

@@ -734,14 +734,19 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     const verdicts = gate.verdicts;
     const drops = this.device.stats.drops;
     let settled = 0;
+    let turnedAway = 0;
     for (let i = 0; i < count; i++) {
       const verdict = verdicts[i]!;
       if (verdict === GateVerdict.Pass) continue;
       settled++;
       if (verdict === GateVerdict.BadMac1) drops.bad_mac1++;
-      else drops.cookie_required++;
+      else turnedAway++;
     }
+    drops.cookie_required += turnedAway;
     this.device.recordHandshakeMessage(now, settled);
+    // Turned away for want of a cookie under the core's verdict: each would have cost
+    // Diffie-Hellman, so they keep the verdict while a flood lasts.
+    if (turnedAway > 0) this.device.recordWastedHandshakes(now, turnedAway);
     if (replies > 0) {
       this.sendFrom(gate.replies, replies);
       this.device.stats.cookieRepliesSent += replies;
@@ -814,6 +819,13 @@ export class Daemon implements UapiHost, ReconfigurationHost {
       this.logger.error("handshake lane stopped", { interface: this.name, errno: stats.error });
     }
     const now = this.device.clock.now();
+    // What the lane turned away for want of a cookie while it had the core's verdict of load
+    // would each have gone to Diffie-Hellman: evidence that keeps the verdict while a flood
+    // lasts. Not what it turned away by its own rule alone (passed messages waited too long),
+    // which a fleet's burst causes: that verdict stays the lane's.
+    if (this.laneUnderLoad && cookies + unanswered > 0) {
+      this.device.recordWastedHandshakes(now, cookies + unanswered);
+    }
     // Only a full ring is an overload: the JS thread did not keep up with what passed. Kernel
     // drops say the lane's thread fell behind, which cookie replies would not mend.
     const ringFull = stats.ringFull - seen.ringFull > 0;
@@ -1126,9 +1138,10 @@ export class Daemon implements UapiHost, ReconfigurationHost {
         this.handshakeSocketDrops = 0;
         this.handshakeLane = lane;
         this.laneSeen = null;
-        // The lane asks for cookies once passed messages wait too long (native/lane.c), so a
-        // fleet starting at once is answered rather than sent away; the core's rate threshold
-        // stays for the path without it.
+        // With the lane, load is what the core wasted (Device.wastedHandshakesPerSecond) and,
+        // as a backstop, passed messages waiting too long (native/lane.c), so a fleet starting
+        // at once is answered rather than sent away; the core's rate threshold stays for the
+        // path without it.
         this.device.underLoadHandshakesPerSecond = lane ? Infinity : this.underLoadRateWithoutLane;
         this.syncLane();
         // A flood the lane absorbs wakes nothing here, so its counters, the cookie secret's
