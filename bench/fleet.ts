@@ -16,9 +16,8 @@
 // Node's own start is measured alone (`node -e 0` in the edge's namespace), and the load
 // average printed with every sample: the machine is shared.
 // Run: npm run bench:fleet [-- --edges 5000 --samples 3]
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Socket } from "node:net";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -42,6 +41,9 @@ import {
   startEtcdInNamespace,
 } from "../test/support/etcd.js";
 import { startFleetDaemon } from "../test/support/fleet-daemon.js";
+import { NetworkLab } from "../src/host/toolkit/netns.js";
+import { cleanUpOnExit, pollUntil, type Proc } from "../src/host/toolkit/process.js";
+import { cpuSeconds } from "./testbed/proc.js";
 
 const arg = (name: string, fallback: number) => {
   const at = process.argv.indexOf(name);
@@ -53,53 +55,25 @@ const cli = new URL("../src/cli/main.js", import.meta.url).pathname;
 const PREFIX = "/bench";
 const STORE = `etcd://127.0.0.1:2379${PREFIX}`;
 
-const id = `fb${randomBytes(3).toString("hex")}`;
-const namespaces: string[] = [];
-const children: ChildProcess[] = [];
+// The hub's and the edges' namespaces, and what runs in them, ended by PID when the run ends.
+const lab = new NetworkLab({ prefix: "fb", commandTimeoutMs: 60_000, ownGroup: false });
 const dir = mkdtempSync(join(tmpdir(), "edgetun-fleet-bench-"));
 const load = () =>
   loadavg()
     .map((l) => l.toFixed(1))
     .join(" ");
 
-function ip(args: string[]): void {
-  const result = spawnSync("ip", args, { encoding: "utf8" });
-  if (result.status !== 0) throw new Error(`ip ${args.join(" ")}: ${result.stderr}`);
+function spawnIn(ns: string, command: string, args: string[]): Proc {
+  return lab.spawn(ns, command, command, args);
 }
-function inNs(ns: string, args: string[]) {
-  return spawnSync("ip", ["netns", "exec", ns, ...args], { encoding: "utf8", timeout: 60_000 });
-}
-function namespace(label: string): string {
-  const name = `${id}-${label}`;
-  ip(["netns", "add", name]);
-  namespaces.push(name);
-  ip(["-n", name, "link", "set", "lo", "up"]);
-  return name;
-}
-function spawnIn(ns: string, command: string, args: string[]): ChildProcess {
-  const child = spawn("ip", ["netns", "exec", ns, command, ...args], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  children.push(child);
-  return child;
-}
-function cleanup(): void {
-  for (const child of children) if (child.exitCode === null && child.pid) child.kill("SIGTERM");
-  for (const ns of namespaces.reverse()) spawnSync("ip", ["netns", "del", ns]);
+// An interrupted run too removes its namespaces and ends what runs in them.
+const cleanup = cleanUpOnExit(() => {
+  lab.destroy();
   rmSync(dir, { recursive: true, force: true });
-}
-async function until(what: string, condition: () => boolean, timeoutMs = 120_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 2));
-  }
-}
-/** CPU seconds a process has used so far (user + system). */
-function cpuSecondsOf(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
+});
+/** Milliseconds until `condition` holds, checked every 2 ms. */
+const until = (what: string, condition: () => boolean, timeoutMs = 120_000) =>
+  pollUntil(what, condition, timeoutMs, 2);
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[values.length >> 1]!;
 
 const edgeAddress = (i: number) => `10.99.${Math.floor((i + 2) / 256)}.${(i + 2) % 256}`;
@@ -156,12 +130,12 @@ async function main(): Promise<void> {
   const missing = etcdUnavailableReason();
   if (missing) throw new Error(missing);
   console.log(`load average at start: ${load()} (${EDGES} edges, ${SAMPLES} samples)`);
-  const hub = namespace("hub");
-  ip(["-n", hub, "link", "add", "br0", "type", "bridge"]);
-  ip(["-n", hub, "addr", "add", "192.168.77.1/24", "dev", "br0"]);
-  ip(["-n", hub, "link", "set", "br0", "up"]);
+  const hub = lab.add("hub");
+  lab.exec(hub, "ip", ["link", "add", "br0", "type", "bridge"]);
+  lab.exec(hub, "ip", ["addr", "add", "192.168.77.1/24", "dev", "br0"]);
+  lab.exec(hub, "ip", ["link", "set", "br0", "up"]);
   await startEtcdInNamespace(
-    (command, args) => spawnIn(hub, command, args),
+    (command, args) => spawnIn(hub, command, args).child,
     hub,
     join(dir, "etcd"),
     {
@@ -205,8 +179,8 @@ async function main(): Promise<void> {
     "--log-level",
     "debug",
   ]);
-  daemon.stderr!.setEncoding("utf8");
-  daemon.stderr!.on("data", (chunk: string) => {
+  daemon.child.stderr!.setEncoding("utf8");
+  daemon.child.stderr!.on("data", (chunk: string) => {
     hubLog += chunk;
     if (hubLog.length > 8_000_000) hubLog = hubLog.slice(-1_000_000);
   });
@@ -214,10 +188,10 @@ async function main(): Promise<void> {
   const upWall = (performance.now() - t) / 1000;
   await until("fleet loaded", () => /"msg":"fleet loaded"/.test(hubLog), 600_000);
   const loadWall = (performance.now() - t) / 1000;
-  const routes = inNs(hub, ["ip", "-4", "route", "show", "dev", "hub0"]).stdout;
+  const routes = lab.exec(hub, "ip", ["-4", "route", "show", "dev", "hub0"]);
   const podRoutes = routes.split("\n").filter((l) => l.startsWith("10.1") || l.startsWith("10.2"));
   if (podRoutes.length < EDGES) throw new Error(`${podRoutes.length} of ${EDGES} pod routes`);
-  const loadCpu = cpuSecondsOf(daemon.pid!);
+  const loadCpu = cpuSeconds(daemon.pid);
   console.log(
     `hub start with ${EDGES} edges: interface up ${upWall.toFixed(2)} s, all ${EDGES} edges ` +
       `and pod routes in ${loadWall.toFixed(2)} s, hub CPU ${loadCpu.toFixed(2)} s ` +
@@ -228,13 +202,13 @@ async function main(): Promise<void> {
   const nodeStarts: number[] = [];
   for (let i = 0; i < 3; i++) {
     const started = performance.now();
-    inNs(hub, [process.execPath, "-e", "0"]);
+    lab.exec(hub, process.execPath, ["-e", "0"]);
     nodeStarts.push(performance.now() - started);
   }
   const edgetunStarts: number[] = [];
   for (let i = 0; i < 3; i++) {
     const started = performance.now();
-    inNs(hub, [process.execPath, cli, "--version"]);
+    lab.exec(hub, process.execPath, [cli, "--version"]);
     edgetunStarts.push(performance.now() - started);
   }
   console.log(
@@ -295,13 +269,13 @@ async function oneEdge(
   hubLog: () => string,
 ): Promise<Sample> {
   const edgeNs = (name: string, octet: number) => {
-    const ns = namespace(name);
-    const veth = `v${id.slice(-4)}${name}`.slice(0, 15);
-    ip(["link", "add", veth, "netns", ns, "type", "veth", "peer", `h${name}`, "netns", hub]);
-    ip(["-n", ns, "link", "set", veth, "name", "eth0"]);
-    ip(["-n", ns, "addr", "add", `192.168.77.${octet}/24`, "dev", "eth0"]);
-    ip(["-n", ns, "link", "set", "eth0", "up"]);
-    ip(["-n", hub, "link", "set", `h${name}`, "master", "br0", "up"]);
+    const ns = lab.add(name);
+    const [, hubSide] = lab.veth(ns, hub, {
+      nameA: "eth0",
+      nameB: `h${name}`,
+      addressA: `192.168.77.${octet}/24`,
+    });
+    lab.exec(hub, "ip", ["link", "set", hubSide, "master", "br0"]);
     return ns;
   };
   const appliedAt = (name: string, from: number) => {
@@ -315,19 +289,18 @@ async function oneEdge(
     const started = performance.now();
     const edge = spawnIn(ns, process.execPath, [cli, "up", file, "--metrics-listen", "off"]);
     let edgeLog = "";
-    edge.stdout!.resume();
-    edge.stderr!.on("data", (c: Buffer) => (edgeLog += c.toString()));
+    edge.child.stderr!.on("data", (c: Buffer) => (edgeLog += c.toString()));
     await until("edge up", () => edgeLog.includes("interface up"), 60_000);
     const up = performance.now();
     // Started once the tunnel's route exists (before, ping exits: network unreachable).
     const ping = spawnIn(ns, "ping", ["-n", "-i", "0.005", "-W", "1", "-w", "60", "10.99.0.1"]);
     let firstReply = 0;
-    ping.stdout!.on("data", (c: Buffer) => {
-      if (!firstReply && c.toString().includes("bytes from")) firstReply = performance.now();
+    ping.onLine((line) => {
+      if (!firstReply && line.includes("bytes from")) firstReply = performance.now();
     });
     await until("first reply", () => firstReply !== 0, 60_000);
-    ping.kill("SIGTERM");
-    edge.kill("SIGTERM");
+    ping.stop();
+    edge.stop();
     return { started, up: up - started, firstReply: firstReply - started };
   };
 
@@ -367,11 +340,10 @@ async function oneEdge(
   const wholeNs = edgeNs(whole, 11 + 2 * s);
   mark = hubLog().length;
   const addStarted = performance.now();
-  const command = inNs(hub, [process.execPath, cli, "fleet", "add", whole, "--store", STORE]);
-  if (command.status !== 0) throw new Error(`fleet add: ${command.stderr}`);
+  const printed = lab.exec(hub, process.execPath, [cli, "fleet", "add", whole, "--store", STORE]);
   const addCommand = performance.now() - addStarted;
   const wholeFile = join(dir, `${whole}.conf`);
-  writeFileSync(wholeFile, command.stdout, { mode: 0o600 });
+  writeFileSync(wholeFile, printed, { mode: 0o600 });
   const wholeRun = await runEdge(wholeNs, wholeFile);
   return {
     writeToHubApplied: applied.at - writeStarted,
@@ -387,14 +359,15 @@ async function oneEdge(
 
 /** A TCP relay: a listener here, a `node` inside `ns` that connects to its loopback etcd. */
 async function relayInto(ns: string): Promise<number> {
-  // The inside half: stdin/stdout of a process in the namespace, one per connection.
+  // The inside half: stdin/stdout of a process in the namespace, one per connection. Started
+  // without a Proc, whose line splitting would copy every byte relayed; it lives in the lab's
+  // namespace, so the lab ends it by PID all the same.
   const script =
     "const s=require('net').connect(2379,'127.0.0.1');process.stdin.pipe(s);s.pipe(process.stdout);s.on('close',()=>process.exit(0));process.stdin.on('end',()=>s.end())";
   const server = createServer((socket: Socket) => {
     const inside = spawn("ip", ["netns", "exec", ns, process.execPath, "-e", script], {
       stdio: ["pipe", "pipe", "ignore"],
     });
-    children.push(inside);
     socket.on("error", () => inside.kill("SIGTERM"));
     inside.stdin!.on("error", () => socket.destroy());
     socket.pipe(inside.stdin!);

@@ -27,7 +27,13 @@ import {
   startHttpService,
 } from "./testbed/measure.js";
 import { StepError } from "../src/host/errors.js";
-import { endAllSync, nsSpawn, sleep, type Proc } from "../src/host/toolkit/process.js";
+import {
+  cleanUpOnExit,
+  endAllSync,
+  nsSpawn,
+  sleep,
+  type Proc,
+} from "../src/host/toolkit/process.js";
 import { cpuNanoseconds } from "./testbed/proc.js";
 import { preflightProblems } from "./testbed/tools.js";
 import { Topology, removeLeftovers } from "./testbed/topology.js";
@@ -48,6 +54,9 @@ interface Settings {
   idlePings: number;
   idleIntervalS: number;
   rrSeconds: number;
+  /** The HTTP rows: calls over this many connections at once, one row each (issue 14: 1 and 10). */
+  httpConnections: readonly number[];
+  httpMs: number;
   streamSeconds: number;
   udpRate: string;
   idleCpuSeconds: number;
@@ -57,6 +66,8 @@ const SETTINGS: Settings = {
   idlePings: 500,
   idleIntervalS: 0.01,
   rrSeconds: 3,
+  httpConnections: [1, 10],
+  httpMs: 2000,
   streamSeconds: 5,
   udpRate: "2G",
   idleCpuSeconds: 10,
@@ -103,6 +114,17 @@ async function requestResponse(topo: Topology, into: Figures): Promise<void> {
   } finally {
     await server.end(2000);
   }
+}
+
+/**
+ * HTTP calls to the hub's pod over `connections` connections at once, with the testbed's load
+ * generator (bench/testbed/measure.ts): one connection runs from edge 1; more are spread over
+ * the edges, each through its own tunnel to the hub.
+ */
+async function httpCalls(topo: Topology, connections: number, into: Figures): Promise<void> {
+  const http = await httpStep(topo, connections, SETTINGS.httpMs, 10_000);
+  into[`http${connections}.perSecond`] = http.requestsPerSecond;
+  into[`http${connections}.p99`] = http.p99Ms;
 }
 
 /** Pings every 10 ms while one TCP stream fills the path in the same direction. */
@@ -177,9 +199,9 @@ async function measureTunnel(topo: Topology, tunnel: Tunnel): Promise<Figures> {
     await idlePing(figures, "idle1", edge1.podNs, topo.hub.podAddress);
     await idlePing(figures, "idle2", edge1.podNs, edge2.podAddress);
     await requestResponse(topo, figures);
-    const http = await httpStep(topo, 1, 2000, 10_000);
-    figures["http.perSecond"] = http.requestsPerSecond;
-    figures["http.p99"] = http.p99Ms;
+    for (const connections of SETTINGS.httpConnections) {
+      await httpCalls(topo, connections, figures);
+    }
     await loadedPing(topo, figures);
     await bulk(topo, tunnel, figures);
     await idleCpu(topo, tunnel, figures);
@@ -239,12 +261,12 @@ const ROWS: Row[] = [
     digits: 0,
     lowerIsBetter: false,
   },
-  {
-    label: "HTTP calls at 1 connection, req/s · p99 ms",
-    keys: ["http.perSecond", "http.p99"],
+  ...SETTINGS.httpConnections.map((connections) => ({
+    label: `HTTP calls at ${connections} connection${connections === 1 ? "" : "s"}, req/s · p99 ms`,
+    keys: [`http${connections}.perSecond`, `http${connections}.p99`],
     digits: 1,
     lowerIsBetter: false,
-  },
+  })),
   {
     label: "ping during a TCP stream, p50 / p99 ms (loss %)",
     keys: ["loaded.p50", "loaded.p99", "loaded.loss"],
@@ -362,21 +384,11 @@ async function main(): Promise<number> {
     return 3;
   }
   let keys: Keys | null = null;
-  let cleaned = false;
-  const cleanup = () => {
-    if (cleaned) return;
-    cleaned = true;
+  const cleanup = cleanUpOnExit(() => {
     endAllSync();
     topo.destroy();
     keys?.remove();
-  };
-  process.on("exit", cleanup);
-  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-    process.on(signal, () => {
-      cleanup();
-      process.exit(130);
-    });
-  }
+  });
   const startedAt = new Date();
   say(
     `bench:latency ${startedAt.toISOString()} · ${cpus().length}× ${cpus()[0]?.model.trim() ?? "?"}` +

@@ -12,12 +12,21 @@
 // namespaces. Run (root): npm run bench:scale [-- --peers 5000] [--start-cap SECONDS]
 // [--cpu-prof-dir DIR]; --start-cap ends the simultaneous start after that long (default 30 s)
 // and the row says how many edges had sessions at the goal (8 s) and at the cap.
-import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { generatePrivateKey, publicKeyOf } from "../src/core/keys.js";
+import { NetworkLab } from "../src/host/toolkit/netns.js";
+import {
+  cleanUpOnExit,
+  commandExists,
+  nsRun,
+  pollUntil,
+  sleepSync,
+  type RunOptions,
+} from "../src/host/toolkit/process.js";
 import { SESSIONS_GOAL_MS, edgeTunnelAddress, type EdgeSimulatorInput } from "./scale-edges.js";
 
 const peersArg = process.argv.indexOf("--peers");
@@ -35,27 +44,21 @@ const monotonicUs = () => Number(process.hrtime.bigint() / 1000n);
 /** Records that phase `name` ran from `startUs` until now. */
 const phaseEnded = (name: string, startUs: number) => (phases[name] = [startUs, monotonicUs()]);
 const tag = randomBytes(3).toString("hex");
-const ns = `scale-${tag}`;
+/** The two namespaces and what runs in them, ended by PID and removed by `cleanup`. */
+const lab = new NetworkLab({ prefix: "scale", ownGroup: false });
+const ns = lab.name("hub");
 /** The real edge's namespace, joined to the hub's by a veth pair. */
-const edgeNs = `scale-edge-${tag}`;
+const edgeNs = lab.name("edge");
 const edgeLink = { hub: "192.168.231.1", edge: "192.168.231.2" };
 const realEdge = { name: `re${tag}`, key: generatePrivateKey() };
 const simulator = new URL("./scale-edges.js", import.meta.url).pathname;
 const directory = mkdtempSync(join(tmpdir(), "edgetun-scale-"));
-const children: ChildProcess[] = [];
 
-function run(command: string, args: string[], input?: string): string {
-  return execFileSync(command, args, {
-    encoding: "utf8",
-    stdio: ["pipe", "pipe", "pipe"],
-    maxBuffer: 256 << 20,
-    ...(input !== undefined ? { input } : {}),
-  });
-}
+/** At thousands of peers, `wg show`, `ip -batch` and the like print and take a lot. */
+const LARGE_COMMAND: RunOptions = { maxBuffer: 256 << 20, timeoutMs: 300_000 };
 const inNs = (command: string, args: string[], input?: string) =>
-  run("ip", ["netns", "exec", ns, command, ...args], input);
-const inEdgeNs = (command: string, args: string[]) =>
-  run("ip", ["netns", "exec", edgeNs, command, ...args]);
+  nsRun(ns, command, args, { ...LARGE_COMMAND, ...(input !== undefined ? { input } : {}) });
+const inEdgeNs = (command: string, args: string[]) => nsRun(edgeNs, command, args, LARGE_COMMAND);
 
 /** Milliseconds `fn` takes. */
 function timed(fn: () => void, phaseName?: string): number {
@@ -66,18 +69,9 @@ function timed(fn: () => void, phaseName?: string): number {
   return performance.now() - start;
 }
 
-async function waitFor(
-  what: string,
-  condition: () => boolean,
-  timeoutMs = 300_000,
-): Promise<number> {
-  const start = performance.now();
-  while (!condition()) {
-    if (performance.now() - start > timeoutMs) throw new Error(`timed out: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-  return performance.now() - start;
-}
+/** Milliseconds until `condition` holds, checked every 5 ms. */
+const waitFor = (what: string, condition: () => boolean, timeoutMs = 300_000) =>
+  pollUntil(what, condition, timeoutMs, 5);
 
 function rssMb(pid: number): number {
   const line = readFileSync(`/proc/${pid}/status`, "utf8")
@@ -113,25 +107,11 @@ function configText(
   return `${lines.join("\n")}\n`;
 }
 
-function cleanup(): void {
-  for (const child of children) {
-    if (child.exitCode === null && child.signalCode === null && child.pid) {
-      try {
-        process.kill(child.pid, "SIGTERM");
-      } catch {
-        // gone
-      }
-    }
-  }
-  for (const each of [ns, edgeNs]) {
-    try {
-      run("ip", ["netns", "del", each]);
-    } catch {
-      // never made
-    }
-  }
+// An interrupted run too removes its namespaces and ends its processes.
+const cleanup = cleanUpOnExit(() => {
+  lab.destroy();
   rmSync(directory, { recursive: true, force: true });
-}
+});
 
 type Row = [string, string, string];
 const rows: Row[] = [];
@@ -142,23 +122,21 @@ const ms = (value: number) =>
 
 /** The real edge: wireguard-go in its own namespace, a veth pair away from the hub. */
 function startRealEdge(): void {
-  run("ip", ["netns", "add", edgeNs]);
-  inEdgeNs("ip", ["link", "set", "lo", "up"]);
-  inNs("ip", ["link", "add", `vh${tag}`, "type", "veth", "peer", "name", `ve${tag}`]);
-  inNs("ip", ["link", "set", `ve${tag}`, "netns", edgeNs]);
-  inNs("ip", ["address", "add", `${edgeLink.hub}/24`, "dev", `vh${tag}`]);
-  inNs("ip", ["link", "set", `vh${tag}`, "up"]);
-  inEdgeNs("ip", ["address", "add", `${edgeLink.edge}/24`, "dev", `ve${tag}`]);
-  inEdgeNs("ip", ["link", "set", `ve${tag}`, "up"]);
-  const child = spawn("ip", ["netns", "exec", edgeNs, "wireguard-go", "-f", realEdge.name], {
+  lab.add("edge");
+  lab.veth(ns, edgeNs, {
+    nameA: `vh${tag}`,
+    nameB: `ve${tag}`,
+    addressA: `${edgeLink.hub}/24`,
+    addressB: `${edgeLink.edge}/24`,
+  });
+  spawn("ip", ["netns", "exec", edgeNs, "wireguard-go", "-f", realEdge.name], {
     stdio: "ignore",
     env: { ...process.env, LOG_LEVEL: "error" },
   });
-  children.push(child);
   const deadline = Date.now() + 10_000;
   while (!inEdgeNs("wg", ["show", "interfaces"]).includes(realEdge.name)) {
     if (Date.now() > deadline) throw new Error("the real edge's wireguard-go did not start");
-    execFileSync("sleep", ["0.05"]);
+    sleepSync(50);
   }
   const keyFile = join(directory, "real-edge.key");
   writeFileSync(keyFile, `${realEdge.key}\n`, { mode: 0o600 });
@@ -251,7 +229,6 @@ async function liveFleet(
   const child = spawn("ip", ["netns", "exec", ns, process.execPath, simulator, inputFile], {
     stdio: ["pipe", "pipe", "inherit"],
   });
-  children.push(child);
   const events: Array<Record<string, unknown>> = [];
   let pending = "";
   child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
@@ -314,7 +291,6 @@ async function benchEdgetun(peers: Peer[]): Promise<Record<string, string>> {
       stdio: ["ignore", "pipe", "pipe"],
     },
   );
-  children.push(child);
   child.stdout.setEncoding("utf8").on("data", (chunk: string) => (log += chunk));
   child.stderr.setEncoding("utf8").on("data", (chunk: string) => (log += chunk));
   await waitFor("edgetun up", () => log.includes('"interface up"') || child.exitCode !== null);
@@ -415,7 +391,6 @@ async function benchWireguardGo(peers: Peer[]): Promise<Record<string, string>> 
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, LOG_LEVEL: "error" },
   });
-  children.push(child);
   await waitFor("wireguard-go socket", () => {
     try {
       return inNs("wg", ["show", "interfaces"]).includes(name);
@@ -467,8 +442,7 @@ async function benchWireguardGo(peers: Peer[]): Promise<Record<string, string>> 
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error("needs root (network namespaces)");
-  run("ip", ["netns", "add", ns]);
-  inNs("ip", ["link", "set", "lo", "up"]);
+  lab.add("hub");
   const keyStart = performance.now();
   edgeKeys = Array.from({ length: PEERS }, () => generatePrivateKey());
   const peers = edgeKeys.map((edgeKey, i) => peerAt(i, publicKeyOf(edgeKey)));
@@ -507,20 +481,9 @@ async function main(): Promise<void> {
   }
 }
 
-const spawnCheck = spawnSync("sh", [
-  "-c",
-  "command -v wireguard-go && command -v wg && command -v curl",
-]);
-if (spawnCheck.status !== 0) {
+if (!["wireguard-go", "wg", "curl"].every(commandExists)) {
   console.error("bench:scale needs wireguard-go, wg and curl");
   process.exit(1);
-}
-// An interrupted run still removes its namespaces and ends its processes.
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  process.on(signal, () => {
-    cleanup();
-    process.exit(130);
-  });
 }
 main()
   .catch((error: unknown) => {

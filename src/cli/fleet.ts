@@ -3,7 +3,6 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { Command, InvalidArgumentError, Option } from "commander";
-import { EdgetunError } from "../core/errors.js";
 import { parseCidr } from "../core/ipaddr.js";
 import { EndpointFormatError, parseEndpoint, type EndpointSpec } from "../core/endpoint.js";
 import type { InterfaceFileConfig } from "../host/config.js";
@@ -14,16 +13,9 @@ import { parseStoreUrl, type StoreLocation } from "../host/fleet/store-url.js";
 import type { Prefix } from "../host/fleet/records.js";
 // The store client, the hub's watcher and the fleet commands' work are loaded by the command
 // or option that uses them: a plain `edgetun up` starts without them (issue 14).
-import { optionValue } from "./exit-status.js";
+import { UsageError, optionValue } from "./exit-status.js";
 
 export const STORE_ENV = "EDGETUN_FLEET";
-
-/** A fleet option that cannot be used as given (missing store, unreadable credential file). */
-export class FleetUsageError extends EdgetunError {
-  constructor(message: string) {
-    super("ERR_FLEET_USAGE", message);
-  }
-}
 
 interface TlsOptions {
   storeCa?: string;
@@ -50,7 +42,7 @@ function readTlsFiles(options: TlsOptions): StoreTlsFiles {
   if (cert) files.cert = cert;
   if (key) files.key = key;
   if ((cert === undefined) !== (key === undefined)) {
-    throw new FleetUsageError("--store-cert and --store-key go together");
+    throw new UsageError("--store-cert and --store-key go together");
   }
   return files;
 }
@@ -157,7 +149,7 @@ export async function fleetAttachment(
 ): Promise<((daemon: Daemon) => Promise<DaemonAttachment>) | undefined> {
   if (!options.peersFrom) {
     if (options.advertiseEndpoint) {
-      throw new FleetUsageError("--advertise-endpoint needs --peers-from");
+      throw new UsageError("--advertise-endpoint needs --peers-from");
     }
     return undefined;
   }

@@ -179,6 +179,7 @@ export type StepErrorCode =
   | "ERR_COMMAND_TIMEOUT"
   | "ERR_PROCESS_EXITED"
   | "ERR_PROCESS_NOT_READY"
+  | "ERR_WAIT_TIMEOUT"
   | "ERR_LAB_CLOSED";
 
 /**

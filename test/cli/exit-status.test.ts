@@ -10,7 +10,11 @@ import {
   UapiClientError,
   UapiSocketError,
 } from "../../src/host/errors.js";
-import { EXIT_BUG, EXIT_FAILED, reportOf } from "../../src/cli/exit-status.js";
+import { EXIT_BUG, EXIT_FAILED, UsageError, reportOf } from "../../src/cli/exit-status.js";
+import { fleetAttachment } from "../../src/cli/fleet.js";
+import { parseConfig, parseEndpointSetting } from "../../src/host/config.js";
+import { createLogger } from "../../src/host/log.js";
+import { generatePrivateKey } from "../../src/core/keys.js";
 
 describe("one error hierarchy", () => {
   it("every area's error is an EdgetunError with a stable code and its own name", () => {
@@ -40,6 +44,17 @@ describe("one error hierarchy", () => {
     });
     const system = Object.assign(new Error("open /x: permission denied"), { code: "EACCES" });
     expect(reportOf(system)).toEqual({ status: EXIT_FAILED, text: system.message });
+  });
+
+  it("a fleet option used without the one it needs is a usage mistake like any other", async () => {
+    const config = parseConfig(`[Interface]\nPrivateKey = ${generatePrivateKey()}\n`, "hub.conf");
+    const options = { advertiseEndpoint: [parseEndpointSetting("192.0.2.1:51820")] };
+    const attach = fleetAttachment(options, config, createLogger({ level: "error" }), () => {});
+    await expect(attach).rejects.toThrow(UsageError);
+    await expect(attach).rejects.toMatchObject({
+      code: "ERR_USAGE",
+      message: "--advertise-endpoint needs --peers-from",
+    });
   });
 
   it("anything else is a bug: its stack, status 70", () => {

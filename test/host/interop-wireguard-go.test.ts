@@ -4,37 +4,15 @@
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
-import type { ChildProcess } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generatePresharedKey, generatePrivateKey, publicKeyOf } from "../../src/core/keys.js";
 import { Testbed, netnsUnavailableReason, waitFor } from "../support/netns.js";
+import { UDP_PEER_FIXTURE, UdpPeer } from "../support/udp-peer.js";
 
-const fixture = new URL("../../dist/test/support/fixtures/udp-peer.js", import.meta.url).pathname;
 const skipReason =
   netnsUnavailableReason(["wireguard-go", "wg", "ping"]) ??
-  (existsSync(fixture) ? null : "needs the build (npm run build)");
+  (existsSync(UDP_PEER_FIXTURE) ? null : "needs the build (npm run build)");
 if (skipReason) console.warn(`interop with wireguard-go skipped: ${skipReason}`);
-
-interface Event {
-  event: string;
-  [key: string]: unknown;
-}
-
-class EdgetunPeer {
-  readonly events: Event[] = [];
-  constructor(readonly child: ChildProcess) {
-    createInterface({ input: child.stdout! }).on("line", (line) => {
-      this.events.push(JSON.parse(line) as Event);
-    });
-  }
-  command(command: object): void {
-    this.child.stdin!.write(`${JSON.stringify(command)}\n`);
-  }
-  has(predicate: (e: Event) => boolean): boolean {
-    return this.events.some(predicate);
-  }
-}
 
 describe.skipIf(skipReason !== null)("interop with wireguard-go", () => {
   const bed = new Testbed();
@@ -110,9 +88,8 @@ describe.skipIf(skipReason !== null)("interop with wireguard-go", () => {
         },
       ],
     };
-    const child = bed.spawn(etNs, process.execPath, [fixture, JSON.stringify(config)]);
-    const peer = new EdgetunPeer(child);
-    await waitFor("edgetun peer to start", () => peer.has((e) => e.event === "ready"));
+    const peer = UdpPeer.spawn(bed, etNs, config);
+    await peer.ready();
     return { peer, etPublic };
   }
 

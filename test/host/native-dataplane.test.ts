@@ -12,20 +12,19 @@
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { randomBytes } from "node:crypto";
 import type { ChildProcess } from "node:child_process";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { generatePrivateKey, publicKeyOf } from "../../src/core/keys.js";
 import { Testbed, netnsUnavailableReason, waitFor } from "../support/netns.js";
+import { UDP_PEER_FIXTURE, UdpPeer } from "../support/udp-peer.js";
 
 const repoRoot = new URL("../..", import.meta.url).pathname;
 const cli = join(repoRoot, "dist/src/cli/main.js");
-const fixture = join(repoRoot, "dist/test/support/fixtures/udp-peer.js");
 const probe = join(repoRoot, "dist/test/support/fixtures/dataplane-probe.js");
 const skipReason =
   netnsUnavailableReason(["wg"]) ??
-  (existsSync(cli) && existsSync(fixture) ? null : "needs the build (npm run build)");
+  (existsSync(cli) && existsSync(UDP_PEER_FIXTURE) ? null : "needs the build (npm run build)");
 if (skipReason) console.warn(`native receive path tests skipped: ${skipReason}`);
 
 const ET_UNDERLAY = "10.221.0.1";
@@ -34,33 +33,6 @@ const ET_TUNNEL = "10.222.0.1";
 const PEER_TUNNEL = "10.222.0.2";
 /** Inside the peer's subnet but not in what the daemon allows it (until a test allows it). */
 const OTHER_SOURCE = "10.222.0.77";
-
-interface Event {
-  event: string;
-  [key: string]: unknown;
-}
-
-/** The test peer process: commands on stdin, events on stdout. */
-class TestPeer {
-  readonly events: Event[] = [];
-  constructor(readonly child: ChildProcess) {
-    createInterface({ input: child.stdout! }).on("line", (line) => {
-      this.events.push(JSON.parse(line) as Event);
-    });
-  }
-  command(command: object): void {
-    this.child.stdin!.write(`${JSON.stringify(command)}\n`);
-  }
-  count(predicate: (e: Event) => boolean): number {
-    return this.events.filter(predicate).length;
-  }
-  async next(event: string, after: number): Promise<Event> {
-    await waitFor(`the peer's ${event}`, () =>
-      this.events.slice(after).some((e) => e.event === event),
-    );
-    return this.events.slice(after).find((e) => e.event === event)!;
-  }
-}
 
 /** The daemon's output, kept whole. */
 class Daemon {
@@ -125,7 +97,7 @@ describe.skipIf(skipReason !== null)("the native receive path under edgetun up",
   /** A daemon with the peer allowed 10.222.0.2/32 only, and the peer, talking. */
   async function startPair(): Promise<{
     daemon: Daemon;
-    peer: TestPeer;
+    peer: UdpPeer;
     name: string;
     peerPublic: string;
   }> {
@@ -182,16 +154,15 @@ describe.skipIf(skipReason !== null)("the native receive path under edgetun up",
         },
       ],
     };
-    const peerChild = bed.spawn(peerNs, process.execPath, [fixture, JSON.stringify(config)]);
-    const peer = new TestPeer(peerChild);
-    started.push(peerChild);
-    await waitFor("the test peer to start", () => peer.count((e) => e.event === "ready") > 0);
+    const peer = UdpPeer.spawn(bed, peerNs, config);
+    started.push(peer.child);
+    await peer.ready();
     return { daemon, peer, name, peerPublic };
   }
 
   let seq = 0;
   /** Pings from `src` to the daemon's address; resolves with how many were answered. */
-  async function pings(peer: TestPeer, src: string, count: number, waitMs = 3_000) {
+  async function pings(peer: UdpPeer, src: string, count: number, waitMs = 3_000) {
     const first = seq + 1;
     for (let i = 0; i < count; i++) {
       seq++;

@@ -2,12 +2,14 @@
 // commands fail with their stderr and a stable code, processes are ended by PID only, and a
 // NetworkLab's namespaces go away with everything in them, whatever was left running.
 import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { StepError } from "../../src/host/errors.js";
 import { NetworkLab, namespaceExists, namespacePids } from "../../src/host/toolkit/netns.js";
 import {
   commandExists,
   findCommand,
+  pollUntil,
   processAlive,
   runSync,
   spawnProcess,
@@ -62,6 +64,46 @@ describe("commands and processes", () => {
     expect((failure as StepError).code).toBe("ERR_PROCESS_EXITED");
     expect((failure as StepError).message).toBe("quitter exited (1): broken");
   });
+
+  it("pollUntil checks until the condition holds, and names what it waited for when it gives up", async () => {
+    let checks = 0;
+    const took = await pollUntil("the third check", () => ++checks === 3, 10_000, 1);
+    expect(checks).toBe(3);
+    expect(took).toBeGreaterThan(0);
+    const failure = await pollUntil("nothing", () => false, 30, 5).catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(StepError);
+    expect((failure as StepError).code).toBe("ERR_WAIT_TIMEOUT");
+    expect((failure as StepError).message).toBe("timed out waiting for nothing");
+  });
+
+  // In a process of its own (the built module), as it hooks that process's exit and signals.
+  const builtToolkit = new URL("../../dist/src/host/toolkit/process.js", import.meta.url);
+  it.skipIf(!existsSync(fileURLToPath(builtToolkit)))(
+    "cleanUpOnExit cleans up once: when called, at exit, or on a signal (then exits 128 + its number)",
+    async () => {
+      const run = (then: string) =>
+        spawnProcess("cleanup", process.execPath, [
+          "--input-type=module",
+          "-e",
+          `import { cleanUpOnExit } from ${JSON.stringify(builtToolkit.href)};
+           const cleanup = cleanUpOnExit(() => process.stdout.write("cleaned\\n"));
+           process.stdout.write("ready\\n");
+           ${then}`,
+        ]);
+      const called = run("cleanup(); cleanup();");
+      expect(await called.finish(10_000)).toEqual({ code: 0, timedOut: false });
+      expect(called.stdout.toString()).toBe("ready\ncleaned");
+      const exited = run("process.exitCode = 3;");
+      expect(await exited.finish(10_000)).toEqual({ code: 3, timedOut: false });
+      expect(exited.stdout.toString()).toBe("ready\ncleaned");
+      const signalled = run("setInterval(() => {}, 1000);");
+      await signalled.waitForLine(/ready/, 10_000);
+      process.kill(signalled.pid, "SIGTERM");
+      expect(await signalled.finish(10_000)).toEqual({ code: 143, timedOut: false });
+      expect(signalled.stdout.toString()).toBe("ready\ncleaned");
+    },
+    30_000,
+  );
 });
 
 const skipReason = netnsUnavailableReason();

@@ -4,7 +4,7 @@ import type { ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { nativeLoadError } from "../../src/host/native/index.js";
 import { NetworkLab } from "../../src/host/toolkit/netns.js";
-import { commandExists } from "../../src/host/toolkit/process.js";
+import { commandExists, pollUntil } from "../../src/host/toolkit/process.js";
 
 export { commandExists };
 
@@ -71,9 +71,5 @@ export async function waitFor(
   condition: () => boolean,
   timeoutMs = 10_000,
 ): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+  await pollUntil(what, condition, timeoutMs, 50);
 }

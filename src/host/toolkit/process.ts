@@ -3,6 +3,7 @@
 // started it ends it by its PID (and only it), never by name.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { accessSync, constants, existsSync, readFileSync, statSync } from "node:fs";
+import { constants as osConstants } from "node:os";
 import { delimiter, join } from "node:path";
 import { StepError } from "../errors.js";
 
@@ -34,6 +35,27 @@ export function sleepSync(ms: number): void {
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Checks `condition` every `intervalMs` until it holds; resolves with how many milliseconds
+ * that took (a bench's figure when the interval is small). After `timeoutMs`, a StepError
+ * (`ERR_WAIT_TIMEOUT`) naming `what`.
+ */
+export async function pollUntil(
+  what: string,
+  condition: () => boolean,
+  timeoutMs: number,
+  intervalMs: number,
+): Promise<number> {
+  const start = performance.now();
+  while (!condition()) {
+    if (performance.now() - start > timeoutMs) {
+      throw new StepError(`timed out waiting for ${what}`, "ERR_WAIT_TIMEOUT");
+    }
+    await sleep(intervalMs);
+  }
+  return performance.now() - start;
 }
 
 /** The full path of an executable file named `name` on PATH, or null. */
@@ -356,4 +378,27 @@ export function endAllSync(graceMs = STOP_GRACE_MS): void {
     [...running].filter((proc) => proc.running).map((proc) => proc.pid),
     graceMs,
   );
+}
+
+/**
+ * Makes `cleanup` run once, whichever comes first: a call of the function returned, the
+ * process's exit, or SIGINT, SIGTERM or SIGHUP (after which the process exits 128 + the
+ * signal's number, as a shell reports it). `cleanup` must be synchronous: exit handlers cannot
+ * wait (see `endAllSync`, `NetworkLab.destroy`).
+ */
+export function cleanUpOnExit(cleanup: () => void): () => void {
+  let done = false;
+  const once = () => {
+    if (done) return;
+    done = true;
+    cleanup();
+  };
+  process.on("exit", once);
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+    process.on(signal, () => {
+      once();
+      process.exit(128 + osConstants.signals[signal]);
+    });
+  }
+  return once;
 }
