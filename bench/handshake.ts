@@ -111,7 +111,7 @@ function measureRound(
 ): [number, number] {
   {
     for (const peer of device.peers.values()) {
-      peer.handshake.latestTimestamp = Buffer.alloc(12);
+      peer.handshake.latestTimestamp.fill(0);
       peer.handshake.lastInitiationConsumedAt = -Infinity;
     }
     const before = counted();

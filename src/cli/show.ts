@@ -1,7 +1,7 @@
 // `edgetun show`: reads an interface's state over its control socket (the same `get=1`
 // request `wg` makes) and prints it in the shape of `wg show`, or as JSON for scripts.
 import { readdirSync } from "node:fs";
-import { publicKeyOf } from "../core/keys.js";
+import { privateKeyObject, rawPublicKey } from "../core/x25519-keys.js";
 import {
   DEFAULT_UAPI_DIRECTORY,
   ZERO_KEY_HEX,
@@ -50,8 +50,14 @@ function hexToBase64(hex: string): string {
 export function interfaceState(name: string, reply: UapiDeviceState): InterfaceState {
   return {
     name,
-    // The reply carries the private key only; the public key is derived here, as `wg` does.
-    publicKey: reply.privateKeyHex === null ? null : publicKeyOf(hexToBase64(reply.privateKeyHex)),
+    // The reply carries the private key only; the public key is derived here, as `wg` does
+    // (with Node's X25519 alone: the handshake's crypto would be a dozen modules to load).
+    publicKey:
+      reply.privateKeyHex === null
+        ? null
+        : rawPublicKey(privateKeyObject(Buffer.from(reply.privateKeyHex, "hex"))).toString(
+            "base64",
+          ),
     listenPort: reply.listenPort,
     fwmark: reply.fwmark,
     peers: reply.peers.map((peer) => ({

@@ -14,6 +14,7 @@ import type { MetricsListen, PeerSeries } from "../host/metrics.js";
 import { fleetAttachment, type UpFleetOptions } from "./fleet.js";
 import { nativeLoadError } from "../host/native/index.js";
 import { handleGet } from "../host/uapi.js";
+import { keepYoungGenerationSmall } from "../host/heap.js";
 import { currentAddresses, savedConfigText, writeConfigFile } from "../host/saveconfig.js";
 import { removePidFile, removeStalePidFile, writePidFile } from "./pidfile.js";
 
@@ -33,6 +34,7 @@ function addSecrets(secrets: Secrets, config: InterfaceFileConfig): void {
 }
 
 export async function up(file: string, options: UpOptions): Promise<void> {
+  keepYoungGenerationSmall();
   const secrets = new Secrets();
   const logger = createLogger({ level: options.logLevel, secrets });
   let config = readConfigFile(file);

@@ -153,6 +153,7 @@ async function runInForeground(interfaceName: string): Promise<void> {
     { formatListen },
     { nativeLoadError },
     { removePidFile, writePidFile },
+    { keepYoungGenerationSmall },
   ] = await Promise.all([
     import("../host/config.js"),
     import("../host/daemon.js"),
@@ -160,7 +161,9 @@ async function runInForeground(interfaceName: string): Promise<void> {
     import("../host/metrics-listen.js"),
     import("../host/native/index.js"),
     import("./pidfile.js"),
+    import("../host/heap.js"),
   ]);
+  keepYoungGenerationSmall();
   const level = logLevelFromEnv(process.env.LOG_LEVEL);
   const logger = level ? createLogger({ level }) : silentLogger;
   const addonError = nativeLoadError();

@@ -87,7 +87,10 @@ export enum HandshakeStage {
 export class Handshake {
   stage = HandshakeStage.Zeroed;
   // The zeroed starting values share one allocation (a hub makes thousands of these); each is
-  // replaced by a buffer of its own as a handshake goes, and wiped in place by clear().
+  // replaced by a buffer of its own as a handshake goes, wiped in place by clear(), which
+  // then returns to the starting values: the handshake's buffers are small slices of Node's
+  // shared 8 KiB pool, and one kept by each of thousands of idle peers would keep most of
+  // the pool's blocks alive.
   chainingKey: Buffer;
   hash: Buffer;
   localEphemeral: PrivateKey | null = null;
@@ -104,7 +107,8 @@ export class Handshake {
   /** undefined: not computed yet for the current identity. */
   #staticStatic: Buffer | null | undefined = undefined;
   /** The newest initiation timestamp accepted from this peer (replay protection). */
-  latestTimestamp: Buffer;
+  readonly latestTimestamp: Buffer;
+  readonly #zeroed: { chainingKey: Buffer; hash: Buffer; remoteEphemeral: Buffer };
   lastInitiationConsumedAt = -Infinity;
 
   constructor(remoteStatic: Uint8Array) {
@@ -119,6 +123,11 @@ export class Handshake {
     this.remoteEphemeral = part(3);
     this.presharedKey = part(4);
     this.latestTimestamp = part(5, TIMESTAMP_LENGTH);
+    this.#zeroed = {
+      chainingKey: this.chainingKey,
+      hash: this.hash,
+      remoteEphemeral: this.remoteEphemeral,
+    };
   }
 
   /** DH(our static, their static), fixed until either key changes; null if it is all zeros. */
@@ -141,6 +150,11 @@ export class Handshake {
     wipe(this.chainingKey);
     wipe(this.hash);
     wipe(this.remoteEphemeral);
+    ({
+      chainingKey: this.chainingKey,
+      hash: this.hash,
+      remoteEphemeral: this.remoteEphemeral,
+    } = this.#zeroed);
     wipe(this.localEphemeral?.raw);
     this.localEphemeral = null;
     this.localIndex = 0;
@@ -276,7 +290,7 @@ export function consumeInitiation<P extends { handshake: Handshake }>(
 
   handshake.clear();
   handshake.remoteEphemeral = remoteEphemeral;
-  handshake.latestTimestamp = timestamp;
+  handshake.latestTimestamp.set(timestamp);
   handshake.lastInitiationConsumedAt = nowMs;
   handshake.remoteIndex = readUint32(message, INITIATION_SENDER);
   handshake.chainingKey = ck;
@@ -396,15 +410,25 @@ export class Keypair {
   sendingValid = true;
   receivingValid = true;
 
+  readonly sendingKey: Buffer;
+  readonly receivingKey: Buffer;
+
+  /** Copies both keys into one allocation of the keypair's own (see Handshake: the pool). */
   constructor(
-    readonly sendingKey: Buffer,
-    readonly receivingKey: Buffer,
+    sendingKey: Uint8Array,
+    receivingKey: Uint8Array,
     readonly isInitiator: boolean,
     readonly localIndex: number,
     readonly remoteIndex: number,
     /** Monotonic ms at which the session was derived. */
     readonly createdAt: number,
-  ) {}
+  ) {
+    const keys = Buffer.alloc(2 * KEY_LENGTH);
+    keys.set(sendingKey, 0);
+    keys.set(receivingKey, KEY_LENGTH);
+    this.sendingKey = keys.subarray(0, KEY_LENGTH);
+    this.receivingKey = keys.subarray(KEY_LENGTH);
+  }
 
   wipe(): void {
     this.sendingValid = false;
@@ -430,6 +454,8 @@ export function beginSession(handshake: Handshake, nowMs: number): Keypair | nul
     handshake.remoteIndex,
     nowMs,
   );
+  wipe(first);
+  wipe(second);
   handshake.clear();
   return keypair;
 }

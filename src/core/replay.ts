@@ -26,9 +26,10 @@ export class ReplayWindow {
   /**
    * Bit `c % 32` of word `floor(c / 32) % RING_WORDS` records counter `c`. Only words for
    * counters within reach of the window are meaningful; the rest are cleared as the window
-   * slides over them.
+   * slides over them. Made at the first counter: a keypair whose data the native receive
+   * thread opens never uses this one, and a hub holds thousands of keypairs (1 KiB each).
    */
-  readonly #seen = new Uint32Array(RING_WORDS);
+  #seen: Uint32Array | null = null;
   /** Highest counter accepted, or -1 before the first. */
   #highest = -1;
 
@@ -44,6 +45,7 @@ export class ReplayWindow {
     }
     // Exact for any safe integer: division by a power of two does not round.
     const wordIndex = Math.floor(counter / BITS_PER_WORD);
+    const seen = (this.#seen ??= new Uint32Array(RING_WORDS));
     if (counter > this.#highest) {
       // Clear the words the window slides onto: they still hold bits from counters one or
       // more laps of the ring ago. Words already in the window keep their history. Bounded by
@@ -51,23 +53,23 @@ export class ReplayWindow {
       const highestWordIndex = Math.floor(this.#highest / BITS_PER_WORD);
       const wordsToClear = Math.min(wordIndex - highestWordIndex, RING_WORDS);
       for (let i = 1; i <= wordsToClear; i++) {
-        this.#seen[(highestWordIndex + i) % RING_WORDS] = 0;
+        seen[(highestWordIndex + i) % RING_WORDS] = 0;
       }
       this.#highest = counter;
     }
     const ringIndex = wordIndex % RING_WORDS;
     const bit = 1 << (counter % BITS_PER_WORD);
-    const word = this.#seen[ringIndex]!;
+    const word = seen[ringIndex]!;
     if ((word & bit) !== 0) {
       return false;
     }
-    this.#seen[ringIndex] = word | bit;
+    seen[ringIndex] = word | bit;
     return true;
   }
 
   /** Forgets everything: for a new keypair, whose counters start again at zero. */
   reset(): void {
-    this.#seen.fill(0);
+    this.#seen?.fill(0);
     this.#highest = -1;
   }
 }

@@ -82,14 +82,14 @@ export function uapiRequest(
 ): Promise<string[]> {
   return new Promise((resolve, reject) => {
     const socket = createConnection(join(directory, `${name}.sock`));
-    // Chunks are kept as they come and joined once: a reply of thousands of peers is megabytes.
-    const chunks: string[] = [];
+    // Chunks are kept as they come and decoded once: a reply of thousands of peers is
+    // megabytes (the protocol's text is ASCII).
+    const chunks: Buffer[] = [];
     let ended = false;
-    socket.setEncoding("utf8");
     socket.setTimeout(5000, () =>
       socket.destroy(new UapiClientError(`${name}: control socket timed out`, "ERR_UAPI_TIMEOUT")),
     );
-    socket.on("data", (chunk: string) => {
+    socket.on("data", (chunk: Buffer) => {
       chunks.push(chunk);
       if (!ended && endsWithBlankLine(chunks)) {
         ended = true;
@@ -111,8 +111,8 @@ export function uapiRequest(
       }
     });
     socket.on("close", () => {
-      const lines = chunks
-        .join("")
+      const lines = Buffer.concat(chunks)
+        .toString("latin1")
         .split("\n")
         .filter((line) => line !== "");
       const errno = lines.at(-1)?.startsWith("errno=") ? lines.pop()! : undefined;
@@ -130,10 +130,12 @@ export function uapiRequest(
 }
 
 /** Whether the reply so far ends with its empty line (which may straddle two chunks). */
-function endsWithBlankLine(chunks: readonly string[]): boolean {
+function endsWithBlankLine(chunks: readonly Buffer[]): boolean {
+  const NEWLINE = 0x0a;
   const last = chunks.at(-1)!;
-  if (last.length >= 2) return last.endsWith("\n\n");
-  return last === "\n" && (chunks.at(-2)?.endsWith("\n") ?? false);
+  if (last.length >= 2) return last.at(-1) === NEWLINE && last.at(-2) === NEWLINE;
+  const before = chunks.at(-2);
+  return last[0] === NEWLINE && before !== undefined && before.at(-1) === NEWLINE;
 }
 
 /** " EEXIST" for "errno=-17": what `wg` prints as text. */

@@ -49,7 +49,7 @@ import {
   type Prefix,
 } from "./reconfigure.js";
 import { redactKeyShaped } from "../core/redact.js";
-import { DEFAULT_UAPI_DIRECTORY } from "./uapi-client.js";
+import { DEFAULT_UAPI_DIRECTORY, ZERO_KEY_HEX } from "./uapi-client.js";
 
 /** What the control socket needs from the daemon: the state to answer `get`, and the queue. */
 export interface UapiHost {
@@ -102,35 +102,95 @@ const { EINVAL, EIO, EMSGSIZE, ENOBUFS, EPROTO, ETIMEDOUT } = constants.errno;
 
 /** The whole reply to `get=1`, ending `errno=0\n\n`. */
 export function handleGet(host: UapiHost): string {
-  host.beforeRead?.();
-  const device = host.device;
-  const lines: string[] = [];
-  if (device.identity) lines.push(`private_key=${hex(device.identity.privateKey.raw)}`);
-  lines.push(`listen_port=${host.listenPort()}`);
-  const fwmark = host.fwmark();
-  if (fwmark !== 0) lines.push(`fwmark=${fwmark}`);
-  for (const peer of device.peers.values()) {
-    lines.push(`public_key=${hex(peer.publicKey)}`);
-    lines.push(`preshared_key=${hex(peer.presharedKey)}`);
-    lines.push("protocol_version=1");
-    if (peer.endpoint) lines.push(`endpoint=${formatEndpoint(peer.endpoint)}`);
-    const handshakeMs = peer.lastHandshakeWallMs;
-    const seconds = Math.floor(handshakeMs / 1000);
-    lines.push(`last_handshake_time_sec=${seconds}`);
-    lines.push(`last_handshake_time_nsec=${Math.floor((handshakeMs - seconds * 1000) * 1e6)}`);
-    lines.push(`tx_bytes=${peer.txBytes}`);
-    lines.push(`rx_bytes=${peer.rxBytes}`);
-    lines.push(`persistent_keepalive_interval=${peer.persistentKeepalive}`);
-    for (const { address, cidr } of device.allowedIps.entriesFor(peer)) {
-      lines.push(`allowed_ip=${formatCidr(address, cidr)}`);
-    }
-  }
-  lines.push("errno=0", "", "");
-  return lines.join("\n");
+  return Buffer.concat(getReply(host)).toString("latin1");
 }
 
-function hex(bytes: Uint8Array): string {
-  return Buffer.from(bytes).toString("hex");
+/**
+ * The reply to `get=1` as the bytes the socket sends, in chunks. Written peer by peer (the
+ * protocol's text is ASCII): a hub's reply is megabytes, and as strings kept until the whole
+ * was joined it outlived V8's young generation, each `wg show` leaving the old generation
+ * grown by several times the reply; chunks of a fixed size leave no larger garbage behind
+ * than the reply itself.
+ */
+export function getReply(host: UapiHost): Buffer[] {
+  host.beforeRead?.();
+  const device = host.device;
+  const reply = new ReplyBuffer();
+  if (device.identity) reply.line(`private_key=${hex(device.identity.privateKey.raw)}`);
+  reply.line(`listen_port=${host.listenPort()}`);
+  const fwmark = host.fwmark();
+  if (fwmark !== 0) reply.line(`fwmark=${fwmark}`);
+  for (const peer of device.peers.values()) {
+    const handshakeMs = peer.lastHandshakeWallMs;
+    const seconds = Math.floor(handshakeMs / 1000);
+    let text =
+      `public_key=${hex(peer.publicKey)}\npreshared_key=${hex(peer.presharedKey)}\n` +
+      `protocol_version=1\n` +
+      (peer.endpoint ? `endpoint=${formatEndpoint(peer.endpoint)}\n` : "") +
+      `last_handshake_time_sec=${seconds}\n` +
+      `last_handshake_time_nsec=${Math.floor((handshakeMs - seconds * 1000) * 1e6)}\n` +
+      `tx_bytes=${peer.txBytes}\nrx_bytes=${peer.rxBytes}\n` +
+      `persistent_keepalive_interval=${peer.persistentKeepalive}`;
+    for (const { address, cidr } of device.allowedIps.entriesFor(peer)) {
+      text += `\nallowed_ip=${formatCidr(address, cidr)}`;
+    }
+    reply.line(text);
+  }
+  reply.line("errno=0\n");
+  return reply.bytes();
+}
+
+const REPLY_CHUNK_BYTES = 64 * 1024;
+/** Chunks kept for the next reply once sent: a 5,000-peer reply is about 28. */
+const SPARE_REPLY_CHUNKS = 64;
+/**
+ * Chunks of replies already sent, reused by the next: fresh ones outlived the young
+ * generation while a reply was built and stayed allocated until the next full collection,
+ * megabytes for each `wg show` of a hub.
+ */
+const spareReplyChunks: Buffer[] = [];
+
+/** Gives a reply's chunks back for reuse, once the socket no longer needs them. */
+export function recycleReplyChunks(chunks: readonly Buffer[]): void {
+  for (const chunk of chunks) {
+    // Only the chunks of the standard size, each a whole ArrayBuffer of its own.
+    const memory = chunk.buffer as ArrayBuffer;
+    if (chunk.byteOffset !== 0 || memory.byteLength !== REPLY_CHUNK_BYTES) continue;
+    if (spareReplyChunks.length < SPARE_REPLY_CHUNKS) spareReplyChunks.push(Buffer.from(memory));
+  }
+}
+
+/** ASCII lines appended to chunks of REPLY_CHUNK_BYTES (or one line's length, if longer). */
+class ReplyBuffer {
+  readonly #chunks: Buffer[] = [];
+  #chunk: Buffer = Buffer.allocUnsafe(0);
+  #length = 0;
+
+  line(text: string): void {
+    if (this.#length + text.length + 1 > this.#chunk.length) {
+      if (this.#length > 0) this.#chunks.push(this.#chunk.subarray(0, this.#length));
+      this.#chunk =
+        text.length + 1 > REPLY_CHUNK_BYTES
+          ? Buffer.allocUnsafe(text.length + 1)
+          : (spareReplyChunks.pop() ?? Buffer.allocUnsafeSlow(REPLY_CHUNK_BYTES));
+      this.#length = 0;
+    }
+    this.#length += this.#chunk.write(text, this.#length, "latin1");
+    this.#chunk[this.#length++] = 0x0a;
+  }
+
+  bytes(): Buffer[] {
+    if (this.#length > 0) this.#chunks.push(this.#chunk.subarray(0, this.#length));
+    this.#length = 0;
+    return this.#chunks;
+  }
+}
+
+const ZERO_KEY = Buffer.alloc(32);
+
+/** Hex of a key without copying it; the all-zero key (no pre-shared key) as a constant. */
+function hex(key: Buffer): string {
+  return key.equals(ZERO_KEY) ? ZERO_KEY_HEX : key.toString("hex");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -531,7 +591,15 @@ class UapiConnection {
         if (socket.destroyed) return;
         this.#budget.release(request.bytes);
         this.#heldBytes -= request.bytes;
-        const flushed = socket.write(reply);
+        let flushed = true;
+        if (typeof reply === "string") flushed = socket.write(reply);
+        else {
+          reply.forEach((chunk, i) => {
+            // The last chunk's callback runs once it (so every one) has gone, or on failure.
+            const last = i === reply.length - 1;
+            flushed = socket.write(chunk, last ? () => recycleReplyChunks(reply) : undefined);
+          });
+        }
         if (request.kind === "error") {
           socket.destroySoon();
           return;
@@ -545,11 +613,11 @@ class UapiConnection {
     }
   }
 
-  async #reply(request: Request): Promise<string> {
+  async #reply(request: Request): Promise<string | Buffer[]> {
     switch (request.kind) {
       case "get":
         try {
-          return handleGet(this.#host);
+          return getReply(this.#host);
         } catch (error) {
           publish({ operation: "connection", errno: -EIO, reason: messageOf(error) });
           return `errno=${-EIO}\n\n`;

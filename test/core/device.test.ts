@@ -128,6 +128,41 @@ describe("two in-memory devices", () => {
     expect(b.delivered.length).toBe(1);
   });
 
+  it("keeps no session or handshake secret in Node's shared buffer pool", () => {
+    // A slice of the 8 KiB pool keeps the whole block alive: thousands of peers each holding
+    // one would keep most blocks resident (the hub's memory with 5,000 sessions, issue 11).
+    const { net, a, b } = pairOfNodes();
+    net.send("a", ipv4Packet("10.0.0.1", "10.0.0.2", "x"));
+    net.send("b", ipv4Packet("10.0.0.2", "10.0.0.1", "y"));
+    expect(b.delivered.length).toBe(1);
+    expect(a.delivered.length).toBe(1);
+    for (const [node, other] of [
+      [a, b],
+      [b, a],
+    ] as const) {
+      const peer = node.device.peer(other.key.publicKey)!;
+      const keypair = peer.keypairs.current!;
+      const kept = [
+        keypair.sendingKey,
+        keypair.receivingKey,
+        peer.handshake.chainingKey,
+        peer.handshake.hash,
+        peer.handshake.remoteEphemeral,
+        peer.handshake.latestTimestamp,
+      ];
+      for (const bytes of kept) expect(bytes.buffer.byteLength).toBeLessThan(Buffer.poolSize);
+      // The keys were copied, not lost: both sides still agree.
+      const otherKeypair = other.device.peer(node.key.publicKey)!.keypairs.current!;
+      expect(keypair.sendingKey).toEqual(otherKeypair.receivingKey);
+      expect(peer.handshake.chainingKey).toEqual(Buffer.alloc(32));
+    }
+    // A replayed initiation is still refused: the newest timestamp was kept (copied).
+    const initiation = net.log.find((e) => e.datagram[0] === MessageType.HandshakeInitiation)!;
+    const before = b.device.stats.drops.handshake_replay;
+    b.device.handleDatagram(initiation.datagram, net.node("a").endpoint);
+    expect(b.device.stats.drops.handshake_replay).toBe(before + 1);
+  });
+
   it("removes a peer with its routes and sessions", () => {
     const { net, a, b } = pairOfNodes();
     net.send("a", ipv4Packet("10.0.0.1", "10.0.0.2", "x"));

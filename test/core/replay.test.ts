@@ -111,6 +111,14 @@ describe("ReplayWindow", () => {
     expect(window.accept(W * 10)).toBe(true);
     expect(window.accept(W * 10)).toBe(false);
   });
+
+  it("works from a reset before any counter (its bitmap is made at the first)", () => {
+    const window = new ReplayWindow();
+    window.reset();
+    expect(window.accept(5)).toBe(true);
+    expect(window.accept(5)).toBe(false);
+    expect(window.accept(4)).toBe(true);
+  });
 });
 
 /** The definition, with no bitmap: seen before, or more than W below the highest, is refused. */

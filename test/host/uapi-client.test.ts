@@ -13,7 +13,7 @@ import { interfaceState } from "../../src/cli/show.js";
 import { syncRequest } from "../../src/cli/syncconf.js";
 import { parseConfig } from "../../src/host/config.js";
 import { Reconfigurer, type ConfigChange } from "../../src/host/reconfigure.js";
-import { UapiServer, type UapiHost } from "../../src/host/uapi.js";
+import { UapiServer, handleGet, type UapiHost } from "../../src/host/uapi.js";
 import {
   ZERO_KEY_HEX,
   parseGetReply,
@@ -118,6 +118,32 @@ describe("the control socket's client", () => {
     await expect(uapiRequest("none", "get=1\n\n", directory)).rejects.toMatchObject({
       code: "ERR_NO_INTERFACE",
     });
+  });
+
+  it("reads a reply of many 64 KiB chunks, the same again once the chunks are reused", async () => {
+    const host = new Host(generatePrivateKey());
+    // About 350 bytes a peer: some 20 chunks, each reply's chunks reused by the next.
+    for (let i = 0; i < 4000; i++) {
+      host.device.addPeer({
+        publicKey: decodeKey(publicKeyOf(generatePrivateKey())),
+        endpoint: { address: `192.0.2.${i & 255}`, port: 1024 + i },
+        allowedIps: [parseCidr(`10.${i >> 8}.${i & 255}.0/24`)],
+      });
+    }
+    server = await UapiServer.listen("t4", host, { directory });
+    const expected = handleGet(host)
+      .split("\n")
+      .filter((line) => line !== "");
+    expected.pop(); // errno=0, which the client takes off
+    for (let round = 0; round < 3; round++) {
+      // Two at once as well: neither may be handed chunks the other is still sending.
+      const replies = await Promise.all([
+        uapiRequest("t4", "get=1\n\n", directory),
+        uapiRequest("t4", "get=1\n\n", directory),
+      ]);
+      for (const lines of replies) expect(lines).toEqual(expected);
+    }
+    expect(parseGetReply(expected).peers).toHaveLength(4000);
   });
 
   it("syncconf sends only the difference, which makes the device the file", async () => {

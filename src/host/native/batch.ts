@@ -101,8 +101,10 @@ export class PacketBatch
     this.slotSize = slotSize;
     this.headroom = headroom;
     this.tailroom = tailroom;
-    // allocUnsafeSlow: a private, unpooled ArrayBuffer, since the addon writes to it directly.
-    this.arena = Buffer.allocUnsafeSlow(capacity * slotSize).fill(0);
+    // A private, unpooled ArrayBuffer, since the addon writes to it directly; zeroed by the
+    // allocator (calloc), so its pages become resident only as slots are used: a batch of a
+    // few packets touches a few of the 9 KB slots, not the whole arena.
+    this.arena = Buffer.alloc(capacity * slotSize);
     this.offsets = new Uint32Array(capacity);
     this.lengths = new Uint32Array(capacity);
     this.endpoints = new Uint8Array(capacity * ENDPOINT_SIZE);
