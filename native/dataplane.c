@@ -183,7 +183,8 @@ typedef struct dp_scratch {
 
 typedef struct dataplane {
   napi_env env;
-  int udp_fd, tun_fd, tun_offload, tun_gro;
+  int udp_fd, tun_fd, tun_offload;
+  unsigned tun_gro; /* what gro_plan may coalesce (GRO_TCP, GRO_UDP); the receive thread's */
   int udp_family;
   int sending; /* the thread reads the TUN device too (dpAttachTun) */
   unsigned mtu;
@@ -469,7 +470,7 @@ static void write_tun(dataplane *dp, dp_scratch *sc, unsigned count) {
       gro_group g;
       struct iovec iov[2 + GRO_MAX_SEGMENTS];
       gro_plan(&g, sc->arena, sc->tun_offsets, sc->tun_lengths, n,
-               dp->tun_gro && n >= alone_until ? count - n : 1);
+               n >= alone_until ? count - n : 1, dp->tun_gro);
       int niov = gro_iov(&g, iov, sc->arena, sc->tun_offsets, sc->tun_lengths, n);
       group = g.count;
       do {
@@ -477,6 +478,7 @@ static void write_tun(dataplane *dp, dp_scratch *sc, unsigned count) {
       } while (r < 0 && errno == EINTR);
       if (r < 0 && group > 1 && errno != EAGAIN && errno != EBADF) {
         alone_until = n + (unsigned)group; /* refused as a super-packet: one by one */
+        if (g.udp) dp->tun_gro &= ~GRO_UDP; /* a kernel without USO: TCP runs only */
         continue;
       }
     } else {
@@ -1001,7 +1003,8 @@ static napi_value js_dp_create(napi_env env, napi_callback_info info) {
   dp->env = env;
   dp->tun_fd = tun_fd;
   dp->tun_offload = offload;
-  dp->tun_gro = gro;
+  /* UDP runs too: a kernel before 6.2 refuses the first, and then gets TCP runs only. */
+  dp->tun_gro = gro ? GRO_TCP | GRO_UDP : 0;
   dp->udp_fd = -1;
   dp->wake_fd = -1;
   pthread_mutex_init(&dp->lock, NULL);

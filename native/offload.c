@@ -11,9 +11,11 @@
  *
  * Write side. gro_plan finds runs of consecutive, checksum-valid TCP segments
  * of one flow (contiguous sequence numbers, equal size but the last, identical
- * headers apart from lengths, IDs and sequence numbers) and describes them as
- * one GSO super-packet, so the receiving stack handles one 64 KiB packet
- * instead of forty-five. Anything else is written alone with a zeroed header.
+ * headers apart from lengths, IDs and sequence numbers), or of UDP datagrams
+ * of one flow (equal size but the last, identical headers apart from lengths,
+ * IDs and checksums), and describes them as one GSO super-packet, so the
+ * receiving stack handles one 64 KiB packet instead of forty-five. Anything
+ * else is written alone with a zeroed header.
  *
  * Also three functions for the tests (offloadChecksum, offloadSegment,
  * offloadCoalesce) that run the same code on buffers given from JS.
@@ -369,6 +371,14 @@ typedef struct tcp_view {
   uint8_t flags;
 } tcp_view;
 
+typedef struct udp_view {
+  const uint8_t *p;
+  size_t len;
+  int v6;
+  size_t l4;
+  size_t payload;
+} udp_view;
+
 /* A TCP segment that may take part in coalescing: plain IPv4 (no options, not
  * a fragment) or IPv6 without extension headers, lengths consistent, a
  * payload, only ACK (and PSH) set, valid checksums. */
@@ -422,32 +432,80 @@ static int gro_same(const tcp_view *a, const tcp_view *b) {
          memcmp(t + 20, u + 20, a->hdr - a->l4 - 20) == 0;
 }
 
-void gro_plan(gro_group *g, const uint8_t *arena, const uint32_t *offsets,
-              const uint32_t *lengths, size_t first, size_t max) {
-  g->count = 1;
-  g->head_len = 0;
-  memset(g->vnet, 0, sizeof(g->vnet));
-  if (max < 2) return;
-  tcp_view lead;
-  if (gro_candidate(&lead, arena + offsets[first], lengths[first]) != 0 ||
-      (lead.flags & TCP_PSH) != 0)
-    return;
+/* A UDP datagram that may take part in coalescing: plain IPv4 (no options,
+ * not a fragment, a valid header checksum) or IPv6 without extension headers,
+ * the UDP length equal to what the IP header says, a payload, and a checksum
+ * that is present (an IPv4 zero means none, which a super-packet could not
+ * keep) and valid. */
+static int udp_candidate(udp_view *v, const uint8_t *p, size_t len) {
+  if (len < 29) return -1;
+  if (p[0] == 0x45) {
+    if (p[9] != PROTO_UDP || get16(p + 2) != len || (get16(p + 6) & 0x3fff) != 0) return -1;
+    if (csum_fold(csum_add(0, p, 20)) != 0xffff) return -1;
+    v->v6 = 0;
+    v->l4 = 20;
+  } else if ((p[0] >> 4) == 6) {
+    if (len < 49 || p[6] != PROTO_UDP || 40 + (size_t)get16(p + 4) != len) return -1;
+    v->v6 = 1;
+    v->l4 = 40;
+  } else {
+    return -1;
+  }
+  const uint8_t *uh = p + v->l4;
+  if (get16(uh + 4) != len - v->l4 || get16(uh + 6) == 0) return -1;
+  v->p = p;
+  v->len = len;
+  v->payload = len - v->l4 - 8;
+  return 0;
+}
+
+static int udp_checksum_valid(const udp_view *v) {
+  uint32_t l4_len = (uint32_t)(v->len - v->l4);
+  uint64_t sum = pseudo(v->v6, v->p, PROTO_UDP, l4_len) + csum_add(0, v->p + v->l4, l4_len);
+  return csum_fold(sum) == 0xffff;
+}
+
+/* Datagram k of a run led by a that may share its super-packet header: the
+ * same addresses, ports and IP fields the segmentation copies into every
+ * datagram (TOS/traffic class and flow label, TTL/hop limit, DF). Without DF
+ * the IPv4 IDs must count up by one, as the segmentation will number them
+ * (with DF, IDs carry nothing, RFC 6864, and the kernel's UDP GRO ignores
+ * them too). */
+static int udp_same(const udp_view *a, const udp_view *b, size_t k) {
+  if (a->v6 != b->v6) return 0;
+  const uint8_t *p = a->p, *q = b->p;
+  if (a->v6) {
+    if (memcmp(p, q, 4) != 0 || p[7] != q[7] || memcmp(p + 8, q + 8, 32) != 0) return 0;
+  } else {
+    if (p[1] != q[1] || p[6] != q[6] || p[8] != q[8] || memcmp(p + 12, q + 12, 8) != 0)
+      return 0;
+    if ((p[6] & 0x40) == 0 && (uint16_t)(get16(p + 4) + k) != get16(q + 4)) return 0;
+  }
+  return memcmp(p + a->l4, q + b->l4, 4) == 0;
+}
+
+/* The TCP half of gro_plan: a run of segments of one flow with contiguous
+ * sequence numbers, equal payloads but the last, no PSH but on the last. */
+static void plan_tcp(gro_group *g, const tcp_view *lead, const uint8_t *arena,
+                     const uint32_t *offsets, const uint32_t *lengths, size_t first,
+                     size_t max) {
+  if ((lead->flags & TCP_PSH) != 0) return;
   /* The next packet is looked at before the checksum of the first is
    * verified: most packets that cannot lead a group are not checksummed. */
-  size_t mss = lead.payload;
-  size_t total = lead.len;
-  uint32_t next_seq = lead.seq + (uint32_t)mss;
-  uint8_t last_flags = lead.flags;
+  size_t mss = lead->payload;
+  size_t total = lead->len;
+  uint32_t next_seq = lead->seq + (uint32_t)mss;
+  uint8_t last_flags = lead->flags;
   size_t k = 1;
   int lead_checked = 0;
   while (k < max && k < GRO_MAX_SEGMENTS) {
     tcp_view v;
     size_t i = first + k;
-    if (gro_candidate(&v, arena + offsets[i], lengths[i]) != 0 || !gro_same(&lead, &v) ||
+    if (gro_candidate(&v, arena + offsets[i], lengths[i]) != 0 || !gro_same(lead, &v) ||
         v.seq != next_seq || v.payload > mss || total + v.payload > 65535)
       break;
     if (!lead_checked) {
-      if (!tcp_checksum_valid(&lead)) return;
+      if (!tcp_checksum_valid(lead)) return;
       lead_checked = 1;
     }
     if (!tcp_checksum_valid(&v)) break;
@@ -460,30 +518,104 @@ void gro_plan(gro_group *g, const uint8_t *arena, const uint32_t *offsets,
   if (k < 2) return;
 
   g->count = k;
-  g->head_len = lead.hdr;
-  memcpy(g->head, lead.p, lead.hdr);
+  g->head_len = lead->hdr;
+  memcpy(g->head, lead->p, lead->hdr);
   uint8_t *ip = g->head;
-  if (lead.v6) {
+  if (lead->v6) {
     put16(ip + 4, (uint32_t)(total - 40));
   } else {
     put16(ip + 2, (uint32_t)total);
     ipv4_header_checksum(ip);
   }
-  uint8_t *th = ip + lead.l4;
+  uint8_t *th = ip + lead->l4;
   th[13] |= last_flags & TCP_PSH;
   /* CHECKSUM_PARTIAL convention: the field holds the folded pseudo-header sum
    * (not complemented); the stack adds the rest from csum_start on. */
-  uint16_t seed = csum_fold(pseudo(lead.v6, ip, PROTO_TCP, (uint32_t)(total - lead.l4)));
+  uint16_t seed = csum_fold(pseudo(lead->v6, ip, PROTO_TCP, (uint32_t)(total - lead->l4)));
   memcpy(th + 16, &seed, 2);
   vnet_hdr h = {
       .flags = VNET_F_NEEDS_CSUM,
-      .gso_type = lead.v6 ? VNET_GSO_TCPV6 : VNET_GSO_TCPV4,
-      .hdr_len = (uint16_t)lead.hdr,
+      .gso_type = lead->v6 ? VNET_GSO_TCPV6 : VNET_GSO_TCPV4,
+      .hdr_len = (uint16_t)lead->hdr,
       .gso_size = (uint16_t)mss,
-      .csum_start = (uint16_t)lead.l4,
+      .csum_start = (uint16_t)lead->l4,
       .csum_offset = 16,
   };
   vnet_hdr_put(g->vnet, &h);
+}
+
+/* The UDP half of gro_plan (USO, VIRTIO_NET_HDR_GSO_UDP_L4): a run of
+ * datagrams of one flow with equal payloads but the last, which may be
+ * shorter and ends the run. The kernel cuts the super-packet at gso_size and
+ * gives every piece its own UDP length and checksum, so each datagram comes
+ * out as it went in. */
+static void plan_udp(gro_group *g, const udp_view *lead, const uint8_t *arena,
+                     const uint32_t *offsets, const uint32_t *lengths, size_t first,
+                     size_t max) {
+  size_t size = lead->payload;
+  size_t total = lead->len;
+  size_t k = 1;
+  int lead_checked = 0;
+  while (k < max && k < GRO_MAX_SEGMENTS) {
+    udp_view v;
+    size_t i = first + k;
+    if (udp_candidate(&v, arena + offsets[i], lengths[i]) != 0 || !udp_same(lead, &v, k) ||
+        v.payload > size || total + v.payload > 65535)
+      break;
+    if (!lead_checked) {
+      if (!udp_checksum_valid(lead)) return;
+      lead_checked = 1;
+    }
+    if (!udp_checksum_valid(&v)) break;
+    total += v.payload;
+    k++;
+    if (v.payload < size) break;
+  }
+  if (k < 2) return;
+
+  size_t hdr = lead->l4 + 8;
+  g->count = k;
+  g->udp = 1;
+  g->head_len = hdr;
+  memcpy(g->head, lead->p, hdr);
+  uint8_t *ip = g->head;
+  if (lead->v6) {
+    put16(ip + 4, (uint32_t)(total - 40));
+  } else {
+    put16(ip + 2, (uint32_t)total);
+    ipv4_header_checksum(ip);
+  }
+  uint8_t *uh = ip + lead->l4;
+  put16(uh + 4, (uint32_t)(total - lead->l4));
+  /* The seed as for TCP; the segmentation swaps the super-packet's UDP length
+   * in it for each piece's. */
+  uint16_t seed = csum_fold(pseudo(lead->v6, ip, PROTO_UDP, (uint32_t)(total - lead->l4)));
+  memcpy(uh + 6, &seed, 2);
+  vnet_hdr h = {
+      .flags = VNET_F_NEEDS_CSUM,
+      .gso_type = VNET_GSO_UDP_L4,
+      .hdr_len = (uint16_t)hdr,
+      .gso_size = (uint16_t)size,
+      .csum_start = (uint16_t)lead->l4,
+      .csum_offset = 6,
+  };
+  vnet_hdr_put(g->vnet, &h);
+}
+
+void gro_plan(gro_group *g, const uint8_t *arena, const uint32_t *offsets,
+              const uint32_t *lengths, size_t first, size_t max, unsigned kinds) {
+  g->count = 1;
+  g->udp = 0;
+  g->head_len = 0;
+  memset(g->vnet, 0, sizeof(g->vnet));
+  if (max < 2) return;
+  const uint8_t *p = arena + offsets[first];
+  tcp_view tcp;
+  udp_view udp;
+  if ((kinds & GRO_TCP) != 0 && gro_candidate(&tcp, p, lengths[first]) == 0)
+    plan_tcp(g, &tcp, arena, offsets, lengths, first, max);
+  else if ((kinds & GRO_UDP) != 0 && udp_candidate(&udp, p, lengths[first]) == 0)
+    plan_udp(g, &udp, arena, offsets, lengths, first, max);
 }
 
 int gro_iov(gro_group *g, struct iovec *iov, const uint8_t *arena, const uint32_t *offsets,
@@ -639,7 +771,7 @@ static napi_value js_coalesce(napi_env env, napi_callback_info info) {
   for (size_t i = 0; !failed && i < count;) {
     gro_group g;
     struct iovec iov[2 + GRO_MAX_SEGMENTS];
-    gro_plan(&g, arena, offsets, lengths, i, count - i);
+    gro_plan(&g, arena, offsets, lengths, i, count - i, GRO_TCP | GRO_UDP);
     int n = gro_iov(&g, iov, arena, offsets, lengths, i);
     size_t size = 0;
     for (int k = 0; k < n; k++) size += iov[k].iov_len;

@@ -82,23 +82,28 @@ int seg_next(seg_state *s, uint8_t *out, size_t room, uint32_t *out_len);
 /* Packets still to come from s (0 when idle). */
 uint32_t seg_pending(const seg_state *s);
 
-/* ---- write side: coalescing TCP segments ---- */
-#define GRO_MAX_SEGMENTS 64
+/* ---- write side: coalescing TCP segments and UDP datagrams ---- */
+#define GRO_MAX_SEGMENTS 64 /* also the kernel's limit for a UDP super-packet */
 #define GRO_MAX_HEAD 120 /* IPv4 header without options or IPv6 + TCP with options */
 
 typedef struct gro_group {
   size_t count;     /* packets in the group, >= 1 */
+  int udp;          /* a UDP (USO) super-packet: a kernel before 6.2 refuses those */
   uint8_t vnet[VNET_HDR_LEN];
   uint8_t head[GRO_MAX_HEAD]; /* the super-packet's headers (count >= 2) */
-  size_t head_len;  /* IP + TCP header bytes, the same in every member */
+  size_t head_len;  /* IP + TCP/UDP header bytes, the same in every member */
 } gro_group;
 
+/* What gro_plan may coalesce. */
+#define GRO_TCP 1u
+#define GRO_UDP 2u
+
 /* Plans the group starting at packets[first]: how many of the following
- * packets (at most max) coalesce with it into one super-packet. count == 1
- * means "write it alone" (vnet is zeroed then). packets[i] = arena + offsets[i],
- * lengths[i]. */
+ * packets (at most max) coalesce with it into one super-packet, of the kinds
+ * allowed. count == 1 means "write it alone" (vnet is zeroed then).
+ * packets[i] = arena + offsets[i], lengths[i]. */
 void gro_plan(gro_group *g, const uint8_t *arena, const uint32_t *offsets,
-              const uint32_t *lengths, size_t first, size_t max);
+              const uint32_t *lengths, size_t first, size_t max, unsigned kinds);
 /* iovecs for writing group g (at most 2 + GRO_MAX_SEGMENTS); returns how many. */
 int gro_iov(gro_group *g, struct iovec *iov, const uint8_t *arena, const uint32_t *offsets,
             const uint32_t *lengths, size_t first);

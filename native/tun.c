@@ -53,7 +53,7 @@ napi_status init_offload(napi_env env, napi_value exports);
  * tunOpen, the entry found for a live TUN fd is always its own. */
 typedef struct tun_queue {
   int fd;
-  int gro;
+  unsigned gro; /* what gro_plan may coalesce (GRO_TCP, GRO_UDP), 0 for nothing */
   uint8_t *scratch;
   seg_state seg;
   uint64_t reads, super_packets, segments, dropped;
@@ -275,7 +275,9 @@ again:
       return throw_errno(env, ENOMEM, "out of memory");
     }
     q->fd = fd;
-    q->gro = !no_gro;
+    /* UDP runs only where the kernel does USO: it parses GSO_UDP_L4 headers
+     * from 6.2 on, the release that added TUN_F_USO4/6. */
+    q->gro = no_gro ? 0 : GRO_TCP | ((accepted & TUN_F_USO4) != 0 ? GRO_UDP : 0);
   }
   if (fd_register(st, fd, FD_KIND_TUN, 0) == NULL) {
     if (q != NULL) queue_free(q);
@@ -403,7 +405,7 @@ static napi_value offload_write(napi_env env, tun_queue *q, const uint8_t *arena
     uint64_t i = first + n;
     gro_group g;
     struct iovec iov[2 + GRO_MAX_SEGMENTS];
-    gro_plan(&g, arena, offsets, lengths, i, q->gro && n >= alone_until ? count - n : 1);
+    gro_plan(&g, arena, offsets, lengths, i, n >= alone_until ? count - n : 1, q->gro);
     int niov = gro_iov(&g, iov, arena, offsets, lengths, i);
     ssize_t r = writev(q->fd, iov, niov);
     if (r < 0) {
@@ -413,6 +415,7 @@ static napi_value offload_write(napi_env env, tun_queue *q, const uint8_t *arena
       if (e == EBADF) return throw_errno(env, e, "write to TUN fd %d failed", q->fd);
       if (g.count > 1) {
         q->gro_refused++;
+        if (g.udp) q->gro &= ~GRO_UDP; /* not for this kernel after all: TCP runs only */
         alone_until = n + g.count;
         continue;
       }

@@ -5,8 +5,9 @@
 // do with transport data that the native thread opens: a replayed message dropped and counted,
 // an inner packet from a source outside the peer's allowed IPs dropped and counted, an
 // allowed-IPs change taking effect at once, a roaming peer followed, a rekey while pings flow,
-// and a stop while they flow. The daemon's "interface down" line says how many messages the
-// native thread opened, so the test knows the packets really took it.
+// and a stop while they flow, and bursts of UDP datagrams that reach a socket behind the TUN
+// byte for byte (written as USO super-packets). The daemon's "interface down" line says how
+// many messages the native thread opened, so the test knows the packets really took it.
 //
 // The daemon cases run twice: with the receive thread only, and with the send direction on
 // too (the default; EDGETUN_NATIVE_SEND=0 keeps sending on the JS thread). Then the
@@ -17,7 +18,7 @@
 //
 // Underlay 10.221.0.0/24 (edgetun .1, peer .2); tunnel 10.222.0.0/24 (edgetun .1, peer .2).
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { release, tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { spawn, type ChildProcess } from "node:child_process";
@@ -34,6 +35,10 @@ const skipReason =
   netnsUnavailableReason(["wg"]) ??
   (existsSync(cli) && existsSync(UDP_PEER_FIXTURE) ? null : "needs the build (npm run build)");
 if (skipReason) console.warn(`native receive path tests skipped: ${skipReason}`);
+
+/** Linux parses UDP segmentation (GSO_UDP_L4) headers written to a TUN from 6.2 on. */
+const [kernelMajor = 0, kernelMinor = 0] = release().split(".").map(Number);
+const kernelHasUso = kernelMajor > 6 || (kernelMajor === 6 && kernelMinor >= 2);
 
 const ET_UNDERLAY = "10.221.0.1";
 const PEER_UNDERLAY = "10.221.0.2";
@@ -478,6 +483,72 @@ describe.skipIf(skipReason !== null)("the native receive path under edgetun up",
       expect(bed.exec(etNs, "ip", ["-o", "link", "show"])).not.toContain(`: n${tag}`);
     }, 60_000);
   }
+
+  it("receive thread: bursts of UDP datagrams reach a socket behind the TUN byte for byte, coalesced into USO super-packets", async () => {
+    const { daemon, peer, name } = await startPair(true);
+    expect(await pings(peer, PEER_TUNNEL, 3, 10_000)).toBe(3);
+    // A receiver in the daemon's namespace: checks every datagram's bytes against the sender's
+    // pattern (the fixture's udpPayloadByte) and reports it.
+    const port = 45000 + counter;
+    const receiver = bed.spawn(etNs, process.execPath, [
+      "-e",
+      `const s = require("node:dgram").createSocket("udp4");
+       s.on("message", (m) => {
+         const seq = m.readUInt32BE(0);
+         let ok = true;
+         for (let i = 4; i < m.length; i++)
+           if (m[i] !== ((i * 31 + seq * 7 + (i >> 8)) & 0xff)) ok = false;
+         console.log(JSON.stringify({ seq, length: m.length, ok }));
+       });
+       s.bind(${port}, "${ET_TUNNEL}", () => console.log("{}"));`,
+    ]);
+    started.push(receiver);
+    const got: Array<{ seq: number; length: number; ok: boolean }> = [];
+    let listening = false;
+    receiver.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
+      for (const line of chunk.split("\n").filter(Boolean)) {
+        const record = JSON.parse(line) as { seq?: number; length: number; ok: boolean };
+        if (record.seq === undefined) listening = true;
+        else got.push(record as { seq: number; length: number; ok: boolean });
+      }
+    });
+    await waitFor("the UDP receiver to listen", () => listening);
+    const tunRx = () =>
+      Number(
+        /RX:[^\n]*\n\s*\d+\s+(\d+)/.exec(bed.exec(etNs, "ip", ["-s", "link", "show", name]))![1],
+      );
+    const rxBefore = tunRx();
+    // Bursts small enough for the receiver's socket buffer: 40 datagrams, the last shorter.
+    const bursts = 5;
+    const perBurst = 40;
+    for (let b = 0; b < bursts; b++) {
+      peer.command({
+        cmd: "udp",
+        src: PEER_TUNNEL,
+        dst: ET_TUNNEL,
+        dport: port,
+        count: perBurst,
+        first: b * perBurst,
+        size: 1200,
+        last: 300 + b,
+      });
+      await waitFor(`burst ${b} to arrive`, () => got.length >= (b + 1) * perBurst, 10_000);
+    }
+    const sent = Array.from({ length: bursts * perBurst }, (_, seq) => ({
+      seq,
+      length: seq % perBurst === perBurst - 1 ? 300 + Math.floor(seq / perBurst) : 1200,
+      ok: true,
+    }));
+    expect([...got].sort((a, b) => a.seq - b.seq)).toEqual(sent);
+    // The TUN counts one received packet per write: fewer writes than datagrams means the
+    // receive thread wrote super-packets (a kernel without USO refuses them: one by one).
+    const writes = tunRx() - rxBefore;
+    if (kernelHasUso) expect(writes).toBeLessThan(bursts * perBurst);
+    else expect(writes).toBe(bursts * perBurst);
+    peer.command({ cmd: "exit" });
+    expect(await stop(daemon)).toBe(0);
+    expect(daemon.interfaceDown().nativeReceived).toBeGreaterThanOrEqual(bursts * perBurst);
+  }, 60_000);
 
   it("send thread: the daemon initiates; its first packets reach the core, which stages them, shakes hands and sends them; an address without a route goes to the core too", async () => {
     const { daemon, peer, name, peerPublic } = await startPair(true, true);

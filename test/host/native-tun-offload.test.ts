@@ -1,5 +1,5 @@
 // TUN offload (IFF_VNET_HDR with TSO/USO): the checksum routine, the splitting of
-// super-packets and the coalescing of TCP runs on crafted packets (needs only the addon), then
+// super-packets and the coalescing of TCP and UDP runs on crafted packets (needs only the addon), then
 // real traffic (needs root): two offload TUNs in two private network namespaces, bridged by a
 // JS pump (test/native-tun-offload-helper.mjs), carry TCP transfers whose every packet is
 // checked independently here in JS, and whose bytes arrive intact. Namespaces are uniquely
@@ -515,6 +515,140 @@ describe.skipIf(addon === undefined)("coalescing TCP segments written to the TUN
     ];
     // 20 + 32 + 46 * 1400 <= 65535 < 20 + 32 + 47 * 1400
     expect(lengthsOf(big)).toEqual([46, 14]);
+  });
+});
+
+describe.skipIf(addon === undefined)("coalescing UDP datagrams written to the TUN (USO)", () => {
+  /** `count` datagrams of one flow, `size` bytes of payload each (the last `last`), as a
+   * sender's stack makes them: IDs counting up, checksums complete. */
+  function datagramsOf(v6: boolean, count: number, size: number, last = size, salt = 5) {
+    const payload = pattern(size * (count - 1) + last, salt);
+    return Array.from({ length: count }, (_, k) => {
+      const body = payload.subarray(k * size, k * size + (k === count - 1 ? last : size));
+      const packet = ipPacket({ v6, id: 0x1234 + k, proto: UDP, transport: udpDatagram(body) });
+      return finish(packet, v6, UDP);
+    });
+  }
+  const runLengths = (packets: Buffer[]) =>
+    lib()
+      .offloadCoalesce(packets)
+      .map((b) => {
+        const h = readVnet(b.subarray(0, 10));
+        return h.gsoSize === 0 ? 1 : Math.ceil((b.length - 10 - h.hdrLen) / h.gsoSize);
+      });
+
+  it("turns a run of datagrams into one super-packet that splits back into the same run", () => {
+    for (const v6 of [false, true]) {
+      const datagrams = datagramsOf(v6, 10, 1392, 500);
+      const written = lib().offloadCoalesce(datagrams);
+      expect(written).toHaveLength(1);
+      const out = written[0]!;
+      const l4 = v6 ? 40 : 20;
+      expect(readVnet(out.subarray(0, 10))).toEqual({
+        flags: NEEDS_CSUM,
+        gsoType: GSO.UDP_L4,
+        hdrLen: l4 + 8,
+        gsoSize: 1392,
+        csumStart: l4,
+        csumOffset: 6,
+      });
+      const packet = out.subarray(10);
+      expect(packet.length).toBe(l4 + 8 + 1392 * 9 + 500);
+      expect(packet.readUInt16BE(l4 + 4)).toBe(packet.length - l4);
+      if (!v6) expect(packet.readUInt16BE(2)).toBe(packet.length);
+      if (!v6) expect(sum16(packet.subarray(0, 20))).toBe(0xffff);
+      if (v6) expect(packet.readUInt16BE(4)).toBe(packet.length - 40);
+      // CHECKSUM_PARTIAL: the field holds the folded pseudo-header sum, not complemented.
+      expect(packet.readUInt16BE(l4 + 6)).toBe(
+        sum16(Buffer.alloc(0), pseudoSum(packet, v6, UDP, packet.length - l4)),
+      );
+      // What the kernel's segmentation hands on is, byte for byte, what came in.
+      expect(lib().offloadSegment(out, 65536)).toEqual(datagrams);
+    }
+  });
+
+  it("coalesces runs of any count and sizes, and splits them back exactly (property)", () => {
+    fc.assert(
+      fc.property(
+        fc.boolean(),
+        fc.integer({ min: 2, max: 80 }),
+        fc.integer({ min: 1, max: 1452 }),
+        fc.integer({ min: 1, max: 1452 }),
+        (v6, count, size, lastWanted) => {
+          const last = Math.min(size, lastWanted);
+          const datagrams = datagramsOf(v6, count, size, last);
+          const written = lib().offloadCoalesce(datagrams);
+          const back = written.flatMap((b) =>
+            readVnet(b.subarray(0, 10)).gsoType === GSO.NONE
+              ? [b.subarray(10)]
+              : lib().offloadSegment(b, 65536)!,
+          );
+          expect(back).toEqual(datagrams);
+          expect(written.length).toBeLessThanOrEqual(Math.ceil(count / 2) + 1);
+        },
+      ),
+      { numRuns: 30 },
+    );
+  });
+
+  it("ends a run at another flow, a longer or shorter datagram, a changed header, a bad or missing checksum, 64 datagrams or 64 KiB", () => {
+    const run = datagramsOf(false, 10, 1000);
+    expect(runLengths(run)).toEqual([10]);
+    const changed = (at: number, edit: (p: Buffer) => void, refinish = true) => {
+      const packets = run.map((p) => Buffer.from(p));
+      edit(packets[at]!);
+      if (refinish) {
+        packets[at]!.writeUInt16BE(0, 10);
+        packets[at]!.writeUInt16BE(checksum(packets[at]!.subarray(0, 20)), 10);
+        finish(packets[at]!, false, UDP);
+      }
+      return packets;
+    };
+
+    expect(runLengths(changed(6, (p) => p.writeUInt16BE(40001, 20)))).toEqual([6, 1, 3]);
+    expect(runLengths(changed(3, (p) => (p[8] = 63)))).toEqual([3, 1, 6]); // TTL
+    expect(runLengths(changed(3, (p) => (p[1] = 0)))).toEqual([3, 1, 6]); // TOS
+    expect(runLengths(changed(5, (p) => (p[100] = p[100]! ^ 1), false))).toEqual([5, 1, 4]);
+    // An IPv4 zero checksum means "none": such a datagram is written alone.
+    expect(runLengths(changed(0, (p) => p.writeUInt16BE(0, 26), false))).toEqual([1, 9]);
+    // A header checksum that does not add up.
+    expect(runLengths(changed(4, (p) => (p[10] = p[10]! ^ 1), false))).toEqual([4, 1, 5]);
+
+    const short = datagramsOf(false, 4, 1000, 10);
+    expect(runLengths([...short, ...datagramsOf(false, 3, 1000)])).toEqual([4, 3]);
+    const longer = datagramsOf(false, 3, 1001, 1001, 9);
+    expect(runLengths([...datagramsOf(false, 3, 1000), ...longer])).toEqual([3, 3]);
+
+    // Without DF the IDs must count up, as the segmentation numbers them; with DF they may not.
+    const noDf = run.map((p) => {
+      const q = Buffer.from(p);
+      q.writeUInt16BE(0, 6);
+      q.writeUInt16BE(0, 10);
+      q.writeUInt16BE(checksum(q.subarray(0, 20)), 10);
+      return q;
+    });
+    expect(runLengths(noDf)).toEqual([10]);
+    const idJump = (packets: Buffer[]) =>
+      packets.map((p, k) => {
+        const q = Buffer.from(p);
+        if (k >= 7) q.writeUInt16BE((q.readUInt16BE(4) + 100) & 0xffff, 4);
+        q.writeUInt16BE(0, 10);
+        q.writeUInt16BE(checksum(q.subarray(0, 20)), 10);
+        return q;
+      });
+    expect(runLengths(idJump(noDf))).toEqual([7, 3]);
+    expect(runLengths(idJump(run))).toEqual([10]);
+
+    expect(runLengths(datagramsOf(false, 100, 500))).toEqual([64, 36]);
+    // 20 + 8 + 46 * 1400 <= 65535 < 20 + 8 + 47 * 1400
+    expect(runLengths(datagramsOf(false, 60, 1400))).toEqual([46, 14]);
+
+    // TCP and UDP runs side by side: each planned as what it is.
+    const tcp = lib().offloadSegment(
+      tcpSuper(false, pattern(4000, 1), 1000, F.ACK, 7).input,
+      65536,
+    )!;
+    expect(runLengths([...run.slice(0, 3), ...tcp, ...run.slice(3)])).toEqual([3, 4, 7]);
   });
 });
 
