@@ -43,14 +43,15 @@ import {
 import { startFleetDaemon } from "../test/support/fleet-daemon.js";
 import { NetworkLab } from "../src/host/toolkit/netns.js";
 import { cleanUpOnExit, pollUntil, type Proc } from "../src/host/toolkit/process.js";
+import { benchOptions, numberOption } from "./options.js";
 import { cpuSeconds } from "./testbed/proc.js";
 
-const arg = (name: string, fallback: number) => {
-  const at = process.argv.indexOf(name);
-  return at > 0 ? Number(process.argv[at + 1]) : fallback;
-};
-const EDGES = arg("--edges", 5000);
-const SAMPLES = arg("--samples", 3);
+const options = benchOptions("bench:fleet", "a fleet of edges joining through etcd", {
+  edges: { type: "string", default: "5000", help: "edges registered in the store" },
+  samples: { type: "string", default: "3", help: "times each change is measured" },
+});
+const EDGES = numberOption("bench:fleet", "edges", options.edges, { min: 1, integer: true });
+const SAMPLES = numberOption("bench:fleet", "samples", options.samples, { min: 1, integer: true });
 const cli = new URL("../src/cli/main.js", import.meta.url).pathname;
 const PREFIX = "/bench";
 const STORE = `etcd://127.0.0.1:2379${PREFIX}`;

@@ -9,29 +9,48 @@ import { execFile, type ChildProcess } from "node:child_process";
 import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseArgs, promisify } from "node:util";
+import { promisify } from "node:util";
 import { generatePrivateKey, publicKeyOf } from "../src/core/keys.js";
 import { NetworkLab } from "../src/host/toolkit/netns.js";
 import { waitFor } from "../test/support/netns.js";
+import { benchOptions, benchUsageError, numberOption } from "./options.js";
 
 const execFileAsync = promisify(execFile);
 const root = new URL("../..", import.meta.url).pathname;
 const cli = join(root, "dist/src/cli/main.js");
 const flooder = join(root, "dist/test/support/fixtures/handshake-flood.js");
 
-const { values } = parseArgs({
-  options: {
-    rates: { type: "string", default: "20000,50000,0" },
-    seconds: { type: "string", default: "24" },
-    implementations: { type: "string", default: "edgetun,wireguard-go" },
-    // The flooder sends with UDP GSO (its fastest); --plain-flood sends each datagram alone.
-    "plain-flood": { type: "boolean", default: false },
+const IMPLEMENTATION_NAMES = ["edgetun", "wireguard-go"] as const;
+type Implementation = (typeof IMPLEMENTATION_NAMES)[number];
+
+const values = benchOptions("bench:flood", "a handshake flood at the hub, beside wireguard-go", {
+  rates: {
+    type: "string",
+    default: "20000,50000,0",
+    help: "flood rates in initiations a second, 0 unpaced",
   },
+  seconds: { type: "string", default: "24", help: "length of each flood" },
+  implementations: {
+    type: "string",
+    default: IMPLEMENTATION_NAMES.join(","),
+    help: "hubs to flood, in order",
+  },
+  // The flooder sends with UDP GSO (its fastest); --plain-flood sends each datagram alone.
+  "plain-flood": { type: "boolean", help: "send each flood datagram alone, without UDP GSO" },
 });
-const RATES = values.rates.split(",").map(Number);
-const FLOOD_SECONDS = Number(values.seconds);
-const IMPLEMENTATIONS = values.implementations.split(",") as Implementation[];
-type Implementation = "edgetun" | "wireguard-go";
+const RATES = values.rates
+  .split(",")
+  .map((rate) => numberOption("bench:flood", "rates", rate, { min: 0, integer: true }));
+const FLOOD_SECONDS = numberOption("bench:flood", "seconds", values.seconds, { min: 1 });
+const IMPLEMENTATIONS = values.implementations.split(",").map((name) => {
+  if (!(IMPLEMENTATION_NAMES as readonly string[]).includes(name)) {
+    benchUsageError(
+      "bench:flood",
+      `unknown implementation "${name}" (${IMPLEMENTATION_NAMES.join(", ")})`,
+    );
+  }
+  return name as Implementation;
+});
 
 interface Outcome {
   implementation: Implementation;

@@ -3,19 +3,16 @@
 // memory (heap and RSS at the start, their highest while running, and the heap at the end).
 // Run: npm run build && npm run fuzz [-- --runs 1000000 --seed 42 --target config]
 import fc from "fast-check";
-import { parseArgs } from "node:util";
 import { allTargets } from "../test/support/fuzz-targets.js";
+import { benchOptions, numberOption } from "./options.js";
 
-const { values } = parseArgs({
-  options: {
-    runs: { type: "string", default: "1000000" },
-    seed: { type: "string", default: String(Date.now() % 1_000_000) },
-    /** Only the targets whose name contains this text. */
-    target: { type: "string", default: "" },
-  },
+const values = benchOptions("fuzz", "the fuzz targets' long run", {
+  runs: { type: "string", default: "1000000", help: "inputs per target" },
+  seed: { type: "string", default: String(Date.now() % 1_000_000), help: "the generator's seed" },
+  target: { type: "string", default: "", help: "only the targets whose name contains this" },
 });
-const RUNS = Number(values.runs);
-const SEED = Number(values.seed);
+const RUNS = numberOption("fuzz", "runs", values.runs, { min: 1, integer: true });
+const SEED = numberOption("fuzz", "seed", values.seed, { min: 0, integer: true });
 const MB = 1 << 20;
 
 async function main(): Promise<void> {

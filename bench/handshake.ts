@@ -7,9 +7,16 @@ import { PrivateKey, nodeX25519, useX25519, type X25519 } from "../src/core/cryp
 import { nativeAvailable, nativeX25519 } from "../src/host/native/index.js";
 import { Device, type Clock } from "../src/core/device.js";
 import type { Endpoint } from "../src/core/endpoint.js";
+import { benchOptions, numberOption } from "./options.js";
 
-const peersArg = process.argv.indexOf("--peers");
-const PEERS = peersArg > 0 ? Number(process.argv[peersArg + 1]) : 3000;
+const options = benchOptions(
+  "bench:handshake",
+  "handshakes and cookie replies per second, one core",
+  {
+    peers: { type: "string", default: "3000", help: "peers the responder knows" },
+  },
+);
+const PEERS = numberOption("bench:handshake", "peers", options.peers, { min: 1, integer: true });
 
 const clock: Clock = { now: () => performance.now(), wallClockMs: () => Date.now() };
 

@@ -14,7 +14,6 @@
 import { writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
 import { nativeLoadError } from "../src/host/native/index.js";
 import { type Level } from "./testbed/impair.js";
 import {
@@ -27,6 +26,7 @@ import {
   startHttpService,
 } from "./testbed/measure.js";
 import { StepError } from "../src/host/errors.js";
+import { benchOptions, benchUsageError, numberOption } from "./options.js";
 import {
   cleanUpOnExit,
   endAllSync,
@@ -331,37 +331,24 @@ function table(tunnels: TunnelName[], results: Map<TunnelName, Figures>): string
 }
 
 async function main(): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: process.argv.slice(2).filter((arg) => arg !== "--"),
-      options: {
-        sets: { type: "string", default: "1" },
-        tunnels: { type: "string", default: "edgetun,wireguard-go,underlay" },
-        json: { type: "string" },
-        // Another testbed run shares the two cores and makes every figure slower; ratios
-        // against wireguard-go in the same run still hold up better than absolute numbers.
-        alongside: { type: "boolean", default: false },
-      },
-      strict: true,
-    });
-  } catch (error) {
-    process.stderr.write(`bench:latency: ${(error as Error).message}\n`);
-    return 2;
-  }
-  const values = parsed.values;
-  const sets = Number(values.sets);
-  if (!Number.isInteger(sets) || sets < 1 || sets > 9) {
-    process.stderr.write("bench:latency: --sets wants 1 to 9\n");
-    return 2;
-  }
+  const values = benchOptions("bench:latency", "idle and loaded latency, bulk, launch, idle CPU", {
+    sets: { type: "string", default: "1", help: "sets of every figure, 1 to 9 (medians)" },
+    tunnels: {
+      type: "string",
+      default: "edgetun,wireguard-go,underlay",
+      help: `what to measure, in order (of ${TUNNEL_NAMES.join(", ")})`,
+    },
+    json: { type: "string", help: "also write the figures to this file as JSON" },
+    // Another testbed run shares the two cores and makes every figure slower; ratios
+    // against wireguard-go in the same run still hold up better than absolute numbers.
+    alongside: { type: "boolean", help: "measure even while a testbed run is active" },
+  });
+  const sets = numberOption("bench:latency", "sets", values.sets, { min: 1, integer: true });
+  if (sets > 9) benchUsageError("bench:latency", "--sets wants 1 to 9");
   const tunnels = values.tunnels.split(",").map((t) => t.trim()) as TunnelName[];
   const unknown = tunnels.find((name) => !(TUNNEL_NAMES as readonly string[]).includes(name));
   if (unknown !== undefined) {
-    process.stderr.write(
-      `bench:latency: unknown tunnel "${unknown}" (${TUNNEL_NAMES.join(", ")})\n`,
-    );
-    return 2;
+    benchUsageError("bench:latency", `unknown tunnel "${unknown}" (${TUNNEL_NAMES.join(", ")})`);
   }
   const problems = preflightProblems(["ip", "ping", "iperf3", "sysctl", "getconf"]);
   const topo = new Topology();

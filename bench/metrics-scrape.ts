@@ -13,9 +13,12 @@ import {
   type MetricsSource,
 } from "../src/host/metrics.js";
 import type { Registry } from "prom-client";
+import { benchOptions, numberOption } from "./options.js";
 
-const peersArg = process.argv.indexOf("--peers");
-const PEERS = peersArg > 0 ? Number(process.argv[peersArg + 1]) : 5000;
+const options = benchOptions("bench:metrics", "what a Prometheus scrape costs a hub", {
+  peers: { type: "string", default: "5000", help: "peers with live sessions" },
+});
+const PEERS = numberOption("bench:metrics", "peers", options.peers, { min: 1, integer: true });
 const SCRAPES = 20;
 const PUMP_SECONDS = 3;
 /** Packets pushed through the core per event-loop turn by the pump. */

@@ -27,17 +27,28 @@ import {
   sleepSync,
   type RunOptions,
 } from "../src/host/toolkit/process.js";
+import { benchOptions, numberOption } from "./options.js";
 import { SESSIONS_GOAL_MS, edgeTunnelAddress, type EdgeSimulatorInput } from "./scale-edges.js";
 
-const peersArg = process.argv.indexOf("--peers");
-const PEERS = peersArg > 0 ? Number(process.argv[peersArg + 1]) : 5000;
-const startCapArg = process.argv.indexOf("--start-cap");
-const START_CAP_MS = (startCapArg > 0 ? Number(process.argv[startCapArg + 1]) : 30) * 1000;
+const options = benchOptions("bench:scale", "a hub for thousands of edges, beside wireguard-go", {
+  peers: { type: "string", default: "5000", help: "peers of the hub, each a simulated edge" },
+  "start-cap": {
+    type: "string",
+    default: "30",
+    help: "seconds after which the simultaneous start is ended",
+  },
+  "cpu-prof-dir": {
+    type: "string",
+    help: "every edgetun process writes a V8 CPU profile here, phases in phases.json",
+  },
+});
+const PEERS = numberOption("bench:scale", "peers", options.peers, { min: 1, integer: true });
+const START_CAP_MS =
+  numberOption("bench:scale", "start-cap", options["start-cap"], { min: 1 }) * 1000;
 const cli = new URL("../src/cli/main.js", import.meta.url).pathname;
 // --cpu-prof-dir DIR: every edgetun process writes a V8 CPU profile there, and each phase's
 // start and end (the profiles' clock, microseconds) go to DIR/phases.json to slice them by.
-const profileArg = process.argv.indexOf("--cpu-prof-dir");
-const profileDirectory = profileArg > 0 ? process.argv[profileArg + 1]! : null;
+const profileDirectory = options["cpu-prof-dir"] ?? null;
 const nodeFlags = profileDirectory ? ["--cpu-prof", "--cpu-prof-dir", profileDirectory] : [];
 const phases: Record<string, [number, number]> = {};
 const monotonicUs = () => Number(process.hrtime.bigint() / 1000n);
