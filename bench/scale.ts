@@ -10,8 +10,9 @@
 // from a real edge (wireguard-go in a namespace of its own, over a veth pair) with only itself
 // active and then with every simulated edge sending an echo a second. Nothing leaves the two
 // namespaces. Run (root): npm run bench:scale [-- --peers 5000] [--start-cap SECONDS]
-// [--cpu-prof-dir DIR]; --start-cap ends the simultaneous start after that long (default 30 s)
-// and the row says how many edges had sessions at the goal (8 s) and at the cap.
+// [--simulator-cpu N] [--cpu-prof-dir DIR] (`-- --help` says what each does); --start-cap ends
+// the simultaneous start after that long (default 30 s) and the row says how many edges had
+// sessions at the goal (8 s) and at the cap.
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -37,6 +38,10 @@ const options = benchOptions("bench:scale", "a hub for thousands of edges, besid
     default: "30",
     help: "seconds after which the simultaneous start is ended",
   },
+  "simulator-cpu": {
+    type: "string",
+    help: "run the edge simulator on this CPU only (taskset), so that its own work competes less with the hub in the RTT rows",
+  },
   "cpu-prof-dir": {
     type: "string",
     help: "every edgetun process writes a V8 CPU profile here, phases in phases.json",
@@ -49,6 +54,15 @@ const cli = new URL("../src/cli/main.js", import.meta.url).pathname;
 // --cpu-prof-dir DIR: every edgetun process writes a V8 CPU profile there, and each phase's
 // start and end (the profiles' clock, microseconds) go to DIR/phases.json to slice them by.
 const profileDirectory = options["cpu-prof-dir"] ?? null;
+// The simulator is 5,000 JS Devices in one process: sealing an echo a second for each takes
+// about half a core, which the hub's ping would otherwise share with it on a 2-core machine.
+const simulatorCpu =
+  options["simulator-cpu"] === undefined
+    ? null
+    : numberOption("bench:scale", "simulator-cpu", options["simulator-cpu"], {
+        min: 0,
+        integer: true,
+      });
 const nodeFlags = profileDirectory ? ["--cpu-prof", "--cpu-prof-dir", profileDirectory] : [];
 const phases: Record<string, [number, number]> = {};
 const monotonicUs = () => Number(process.hrtime.bigint() / 1000n);
@@ -237,9 +251,14 @@ async function liveFleet(
   };
   const inputFile = join(directory, `edges-${port}.json`);
   writeFileSync(inputFile, JSON.stringify(input), { mode: 0o600 });
-  const child = spawn("ip", ["netns", "exec", ns, process.execPath, simulator, inputFile], {
-    stdio: ["pipe", "pipe", "inherit"],
-  });
+  const pinned = simulatorCpu === null ? [] : ["taskset", "-c", String(simulatorCpu)];
+  const child = spawn(
+    "ip",
+    ["netns", "exec", ns, ...pinned, process.execPath, simulator, inputFile],
+    {
+      stdio: ["pipe", "pipe", "inherit"],
+    },
+  );
   const events: Array<Record<string, unknown>> = [];
   let pending = "";
   child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
@@ -479,7 +498,11 @@ async function main(): Promise<void> {
       "liveRss",
       `RSS with ${PEERS.toLocaleString("en")} live sessions (each edge sending an echo a second)`,
     ],
-    ["rtt", `ping RTT avg from a real edge, the others active vs alone`],
+    [
+      "rtt",
+      "ping RTT avg from a real edge, the others active vs alone" +
+        (simulatorCpu === null ? "" : ` (simulator on CPU ${simulatorCpu})`),
+    ],
     ["stop", "SIGTERM until exit"],
   ];
   for (const [key, label] of labels) rows.push([label, et[key]!, wg[key]!]);
