@@ -42,6 +42,22 @@ export const AEAD_TAG_SIZE = 16;
 export const STATUS_AUTH_FAILED = -(osConstants.errno.EBADMSG ?? 74);
 
 /** The kernel's view of a UDP socket's receive queue (SO_MEMINFO). */
+/**
+ * Takes up to `count` datagrams a native thread handed over (the ring of native/ring.h) into
+ * the slots given; returns how many. One signature for the handshake lane and both data-path
+ * rings.
+ */
+export type RingTake = (
+  ring: unknown,
+  arena: Uint8Array,
+  offsets: Uint32Array,
+  lengths: Uint32Array,
+  endpoints: Uint8Array,
+  locals: Uint8Array | null,
+  count: number,
+  room: number,
+) => number;
+
 export interface UdpQueueStats {
   /** Bytes waiting, as the kernel accounts them (buffer overhead included). */
   queuedBytes: number;
@@ -142,16 +158,7 @@ export interface NativeAddon {
   udpQueueStats(fd: number): UdpQueueStats;
   laneStart(fd: number, onPassed: () => void): unknown;
   laneConfigure(lane: unknown, keys: Uint8Array | null, underLoad: boolean): void;
-  laneTake(
-    lane: unknown,
-    arena: Uint8Array,
-    offsets: Uint32Array,
-    lengths: Uint32Array,
-    endpoints: Uint8Array,
-    locals: Uint8Array | null,
-    count: number,
-    room: number,
-  ): number;
+  laneTake: RingTake;
   laneStats(lane: unknown): import("./lane.js").HandshakeLaneStats;
   laneWakeOnActivity(lane: unknown): number;
   laneStop(lane: unknown): void;
@@ -177,16 +184,7 @@ export interface NativeAddon {
     start: number,
     count: number,
   ): boolean;
-  dpTakeTunnel(
-    plane: unknown,
-    arena: Uint8Array,
-    offsets: Uint32Array,
-    lengths: Uint32Array,
-    endpoints: Uint8Array,
-    locals: Uint8Array | null,
-    count: number,
-    room: number,
-  ): number;
+  dpTakeTunnel: RingTake;
   dpAddKeypair(
     plane: unknown,
     index: number,
@@ -202,16 +200,7 @@ export interface NativeAddon {
     sourcesOut: Uint8Array,
     confirmedOut: Uint32Array,
   ): { peers: number; confirmed: number };
-  dpTake(
-    plane: unknown,
-    arena: Uint8Array,
-    offsets: Uint32Array,
-    lengths: Uint32Array,
-    endpoints: Uint8Array,
-    locals: Uint8Array | null,
-    count: number,
-    room: number,
-  ): number;
+  dpTake: RingTake;
   dpStats(plane: unknown): import("./dataplane.js").DataPlaneStats;
   dpSourceMoved(plane: unknown): boolean;
   dpBatchSizes(plane: unknown, out: Float64Array): void;

@@ -1,5 +1,5 @@
 // Batch descriptors: one arena of packets and the typed arrays that describe them.
-import { ENDPOINT_SIZE } from "./addon.js";
+import { ENDPOINT_SIZE, type RingTake } from "./addon.js";
 
 /** Where the packets of a batch are: packet i is arena[offsets[i] .. offsets[i] + lengths[i]). */
 export interface PacketSlots {
@@ -17,6 +17,17 @@ export interface ReceiveSlots extends PacketSlots {
 export interface UdpReceiveSlots extends ReceiveSlots {
   readonly endpoints: Uint8Array;
   readonly locals?: Uint8Array | null;
+}
+
+/** Moves up to `count` datagrams from a native thread's ring into slots [0, n); returns n. */
+export function takeFromRing(
+  take: RingTake,
+  ring: unknown,
+  slots: UdpReceiveSlots,
+  count: number,
+): number {
+  const { arena, offsets, lengths, endpoints } = slots;
+  return take(ring, arena, offsets, lengths, endpoints, slots.locals ?? null, count, slots.room);
 }
 
 /**

@@ -5,7 +5,7 @@
 // keypair the core handed it. This wrapper only moves state in and deltas out;
 // src/host/dataplane.ts decides what.
 import { loadAddon } from "./addon.js";
-import type { UdpReceiveSlots } from "./batch.js";
+import { takeFromRing, type UdpReceiveSlots } from "./batch.js";
 
 /** Drops counted by the native path, named as the core's reasons (src/core/drops.ts). */
 export interface DataPlaneDrops {
@@ -173,16 +173,7 @@ export class NativeDataPlane {
   /** Moves up to `count` inner packets for the JS path into slots [0, n); returns n. */
   takeTunnel(slots: UdpReceiveSlots, count: number): number {
     if (this.#closed) return 0;
-    return loadAddon().dpTakeTunnel(
-      this.#handle,
-      slots.arena,
-      slots.offsets,
-      slots.lengths,
-      slots.endpoints,
-      slots.locals ?? null,
-      count,
-      slots.room,
-    );
+    return takeFromRing(loadAddon().dpTakeTunnel, this.#handle, slots, count);
   }
 
   /** False when the native table is full: the JS path keeps that keypair. */
@@ -226,16 +217,7 @@ export class NativeDataPlane {
   /** Moves up to `count` datagrams for the JS path into slots [0, n); returns n. */
   take(slots: UdpReceiveSlots, count: number): number {
     if (this.#closed) return 0;
-    return loadAddon().dpTake(
-      this.#handle,
-      slots.arena,
-      slots.offsets,
-      slots.lengths,
-      slots.endpoints,
-      slots.locals ?? null,
-      count,
-      slots.room,
-    );
+    return takeFromRing(loadAddon().dpTake, this.#handle, slots, count);
   }
 
   stats(): DataPlaneStats {

@@ -3,7 +3,7 @@
 // JS thread. A flood then costs the JS thread, which also carries the data path, nothing per
 // message: it takes the few messages that need the core, when told there are some.
 import { loadAddon } from "./addon.js";
-import type { UdpReceiveSlots } from "./batch.js";
+import { takeFromRing, type UdpReceiveSlots } from "./batch.js";
 
 /** Counters since the lane started; all are datagram counts except `waiting` and `error`. */
 export interface HandshakeLaneStats {
@@ -64,16 +64,7 @@ export class HandshakeLane {
   /** Moves up to `count` waiting messages into slots [0, n) of `slots`; returns n. */
   take(slots: UdpReceiveSlots, count: number): number {
     if (this.#stopped) return 0;
-    return loadAddon().laneTake(
-      this.#handle,
-      slots.arena,
-      slots.offsets,
-      slots.lengths,
-      slots.endpoints,
-      slots.locals ?? null,
-      count,
-      slots.room,
-    );
+    return takeFromRing(loadAddon().laneTake, this.#handle, slots, count);
   }
 
   stats(): HandshakeLaneStats {
