@@ -802,6 +802,33 @@ static void notify_js(dataplane *dp) {
   if (wake) napi_call_threadsafe_function(dp->notify, NULL, napi_tsfn_nonblocking);
 }
 
+/*
+ * Both threads' wait: for their file descriptor (fds[0]) or the stop eventfd (fds[1]); while
+ * activity is pending, no longer than until its report is due. Returns 0 to go on (readable or
+ * timed out), non-zero to stop: asked to, or `fatal` on the descriptor (dp->error then says
+ * why, as `fatal_errno` or poll's errno).
+ */
+static int dp_wait(dataplane *dp, struct pollfd fds[2], int pending, short fatal,
+                   int fatal_errno) {
+  for (;;) {
+    int timeout = -1;
+    if (pending) {
+      int64_t due = dp->last_notify_ns + DP_NOTIFY_INTERVAL_NS - now_ns();
+      timeout = due <= 0 ? 0 : (int)(due / 1000000) + 1;
+    }
+    if (poll(fds, 2, timeout) >= 0) break;
+    if (errno == EINTR) continue;
+    dp->error = errno;
+    return 1;
+  }
+  if (fds[1].revents != 0) return 1;
+  if (fds[0].revents & fatal) {
+    dp->error = fatal_errno;
+    return 1;
+  }
+  return 0;
+}
+
 static void *dataplane_main(void *arg) {
   dataplane *dp = arg;
   dp_scratch *sc = dp->scratch;
@@ -810,22 +837,7 @@ static void *dataplane_main(void *arg) {
   struct pollfd fds[2] = {{.fd = dp->udp_fd, .events = POLLIN},
                           {.fd = dp->wake_fd, .events = POLLIN}};
   for (;;) {
-    int timeout = -1;
-    if (pending) {
-      int64_t due = dp->last_notify_ns + DP_NOTIFY_INTERVAL_NS - now_ns();
-      timeout = due <= 0 ? 0 : (int)(due / 1000000) + 1;
-    }
-    int ready = poll(fds, 2, timeout);
-    if (ready < 0) {
-      if (errno == EINTR) continue;
-      dp->error = errno;
-      break;
-    }
-    if (fds[1].revents != 0) break;
-    if (fds[0].revents & (POLLERR | POLLNVAL)) {
-      dp->error = EBADF;
-      break;
-    }
+    if (dp_wait(dp, fds, pending, POLLERR | POLLNVAL, EBADF) != 0) break;
     int urgent = 0;
     for (;;) {
       int got = udp_io_recv(sc->io, dp->udp_fd, sc->arena, sc->offsets, sc->lengths,
@@ -859,22 +871,7 @@ static void *dataplane_send_main(void *arg) {
   struct pollfd fds[2] = {{.fd = dp->tun_fd, .events = POLLIN},
                           {.fd = dp->wake_fd, .events = POLLIN}};
   for (;;) {
-    int timeout = -1;
-    if (pending) {
-      int64_t due = dp->last_notify_ns + DP_NOTIFY_INTERVAL_NS - now_ns();
-      timeout = due <= 0 ? 0 : (int)(due / 1000000) + 1;
-    }
-    int ready = poll(fds, 2, timeout);
-    if (ready < 0) {
-      if (errno == EINTR) continue;
-      dp->error = errno;
-      break;
-    }
-    if (fds[1].revents != 0) break;
-    if (fds[0].revents & (POLLERR | POLLNVAL | POLLHUP)) {
-      dp->error = EBADFD;
-      break;
-    }
+    if (dp_wait(dp, fds, pending, POLLERR | POLLNVAL | POLLHUP, EBADFD) != 0) break;
     for (;;) {
       int urgent = 0;
       int got = read_tun(dp, sc);
