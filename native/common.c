@@ -307,3 +307,12 @@ void fd_close(addon_state *st, owned_fd *entry) {
   close(entry->fd);
   free(entry);
 }
+
+void call_js_without_arguments(napi_env env, napi_value callback, void *context, void *data) {
+  (void)context;
+  (void)data;
+  if (env == NULL || callback == NULL) return;
+  napi_value undefined;
+  napi_get_undefined(env, &undefined);
+  napi_call_function(env, undefined, callback, 0, NULL, NULL);
+}

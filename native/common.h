@@ -215,4 +215,8 @@ void aead_free(addon_state *st);
     if (s_ != napi_ok) return s_;                                                           \
   } while (0)
 
+/* A thread-safe function's call_js for a callback that takes no arguments: the threads only
+ * say "look" (the handshake lane, the data plane); JS then asks what there is. */
+void call_js_without_arguments(napi_env env, napi_value callback, void *context, void *data);
+
 #endif

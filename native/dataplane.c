@@ -955,15 +955,6 @@ static void dataplane_finalize(napi_env env, void *data, void *hint) {
   free(dp);
 }
 
-static void dataplane_call_js(napi_env env, napi_value callback, void *context, void *data) {
-  (void)context;
-  (void)data;
-  if (env == NULL || callback == NULL) return;
-  napi_value undefined;
-  napi_get_undefined(env, &undefined);
-  napi_call_function(env, undefined, callback, 0, NULL, NULL);
-}
-
 static dataplane *dataplane_arg(napi_env env, napi_value value) {
   dataplane *dp = NULL;
   napi_valuetype type;
@@ -1033,7 +1024,7 @@ static napi_value js_dp_create(napi_env env, napi_callback_info info) {
   napi_value name;
   napi_create_string_utf8(env, "edgetun data plane", NAPI_AUTO_LENGTH, &name);
   if (napi_create_threadsafe_function(env, argv[3], NULL, name, 0, 1, NULL, NULL, dp,
-                                      dataplane_call_js, &dp->notify) != napi_ok)
+                                      call_js_without_arguments, &dp->notify) != napi_ok)
     return NULL;
   napi_unref_threadsafe_function(env, dp->notify);
   return handle;

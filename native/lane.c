@@ -336,15 +336,6 @@ static void lane_finalize(napi_env env, void *data, void *hint) {
   free(lane);
 }
 
-static void lane_call_js(napi_env env, napi_value callback, void *context, void *data) {
-  (void)context;
-  (void)data;
-  if (env == NULL || callback == NULL) return;
-  napi_value undefined;
-  napi_get_undefined(env, &undefined);
-  napi_call_function(env, undefined, callback, 0, NULL, NULL);
-}
-
 static handshake_lane *lane_arg(napi_env env, napi_value value) {
   handshake_lane *lane = NULL;
   napi_valuetype type;
@@ -392,7 +383,7 @@ static napi_value js_lane_start(napi_env env, napi_callback_info info) {
   napi_value name;
   napi_create_string_utf8(env, "edgetun handshake lane", NAPI_AUTO_LENGTH, &name);
   if (napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, NULL, NULL, lane,
-                                      lane_call_js, &lane->notify) != napi_ok)
+                                      call_js_without_arguments, &lane->notify) != napi_ok)
     return NULL;
   /* The sockets' own polling decides whether the process stays alive, not this. */
   napi_unref_threadsafe_function(env, lane->notify);
