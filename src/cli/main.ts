@@ -127,7 +127,7 @@ async function show(
 }
 
 async function syncconf(name: string, file: string): Promise<void> {
-  const [{ readConfigFile, resolveEndpoint }, { parseGetReply, uapiRequest }, { syncRequest }] =
+  const [{ readConfigFile, resolveEndpoint }, { uapiGet, uapiRequest }, { syncRequest }] =
     await Promise.all([
       import("../host/config.js"),
       import("../host/uapi-client.js"),
@@ -138,7 +138,7 @@ async function syncconf(name: string, file: string): Promise<void> {
   const endpoints = await Promise.all(
     config.peers.map((peer) => (peer.endpoint ? resolveEndpoint(peer.endpoint) : null)),
   );
-  const current = parseGetReply(await uapiRequest(name, "get=1\n\n"));
+  const current = await uapiGet(name);
   await uapiRequest(name, syncRequest(config, current, endpoints));
 }
 

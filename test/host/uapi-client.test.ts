@@ -17,6 +17,7 @@ import { UapiServer, handleGet, type UapiHost } from "../../src/host/uapi.js";
 import {
   ZERO_KEY_HEX,
   parseGetReply,
+  uapiGet,
   uapiRequest,
   type UapiDeviceState,
 } from "../../src/host/uapi-client.js";
@@ -71,7 +72,7 @@ describe("the control socket's client", () => {
       }),
     );
     server = await UapiServer.listen("t0", host, { directory });
-    const reply = parseGetReply(await uapiRequest("t0", "get=1\n\n", directory));
+    const reply = await uapiGet("t0", directory);
     expect(reply).toEqual<UapiDeviceState>({
       privateKeyHex: hexOf(hubKey),
       listenPort: 51820,
@@ -104,7 +105,7 @@ describe("the control socket's client", () => {
       });
     }
     server = await UapiServer.listen("t1", host, { directory });
-    const reply = parseGetReply(await uapiRequest("t1", "get=1\n\n", directory));
+    const reply = await uapiGet("t1", directory);
     expect(reply.peers).toHaveLength(3000);
     expect(reply.peers[2999]!.allowedIps).toEqual(["10.111.183.1/32"]);
   });
@@ -143,7 +144,7 @@ describe("the control socket's client", () => {
       ]);
       for (const lines of replies) expect(lines).toEqual(expected);
     }
-    expect(parseGetReply(expected).peers).toHaveLength(4000);
+    expect(parseGetReply(Buffer.from(handleGet(host), "latin1")).peers).toHaveLength(4000);
   });
 
   it("syncconf sends only the difference, which makes the device the file", async () => {
@@ -155,7 +156,7 @@ describe("the control socket's client", () => {
     const before = `[Interface]\nPrivateKey = ${hubKey}\n${edges.map((e, i) => section(e, i)).join("")}`;
     const config = parseConfig(before, "hub.conf");
     server = await UapiServer.listen("t3", host, { directory });
-    const get = async () => parseGetReply(await uapiRequest("t3", "get=1\n\n", directory));
+    const get = () => uapiGet("t3", directory);
     // From no peers: every peer is sent, none removed.
     const first = syncRequest(
       config,
