@@ -53,3 +53,10 @@ export function reportOf(error: unknown): { status: number; text: string } {
   const text = known instanceof Error ? (known.stack ?? known.message) : String(known);
   return { status: EXIT_BUG, text };
 }
+
+/** Ends the process after `error`, as reportOf says. */
+export function exitWithReport(error: unknown): never {
+  const { status, text } = reportOf(error);
+  process.stderr.write(`edgetun: ${text}\n`);
+  process.exit(status);
+}

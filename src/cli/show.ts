@@ -1,6 +1,8 @@
 // `edgetun show`: reads an interface's state over its control socket (the same `get=1`
 // request `wg` makes) and prints it in the shape of `wg show`, or as JSON for scripts.
 import { readdirSync } from "node:fs";
+import { UapiClientError } from "../host/errors.js";
+import { formatField, type ShowField } from "./show-fields.js";
 import { privateKeyObject, rawPublicKey } from "../core/x25519-keys.js";
 import {
   DEFAULT_UAPI_DIRECTORY,
@@ -161,4 +163,50 @@ export async function readInterfaceState(
   directory = DEFAULT_SOCKET_DIRECTORY,
 ): Promise<InterfaceState> {
   return interfaceState(name, await uapiGet(name, directory));
+}
+
+/**
+ * `edgetun show [name] [field] [--json]`, its arguments checked: prints the interfaces' state
+ * (every interface's for none or `all`, their names for `interfaces`).
+ */
+export async function runShow(
+  target: string | undefined,
+  field: ShowField | undefined,
+  json: boolean,
+): Promise<void> {
+  if (target === "interfaces") {
+    process.stdout.write(
+      listInterfaces()
+        .map((each) => `${each}\n`)
+        .join(""),
+    );
+    return;
+  }
+  const all = target === undefined || target === "all";
+  const names = all ? listInterfaces() : [target];
+  const states: InterfaceState[] = [];
+  let failures = 0;
+  for (const each of names) {
+    try {
+      states.push(await readInterfaceState(each));
+    } catch (error) {
+      if (!all) throw error;
+      // Listing all: a socket nobody listens on is a crashed daemon's, not an interface; `wg
+      // show` passes over it too. Any other failure is reported and the rest still shown.
+      if (error instanceof UapiClientError && error.code === "ERR_NO_INTERFACE") continue;
+      const { reportOf } = await import("./exit-status.js");
+      process.stderr.write(`edgetun: ${reportOf(error).text}\n`);
+      failures++;
+    }
+  }
+  if (failures > 0) process.exitCode = 1;
+  if (json) {
+    process.stdout.write(`${JSON.stringify(all ? states : states[0], null, 2)}\n`);
+    return;
+  }
+  if (field !== undefined) {
+    process.stdout.write(states.map((state) => formatField(state, field, all)).join(""));
+    return;
+  }
+  process.stdout.write(states.map((state) => formatState(state)).join("\n"));
 }

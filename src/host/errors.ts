@@ -1,7 +1,7 @@
 /**
  * The host's errors, one class per area, all EdgetunErrors with a stable `code`. The command
- * line prints any of them as a message and picks the exit status by class (see exitStatusOf
- * in src/cli/main.ts); anything thrown that is not an EdgetunError is a bug and shows its stack.
+ * line prints any of them as a message and picks the exit status by class (see reportOf
+ * in src/cli/exit-status.ts); anything thrown that is not an EdgetunError is a bug and shows its stack.
  */
 import { EdgetunError } from "../core/errors.js";
 import { redactKeyShaped } from "../core/redact.js";
