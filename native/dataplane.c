@@ -1054,6 +1054,8 @@ static napi_value js_dp_attach(napi_env env, napi_callback_info info) {
   dp->error = 0;
   int e = pthread_create(&dp->thread, NULL, dataplane_main, dp);
   if (e != 0) return throw_errno(env, e, "cannot start the data plane: %s", strerror(e));
+  /* Named so that per-thread CPU (/proc/PID/task/TID/comm, top -H) tells the threads apart. */
+  pthread_setname_np(dp->thread, "edgetun-rx");
   dp->running = 1;
   if (dp->sending) {
     e = pthread_create(&dp->send_thread, NULL, dataplane_send_main, dp);
@@ -1061,6 +1063,7 @@ static napi_value js_dp_attach(napi_env env, napi_callback_info info) {
       dataplane_halt(dp);
       return throw_errno(env, e, "cannot start the data plane: %s", strerror(e));
     }
+    pthread_setname_np(dp->send_thread, "edgetun-tx");
     dp->send_running = 1;
   }
   return make_undefined(env);
