@@ -41,6 +41,57 @@ describe("timer wheel", () => {
     expect(timer.pending).toBe(false);
   });
 
+  it("re-armed later or cancelled (lazily, in place), fires only by its last arming", () => {
+    // Against a model of what each timer is armed for: never before the deadline, at most a
+    // granule after it, once per arming; a cancelled one never. Delays cross rotations (16 ×
+    // 50 ms) and re-arming goes both earlier and later, as a peer's timers do per report.
+    const op = fc.oneof(
+      fc.record({ kind: fc.constant("arm" as const), timer: fc.nat(5), delay: fc.nat(3_000) }),
+      fc.record({ kind: fc.constant("cancel" as const), timer: fc.nat(5) }),
+      fc.record({ kind: fc.constant("wait" as const), ms: fc.nat(400) }),
+    );
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 80 }), (ops) => {
+        const wheel = new TimerWheel(0, 50, 16);
+        let now = 0;
+        const armedFor: Array<number | null> = Array.from({ length: 6 }, () => null);
+        const fired: number[] = [];
+        const timers = armedFor.map((_, i) => new Timer(() => fired.push(i)));
+        const advanceTo = (to: number) => {
+          now = to;
+          fired.length = 0;
+          wheel.advance(now);
+          for (const i of fired) {
+            expect(armedFor[i]).not.toBeNull();
+            expect(armedFor[i]!).toBeLessThanOrEqual(now);
+            armedFor[i] = null;
+          }
+          armedFor.forEach((deadline, i) => {
+            if (deadline !== null) expect(deadline + 50).toBeGreaterThan(now);
+            expect(timers[i]!.pending).toBe(deadline !== null);
+          });
+        };
+        for (const step of ops) {
+          if (step.kind === "arm") {
+            wheel.schedule(timers[step.timer]!, now + step.delay);
+            armedFor[step.timer] = now + step.delay;
+          } else if (step.kind === "cancel") {
+            wheel.cancel(timers[step.timer]!);
+            armedFor[step.timer] = null;
+          } else {
+            advanceTo(now + step.ms);
+          }
+        }
+        // Whatever is still armed fires within a granule of its deadline, in steps of 10 ms.
+        const last = Math.max(now, ...armedFor.map((d) => d ?? 0)) + 60;
+        while (now < last) advanceTo(now + 10);
+        expect(armedFor.every((d) => d === null)).toBe(true);
+        return true;
+      }),
+      { numRuns: 500 },
+    );
+  });
+
   it("survives a jump of the clock past a whole rotation", () => {
     const wheel = new TimerWheel(0, 50, 16);
     let fired = 0;
