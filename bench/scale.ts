@@ -232,6 +232,8 @@ interface ThreadTime {
   runNs: number;
   /** Runnable, waiting in a run queue for a CPU. */
   waitNs: number;
+  /** Times it was given a CPU (about its wake-ups, for a thread that mostly sleeps). */
+  slices: number;
 }
 
 /** Every thread of `pid` by thread id; a thread that ended meanwhile is left out. */
@@ -239,14 +241,31 @@ function threadTimes(pid: number): Map<number, ThreadTime> {
   const times = new Map<number, ThreadTime>();
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
     try {
-      const [run, wait] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ");
+      const [run, wait, slices] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8")
+        .trim()
+        .split(" ");
       const name = readFileSync(`/proc/${pid}/task/${tid}/comm`, "utf8").trim();
-      times.set(Number(tid), { name, runNs: Number(run), waitNs: Number(wait) });
+      times.set(Number(tid), {
+        name,
+        runNs: Number(run),
+        waitNs: Number(wait),
+        slices: Number(slices),
+      });
     } catch {
       // ended between the listing and the read
     }
   }
   return times;
+}
+
+/** A kind of thread's CPU between two samples. */
+interface CpuFigure {
+  /** Milliseconds per second on a CPU, and waiting for one. */
+  run: number;
+  wait: number;
+  /** The wait in all, and the times it was given a CPU. */
+  waitNs: number;
+  slices: number;
 }
 
 /**
@@ -258,45 +277,52 @@ function cpuSplit(
   before: Map<number, ThreadTime>,
   after: Map<number, ThreadTime>,
   elapsedMs: number,
-): Map<string, { run: number; wait: number }> {
-  const split = new Map<string, { run: number; wait: number }>();
+): Map<string, CpuFigure> {
+  const split = new Map<string, CpuFigure>();
   for (const [tid, now] of after) {
-    const then = before.get(tid) ?? { runNs: 0, waitNs: 0 };
+    const then = before.get(tid) ?? { runNs: 0, waitNs: 0, slices: 0 };
     const kind = tid === pid ? "main" : now.name;
-    const sum = split.get(kind) ?? { run: 0, wait: 0 };
+    const sum = split.get(kind) ?? { run: 0, wait: 0, waitNs: 0, slices: 0 };
     sum.run += (now.runNs - then.runNs) / 1e6 / (elapsedMs / 1000);
     sum.wait += (now.waitNs - then.waitNs) / 1e6 / (elapsedMs / 1000);
+    sum.waitNs += now.waitNs - then.waitNs;
+    sum.slices += now.slices - then.slices;
     split.set(kind, sum);
   }
   return split;
 }
 
 /** The hub's CPU while the others are active, thread by thread where they have names. */
-function describeHubCpu(split: Map<string, { run: number; wait: number }>): string {
+function describeHubCpu(split: Map<string, CpuFigure>): string {
   const named: Array<[string, string]> = [
     ["main", "JS"],
     ["edgetun-rx", "receive"],
     ["edgetun-tx", "send"],
     ["edgetun-lane", "lane"],
   ];
-  const total = { run: 0, wait: 0 };
-  for (const { run, wait } of split.values()) {
-    total.run += run;
-    total.wait += wait;
+  const total = { run: 0, wait: 0, waitNs: 0, slices: 0 };
+  for (const figure of split.values()) {
+    total.run += figure.run;
+    total.wait += figure.wait;
+    total.waitNs += figure.waitNs;
+    total.slices += figure.slices;
   }
+  const perWake = (figure: CpuFigure) =>
+    `${(figure.slices > 0 ? figure.waitNs / figure.slices / 1000 : 0).toFixed(0)} µs a wake-up`;
   const parts: string[] = [];
   let rest = total.run;
   if (split.has("edgetun-rx")) {
     for (const [kind, label] of named) {
       const figure = split.get(kind);
       if (!figure) continue;
-      parts.push(`${label} ${figure.run.toFixed(0)}`);
+      // What a packet waits for that thread to get a CPU, on average, each time it wakes.
+      parts.push(`${label} ${figure.run.toFixed(0)} (waits ${perWake(figure)})`);
       rest -= figure.run;
     }
     parts.push(`other threads ${rest.toFixed(0)}`);
   }
   const of = parts.length > 0 ? ` (${parts.join(", ")})` : "";
-  return `${total.run.toFixed(0)} ms/s${of}, waiting for a CPU ${total.wait.toFixed(0)} ms/s`;
+  return `${total.run.toFixed(0)} ms/s${of}, waiting for a CPU ${total.wait.toFixed(0)} ms/s (${perWake(total)})`;
 }
 
 /** Hub peers with a handshake (the real edge left out). */
