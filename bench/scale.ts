@@ -340,6 +340,7 @@ interface LiveFigures {
   liveRss: string;
   rtt: string;
   hubCpu: string;
+  hubCpuAlone: string;
 }
 
 /**
@@ -355,7 +356,12 @@ async function liveFleet(
   hubAddress: string,
 ): Promise<LiveFigures> {
   let phaseStart = monotonicUs();
+  const hubBeforeAlone = threadTimes(hubPid);
+  const aloneStart = performance.now();
   const aloneRtt = pingRtt(hubAddress);
+  const hubCpuAlone = describeHubCpu(
+    cpuSplit(hubPid, hubBeforeAlone, threadTimes(hubPid), performance.now() - aloneStart),
+  );
   phaseEnded(`${hub} ping alone`, phaseStart);
   const input: EdgeSimulatorInput = {
     privateKeys: edgeKeys,
@@ -425,7 +431,8 @@ async function liveFleet(
       `${activeRtt.average.toFixed(2)} ms vs ${aloneRtt.average.toFixed(2)} ms alone ` +
       `(×${(activeRtt.average / aloneRtt.average).toFixed(2)}; p50 ${quantiles(activeRtt, aloneRtt, "p50")}, ` +
       `p90 ${quantiles(activeRtt, aloneRtt, "p90")})`,
-    hubCpu: `${hubCpu}; the simulator ${simulatorMs.toFixed(0)} ms/s`,
+    hubCpu: `others active: ${hubCpu}; the simulator ${simulatorMs.toFixed(0)} ms/s`,
+    hubCpuAlone: `alone: ${hubCpuAlone}`,
   };
 }
 
@@ -517,9 +524,15 @@ async function benchEdgetun(peers: Peer[]): Promise<Record<string, string>> {
   await waitFor("edgetun exit", () => child.exitCode !== null);
   const stopMs = performance.now() - stopStart;
   const down = log.split("\n").find((line) => line.includes('"interface down"'));
-  const drops = down ? (JSON.parse(down) as { drops?: unknown }).drops : undefined;
+  const { drops, ...counters } = down
+    ? (JSON.parse(down) as Record<string, unknown>)
+    : { drops: undefined };
+  delete counters.level;
+  delete counters.msg;
+  delete counters.time;
   console.log(
-    `${name}: warm-up done ${ms(warmUpMs)} after up; drops at stop ${JSON.stringify(drops)}`,
+    `${name}: warm-up done ${ms(warmUpMs)} after up; drops at stop ${JSON.stringify(drops)}; ` +
+      `counters at stop ${JSON.stringify(counters)}`,
   );
   return {
     up: ms(upMs),
@@ -633,7 +646,8 @@ async function main(): Promise<void> {
       "ping RTT avg from a real edge, the others active vs alone" +
         (simulatorCpu === null ? "" : ` (simulator on CPU ${simulatorCpu})`),
     ],
-    ["hubCpu", "the hub's CPU meanwhile, per thread (schedstat; ms per second)"],
+    ["hubCpuAlone", "the hub's CPU meanwhile, per thread (schedstat; ms per second)"],
+    ["hubCpu", "the same with the others active"],
     ["stop", "SIGTERM until exit"],
   ];
   for (const [key, label] of labels) rows.push([label, et[key]!, wg[key] ?? "(left out)"]);
