@@ -82,6 +82,25 @@ export class TimerWheel {
     timer.deadline = Infinity;
   }
 
+  /**
+   * Cancels and lets go of a timer that will not be armed again (its peer removed): a host
+   * with nothing due never sweeps, so a cancelled timer left in its slot would keep a removed
+   * peer alive, and peers added and removed while idle would pile up.
+   */
+  remove(timer: Timer): void {
+    timer.deadline = Infinity;
+    if (timer.slot < 0) return;
+    this.slots[timer.slot]!.delete(timer);
+    timer.slot = -1;
+  }
+
+  /** Timers in the wheel's slots: armed ones, and cancelled ones not yet swept. */
+  get held(): number {
+    let count = 0;
+    for (const slot of this.slots) count += slot?.size ?? 0;
+    return count;
+  }
+
   private place(timer: Timer, tick: number): void {
     const slot = tick % this.slotCount;
     timer.tick = tick;
@@ -248,7 +267,7 @@ export class PeerTimers {
     }
   }
 
-  /** Stops every timer (peer removed or device key gone). */
+  /** Stops every timer (peer removed or device key gone); the wheel keeps none of them. */
   stopAll(): void {
     for (const timer of [
       this.retransmitHandshake,
@@ -257,7 +276,7 @@ export class PeerTimers {
       this.zeroKeyMaterial,
       this.persistentKeepalive,
     ]) {
-      this.wheel.cancel(timer);
+      this.wheel.remove(timer);
     }
   }
 
