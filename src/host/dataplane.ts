@@ -254,6 +254,7 @@ export class NativeReceivePath implements SessionObserver {
     toJs: number;
     sealed: number;
     tunToJs: number;
+    sendMessages: number;
   } {
     const stats = this.plane.stats();
     const seen = this.#seen;
@@ -270,6 +271,7 @@ export class NativeReceivePath implements SessionObserver {
       toJs: stats.toJs,
       sealed: stats.sealed,
       tunToJs: stats.tunToJs,
+      sendMessages: stats.sendMessages,
     };
   }
 

@@ -322,8 +322,12 @@ describe.skipIf(skipReason !== null)("the native receive path under edgetun up",
         granted: boolean;
         grantedForOtherKeypair: boolean;
         rekeyEvents: number;
+        burst: Stage;
+        burstConsumed: number;
+        burstSendMessages: number;
+        burstSenderGso: boolean;
       };
-      stats: { sealed: number; tunToJs: number; sendErrors: number };
+      stats: { sealed: number; tunToJs: number; sendErrors: number; sendMessages: number };
     };
     const { stages } = result;
     const sealed = (stage: Stage) => stage.arrivals.map((a) => [a.counter, a.payload]);
@@ -364,7 +368,28 @@ describe.skipIf(skipReason !== null)("the native receive path under edgetun up",
       typeof stage === "object" && stage !== null ? stage.arrivals.map((a) => a.counter) : [],
     );
     expect(new Set(counters).size).toBe(counters.length);
-    expect(result.stats.sealed).toBe(7);
+    // The burst: every datagram whole and opened (1,000 bytes + IPv4 and UDP headers, padded
+    // to 1,040, plus header and tag), in order, on consecutive counters of the new lease.
+    expect(stages.burstConsumed).toBe(64);
+    expect(stages.burst.toJs).toEqual([]);
+    expect(stages.burst.arrivals.map((a) => [a.opened, a.length])).toEqual(
+      Array.from({ length: 64 }, () => [true, 1072]),
+    );
+    expect(sealed(stages.burst)).toEqual(
+      Array.from({ length: 64 }, (_, i) => [
+        1000 + i,
+        `i${String(i).padStart(2, "0")}`.padEnd(1000, "x"),
+      ]),
+    );
+    expect(stages.burst.report.slice(0, 3)).toEqual([64, 64 * 1072, 64 * 1028]);
+    // One super-packet in, so one batch: runs of up to 64 datagrams (65,000 bytes) go as one
+    // UDP GSO message each, 2 here, where one datagram per message would make 64.
+    if (kernelHasUso && stages.burstSenderGso) {
+      expect(stages.burstSendMessages).toBeGreaterThan(0);
+      expect(stages.burstSendMessages).toBeLessThanOrEqual(4);
+    }
+    expect(result.stats.sealed).toBe(7 + 64);
+    expect(result.stats.sendMessages).toBeGreaterThanOrEqual(7 + stages.burstSendMessages);
     expect(result.stats.sendErrors).toBe(0);
   });
 

@@ -236,9 +236,12 @@ describe.skipIf(skipReason !== null)("the native send direction against wireguar
     return [Number(fields[1]), Number(fields[2])];
   }
 
-  async function stop(
-    daemon: Proc,
-  ): Promise<{ nativeSealed: number; nativeTunToJs: number; drops: Record<string, number> }> {
+  async function stop(daemon: Proc): Promise<{
+    nativeSealed: number;
+    nativeTunToJs: number;
+    nativeSendMessages: number;
+    drops: Record<string, number>;
+  }> {
     daemon.child.kill("SIGTERM");
     expect(await daemon.exited).toBe(0);
     for (const line of daemon.output.split("\n")) {
@@ -247,6 +250,7 @@ describe.skipIf(skipReason !== null)("the native send direction against wireguar
         msg?: string;
         nativeSealed: number;
         nativeTunToJs: number;
+        nativeSendMessages: number;
         drops: Record<string, number>;
       };
       if (record.msg === "interface down") return record;
@@ -280,6 +284,10 @@ describe.skipIf(skipReason !== null)("the native send direction against wireguar
       expect(etSent).toBeGreaterThan(16 * MB);
       // 16 MB at most ~1.4 KB per packet: the thread sealed well over 11,000 packets.
       expect(down.nativeSealed).toBeGreaterThan(11_000);
+      // The kernel hands the TUN device TCP super-packets, split here into equal-sized
+      // segments: they leave in runs, one UDP GSO message each, and still arrive byte for byte.
+      expect(down.nativeSendMessages).toBeGreaterThan(0);
+      expect(down.nativeSendMessages).toBeLessThan(down.nativeSealed / 2);
     }, 120_000);
   }
 
