@@ -837,6 +837,7 @@ static int dp_wait(dataplane *dp, struct pollfd fds[2], int pending, short fatal
 static void *dataplane_main(void *arg) {
   dataplane *dp = arg;
   dp_scratch *sc = dp->scratch;
+  pthread_setname_np(pthread_self(), "edgetun-dp-rx"); /* per-thread CPU in top, /proc */
   for (unsigned k = 0; k < DP_BATCH; k++) sc->offsets[k] = k * DP_ROOM;
   int pending = 0; /* activity not yet reported */
   struct pollfd fds[2] = {{.fd = dp->udp_fd, .events = POLLIN},
@@ -872,6 +873,7 @@ out:
 static void *dataplane_send_main(void *arg) {
   dataplane *dp = arg;
   dp_scratch *sc = dp->scratch;
+  pthread_setname_np(pthread_self(), "edgetun-dp-tx");
   int pending = 0;
   struct pollfd fds[2] = {{.fd = dp->tun_fd, .events = POLLIN},
                           {.fd = dp->wake_fd, .events = POLLIN}};

@@ -215,6 +215,7 @@ static int lane_settle(handshake_lane *lane, lane_scratch *sc, size_t count, int
 static void *lane_main(void *arg) {
   handshake_lane *lane = arg;
   lane_scratch *sc = lane->scratch;
+  pthread_setname_np(pthread_self(), "edgetun-lane");
   for (unsigned k = 0; k < LANE_MESSAGES; k++) sc->reply_offsets[k] = k * REPLY_SLOT;
   uint32_t drops_seen = kernel_drops_of(lane->fd);
   int64_t loaded_until = 0;
