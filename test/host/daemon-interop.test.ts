@@ -10,7 +10,6 @@
 // 10.230-233.0.0/24, fd30::/64, 10.240.0.2, fd40::2. The hub test uses 10.216.{1,2}.0/24 under
 // 10.215.0.0/24. All traffic stays in the namespaces created here; interface names carry a
 // random tag, and every process is ended by PID after each test (or group of tests).
-import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -18,15 +17,22 @@ import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { generatePresharedKey, generatePrivateKey, publicKeyOf } from "../../src/core/keys.js";
 import type { InterfaceState, PeerState } from "../../src/cli/show.js";
+import {
+  ChildScope,
+  WatchedChild,
+  runAsync,
+  writeSecretFile,
+  type RunResult,
+} from "../support/children.js";
 import { Testbed, commandExists, netnsUnavailableReason, waitFor } from "../support/netns.js";
+import { pingCount, tcpTransfer, tcpTransferBuilt } from "../support/traffic.js";
 
 const repoRoot = new URL("../..", import.meta.url).pathname;
 const cli = join(repoRoot, "dist/src/cli/main.js");
-const transferFixture = join(repoRoot, "dist/test/support/fixtures/tcp-transfer.js");
 
 const skipReason =
   netnsUnavailableReason(["wireguard-go", "wg", "ping", "ss", "sysctl"]) ??
-  (existsSync(cli) && existsSync(transferFixture) ? null : "needs the build (npm run build)");
+  (existsSync(cli) && tcpTransferBuilt() ? null : "needs the build (npm run build)");
 if (skipReason) console.warn(`edgetun daemon interop skipped: ${skipReason}`);
 
 const SOCKET_DIRECTORY = "/var/run/wireguard";
@@ -53,33 +59,6 @@ const interfaceName = (prefix: "e" | "w" | "h") => `${prefix}${runTag}${interfac
 let portCounter = 0;
 const nextPort = () => 41000 + portCounter++;
 
-interface RunResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs a command to completion without blocking the event loop; killed by PID on timeout. */
-function runAsync(command: string, args: string[], timeoutMs = 30_000): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
-    child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
-    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    child.on("error", (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-    child.on("close", (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr });
-    });
-  });
-}
-
 /** Polls an asynchronous condition. */
 async function eventually(
   what: string,
@@ -91,67 +70,6 @@ async function eventually(
     if (await check()) return;
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms: ${what}`);
     await sleep(100);
-  }
-}
-
-/** A long-running child (a daemon, wireguard-go, a TCP server), its output kept for failures. */
-class Proc {
-  output = "";
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-
-  constructor(
-    readonly label: string,
-    readonly child: ChildProcess,
-  ) {
-    child.stdout?.setEncoding("utf8").on("data", (chunk: string) => (this.output += chunk));
-    child.stderr?.setEncoding("utf8").on("data", (chunk: string) => (this.output += chunk));
-    this.exited = new Promise((resolve) =>
-      child.on("exit", (code, signal) => resolve({ code, signal })),
-    );
-  }
-
-  get pid(): number {
-    return this.child.pid!;
-  }
-
-  get running(): boolean {
-    return this.child.exitCode === null && this.child.signalCode === null;
-  }
-
-  signal(signal: NodeJS.Signals): void {
-    process.kill(this.pid, signal);
-  }
-
-  /** Resolves with the exit, or null if it did not come within `timeoutMs`. */
-  async waitExit(timeoutMs: number) {
-    return Promise.race([this.exited, sleep(timeoutMs).then(() => null)]);
-  }
-
-  /** SIGTERM by PID, then SIGKILL if it has not exited after `timeoutMs`. */
-  async stop(timeoutMs = 10_000) {
-    if (this.running) this.signal("SIGTERM");
-    const exit = await this.waitExit(timeoutMs);
-    if (exit) return exit;
-    if (this.running) this.signal("SIGKILL");
-    return this.exited;
-  }
-}
-
-/** What a test (or a group of tests) started; stopped in reverse order. */
-class Scope {
-  readonly procs: Proc[] = [];
-  add<T extends Proc>(proc: T): T {
-    this.procs.push(proc);
-    return proc;
-  }
-  async stopAll(): Promise<void> {
-    for (const proc of this.procs.reverse()) await proc.stop();
-    this.procs.length = 0;
-  }
-  dump(): void {
-    for (const proc of this.procs) {
-      console.log(`--- ${proc.label} (pid ${proc.pid}) ---\n${proc.output.slice(-4000)}`);
-    }
   }
 }
 
@@ -195,16 +113,6 @@ function peerOf(state: InterfaceState, publicKey: string): PeerState {
   return peer;
 }
 
-/** The fields of the daemon's "interface down" log line (its counters). */
-function interfaceDown(output: string): Record<string, unknown> {
-  for (const line of output.split("\n")) {
-    if (!line.startsWith("{")) continue;
-    const record = JSON.parse(line) as Record<string, unknown>;
-    if (record.msg === "interface down") return record;
-  }
-  throw new Error(`no "interface down" line in:\n${output.slice(-2000)}`);
-}
-
 async function showJson(name: string): Promise<InterfaceState> {
   const result = await runAsync(process.execPath, [cli, "show", name, "--json"]);
   if (result.code !== 0) throw new Error(`edgetun show ${name} --json: ${result.stderr}`);
@@ -215,7 +123,7 @@ describe.skipIf(skipReason !== null)("edgetun up against wireguard-go", () => {
   const bed = new Testbed();
   const tmp = mkdtempSync(join(tmpdir(), "edgetun-daemon-"));
   const namesUsed: string[] = [];
-  const testScope = new Scope();
+  const testScope = new ChildScope();
   let etNs = "";
   let wgNs = "";
 
@@ -246,12 +154,7 @@ describe.skipIf(skipReason !== null)("edgetun up against wireguard-go", () => {
     rmSync(tmp, { recursive: true, force: true });
   }, 60_000);
 
-  /** Key material for `wg`, which reads it from files only. */
-  function secretFile(name: string, key: string): string {
-    const path = join(tmp, name);
-    writeFileSync(path, `${key}\n`, { mode: 0o600 });
-    return path;
-  }
+  const secretFile = (name: string, key: string) => writeSecretFile(tmp, name, key);
 
   function wg(ns: string, args: string[]): string {
     return bed.exec(ns, "wg", args);
@@ -277,14 +180,14 @@ describe.skipIf(skipReason !== null)("edgetun up against wireguard-go", () => {
   }
 
   interface Edgetun {
-    proc: Proc;
+    proc: WatchedChild;
     name: string;
     file: string;
   }
 
   /** `edgetun up FILE` in a namespace; resolves once the control socket and pid file exist. */
   async function startEdgetun(
-    scope: Scope,
+    scope: ChildScope,
     ns: string,
     name: string,
     spec: InterfaceSpec,
@@ -295,7 +198,9 @@ describe.skipIf(skipReason !== null)("edgetun up against wireguard-go", () => {
     namesUsed.push(name);
     const args = [cli, "up", file, "--log-level", "debug"];
     if (!options.nameFromFile) args.push("--interface", name);
-    const proc = scope.add(new Proc(`edgetun ${name}`, bed.spawn(ns, process.execPath, args)));
+    const proc = scope.add(
+      new WatchedChild(`edgetun ${name}`, bed.spawn(ns, process.execPath, args)),
+    );
     await waitFor(
       `edgetun ${name} to come up`,
       () => {
@@ -308,10 +213,14 @@ describe.skipIf(skipReason !== null)("edgetun up against wireguard-go", () => {
   }
 
   /** wireguard-go with wgPrivate on `port`, its interface addressed and up (no peers yet). */
-  async function startWireguardGo(scope: Scope, name: string, port: number): Promise<Proc> {
+  async function startWireguardGo(
+    scope: ChildScope,
+    name: string,
+    port: number,
+  ): Promise<WatchedChild> {
     namesUsed.push(name);
     const proc = scope.add(
-      new Proc(`wireguard-go ${name}`, bed.spawn(wgNs, "wireguard-go", ["-f", name])),
+      new WatchedChild(`wireguard-go ${name}`, bed.spawn(wgNs, "wireguard-go", ["-f", name])),
     );
     await waitFor(
       `wireguard-go ${name}'s socket`,
@@ -335,7 +244,7 @@ describe.skipIf(skipReason !== null)("edgetun up against wireguard-go", () => {
     etPort: number;
     psk: string | null;
     wgName: string;
-    wgProc: Proc;
+    wgProc: WatchedChild;
     spec: InterfaceSpec;
   }
 
@@ -352,7 +261,7 @@ describe.skipIf(skipReason !== null)("edgetun up against wireguard-go", () => {
   }
 
   async function startPair(
-    scope: Scope,
+    scope: ChildScope,
     options: {
       psk: boolean;
       edgetunKnowsEndpoint: boolean;
@@ -389,13 +298,8 @@ describe.skipIf(skipReason !== null)("edgetun up against wireguard-go", () => {
     return { ...partial, et, spec };
   }
 
-  async function ping(ns: string, address: string, count: number, waitSeconds = 2) {
-    const family = address.includes(":") ? "-6" : "-4";
-    const args = [family, "-n", "-c", String(count), "-i", "0.2", "-W", String(waitSeconds)];
-    const result = await runAsync("ip", ["netns", "exec", ns, "ping", ...args, address]);
-    const received = Number(/(\d+) received/.exec(result.stdout)?.[1] ?? 0);
-    return { received, output: `${result.stdout}${result.stderr}` };
-  }
+  const ping = (ns: string, address: string, count: number, waitSeconds = 2) =>
+    pingCount(ns, address, count, { waitSeconds });
 
   async function expectPing(ns: string, address: string, count = 3): Promise<string> {
     const { received, output } = await ping(ns, address, count);
@@ -409,56 +313,22 @@ describe.skipIf(skipReason !== null)("edgetun up against wireguard-go", () => {
   }
 
   /** Moves `megabytes` over TCP from clientNs to serverNs's `address`; SHA-256 must match. */
-  async function tcpTransfer(
-    scope: Scope,
+  async function transferChecked(
+    scope: ChildScope,
     serverNs: string,
     clientNs: string,
     address: string,
     megabytes: number,
   ): Promise<void> {
-    const port = nextPort();
-    const server = scope.add(
-      new Proc(
-        `tcp server ${address}:${port}`,
-        bed.spawn(serverNs, process.execPath, [transferFixture, "serve", String(port)]),
-      ),
+    const route = { serverNs, clientNs, address, port: nextPort() };
+    const { sent, received } = await tcpTransfer(bed, scope, route, megabytes);
+    expect(sent.bytes).toBe(megabytes * MB);
+    expect(received.bytes).toBe(megabytes * MB);
+    expect(received.sha256).toBe(sent.sha256);
+    console.log(
+      `${megabytes} MB ${clientNs.split("-").pop()} → ${address}: ${sent.seconds.toFixed(2)} s ` +
+        `(${((megabytes * 8) / sent.seconds).toFixed(0)} Mbit/s)`,
     );
-    try {
-      await waitFor("the TCP server to listen", () => server.output.includes('"listening"'));
-      const sent = await runAsync(
-        "ip",
-        [
-          "netns",
-          "exec",
-          clientNs,
-          process.execPath,
-          transferFixture,
-          "send",
-          address,
-          `${port}`,
-          `${megabytes}`,
-        ],
-        90_000,
-      );
-      expect(sent.code, `tcp-transfer send: ${sent.stderr}`).toBe(0);
-      const sender = JSON.parse(sent.stdout.trim()) as {
-        bytes: number;
-        sha256: string;
-        seconds: number;
-      };
-      await waitFor("the TCP server's report", () => server.output.includes('"sha256"'), 10_000);
-      const line = server.output.split("\n").find((l) => l.includes('"sha256"'))!;
-      const receiver = JSON.parse(line) as { bytes: number; sha256: string };
-      expect(sender.bytes).toBe(megabytes * MB);
-      expect(receiver.bytes).toBe(megabytes * MB);
-      expect(receiver.sha256).toBe(sender.sha256);
-      console.log(
-        `${megabytes} MB ${clientNs.split("-").pop()} → ${address}: ${sender.seconds.toFixed(2)} s ` +
-          `(${((megabytes * 8) / sender.seconds).toFixed(0)} Mbit/s)`,
-      );
-    } finally {
-      await server.stop();
-    }
   }
 
   // ---------------------------------------------------------------------------------------
@@ -518,10 +388,10 @@ describe.skipIf(skipReason !== null)("edgetun up against wireguard-go", () => {
             await expectPing(wgNs, ET6);
 
             const ipv4Megabytes = big ? 100 : 8;
-            await tcpTransfer(testScope, wgNs, etNs, WG4, ipv4Megabytes); // edgetun → wireguard-go
-            await tcpTransfer(testScope, etNs, wgNs, ET4, ipv4Megabytes); // wireguard-go → edgetun
-            await tcpTransfer(testScope, wgNs, etNs, WG6, 4);
-            await tcpTransfer(testScope, etNs, wgNs, ET6, 4);
+            await transferChecked(testScope, wgNs, etNs, WG4, ipv4Megabytes); // edgetun → wireguard-go
+            await transferChecked(testScope, etNs, wgNs, ET4, ipv4Megabytes); // wireguard-go → edgetun
+            await transferChecked(testScope, wgNs, etNs, WG6, 4);
+            await transferChecked(testScope, etNs, wgNs, ET6, 4);
 
             const end = peerOf(await showJson(pair.et.name), wgPublic);
             const carried = (ipv4Megabytes + 4) * MB;
@@ -531,7 +401,7 @@ describe.skipIf(skipReason !== null)("edgetun up against wireguard-go", () => {
             // The data came in through the native receive thread, not the JS path: its count
             // of opened messages covers at least the bytes received in full-sized packets.
             expect((await pair.et.proc.stop()).code).toBe(0);
-            const down = interfaceDown(pair.et.proc.output);
+            const down = pair.et.proc.interfaceDown();
             expect(down.nativeReceived).toBeGreaterThan(carried / 3000);
           },
           90_000,
@@ -583,15 +453,15 @@ describe.skipIf(skipReason !== null)("edgetun up against wireguard-go", () => {
       expect(wgShowMap(etNs, pair.et.name, "endpoints").get(wgPublic)).toBe(
         `${WG_UNDERLAY}:${newPort}`,
       );
-      await tcpTransfer(testScope, wgNs, etNs, WG4, 4);
-      await tcpTransfer(testScope, etNs, wgNs, ET4, 4);
+      await transferChecked(testScope, wgNs, etNs, WG4, 4);
+      await transferChecked(testScope, etNs, wgNs, ET4, 4);
     }, 60_000);
   });
 
   // ---------------------------------------------------------------------------------------
 
   describe("wg against edgetun's control socket", () => {
-    const scope = new Scope();
+    const scope = new ChildScope();
     let pair: Pair;
     let name = "";
 
@@ -1029,7 +899,7 @@ describe.skipIf(skipReason !== null)("edgetun up against wireguard-go", () => {
       await expectPing(etNs, WG4);
       await expectPing(etNs, "10.240.0.2");
       await expectPing(etNs, "fd40::2");
-      await tcpTransfer(testScope, wgNs, etNs, "10.240.0.2", 4);
+      await transferChecked(testScope, wgNs, etNs, "10.240.0.2", 4);
 
       expect(await pair.et.proc.stop()).toEqual({ code: 0, signal: null });
       expect([
@@ -1094,7 +964,7 @@ describe.skipIf(skipReason !== null)("edgetun up against wireguard-go", () => {
       // Forwarded by the hub's kernel: one hop, so the reply's TTL is 63.
       expect(await expectPing(edgeNs[0]!, edgeTunnel[1]!)).toMatch(/ttl=63/);
       expect(await expectPing(edgeNs[1]!, edgeTunnel[0]!)).toMatch(/ttl=63/);
-      await tcpTransfer(testScope, edgeNs[1]!, edgeNs[0]!, edgeTunnel[1]!, 4);
+      await transferChecked(testScope, edgeNs[1]!, edgeNs[0]!, edgeTunnel[1]!, 4);
 
       // Each edge knows only the hub.
       for (const edge of edges) {
@@ -1158,7 +1028,7 @@ describe.skipIf(skipReason !== null)("edgetun up against wireguard-go", () => {
   // ---------------------------------------------------------------------------------------
 
   describe("reload: SIGHUP and edgetun syncconf", () => {
-    const scope = new Scope();
+    const scope = new ChildScope();
     let pair: Pair;
     let name = "";
     const extraPublic = publicKeyOf(generatePrivateKey());

@@ -21,19 +21,22 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { release, tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
-import { spawn, type ChildProcess } from "node:child_process";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { generatePrivateKey, publicKeyOf } from "../../src/core/keys.js";
+import { ChildScope, EDGETUN_CLI, WatchedChild, startEdgetunUp } from "../support/children.js";
 import { Testbed, netnsUnavailableReason, waitFor } from "../support/netns.js";
+import { pingCount } from "../support/traffic.js";
 import { UDP_PEER_FIXTURE, UdpPeer } from "../support/udp-peer.js";
 
 const repoRoot = new URL("../..", import.meta.url).pathname;
-const cli = join(repoRoot, "dist/src/cli/main.js");
+
 const probe = join(repoRoot, "dist/test/support/fixtures/dataplane-probe.js");
 const sendProbe = join(repoRoot, "dist/test/support/fixtures/dataplane-send-probe.js");
 const skipReason =
   netnsUnavailableReason(["wg"]) ??
-  (existsSync(cli) && existsSync(UDP_PEER_FIXTURE) ? null : "needs the build (npm run build)");
+  (existsSync(EDGETUN_CLI) && existsSync(UDP_PEER_FIXTURE)
+    ? null
+    : "needs the build (npm run build)");
 if (skipReason) console.warn(`native receive path tests skipped: ${skipReason}`);
 
 /** Linux parses UDP segmentation (GSO_UDP_L4) headers written to a TUN from 6.2 on. */
@@ -54,29 +57,6 @@ interface InterfaceDown {
   nativeTunToJs: number;
 }
 
-/** The daemon's output, kept whole. */
-class Daemon {
-  output = "";
-  readonly exited: Promise<number | null>;
-  constructor(readonly child: ChildProcess) {
-    child.stdout?.setEncoding("utf8").on("data", (chunk: string) => (this.output += chunk));
-    child.stderr?.setEncoding("utf8").on("data", (chunk: string) => (this.output += chunk));
-    this.exited = new Promise((resolve) => child.on("exit", (code) => resolve(code)));
-  }
-  get running(): boolean {
-    return this.child.exitCode === null && this.child.signalCode === null;
-  }
-  /** The fields of the "interface down" line: drops and the data path's counters. */
-  interfaceDown(): InterfaceDown {
-    for (const line of this.output.split("\n")) {
-      if (!line.startsWith("{")) continue;
-      const record = JSON.parse(line) as InterfaceDown & { msg?: string };
-      if (record.msg === "interface down") return record;
-    }
-    throw new Error(`no "interface down" line in:\n${this.output.slice(-3000)}`);
-  }
-}
-
 describe.skipIf(skipReason !== null)("the native receive path under edgetun up", () => {
   const bed = new Testbed();
   const tmp = mkdtempSync(join(tmpdir(), "edgetun-dataplane-"));
@@ -84,7 +64,7 @@ describe.skipIf(skipReason !== null)("the native receive path under edgetun up",
   let etNs = "";
   let peerNs = "";
   let counter = 0;
-  const started: ChildProcess[] = [];
+  const scope = new ChildScope();
 
   beforeAll(() => {
     etNs = bed.namespace("et");
@@ -94,16 +74,7 @@ describe.skipIf(skipReason !== null)("the native receive path under edgetun up",
 
   // Whatever a failed case left running is ended by PID before the next case starts, so that no
   // two daemons hold the tunnel address at once.
-  afterEach(async () => {
-    for (const child of started.splice(0)) {
-      if (child.exitCode !== null || child.signalCode !== null) continue;
-      const exited = new Promise((resolve) => child.once("exit", resolve));
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
-      await exited;
-      clearTimeout(timer);
-    }
-  }, 30_000);
+  afterEach(async () => scope.stopAll(), 30_000);
 
   afterAll(() => {
     bed.cleanup();
@@ -119,7 +90,7 @@ describe.skipIf(skipReason !== null)("the native receive path under edgetun up",
     sends: boolean,
     daemonKnowsPeer = false,
   ): Promise<{
-    daemon: Daemon;
+    daemon: WatchedChild;
     peer: UdpPeer;
     name: string;
     peerPublic: string;
@@ -147,28 +118,12 @@ describe.skipIf(skipReason !== null)("the native receive path under edgetun up",
       ].join("\n"),
       { mode: 0o600 },
     );
-    // `env` sets the switch for the daemon alone (the namespace helper passes no environment).
-    const daemonChild = bed.spawn(etNs, "env", [
-      `EDGETUN_NATIVE_SEND=${sends ? "1" : "0"}`,
-      process.execPath,
-      cli,
-      "up",
+    const daemon = await startEdgetunUp(bed, scope, etNs, {
       file,
-      "--interface",
       name,
-      "--log-level",
-      "debug",
-    ]);
-    const daemon = new Daemon(daemonChild);
-    started.push(daemonChild);
-    await waitFor(
-      `edgetun ${name} to come up`,
-      () => {
-        if (!daemon.running) throw new Error(`edgetun exited early:\n${daemon.output}`);
-        return daemon.output.includes('"interface up"');
-      },
-      20_000,
-    );
+      env: { EDGETUN_NATIVE_SEND: sends ? "1" : "0" },
+      args: ["--log-level", "debug"],
+    });
     const config = {
       privateKey: peerPrivate,
       listenPort: daemonKnowsPeer ? peerPort : 0,
@@ -183,7 +138,7 @@ describe.skipIf(skipReason !== null)("the native receive path under edgetun up",
       ],
     };
     const peer = UdpPeer.spawn(bed, peerNs, config);
-    started.push(peer.child);
+    scope.add(new WatchedChild("test peer", peer.child));
     await peer.ready();
     return { daemon, peer, name, peerPublic };
   }
@@ -215,12 +170,10 @@ describe.skipIf(skipReason !== null)("the native receive path under edgetun up",
     return (await peer.next("stats", before)).drops as Record<string, number>;
   }
 
-  async function stop(daemon: Daemon): Promise<number | null> {
-    daemon.child.kill("SIGTERM");
-    return Promise.race([
-      daemon.exited,
-      new Promise<null>((resolve) => setTimeout(() => resolve(null), 15_000)),
-    ]);
+  /** SIGTERM, and the exit code (null if it took more than 15 s). */
+  async function stop(daemon: WatchedChild): Promise<number | null> {
+    daemon.signal("SIGTERM");
+    return (await daemon.waitExit(15_000))?.code ?? null;
   }
 
   /**
@@ -234,28 +187,8 @@ describe.skipIf(skipReason !== null)("the native receive path under edgetun up",
   }
 
   /** The kernel's ping in namespace `ns`; resolves with how many were answered. */
-  async function runPing(ns: string, address: string, count: number): Promise<number> {
-    const out = await new Promise<string>((resolve) => {
-      const child = spawn("ip", [
-        "netns",
-        "exec",
-        ns,
-        "ping",
-        "-n",
-        "-c",
-        String(count),
-        "-i",
-        "0.2",
-        "-W",
-        "3",
-        address,
-      ]);
-      let text = "";
-      child.stdout.setEncoding("utf8").on("data", (chunk: string) => (text += chunk));
-      child.on("close", () => resolve(text));
-    });
-    return Number(/(\d+) received/.exec(out)?.[1] ?? 0);
-  }
+  const runPing = async (ns: string, address: string, count: number) =>
+    (await pingCount(ns, address, count, { waitSeconds: 3 })).received;
 
   it("the thread alone: opens, replays, expiry, disallowed sources, forgeries, hand-over, removal", () => {
     const ns = bed.namespace("probe");
@@ -410,7 +343,7 @@ describe.skipIf(skipReason !== null)("the native receive path under edgetun up",
       expect((await peerDrops(peer)).replayed).toBe(0);
       peer.command({ cmd: "exit" });
       expect(await stop(daemon)).toBe(0);
-      const down = daemon.interfaceDown();
+      const down = daemon.interfaceDown<InterfaceDown>();
       expect(down.drops.replayed).toBe(10);
       expect(down.nativeReceived).toBeGreaterThanOrEqual(25);
       expectSealed(sends, down, 5);
@@ -440,7 +373,7 @@ describe.skipIf(skipReason !== null)("the native receive path under edgetun up",
       expect((await peerDrops(peer)).replayed).toBe(0);
       peer.command({ cmd: "exit" });
       expect(await stop(daemon)).toBe(0);
-      const down = daemon.interfaceDown();
+      const down = daemon.interfaceDown<InterfaceDown>();
       expect(down.drops.source_not_allowed).toBe(10);
       expect(down.nativeReceived).toBeGreaterThanOrEqual(45);
       expectSealed(sends, down, 30);
@@ -458,7 +391,7 @@ describe.skipIf(skipReason !== null)("the native receive path under edgetun up",
       expect(endpoints).toContain(`${peerPublic}\t${PEER_UNDERLAY}:${port}`);
       peer.command({ cmd: "exit" });
       expect(await stop(daemon)).toBe(0);
-      const down = daemon.interfaceDown();
+      const down = daemon.interfaceDown<InterfaceDown>();
       expect(down.nativeReceived).toBeGreaterThanOrEqual(10);
       expectSealed(sends, down, 5);
     }, 60_000);
@@ -488,7 +421,7 @@ describe.skipIf(skipReason !== null)("the native receive path under edgetun up",
       expect(Number(shown.split("\t")[1])).toBeGreaterThanOrEqual(handshakeBefore);
       peer.command({ cmd: "exit" });
       expect(await stop(daemon)).toBe(0);
-      const down = daemon.interfaceDown();
+      const down = daemon.interfaceDown<InterfaceDown>();
       expect(down.nativeReceived).toBeGreaterThanOrEqual(70);
       expect(down.drops.decryption_failed ?? 0).toBe(0);
       expectSealed(sends, down, 60);
@@ -502,7 +435,7 @@ describe.skipIf(skipReason !== null)("the native receive path under edgetun up",
       expect(await stop(daemon)).toBe(0);
       await flowing;
       peer.command({ cmd: "exit" });
-      const down = daemon.interfaceDown();
+      const down = daemon.interfaceDown<InterfaceDown>();
       expect(down.nativeReceived).toBeGreaterThanOrEqual(10);
       expectSealed(sends, down, 5);
       expect(bed.exec(etNs, "ip", ["-o", "link", "show"])).not.toContain(`: n${tag}`);
@@ -527,7 +460,7 @@ describe.skipIf(skipReason !== null)("the native receive path under edgetun up",
        });
        s.bind(${port}, "${ET_TUNNEL}", () => console.log("{}"));`,
     ]);
-    started.push(receiver);
+    scope.add(new WatchedChild("UDP receiver", receiver));
     const got: Array<{ seq: number; length: number; ok: boolean }> = [];
     let listening = false;
     receiver.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
@@ -572,7 +505,9 @@ describe.skipIf(skipReason !== null)("the native receive path under edgetun up",
     else expect(writes).toBe(bursts * perBurst);
     peer.command({ cmd: "exit" });
     expect(await stop(daemon)).toBe(0);
-    expect(daemon.interfaceDown().nativeReceived).toBeGreaterThanOrEqual(bursts * perBurst);
+    expect(daemon.interfaceDown<InterfaceDown>().nativeReceived).toBeGreaterThanOrEqual(
+      bursts * perBurst,
+    );
   }, 60_000);
 
   it("send thread: the daemon initiates; its first packets reach the core, which stages them, shakes hands and sends them; an address without a route goes to the core too", async () => {
@@ -600,7 +535,7 @@ describe.skipIf(skipReason !== null)("the native receive path under edgetun up",
     expect(bed.exec(etNs, "wg", ["show", name, "peers"]).trim()).toBe(peerPublic);
     peer.command({ cmd: "exit" });
     expect(await stop(daemon)).toBe(0);
-    const down = daemon.interfaceDown();
+    const down = daemon.interfaceDown<InterfaceDown>();
     // The first ping and the two unrouted (the interface's own IPv6 chatter may add more).
     expect(down.nativeTunToJs).toBeGreaterThanOrEqual(3);
     expect(down.drops.no_route).toBeGreaterThanOrEqual(2);

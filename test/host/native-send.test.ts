@@ -7,21 +7,30 @@
 // counters say none was refused (a reused counter would be dropped as a replay there).
 //
 // Underlay 10.225.0.0/24 (edgetun .1, wireguard-go .2); tunnel 10.226.0.0/24 (.1, .2).
-import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { generatePrivateKey, publicKeyOf } from "../../src/core/keys.js";
+import {
+  ChildScope,
+  EDGETUN_CLI,
+  WatchedChild,
+  startEdgetunUp,
+  writeSecretFile,
+} from "../support/children.js";
 import { Testbed, netnsUnavailableReason, waitFor } from "../support/netns.js";
+import {
+  TCP_TRANSFER_FIXTURE,
+  pingCount,
+  tcpTransfer,
+  tcpTransferBuilt,
+} from "../support/traffic.js";
 
-const repoRoot = new URL("../..", import.meta.url).pathname;
-const cli = join(repoRoot, "dist/src/cli/main.js");
-const transferFixture = join(repoRoot, "dist/test/support/fixtures/tcp-transfer.js");
 const skipReason =
   netnsUnavailableReason(["wireguard-go", "wg", "ping"]) ??
-  (existsSync(cli) && existsSync(transferFixture) ? null : "needs the build (npm run build)");
+  (existsSync(EDGETUN_CLI) && tcpTransferBuilt() ? null : "needs the build (npm run build)");
 if (skipReason) console.warn(`native send direction tests skipped: ${skipReason}`);
 
 const ET_UNDERLAY = "10.225.0.1";
@@ -30,35 +39,12 @@ const ET_TUNNEL = "10.226.0.1";
 const WG_TUNNEL = "10.226.0.2";
 const MB = 1024 * 1024;
 
-/** A child's output kept whole, and its exit. */
-class Proc {
-  output = "";
-  readonly exited: Promise<number | null>;
-  constructor(readonly child: ChildProcess) {
-    child.stdout?.setEncoding("utf8").on("data", (chunk: string) => (this.output += chunk));
-    child.stderr?.setEncoding("utf8").on("data", (chunk: string) => (this.output += chunk));
-    this.exited = new Promise((resolve) => child.on("exit", (code) => resolve(code)));
-  }
-  get running(): boolean {
-    return this.child.exitCode === null && this.child.signalCode === null;
-  }
-}
-
-/** Runs a command to completion without blocking the event loop. */
-function run(command: string, args: string[], timeoutMs = 90_000): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    child.stdout.setEncoding("utf8").on("data", (chunk: string) => (out += chunk));
-    child.stderr.setEncoding("utf8").on("data", (chunk: string) => (out += chunk));
-    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    child.on("error", reject);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      if (code === 0) resolve(out);
-      else reject(new Error(`${command} ${args.join(" ")} exited ${code}:\n${out}`));
-    });
-  });
+/** The daemon's "interface down" counters this test reads. */
+interface InterfaceDown {
+  nativeSealed: number;
+  nativeTunToJs: number;
+  nativeSendMessages: number;
+  drops: Record<string, number>;
 }
 
 describe.skipIf(skipReason !== null)("the native send direction against wireguard-go", () => {
@@ -68,7 +54,7 @@ describe.skipIf(skipReason !== null)("the native send direction against wireguar
   let etNs = "";
   let wgNs = "";
   let counter = 0;
-  const started: ChildProcess[] = [];
+  const scope = new ChildScope();
 
   beforeAll(() => {
     etNs = bed.namespace("et");
@@ -77,31 +63,18 @@ describe.skipIf(skipReason !== null)("the native send direction against wireguar
   }, 30_000);
 
   // Whatever a case left running is ended by PID before the next case starts.
-  afterEach(async () => {
-    for (const child of started.splice(0).reverse()) {
-      if (child.exitCode !== null || child.signalCode !== null) continue;
-      const exited = new Promise((resolve) => child.once("exit", resolve));
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
-      await exited;
-      clearTimeout(timer);
-    }
-  }, 30_000);
+  afterEach(async () => scope.stopAll(), 30_000);
 
   afterAll(() => {
     bed.cleanup();
     rmSync(tmp, { recursive: true, force: true });
   }, 30_000);
 
-  function secretFile(name: string, key: string): string {
-    const path = join(tmp, name);
-    writeFileSync(path, `${key}\n`, { mode: 0o600 });
-    return path;
-  }
+  const secretFile = (name: string, key: string) => writeSecretFile(tmp, name, key);
 
   /** edgetun (send direction on) and wireguard-go, each knowing the other's endpoint. */
   async function startPair(): Promise<{
-    daemon: Proc;
+    daemon: WatchedChild;
     name: string;
     wgName: string;
     etPublic: string;
@@ -117,8 +90,9 @@ describe.skipIf(skipReason !== null)("the native send direction against wireguar
     const etPublic = publicKeyOf(etPrivate);
     const wgPublic = publicKeyOf(wgPrivate);
 
-    const wg = new Proc(bed.spawn(wgNs, "wireguard-go", ["-f", wgName]));
-    started.push(wg.child);
+    const wg = scope.add(
+      new WatchedChild(`wireguard-go ${wgName}`, bed.spawn(wgNs, "wireguard-go", ["-f", wgName])),
+    );
     await waitFor("wireguard-go's control socket", () => {
       if (!wg.running) throw new Error(`wireguard-go exited early:\n${wg.output}`);
       return existsSync(`/var/run/wireguard/${wgName}.sock`);
@@ -157,77 +131,23 @@ describe.skipIf(skipReason !== null)("the native send direction against wireguar
       ].join("\n"),
       { mode: 0o600 },
     );
-    // `env` sets the switch for the daemon alone (the namespace helper passes no environment).
-    const daemon = new Proc(
-      bed.spawn(etNs, "env", [
-        "EDGETUN_NATIVE_SEND=1",
-        process.execPath,
-        cli,
-        "up",
-        file,
-        "--interface",
-        name,
-      ]),
-    );
-    started.push(daemon.child);
-    await waitFor(
-      `edgetun ${name} to come up`,
-      () => {
-        if (!daemon.running) throw new Error(`edgetun exited early:\n${daemon.output}`);
-        return daemon.output.includes('"interface up"');
-      },
-      20_000,
-    );
+    const daemon = await startEdgetunUp(bed, scope, etNs, {
+      file,
+      name,
+      env: { EDGETUN_NATIVE_SEND: "1" },
+    });
     return { daemon, name, wgName, etPublic, wgPublic };
   }
 
-  async function ping(ns: string, address: string, count: number): Promise<number> {
-    const out = await run("ip", [
-      "netns",
-      "exec",
-      ns,
-      "ping",
-      "-n",
-      "-c",
-      String(count),
-      "-i",
-      "0.05",
-      "-W",
-      "3",
-      address,
-    ]).catch((error: Error) => error.message);
-    return Number(/(\d+) received/.exec(out)?.[1] ?? 0);
-  }
+  const ping = async (ns: string, address: string, count: number) =>
+    (await pingCount(ns, address, count, { intervalSeconds: 0.05, waitSeconds: 3 })).received;
 
   /** Moves `megabytes` over TCP from clientNs to serverNs's `address`; SHA-256 must match. */
   async function transfer(serverNs: string, clientNs: string, address: string, megabytes: number) {
-    const port = 46000 + counter++;
-    const server = new Proc(
-      bed.spawn(serverNs, process.execPath, [transferFixture, "serve", String(port)]),
-    );
-    started.push(server.child);
-    await waitFor("the TCP server to listen", () => server.output.includes('"listening"'));
-    const sent = JSON.parse(
-      (
-        await run("ip", [
-          "netns",
-          "exec",
-          clientNs,
-          process.execPath,
-          transferFixture,
-          "send",
-          address,
-          String(port),
-          String(megabytes),
-        ])
-      ).trim(),
-    ) as { bytes: number; sha256: string };
-    await waitFor("the TCP server's report", () => server.output.includes('"sha256"'), 10_000);
-    const line = server.output.split("\n").find((l) => l.includes('"sha256"'))!;
-    const received = JSON.parse(line) as { bytes: number; sha256: string };
+    const route = { serverNs, clientNs, address, port: 46000 + counter++ };
+    const { sent, received } = await tcpTransfer(bed, scope, route, megabytes);
     expect(received.bytes).toBe(megabytes * MB);
     expect(received.sha256).toBe(sent.sha256);
-    server.child.kill("SIGTERM");
   }
 
   /** `wg show NAME transfer` for its one peer: [received, sent] bytes. */
@@ -236,26 +156,10 @@ describe.skipIf(skipReason !== null)("the native send direction against wireguar
     return [Number(fields[1]), Number(fields[2])];
   }
 
-  async function stop(daemon: Proc): Promise<{
-    nativeSealed: number;
-    nativeTunToJs: number;
-    nativeSendMessages: number;
-    drops: Record<string, number>;
-  }> {
-    daemon.child.kill("SIGTERM");
-    expect(await daemon.exited).toBe(0);
-    for (const line of daemon.output.split("\n")) {
-      if (!line.startsWith("{")) continue;
-      const record = JSON.parse(line) as {
-        msg?: string;
-        nativeSealed: number;
-        nativeTunToJs: number;
-        nativeSendMessages: number;
-        drops: Record<string, number>;
-      };
-      if (record.msg === "interface down") return record;
-    }
-    throw new Error(`no "interface down" line in:\n${daemon.output.slice(-3000)}`);
+  async function stop(daemon: WatchedChild): Promise<InterfaceDown> {
+    daemon.signal("SIGTERM");
+    expect((await daemon.exited).code).toBe(0);
+    return daemon.interfaceDown<InterfaceDown>();
   }
 
   for (const initiator of ["edgetun", "wireguard-go"] as const) {
@@ -295,16 +199,25 @@ describe.skipIf(skipReason !== null)("the native send direction against wireguar
     const { daemon } = await startPair();
     expect(await ping(etNs, WG_TUNNEL, 3)).toBe(3);
     const port = 46000 + counter++;
-    const server = new Proc(
-      bed.spawn(wgNs, process.execPath, [transferFixture, "serve", String(port)]),
+    const server = scope.add(
+      new WatchedChild(
+        "tcp server",
+        bed.spawn(wgNs, process.execPath, [TCP_TRANSFER_FIXTURE, "serve", String(port)]),
+      ),
     );
-    started.push(server.child);
     await waitFor("the TCP server to listen", () => server.output.includes('"listening"'));
     // Both ended by PID after the case, whatever state the stop leaves them in.
-    const client = new Proc(
-      bed.spawn(etNs, process.execPath, [transferFixture, "send", WG_TUNNEL, String(port), "2000"]),
+    const client = new WatchedChild(
+      "tcp client",
+      bed.spawn(etNs, process.execPath, [
+        TCP_TRANSFER_FIXTURE,
+        "send",
+        WG_TUNNEL,
+        String(port),
+        "2000",
+      ]),
     );
-    started.push(client.child);
+    scope.add(client);
     await new Promise((resolve) => setTimeout(resolve, 700));
     const down = await stop(daemon);
     expect(down.nativeSealed).toBeGreaterThan(100);
