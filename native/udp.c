@@ -462,15 +462,15 @@ static void mark_message(udp_io *sc, const send_job *job, unsigned k, int32_t va
   for (uint64_t j = 0; j < sc->msgs[k].msg_hdr.msg_iovlen; j++) job->status[first + j] = value;
 }
 
-/* What send_packets did besides consuming packets. */
+/* What the kernel took of a send_packets call. */
 typedef struct {
-  uint64_t refused;  /* packets in messages the kernel refused */
-  uint64_t messages; /* messages the kernel took (a GSO run counts once) */
+  uint64_t packets;  /* datagrams, GSO runs' included */
+  uint64_t messages; /* messages (a GSO run counts once) */
 } send_tally;
 
 /* Sends packets [first, end) of `job`, runs of them as one GSO message while *gso_enabled
  * (see build_messages). A message the kernel refuses (unreachable, too big, wrong family) is
- * marked -errno in job->status and counted, so that one bad destination does not stall the
+ * marked -errno in job->status and skipped, so that one bad destination does not stall the
  * rest; a GSO message the route cannot take (no checksum offload: EIO; a segment larger than
  * the path MTU: EINVAL) is sent again one datagram per message, and EIO turns *gso_enabled
  * off for good. Returns the packets consumed (sent or refused): all of them, or those before
@@ -483,7 +483,10 @@ static int64_t send_packets(udp_io *sc, send_job *job, int fd, uint64_t first, u
   while (done < nmsg) {
     int r = sendmmsg(fd, sc->msgs + done, nmsg - done, MSG_DONTWAIT);
     if (r > 0) {
-      for (int k = 0; k < r; k++) mark_message(sc, job, done + (unsigned)k, 0);
+      for (int k = 0; k < r; k++) {
+        mark_message(sc, job, done + (unsigned)k, 0);
+        if (tally != NULL) tally->packets += sc->msgs[done + (unsigned)k].msg_hdr.msg_iovlen;
+      }
       done += (unsigned)r;
       if (tally != NULL) tally->messages += (unsigned)r;
       continue;
@@ -501,7 +504,6 @@ static int64_t send_packets(udp_io *sc, send_job *job, int fd, uint64_t first, u
       continue;
     }
     mark_message(sc, job, done, -e);
-    if (tally != NULL) tally->refused += sc->msgs[done].msg_hdr.msg_iovlen;
     done++;
   }
   return (int64_t)(end - first);
@@ -709,7 +711,7 @@ int udp_io_send(udp_io *io, int fd, int family, const uint8_t *arena, const uint
   send_tally tally = {0, 0};
   int64_t consumed = send_packets(io, &job, fd, 0, count, gso_enabled, &tally);
   if (messages != NULL) *messages = (unsigned)tally.messages;
-  return consumed < 0 ? (int)consumed : (int)(consumed - (int64_t)tally.refused);
+  return consumed < 0 ? (int)consumed : (int)tally.packets;
 }
 
 napi_status init_udp(napi_env env, napi_value exports) {
