@@ -472,8 +472,8 @@ typedef struct {
  * (see build_messages). A message the kernel refuses (unreachable, too big, wrong family) is
  * marked -errno in job->status and skipped, so that one bad destination does not stall the
  * rest; a GSO message the route cannot take (no checksum offload: EIO; a segment larger than
- * the path MTU: EINVAL) is sent again one datagram per message, and EIO turns *gso_enabled
- * off for good. Returns the packets consumed (sent or refused): all of them, or those before
+ * the path MTU: EINVAL or EMSGSIZE, while a lone datagram would be fragmented) is sent again
+ * one datagram per message, and EIO turns *gso_enabled off for good. Returns the packets consumed (sent or refused): all of them, or those before
  * the message that found the send buffer full (EAGAIN); -errno when the descriptor is not a
  * socket. */
 static int64_t send_packets(udp_io *sc, send_job *job, int fd, uint64_t first, uint64_t end,
@@ -496,7 +496,7 @@ static int64_t send_packets(udp_io *sc, send_job *job, int fd, uint64_t first, u
     /* Packets before the unsent message are consumed (sent or marked). */
     if (e == EAGAIN || e == EWOULDBLOCK) return (int64_t)(sc->index[done] - first);
     if (e == EBADF || e == ENOTSOCK) return -e;
-    if (sc->msgs[done].msg_hdr.msg_iovlen > 1 && (e == EIO || e == EINVAL)) {
+    if (sc->msgs[done].msg_hdr.msg_iovlen > 1 && (e == EIO || e == EINVAL || e == EMSGSIZE)) {
       if (e == EIO) *gso_enabled = 0;
       job->gso = 0;
       nmsg = build_messages(sc, job, sc->index[done], end);
