@@ -41,6 +41,11 @@
  *
  * One mutex guards the tables; each thread takes it twice per batch (before
  * and after the AEAD), never per packet, and never across a system call.
+ *
+ * Both threads ask the scheduler for a short slice (prefer_short_slice): a
+ * thread that wakes for a packet and sleeps again within tens of microseconds
+ * then runs when it wakes instead of waiting for whatever holds the CPU to use
+ * up its default slice, which is where an idle ping's slow round trips went.
  */
 #include "common.h"
 #include "ring.h"
@@ -51,8 +56,11 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -188,6 +196,7 @@ typedef struct dataplane {
   int udp_family;
   int udp_gso; /* the send thread may send runs as UDP GSO messages; its own once started */
   int sending; /* the thread reads the TUN device too (dpAttachTun) */
+  uint64_t slice_ns; /* the threads' scheduler slice (0: the kernel's default) */
   unsigned mtu;
   int wake_fd;
   pthread_t thread;
@@ -834,10 +843,41 @@ static int dp_wait(dataplane *dp, struct pollfd fds[2], int pending, short fatal
   return 0;
 }
 
+/* sched_setattr(2)'s argument, first version (48 bytes); the C library has no declaration of
+ * it in the versions we build with. */
+struct dp_sched_attr {
+  uint32_t size, policy;
+  uint64_t flags;
+  int32_t nice;
+  uint32_t priority;
+  uint64_t runtime, deadline, period;
+};
+
+/*
+ * Asks for a scheduler slice of `slice_ns` for the calling thread. Since Linux 6.12 the fair
+ * scheduler (EEVDF) takes sched_attr's runtime of a SCHED_OTHER thread as the length of its
+ * requests (clamped to 100 µs–100 ms, no privilege needed): a short one gives a waking thread
+ * an early deadline, so it preempts what runs rather than queueing behind it for up to the
+ * default slice (0.7–3 ms). Its share of the CPU is the weight's (nice), which stays as it is.
+ * Measured (README, Latency): the slow round trips of idle pings were these threads runnable
+ * but waiting for a CPU. Earlier kernels ignore the field; a thread of another policy (started
+ * under chrt) is left alone. Returns whether the kernel took it.
+ */
+static int prefer_short_slice(uint64_t slice_ns) {
+  if (slice_ns == 0 || sched_getscheduler(0) != SCHED_OTHER) return 0;
+  errno = 0;
+  int nice = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+  if (nice == -1 && errno != 0) return 0;
+  struct dp_sched_attr attr = {.size = sizeof(attr), .policy = SCHED_OTHER, .nice = nice,
+                               .runtime = slice_ns};
+  return syscall(SYS_sched_setattr, 0, &attr, 0) == 0;
+}
+
 static void *dataplane_main(void *arg) {
   dataplane *dp = arg;
+  prefer_short_slice(dp->slice_ns); /* before the name, which tells a test the slice is set */
+  pthread_setname_np(pthread_self(), "edgetun-rx");
   dp_scratch *sc = dp->scratch;
-  pthread_setname_np(pthread_self(), "edgetun-dp-rx"); /* per-thread CPU in top, /proc */
   for (unsigned k = 0; k < DP_BATCH; k++) sc->offsets[k] = k * DP_ROOM;
   int pending = 0; /* activity not yet reported */
   struct pollfd fds[2] = {{.fd = dp->udp_fd, .events = POLLIN},
@@ -872,8 +912,9 @@ out:
  * one way never waits behind the other's. */
 static void *dataplane_send_main(void *arg) {
   dataplane *dp = arg;
+  prefer_short_slice(dp->slice_ns); /* before the name, which tells a test the slice is set */
+  pthread_setname_np(pthread_self(), "edgetun-tx");
   dp_scratch *sc = dp->scratch;
-  pthread_setname_np(pthread_self(), "edgetun-dp-tx");
   int pending = 0;
   struct pollfd fds[2] = {{.fd = dp->tun_fd, .events = POLLIN},
                           {.fd = dp->wake_fd, .events = POLLIN}};
@@ -1037,15 +1078,19 @@ static napi_value js_dp_create(napi_env env, napi_callback_info info) {
   return handle;
 }
 
-/* dpAttach(handle, udpFd, readTun): (re)starts the thread on the data socket `udpFd`, whose
- * own readiness polling the caller has turned off; with readTun it reads the TUN device too
- * (the send direction; the caller no longer reads it). The tables stay as they are. */
+/* dpAttach(handle, udpFd, readTun, sliceUs): (re)starts the thread on the data socket `udpFd`,
+ * whose own readiness polling the caller has turned off; with readTun it reads the TUN device
+ * too (the send direction; the caller no longer reads it). The threads ask for a scheduler
+ * slice of sliceUs (prefer_short_slice; 0 keeps the kernel's). The tables stay as they are. */
 static napi_value js_dp_attach(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
+  napi_value argv[4];
   int fd, read_tun_too;
-  if (arg_count(env, info, 3, argv)) return NULL;
+  uint64_t slice_us;
+  if (arg_count(env, info, 4, argv)) return NULL;
   dataplane *dp = dataplane_arg(env, argv[0]);
-  if (dp == NULL || arg_fd(env, argv[1], &fd) || arg_bool(env, argv[2], "readTun", &read_tun_too))
+  if (dp == NULL || arg_fd(env, argv[1], &fd) ||
+      arg_bool(env, argv[2], "readTun", &read_tun_too) ||
+      arg_uint(env, argv[3], "sliceUs", 100000, &slice_us))
     return NULL;
   owned_fd *socket_entry = require_fd(env, fd, FD_KIND_UDP);
   if (socket_entry == NULL) return NULL;
@@ -1060,6 +1105,7 @@ static napi_value js_dp_attach(napi_env env, napi_callback_info info) {
   dp->udp_family = family;
   dp->udp_gso = socket_entry->gso;
   dp->sending = read_tun_too;
+  dp->slice_ns = slice_us * 1000;
   dp->error = 0;
   int e = pthread_create(&dp->thread, NULL, dataplane_main, dp);
   if (e != 0) return throw_errno(env, e, "cannot start the data plane: %s", strerror(e));

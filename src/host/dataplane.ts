@@ -13,12 +13,14 @@ import type { Keypair } from "../core/noise.js";
 import type { Peer } from "../core/peer.js";
 import { firstPacketElsewhere, receivedElsewhere } from "../core/receive.js";
 import { lendCounters, sentElsewhere } from "../core/send.js";
+import { ConfigError } from "./errors.js";
 import type { DataPathObservations } from "./metrics.js";
 import {
   writeEndpoint,
   ENDPOINT_ADDRESS_AND_PORT_BYTES,
   ENDPOINT_SIZE,
   DATA_PLANE_BATCH,
+  DATA_PLANE_SLICE_US,
   NativeDataPlane,
   PEER_DELTA_FIELDS,
   RouteChanges,
@@ -47,6 +49,23 @@ export function nativeReceiveWanted(env: NodeJS.ProcessEnv = process.env): boole
  */
 export function nativeSendWanted(env: NodeJS.ProcessEnv = process.env): boolean {
   return nativeReceiveWanted(env) && env.EDGETUN_NATIVE_SEND !== "0";
+}
+
+/**
+ * The native threads' scheduler slice in µs: {@link DATA_PLANE_SLICE_US} unless
+ * EDGETUN_NATIVE_SLICE_US says otherwise (0 keeps the kernel's default, for comparison).
+ */
+export function nativeSliceUs(env: NodeJS.ProcessEnv = process.env): number {
+  const text = env.EDGETUN_NATIVE_SLICE_US;
+  if (text === undefined || text === "") return DATA_PLANE_SLICE_US;
+  if (!/^\d{1,6}$/.test(text) || Number(text) > 100_000)
+    throw new ConfigError(
+      "ERR_CONFIG_VALUE",
+      "",
+      0,
+      `EDGETUN_NATIVE_SLICE_US must be a whole number of microseconds from 0 (the kernel's default) to 100000, not ${JSON.stringify(text)}`,
+    );
+  return Number(text);
 }
 
 export class NativeReceivePath implements SessionObserver {
@@ -104,7 +123,7 @@ export class NativeReceivePath implements SessionObserver {
    */
   attach(fd: number): void {
     this.#tellMtu();
-    this.plane.attach(fd, this.sends);
+    this.plane.attach(fd, this.sends, nativeSliceUs());
     this.readsTun = this.sends;
   }
 

@@ -27,11 +27,15 @@ import { ChildScope, EDGETUN_CLI, WatchedChild, startEdgetunUp } from "../suppor
 import { Testbed, netnsUnavailableReason, waitFor } from "../support/netns.js";
 import { pingCount } from "../support/traffic.js";
 import { UDP_PEER_FIXTURE, UdpPeer } from "../support/udp-peer.js";
+import { nativeSliceUs } from "../../src/host/dataplane.js";
+import { ConfigError } from "../../src/host/errors.js";
+import { DATA_PLANE_SLICE_US } from "../../src/host/native/index.js";
 
 const repoRoot = new URL("../..", import.meta.url).pathname;
 
 const probe = join(repoRoot, "dist/test/support/fixtures/dataplane-probe.js");
 const sendProbe = join(repoRoot, "dist/test/support/fixtures/dataplane-send-probe.js");
+const threadsProbe = join(repoRoot, "dist/test/support/fixtures/dataplane-threads-probe.js");
 const skipReason =
   netnsUnavailableReason(["wg"]) ??
   (existsSync(EDGETUN_CLI) && existsSync(UDP_PEER_FIXTURE)
@@ -42,6 +46,8 @@ if (skipReason) console.warn(`native receive path tests skipped: ${skipReason}`)
 /** Linux parses UDP segmentation (GSO_UDP_L4) headers written to a TUN from 6.2 on. */
 const [kernelMajor = 0, kernelMinor = 0] = release().split(".").map(Number);
 const kernelHasUso = kernelMajor > 6 || (kernelMajor === 6 && kernelMinor >= 2);
+/** The fair scheduler takes sched_attr's runtime as a thread's slice from 6.12 on. */
+const kernelHasCustomSlice = kernelMajor > 6 || (kernelMajor === 6 && kernelMinor >= 12);
 
 const ET_UNDERLAY = "10.221.0.1";
 const PEER_UNDERLAY = "10.221.0.2";
@@ -56,6 +62,25 @@ interface InterfaceDown {
   nativeSealed: number;
   nativeTunToJs: number;
 }
+
+describe("EDGETUN_NATIVE_SLICE_US", () => {
+  it("sets the native threads' slice in µs; unset or empty is the default, 0 the kernel's", () => {
+    expect(nativeSliceUs({})).toBe(DATA_PLANE_SLICE_US);
+    expect(nativeSliceUs({ EDGETUN_NATIVE_SLICE_US: "" })).toBe(DATA_PLANE_SLICE_US);
+    expect(nativeSliceUs({ EDGETUN_NATIVE_SLICE_US: "0" })).toBe(0);
+    expect(nativeSliceUs({ EDGETUN_NATIVE_SLICE_US: "250" })).toBe(250);
+    expect(nativeSliceUs({ EDGETUN_NATIVE_SLICE_US: "100000" })).toBe(100_000);
+  });
+
+  it("refuses anything but a whole number up to 100000, naming the variable", () => {
+    for (const bad of ["-1", "1.5", "100001", "0x10", " 100", "fast", "9999999"]) {
+      expect(() => nativeSliceUs({ EDGETUN_NATIVE_SLICE_US: bad })).toThrow(ConfigError);
+      expect(() => nativeSliceUs({ EDGETUN_NATIVE_SLICE_US: bad })).toThrow(
+        /EDGETUN_NATIVE_SLICE_US must be a whole number/,
+      );
+    }
+  });
+});
 
 describe.skipIf(skipReason !== null)("the native receive path under edgetun up", () => {
   const bed = new Testbed();
@@ -221,6 +246,35 @@ describe.skipIf(skipReason !== null)("the native receive path under edgetun up",
     expect(result.takenIndices).toEqual([0x3333, 0x1111]);
     expect(result.events).toBeGreaterThan(0);
     expect(result.afterClose.keypairs).toBe(0);
+  });
+
+  it("names its two threads, which take the slice they are given (the kernel's default with 0)", (context) => {
+    const ns = bed.namespace("tprobe");
+    bed.exec(ns, "ip", ["link", "set", "lo", "up"]);
+    interface Threads {
+      main: number | null;
+      threads: Array<{ name: string; slice: number | null }>;
+    }
+    const run = (sliceUs: number, n: number) =>
+      JSON.parse(
+        bed.exec(ns, process.execPath, [threadsProbe, `t${tag}${n}`, `${sliceUs}`]),
+      ) as Threads;
+    const short = run(100, 0);
+    const usual = run(0, 1);
+    for (const result of [short, usual]) {
+      expect(result.threads.filter((t) => t.name === "edgetun-rx")).toHaveLength(1);
+      expect(result.threads.filter((t) => t.name === "edgetun-tx")).toHaveLength(1);
+    }
+    if (!kernelHasCustomSlice || short.main === null) {
+      context.skip(`the slice itself: needs Linux 6.12+ showing se.slice (${release()})`);
+      return;
+    }
+    const slices = (result: Threads) =>
+      result.threads.filter((t) => t.name.startsWith("edgetun-")).map((t) => t.slice);
+    expect(slices(short)).toEqual([100_000, 100_000]);
+    // 0: left as the kernel gives it, like the process's main thread.
+    expect(slices(usual)).toEqual([usual.main, usual.main]);
+    expect(usual.main).toBeGreaterThan(100_000);
   });
 
   // Loopback's own MTU, then one below the burst's sealed datagrams (1,072 bytes): a UDP GSO

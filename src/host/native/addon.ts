@@ -163,7 +163,7 @@ export interface NativeAddon {
   laneWakeOnActivity(lane: unknown): number;
   laneStop(lane: unknown): void;
   dpCreate(tunFd: number, offload: boolean, gro: boolean, onEvent: () => void): unknown;
-  dpAttach(plane: unknown, udpFd: number, readTun: boolean): void;
+  dpAttach(plane: unknown, udpFd: number, readTun: boolean, sliceUs: number): void;
   dpSetMtu(plane: unknown, mtu: number): void;
   dpSetSending(
     plane: unknown,

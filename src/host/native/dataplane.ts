@@ -57,6 +57,13 @@ export const PEER_DELTA_FIELDS = 11;
  */
 export const SEND_LEASE = 2048;
 
+/**
+ * The data-plane threads' scheduler slice, in µs (the kernel's smallest): each wake handles a
+ * batch in tens of microseconds, and a short slice lets a waking thread run at once instead
+ * of queueing behind whatever holds the CPU (README, Latency: the idle pings' slow round trips).
+ */
+export const DATA_PLANE_SLICE_US = 100;
+
 /** Bytes each inner packet handed to the JS path may need (MAX_MTU + 40, as the TUN reads). */
 export const DATA_PLANE_INNER_ROOM = 9040;
 
@@ -123,10 +130,12 @@ export class NativeDataPlane {
 
   /**
    * (Re)starts the thread on the data socket `udpFd`, whose own polling must be off; with
-   * `readTun` it reads the TUN device too (whose own polling must then be off as well).
+   * `readTun` it reads the TUN device too (whose own polling must then be off as well). The
+   * threads (named edgetun-rx and edgetun-tx) ask the scheduler for a slice of `sliceUs`
+   * (Linux 6.12+; 0 keeps the kernel's default; see native/dataplane.c, prefer_short_slice).
    */
-  attach(udpFd: number, readTun = false): void {
-    loadAddon().dpAttach(this.#handle, udpFd, readTun);
+  attach(udpFd: number, readTun = false, sliceUs: number = DATA_PLANE_SLICE_US): void {
+    loadAddon().dpAttach(this.#handle, udpFd, readTun, sliceUs);
   }
 
   /** Inner packets sealed here are padded as the core pads them for this MTU. */
