@@ -23,9 +23,10 @@
  * super-packets as the JS path does), finds the peer by the longest
  * allowed-IPs prefix of the destination, seals with the peer's current
  * sending keypair and sends with sendmmsg to the peer's endpoint (roaming seen
- * on receive moves it), a run of equal-sized packets as one UDP GSO message. Two threads rather than one polling both descriptors:
- * measured both ways, one thread made a ping wait behind a TCP stream's bulk
- * going the other way, and received less of a UDP flood.
+ * on receive moves it), a run of equal-sized packets as one UDP GSO message.
+ * Two threads rather than one polling both descriptors: measured both ways,
+ * one thread made a ping wait behind a TCP stream's bulk going the other way,
+ * and received less of a UDP flood.
  *
  * Counters: the core stays the owner of every sending counter and lends this
  * thread blocks of them (a lease of SEND_LEASE counters, src/host/dataplane.ts,
