@@ -473,9 +473,9 @@ typedef struct {
  * marked -errno in job->status and skipped, so that one bad destination does not stall the
  * rest; a GSO message the route cannot take (no checksum offload: EIO; a segment larger than
  * the path MTU: EINVAL or EMSGSIZE, while a lone datagram would be fragmented) is sent again
- * one datagram per message, and EIO turns *gso_enabled off for good. Returns the packets consumed (sent or refused): all of them, or those before
- * the message that found the send buffer full (EAGAIN); -errno when the descriptor is not a
- * socket. */
+ * one datagram per message, and EIO turns *gso_enabled off for good. Returns the packets
+ * consumed (sent or refused): all of them, or those before the message that found the send
+ * buffer full (EAGAIN); -errno when the descriptor is not a socket. */
 static int64_t send_packets(udp_io *sc, send_job *job, int fd, uint64_t first, uint64_t end,
                             int *gso_enabled, send_tally *tally) {
   job->gso = gso_enabled != NULL && *gso_enabled;
