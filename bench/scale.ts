@@ -15,7 +15,7 @@
 // sessions at the goal (8 s) and at the cap.
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { generatePrivateKey, publicKeyOf } from "../src/core/keys.js";
@@ -45,6 +45,10 @@ const options = benchOptions("bench:scale", "a hub for thousands of edges, besid
   "cpu-prof-dir": {
     type: "string",
     help: "every edgetun process writes a V8 CPU profile here, phases in phases.json",
+  },
+  "edgetun-only": {
+    type: "boolean",
+    help: "leave wireguard-go out (for profiling runs: the table then has nothing to compare with)",
   },
 });
 const PEERS = numberOption("bench:scale", "peers", options.peers, { min: 1, integer: true });
@@ -201,14 +205,124 @@ function joinRealEdge(hub: string, hubPublicKey: string, port: number, hubAddres
   inNs("wg", ["set", hub, "peer", publicKeyOf(realEdge.key), "allowed-ips", `${edgeAddress}/32`]);
 }
 
-/** Average ping round trip from the real edge to `hubAddress`, in ms. */
-function pingRtt(hubAddress: string): number {
+/** Ping round trips from the real edge to `hubAddress`, in ms: the average and two quantiles. */
+interface RoundTrips {
+  average: number;
+  p50: number;
+  p90: number;
+}
+
+function pingRtt(hubAddress: string): RoundTrips {
   // The first packets may wait for a handshake: not part of the figure.
   inEdgeNs("ping", ["-c", "3", "-i", "0.2", "-w", "15", hubAddress]);
-  const text = inEdgeNs("ping", ["-c", "60", "-i", "0.05", "-q", hubAddress]);
+  const text = inEdgeNs("ping", ["-c", "60", "-i", "0.05", hubAddress]);
   const average = /= [\d.]+\/([\d.]+)\//.exec(text)?.[1];
   if (average === undefined) throw new Error(`no round trip in: ${text}`);
-  return Number(average);
+  const each = [...text.matchAll(/time=([\d.]+) ms/g)]
+    .map((m) => Number(m[1]))
+    .sort((a, b) => a - b);
+  const quantile = (q: number) => each[Math.min(each.length - 1, Math.floor(q * each.length))]!;
+  return { average: Number(average), p50: quantile(0.5), p90: quantile(0.9) };
+}
+
+/** A thread's name and its CPU time so far (/proc/PID/task/TID/schedstat), in ns. */
+interface ThreadTime {
+  name: string;
+  /** On a CPU. */
+  runNs: number;
+  /** Runnable, waiting in a run queue for a CPU. */
+  waitNs: number;
+  /** Times it was given a CPU (about its wake-ups, for a thread that mostly sleeps). */
+  slices: number;
+}
+
+/** Every thread of `pid` by thread id; a thread that ended meanwhile is left out. */
+function threadTimes(pid: number): Map<number, ThreadTime> {
+  const times = new Map<number, ThreadTime>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const [run, wait, slices] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8")
+        .trim()
+        .split(" ");
+      const name = readFileSync(`/proc/${pid}/task/${tid}/comm`, "utf8").trim();
+      times.set(Number(tid), {
+        name,
+        runNs: Number(run),
+        waitNs: Number(wait),
+        slices: Number(slices),
+      });
+    } catch {
+      // ended between the listing and the read
+    }
+  }
+  return times;
+}
+
+/** A kind of thread's CPU between two samples. */
+interface CpuFigure {
+  /** Milliseconds per second on a CPU, and waiting for one. */
+  run: number;
+  wait: number;
+  /** The wait in all, and the times it was given a CPU. */
+  waitNs: number;
+  slices: number;
+}
+
+/**
+ * Milliseconds per second each kind of thread of `pid` ran (and waited for a CPU) between two
+ * samples `elapsedMs` apart: the main thread (for Node, the JS thread), then by thread name.
+ */
+function cpuSplit(
+  pid: number,
+  before: Map<number, ThreadTime>,
+  after: Map<number, ThreadTime>,
+  elapsedMs: number,
+): Map<string, CpuFigure> {
+  const split = new Map<string, CpuFigure>();
+  for (const [tid, now] of after) {
+    const then = before.get(tid) ?? { runNs: 0, waitNs: 0, slices: 0 };
+    const kind = tid === pid ? "main" : now.name;
+    const sum = split.get(kind) ?? { run: 0, wait: 0, waitNs: 0, slices: 0 };
+    sum.run += (now.runNs - then.runNs) / 1e6 / (elapsedMs / 1000);
+    sum.wait += (now.waitNs - then.waitNs) / 1e6 / (elapsedMs / 1000);
+    sum.waitNs += now.waitNs - then.waitNs;
+    sum.slices += now.slices - then.slices;
+    split.set(kind, sum);
+  }
+  return split;
+}
+
+/** The hub's CPU while the others are active, thread by thread where they have names. */
+function describeHubCpu(split: Map<string, CpuFigure>): string {
+  const named: Array<[string, string]> = [
+    ["main", "JS"],
+    ["edgetun-rx", "receive"],
+    ["edgetun-tx", "send"],
+    ["edgetun-lane", "lane"],
+  ];
+  const total = { run: 0, wait: 0, waitNs: 0, slices: 0 };
+  for (const figure of split.values()) {
+    total.run += figure.run;
+    total.wait += figure.wait;
+    total.waitNs += figure.waitNs;
+    total.slices += figure.slices;
+  }
+  const perWake = (figure: CpuFigure) =>
+    `${(figure.slices > 0 ? figure.waitNs / figure.slices / 1000 : 0).toFixed(0)} µs a wake-up`;
+  const parts: string[] = [];
+  let rest = total.run;
+  if (split.has("edgetun-rx")) {
+    for (const [kind, label] of named) {
+      const figure = split.get(kind);
+      if (!figure) continue;
+      // What a packet waits for that thread to get a CPU, on average, each time it wakes.
+      parts.push(`${label} ${figure.run.toFixed(0)} (waits ${perWake(figure)})`);
+      rest -= figure.run;
+    }
+    parts.push(`other threads ${rest.toFixed(0)}`);
+  }
+  const of = parts.length > 0 ? ` (${parts.join(", ")})` : "";
+  return `${total.run.toFixed(0)} ms/s${of}, waiting for a CPU ${total.wait.toFixed(0)} ms/s (${perWake(total)})`;
 }
 
 /** Hub peers with a handshake (the real edge left out). */
@@ -225,6 +339,8 @@ interface LiveFigures {
   sessions: string;
   liveRss: string;
   rtt: string;
+  hubCpu: string;
+  hubCpuAlone: string;
 }
 
 /**
@@ -240,7 +356,12 @@ async function liveFleet(
   hubAddress: string,
 ): Promise<LiveFigures> {
   let phaseStart = monotonicUs();
+  const hubBeforeAlone = threadTimes(hubPid);
+  const aloneStart = performance.now();
   const aloneRtt = pingRtt(hubAddress);
+  const hubCpuAlone = describeHubCpu(
+    cpuSplit(hubPid, hubBeforeAlone, threadTimes(hubPid), performance.now() - aloneStart),
+  );
   phaseEnded(`${hub} ping alone`, phaseStart);
   const input: EdgeSimulatorInput = {
     privateKeys: edgeKeys,
@@ -286,7 +407,14 @@ async function liveFleet(
   child.stdin.write("active\n");
   await new Promise((resolve) => setTimeout(resolve, 2000));
   phaseStart = monotonicUs();
+  const hubBefore = threadTimes(hubPid);
+  const simulatorBefore = threadTimes(child.pid!);
+  const cpuStart = performance.now();
   const activeRtt = pingRtt(hubAddress);
+  const cpuMs = performance.now() - cpuStart;
+  const hubCpu = describeHubCpu(cpuSplit(hubPid, hubBefore, threadTimes(hubPid), cpuMs));
+  const simulatorSplit = cpuSplit(child.pid!, simulatorBefore, threadTimes(child.pid!), cpuMs);
+  const simulatorMs = [...simulatorSplit.values()].reduce((sum, { run }) => sum + run, 0);
   phaseEnded(`${hub} ping with the others active`, phaseStart);
   const liveRss = rssMb(hubPid);
   child.stdin.write("stop\n");
@@ -299,9 +427,18 @@ async function liveFleet(
       ? `${(ms / 1000).toFixed(2)} s (${goal}; hub: ${onHub} with a handshake)`
       : `not reached: ${goal}, ${String(sessions.withSession)} at the cap of ${START_CAP_MS / 1000} s (hub: ${onHub})`,
     liveRss: `${liveRss.toFixed(0)} MB`,
-    rtt: `${activeRtt.toFixed(2)} ms vs ${aloneRtt.toFixed(2)} ms alone (×${(activeRtt / aloneRtt).toFixed(2)})`,
+    rtt:
+      `${activeRtt.average.toFixed(2)} ms vs ${aloneRtt.average.toFixed(2)} ms alone ` +
+      `(×${(activeRtt.average / aloneRtt.average).toFixed(2)}; p50 ${quantiles(activeRtt, aloneRtt, "p50")}, ` +
+      `p90 ${quantiles(activeRtt, aloneRtt, "p90")})`,
+    hubCpu: `others active: ${hubCpu}; the simulator ${simulatorMs.toFixed(0)} ms/s`,
+    hubCpuAlone: `alone: ${hubCpuAlone}`,
   };
 }
+
+/** "active / alone ms" of one quantile. */
+const quantiles = (active: RoundTrips, alone: RoundTrips, key: "p50" | "p90") =>
+  `${active[key].toFixed(2)} / ${alone[key].toFixed(2)} ms`;
 
 async function benchEdgetun(peers: Peer[]): Promise<Record<string, string>> {
   const name = `es${tag}`;
@@ -387,9 +524,15 @@ async function benchEdgetun(peers: Peer[]): Promise<Record<string, string>> {
   await waitFor("edgetun exit", () => child.exitCode !== null);
   const stopMs = performance.now() - stopStart;
   const down = log.split("\n").find((line) => line.includes('"interface down"'));
-  const drops = down ? (JSON.parse(down) as { drops?: unknown }).drops : undefined;
+  const { drops, ...counters } = down
+    ? (JSON.parse(down) as Record<string, unknown>)
+    : { drops: undefined };
+  delete counters.level;
+  delete counters.msg;
+  delete counters.time;
   console.log(
-    `${name}: warm-up done ${ms(warmUpMs)} after up; drops at stop ${JSON.stringify(drops)}`,
+    `${name}: warm-up done ${ms(warmUpMs)} after up; drops at stop ${JSON.stringify(drops)}; ` +
+      `counters at stop ${JSON.stringify(counters)}`,
   );
   return {
     up: ms(upMs),
@@ -479,7 +622,7 @@ async function main(): Promise<void> {
   startRealEdge();
   console.log(`${PEERS} peer keys in ${ms(performance.now() - keyStart)}; ${PEERS * 2} prefixes`);
   const et = await benchEdgetun(peers);
-  const wg = await benchWireguardGo(peers);
+  const wg: Record<string, string> = options["edgetun-only"] ? {} : await benchWireguardGo(peers);
   const labels: Array<[keyof typeof et, string]> = [
     ["up", "`up` until usable (every route in)"],
     ["routes", "IPv4 routes through the interface"],
@@ -503,9 +646,11 @@ async function main(): Promise<void> {
       "ping RTT avg from a real edge, the others active vs alone" +
         (simulatorCpu === null ? "" : ` (simulator on CPU ${simulatorCpu})`),
     ],
+    ["hubCpuAlone", "the hub's CPU meanwhile, per thread (schedstat; ms per second)"],
+    ["hubCpu", "the same with the others active"],
     ["stop", "SIGTERM until exit"],
   ];
-  for (const [key, label] of labels) rows.push([label, et[key]!, wg[key]!]);
+  for (const [key, label] of labels) rows.push([label, et[key]!, wg[key] ?? "(left out)"]);
   console.log(`\n| ${PEERS.toLocaleString("en")} peers | edgetun | wireguard-go + wg + ip |`);
   console.log("|---|---|---|");
   for (const row of rows) console.log(`| ${row.join(" | ")} |`);

@@ -389,6 +389,7 @@ static napi_value js_lane_start(napi_env env, napi_callback_info info) {
   napi_unref_threadsafe_function(env, lane->notify);
   int e = pthread_create(&lane->thread, NULL, lane_main, lane);
   if (e != 0) return throw_errno(env, e, "cannot start the handshake lane: %s", strerror(e));
+  pthread_setname_np(lane->thread, "edgetun-lane"); /* named as the data plane's threads are */
   lane->started = 1;
   napi_add_env_cleanup_hook(env, lane_env_cleanup, lane);
   return handle;

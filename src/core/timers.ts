@@ -10,19 +10,28 @@ import {
 } from "./messages.js";
 
 export class Timer {
+  /** When it fires; Infinity when not armed. */
   deadline = Infinity;
-  /** Slot in the wheel, or -1 when not pending. */
+  /** Slot in the wheel, or -1 when in none (an unarmed timer may stay in one, see below). */
   slot = -1;
+  /** The tick at which the wheel next looks at it, while in a slot. */
+  tick = 0;
   constructor(readonly onExpiry: () => void) {}
 
   get pending(): boolean {
-    return this.slot >= 0;
+    return this.deadline !== Infinity;
   }
 }
 
 /**
  * A hashed timer wheel: O(1) to arm, re-arm and cancel, which matters because some timers are
  * re-armed on every packet. Timers fire at most one granule late.
+ *
+ * Re-arming later and cancelling are lazy: the timer keeps its slot and only its deadline
+ * changes; when the wheel reaches the slot it moves the timer to its deadline's slot or, if
+ * cancelled, drops it. A peer with steady traffic re-arms its timers on every report of the
+ * data path (each a cancel and an arm a second per peer at a fleet's hub); so they cost a
+ * field each, and the wheel's slots are touched once per timeout, not per report.
  *
  * The wheel keeps no clock of its own: the host calls `advance` when `nextDueMs` says something
  * is due, and in between sleeps. An idle daemon then wakes for its timers only, not 20 times a
@@ -58,23 +67,47 @@ export class TimerWheel {
     // Rounding up means a timer is due whenever its slot is swept (fires late, never early);
     // a deadline already behind the cursor goes in the next slot to be swept.
     const tick = Math.max(Math.ceil(deadlineMs / this.granularityMs), this.processedTick + 1);
-    const slot = tick % this.slotCount;
     timer.deadline = deadlineMs;
     if (tick < this.earliestTick) {
       this.earliestTick = tick;
       this.onEarlierDue?.(tick * this.granularityMs);
     }
+    // Looked at no later than due: the sweep then moves it on (see the class comment).
+    if (timer.slot >= 0 && timer.tick <= tick) return;
+    this.place(timer, tick);
+  }
+
+  cancel(timer: Timer): void {
+    // Left in its slot until the sweep reaches it (see the class comment).
+    timer.deadline = Infinity;
+  }
+
+  /**
+   * Cancels and lets go of a timer that will not be armed again (its peer removed): a host
+   * with nothing due never sweeps, so a cancelled timer left in its slot would keep a removed
+   * peer alive, and peers added and removed while idle would pile up.
+   */
+  remove(timer: Timer): void {
+    timer.deadline = Infinity;
+    if (timer.slot < 0) return;
+    this.slots[timer.slot]!.delete(timer);
+    timer.slot = -1;
+  }
+
+  /** Timers in the wheel's slots: armed ones, and cancelled ones not yet swept. */
+  get held(): number {
+    let count = 0;
+    for (const slot of this.slots) count += slot?.size ?? 0;
+    return count;
+  }
+
+  private place(timer: Timer, tick: number): void {
+    const slot = tick % this.slotCount;
+    timer.tick = tick;
     if (timer.slot === slot) return;
     if (timer.slot >= 0) this.slots[timer.slot]!.delete(timer);
     (this.slots[slot] ??= new Set()).add(timer);
     timer.slot = slot;
-  }
-
-  cancel(timer: Timer): void {
-    if (timer.slot < 0) return;
-    this.slots[timer.slot]!.delete(timer);
-    timer.slot = -1;
-    timer.deadline = Infinity;
   }
 
   /** Fires every timer whose deadline is at or before `nowMs`. */
@@ -86,7 +119,17 @@ export class TimerWheel {
       const slot = this.slots[tick % this.slotCount];
       if (!slot || slot.size === 0) continue;
       for (const timer of slot) {
-        if (timer.deadline > nowMs) continue;
+        if (timer.deadline === Infinity) {
+          slot.delete(timer); // cancelled since it was placed
+          timer.slot = -1;
+          continue;
+        }
+        if (timer.deadline > nowMs) {
+          // A later rotation's, or re-armed later since it was placed: on to its own tick,
+          // which is after targetTick (deadline > nowMs), so not swept again in this call.
+          this.place(timer, Math.ceil(timer.deadline / this.granularityMs));
+          continue;
+        }
         slot.delete(timer);
         timer.slot = -1;
         timer.deadline = Infinity;
@@ -104,8 +147,12 @@ export class TimerWheel {
    * Walks one rotation of the wheel: for the host to call after a wake, not per packet.
    */
   nextDueMs(): number {
-    let laterRotation = Infinity;
+    // Due ticks of timers whose slot comes before their due tick (a later rotation's, or
+    // re-armed later lazily): a timer sits in a slot no later than its due tick, so once the
+    // walk reaches a timer due at its own slot's tick, nothing after it is due earlier.
+    let dueLater = Infinity;
     for (let tick = this.processedTick + 1; tick <= this.processedTick + this.slotCount; tick++) {
+      if (tick >= dueLater) break;
       const slot = this.slots[tick % this.slotCount];
       if (!slot || slot.size === 0) continue;
       for (const timer of slot) {
@@ -115,11 +162,11 @@ export class TimerWheel {
           this.earliestTick = tick;
           return tick * this.granularityMs;
         }
-        laterRotation = Math.min(laterRotation, due);
+        dueLater = Math.min(dueLater, due);
       }
     }
-    this.earliestTick = laterRotation;
-    return laterRotation * this.granularityMs;
+    this.earliestTick = dueLater;
+    return dueLater * this.granularityMs;
   }
 }
 
@@ -220,7 +267,7 @@ export class PeerTimers {
     }
   }
 
-  /** Stops every timer (peer removed or device key gone). */
+  /** Stops every timer (peer removed or device key gone); the wheel keeps none of them. */
   stopAll(): void {
     for (const timer of [
       this.retransmitHandshake,
@@ -229,7 +276,7 @@ export class PeerTimers {
       this.zeroKeyMaterial,
       this.persistentKeepalive,
     ]) {
-      this.wheel.cancel(timer);
+      this.wheel.remove(timer);
     }
   }
 

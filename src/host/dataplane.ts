@@ -11,8 +11,12 @@ import type { Endpoint } from "../core/endpoint.js";
 import { REJECT_AFTER_TIME_MS, REKEY_AFTER_TIME_MS } from "../core/messages.js";
 import type { Keypair } from "../core/noise.js";
 import type { Peer } from "../core/peer.js";
-import { firstPacketElsewhere, receivedElsewhere } from "../core/receive.js";
-import { lendCounters, sentElsewhere } from "../core/send.js";
+import {
+  firstPacketElsewhere,
+  receivedElsewhere,
+  type ReceivedElsewhere,
+} from "../core/receive.js";
+import { lendCounters, sentElsewhere, type SentElsewhere } from "../core/send.js";
 import { ConfigError } from "./errors.js";
 import type { DataPathObservations } from "./metrics.js";
 import {
@@ -82,6 +86,20 @@ export class NativeReceivePath implements SessionObserver {
   readonly #deltas = new Float64Array(COLLECT_BATCH * PEER_DELTA_FIELDS);
   readonly #sources = new Uint8Array(COLLECT_BATCH * ENDPOINT_SIZE);
   readonly #confirmed = new Uint32Array(COLLECT_BATCH);
+  /**
+   * One report of each kind, refilled per peer: a fleet's hub carries thousands of peers a
+   * second into the core, and an object per peer and report was most of its garbage.
+   */
+  readonly #received: ReceivedElsewhere = {
+    authenticated: 0,
+    data: 0,
+    rxBytes: 0,
+    rxPackets: 0,
+    rxPayloadBytes: 0,
+    keepalives: 0,
+    source: { address: "0.0.0.0", port: 0 },
+  };
+  readonly #sent: SentElsewhere = { txPackets: 0, txBytes: 0, txPayloadBytes: 0 };
   /** The plane's counters when last carried over. */
   #seen: DataPlaneStats | null = null;
   /** Keypairs the native table had no room for: the JS path opens their data. */
@@ -239,20 +257,22 @@ export class NativeReceivePath implements SessionObserver {
         const row = i * PEER_DELTA_FIELDS;
         const peer = this.#peersById[this.#deltas[row]!];
         if (!peer) continue; // removed since
-        receivedElsewhere(device, peer, {
-          authenticated: this.#deltas[row + 1]!,
-          data: this.#deltas[row + 2]!,
-          rxBytes: this.#deltas[row + 3]!,
-          rxPackets: this.#deltas[row + 4]!,
-          rxPayloadBytes: this.#deltas[row + 5]!,
-          keepalives: this.#deltas[row + 6]!,
-          source: this.#sourceOf(peer, i),
-        });
-        sentElsewhere(device, peer, {
-          txPackets: this.#deltas[row + 7]!,
-          txBytes: this.#deltas[row + 8]!,
-          txPayloadBytes: this.#deltas[row + 9]!,
-        });
+        const received = this.#received;
+        received.authenticated = this.#deltas[row + 1]!;
+        if (received.authenticated > 0) {
+          received.data = this.#deltas[row + 2]!;
+          received.rxBytes = this.#deltas[row + 3]!;
+          received.rxPackets = this.#deltas[row + 4]!;
+          received.rxPayloadBytes = this.#deltas[row + 5]!;
+          received.keepalives = this.#deltas[row + 6]!;
+          received.source = this.#sourceOf(peer, i);
+          receivedElsewhere(device, peer, received);
+        }
+        const sent = this.#sent;
+        sent.txPackets = this.#deltas[row + 7]!;
+        sent.txBytes = this.#deltas[row + 8]!;
+        sent.txPayloadBytes = this.#deltas[row + 9]!;
+        sentElsewhere(device, peer, sent);
         if (this.#deltas[row + 10] === 1) this.#grantLease(peer, this.#deltas[row]!);
       }
       if (got.peers < COLLECT_BATCH && got.confirmed < COLLECT_BATCH) break;

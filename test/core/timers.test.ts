@@ -41,6 +41,88 @@ describe("timer wheel", () => {
     expect(timer.pending).toBe(false);
   });
 
+  it("re-armed later or cancelled (lazily, in place), fires only by its last arming", () => {
+    // Against a model of what each timer is armed for: never before the deadline, at most a
+    // granule after it, once per arming; a cancelled one never. Delays cross rotations (16 ×
+    // 50 ms) and re-arming goes both earlier and later, as a peer's timers do per report.
+    const op = fc.oneof(
+      fc.record({ kind: fc.constant("arm" as const), timer: fc.nat(5), delay: fc.nat(3_000) }),
+      fc.record({ kind: fc.constant("cancel" as const), timer: fc.nat(5) }),
+      fc.record({ kind: fc.constant("wait" as const), ms: fc.nat(400) }),
+    );
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 80 }), (ops) => {
+        const wheel = new TimerWheel(0, 50, 16);
+        let now = 0;
+        const armedFor: Array<number | null> = Array.from({ length: 6 }, () => null);
+        const fired: number[] = [];
+        const timers = armedFor.map((_, i) => new Timer(() => fired.push(i)));
+        // Plain checks rather than expect() here: this runs thousands of times per case.
+        const advanceTo = (to: number) => {
+          now = to;
+          fired.length = 0;
+          wheel.advance(now);
+          for (const i of fired) {
+            const deadline = armedFor[i];
+            if (deadline === null || deadline === undefined || deadline > now) {
+              throw new Error(`timer ${i} fired at ${now}, armed for ${deadline}`);
+            }
+            armedFor[i] = null;
+          }
+          armedFor.forEach((deadline, i) => {
+            if (deadline !== null && deadline + 50 <= now) {
+              throw new Error(`timer ${i} armed for ${deadline} had not fired at ${now}`);
+            }
+            if (timers[i]!.pending !== (deadline !== null)) {
+              throw new Error(`timer ${i}: pending is ${timers[i]!.pending} at ${now}`);
+            }
+          });
+        };
+        for (const step of ops) {
+          if (step.kind === "arm") {
+            wheel.schedule(timers[step.timer]!, now + step.delay);
+            armedFor[step.timer] = now + step.delay;
+          } else if (step.kind === "cancel") {
+            wheel.cancel(timers[step.timer]!);
+            armedFor[step.timer] = null;
+          } else {
+            advanceTo(now + step.ms);
+          }
+        }
+        // Whatever is still armed fires within a granule of its deadline, in steps of 10 ms.
+        const last = Math.max(now, ...armedFor.map((d) => d ?? 0)) + 60;
+        while (now < last) advanceTo(now + 10);
+        expect(armedFor.every((d) => d === null)).toBe(true);
+        return true;
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it("keeps no timer of a removed peer, though nothing is swept while the host sleeps", () => {
+    // Cancelling leaves a timer in its slot until the sweep; a peer's removal must not, or
+    // peers added and removed on an idle daemon (no wake, no sweep) would pile up in the wheel.
+    const { net, a, b } = pairOfNodes();
+    net.send("a", ipv4Packet("10.0.0.1", "10.0.0.2", "data")); // timers armed on both sides
+    const wheel = a.device.wheel;
+    expect(wheel.held).toBeGreaterThan(0);
+    const churned = Array.from({ length: 50 }, (_, i) => {
+      const key = new Uint8Array(32).fill(i + 1);
+      const peer = a.device.addPeer({
+        publicKey: key,
+        endpoint: { address: `192.0.2.${100 + i}`, port: 51820 },
+        allowedIps: [],
+      });
+      a.device.setPersistentKeepalive(peer, 25); // arms its timers
+      return key;
+    });
+    const withChurned = wheel.held;
+    for (const key of churned) expect(a.device.removePeer(key)).toBe(true);
+    expect(wheel.held).toBeLessThan(withChurned - 49);
+    a.device.removePeer(b.key.publicKey);
+    expect(wheel.held).toBe(0);
+  });
+
   it("survives a jump of the clock past a whole rotation", () => {
     const wheel = new TimerWheel(0, 50, 16);
     let fired = 0;
