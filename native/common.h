@@ -156,10 +156,15 @@ int udp_io_enable_gro(int fd);
 int udp_io_recv_coalesced(udp_io *io, int fd, uint8_t *arena, size_t room, unsigned count,
                           uint32_t *lengths, uint32_t *segment_sizes, uint8_t *endpoints,
                           uint8_t *locals);
-/* Datagrams handed to the kernel (a full buffer stops early; a refused one is skipped). */
+/* Datagrams handed to the kernel (a full buffer stops early; a refused one is skipped), or
+ * -errno when fd is no socket. While *gso_enabled (NULL: never), consecutive equal-sized
+ * datagrams to one destination go as one UDP GSO message: one trip through the stack for up
+ * to 64 of them instead of one each (route lookup, socket buffer, and on a virtual link the
+ * receiving side's processing, which runs on the sending thread). A route that cannot take
+ * GSO turns it off. *messages (may be NULL): the messages the kernel took. */
 int udp_io_send(udp_io *io, int fd, int family, const uint8_t *arena, const uint32_t *offsets,
                 const uint32_t *lengths, const uint8_t *endpoints, const uint8_t *locals,
-                unsigned count);
+                unsigned count, int *gso_enabled, unsigned *messages);
 
 /* ---- the cookie gate (cookie.c), callable from any thread ---- */
 typedef struct {

@@ -172,7 +172,7 @@ static int lane_settle(handshake_lane *lane, lane_scratch *sc, size_t count, int
       size_t n = replies - sent < UDP_IO_BATCH ? replies - sent : UDP_IO_BATCH;
       udp_io_send(sc->io, lane->fd, lane->family, sc->reply_arena, sc->reply_offsets + sent,
                   sc->reply_lengths + sent, sc->reply_endpoints + sent * EDGETUN_ENDPOINT_SIZE,
-                  sc->reply_locals + sent * EDGETUN_ENDPOINT_SIZE, (unsigned)n);
+                  sc->reply_locals + sent * EDGETUN_ENDPOINT_SIZE, (unsigned)n, NULL, NULL);
     }
   } else {
     memset(sc->verdicts, GATE_PASS, count); /* no key yet: the core counts them */

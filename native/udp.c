@@ -38,7 +38,9 @@ typedef union {
 /* Big enough for either pktinfo flavour plus a UDP_SEGMENT header. */
 #define CTRL_SIZE 96
 
-typedef struct {
+/* recvmmsg/sendmmsg scratch: the JS calls share one per addon (addon_state), and each thread
+ * of the addon's own has its own (udp_io_new). */
+struct udp_io {
   struct mmsghdr msgs[EDGETUN_MAX_BATCH];
   struct iovec iov[EDGETUN_MAX_BATCH];
   sockaddr_any names[EDGETUN_MAX_BATCH];
@@ -47,10 +49,10 @@ typedef struct {
     struct cmsghdr align;
   } ctrl[EDGETUN_MAX_BATCH];
   uint32_t index[EDGETUN_MAX_BATCH + 1]; /* message -> first packet index */
-} mmsg_scratch;
+};
 
-static mmsg_scratch *scratch(napi_env env, addon_state *st) {
-  if (st->mmsg_scratch == NULL) st->mmsg_scratch = malloc(sizeof(mmsg_scratch));
+static udp_io *scratch(napi_env env, addon_state *st) {
+  if (st->mmsg_scratch == NULL) st->mmsg_scratch = malloc(sizeof(udp_io));
   if (st->mmsg_scratch == NULL) throw_errno(env, ENOMEM, "cannot allocate batch buffers");
   return st->mmsg_scratch;
 }
@@ -333,7 +335,7 @@ static napi_value js_udp_recv(napi_env env, napi_callback_info info) {
       check_spans(env, arena_len, offsets, NULL, first, count, room))
     return NULL;
   if (count == 0) return make_int(env, 0);
-  mmsg_scratch *sc = scratch(env, state_of(env));
+  udp_io *sc = scratch(env, state_of(env));
   if (sc == NULL) return NULL;
 
   for (uint64_t k = 0; k < count; k++) {
@@ -383,17 +385,17 @@ static int same_route(const uint8_t *endpoints, const uint8_t *locals, uint64_t 
 }
 
 typedef struct {
-  uint8_t *arena;
-  uint32_t *offsets, *lengths;
-  uint8_t *endpoints, *locals;
-  int32_t *status;
+  const uint8_t *arena;
+  const uint32_t *offsets, *lengths;
+  const uint8_t *endpoints, *locals;
+  int32_t *status; /* may be NULL */
   int family;
   int gso;
 } send_job;
 
 /* Fills messages for packets [from, end); returns the message count. index[]
  * holds each message's first packet, index[n] the end of the last one. */
-static unsigned build_messages(mmsg_scratch *sc, const send_job *job, uint64_t from,
+static unsigned build_messages(udp_io *sc, const send_job *job, uint64_t from,
                                uint64_t end) {
   unsigned nmsg = 0, niov = 0;
   uint64_t i = from;
@@ -421,7 +423,7 @@ static unsigned build_messages(mmsg_scratch *sc, const send_job *job, uint64_t f
     }
     struct msghdr *m = &sc->msgs[nmsg].msg_hdr;
     for (uint64_t k = 0; k < run; k++) {
-      sc->iov[niov + k].iov_base = job->arena + job->offsets[i + k];
+      sc->iov[niov + k].iov_base = (void *)(job->arena + job->offsets[i + k]);
       sc->iov[niov + k].iov_len = job->lengths[i + k];
     }
     m->msg_name = &sc->names[nmsg];
@@ -454,10 +456,57 @@ static unsigned build_messages(mmsg_scratch *sc, const send_job *job, uint64_t f
 }
 
 /* The packets of message k are [index[k], index[k] + msg_iovlen). */
-static void mark_message(mmsg_scratch *sc, const send_job *job, unsigned k, int32_t value) {
+static void mark_message(udp_io *sc, const send_job *job, unsigned k, int32_t value) {
   if (job->status == NULL) return;
   uint64_t first = sc->index[k];
   for (uint64_t j = 0; j < sc->msgs[k].msg_hdr.msg_iovlen; j++) job->status[first + j] = value;
+}
+
+/* What the kernel took of a send_packets call. */
+typedef struct {
+  uint64_t packets;  /* datagrams, GSO runs' included */
+  uint64_t messages; /* messages (a GSO run counts once) */
+} send_tally;
+
+/* Sends packets [first, end) of `job`, runs of them as one GSO message while *gso_enabled
+ * (see build_messages). A message the kernel refuses (unreachable, too big, wrong family) is
+ * marked -errno in job->status and skipped, so that one bad destination does not stall the
+ * rest; a GSO message the route cannot take (no checksum offload: EIO; a segment larger than
+ * the path MTU: EINVAL or EMSGSIZE, while a lone datagram would be fragmented) is sent again
+ * one datagram per message, and EIO turns *gso_enabled off for good. Returns the packets
+ * consumed (sent or refused): all of them, or those before the message that found the send
+ * buffer full (EAGAIN); -errno when the descriptor is not a socket. */
+static int64_t send_packets(udp_io *sc, send_job *job, int fd, uint64_t first, uint64_t end,
+                            int *gso_enabled, send_tally *tally) {
+  job->gso = gso_enabled != NULL && *gso_enabled;
+  unsigned nmsg = build_messages(sc, job, first, end), done = 0;
+  while (done < nmsg) {
+    int r = sendmmsg(fd, sc->msgs + done, nmsg - done, MSG_DONTWAIT);
+    if (r > 0) {
+      for (int k = 0; k < r; k++) {
+        mark_message(sc, job, done + (unsigned)k, 0);
+        if (tally != NULL) tally->packets += sc->msgs[done + (unsigned)k].msg_hdr.msg_iovlen;
+      }
+      done += (unsigned)r;
+      if (tally != NULL) tally->messages += (unsigned)r;
+      continue;
+    }
+    int e = r < 0 ? errno : EIO;
+    if (e == EINTR) continue;
+    /* Packets before the unsent message are consumed (sent or marked). */
+    if (e == EAGAIN || e == EWOULDBLOCK) return (int64_t)(sc->index[done] - first);
+    if (e == EBADF || e == ENOTSOCK) return -e;
+    if (sc->msgs[done].msg_hdr.msg_iovlen > 1 && (e == EIO || e == EINVAL || e == EMSGSIZE)) {
+      if (e == EIO) *gso_enabled = 0;
+      job->gso = 0;
+      nmsg = build_messages(sc, job, sc->index[done], end);
+      done = 0;
+      continue;
+    }
+    mark_message(sc, job, done, -e);
+    done++;
+  }
+  return (int64_t)(end - first);
 }
 
 /* udpSend(fd, arena, offsets, lengths, endpoints, locals, status, first, count)
@@ -474,13 +523,15 @@ static napi_value js_udp_send(napi_env env, napi_callback_info info) {
   int fd;
   size_t arena_len, off_len, len_len, ep_len, loc_len, status_len;
   uint64_t first, count;
-  send_job job;
-  if (arg_fd(env, argv[0], &fd) || arg_bytes(env, argv[1], "arena", &job.arena, &arena_len) ||
-      arg_u32_array(env, argv[2], "offsets", &job.offsets, &off_len) ||
-      arg_u32_array(env, argv[3], "lengths", &job.lengths, &len_len) ||
-      arg_bytes(env, argv[4], "endpoints", &job.endpoints, &ep_len) ||
-      arg_bytes_opt(env, argv[5], "locals", &job.locals, &loc_len) ||
-      arg_i32_array_opt(env, argv[6], "status", &job.status, &status_len) ||
+  uint8_t *arena, *endpoints, *locals;
+  uint32_t *offsets, *lengths;
+  int32_t *status;
+  if (arg_fd(env, argv[0], &fd) || arg_bytes(env, argv[1], "arena", &arena, &arena_len) ||
+      arg_u32_array(env, argv[2], "offsets", &offsets, &off_len) ||
+      arg_u32_array(env, argv[3], "lengths", &lengths, &len_len) ||
+      arg_bytes(env, argv[4], "endpoints", &endpoints, &ep_len) ||
+      arg_bytes_opt(env, argv[5], "locals", &locals, &loc_len) ||
+      arg_i32_array_opt(env, argv[6], "status", &status, &status_len) ||
       arg_uint(env, argv[7], "first", UINT32_MAX, &first) ||
       arg_uint(env, argv[8], "count", EDGETUN_MAX_BATCH, &count))
     return NULL;
@@ -489,48 +540,19 @@ static napi_value js_udp_send(napi_env env, napi_callback_info info) {
   if (check_range(env, "offsets", off_len, 1, first, count) ||
       check_range(env, "lengths", len_len, 1, first, count) ||
       check_range(env, "endpoints", ep_len, EDGETUN_ENDPOINT_SIZE, first, count) ||
-      (job.locals != NULL &&
+      (locals != NULL &&
        check_range(env, "locals", loc_len, EDGETUN_ENDPOINT_SIZE, first, count)) ||
-      (job.status != NULL && check_range(env, "status", status_len, 1, first, count)) ||
-      check_spans(env, arena_len, job.offsets, job.lengths, first, count, 0))
+      (status != NULL && check_range(env, "status", status_len, 1, first, count)) ||
+      check_spans(env, arena_len, offsets, lengths, first, count, 0))
     return NULL;
   if (count == 0) return make_int(env, 0);
-  mmsg_scratch *sc = scratch(env, state_of(env));
+  udp_io *sc = scratch(env, state_of(env));
   if (sc == NULL) return NULL;
-  job.family = entry->family;
-  job.gso = entry->gso;
+  send_job job = {arena, offsets, lengths, endpoints, locals, status, entry->family, 0};
 
-  uint64_t end = first + count;
-  unsigned nmsg = build_messages(sc, &job, first, end), done = 0;
-  while (done < nmsg) {
-    int r = sendmmsg(fd, sc->msgs + done, nmsg - done, MSG_DONTWAIT);
-    if (r > 0) {
-      for (int k = 0; k < r; k++) mark_message(sc, &job, done + (unsigned)k, 0);
-      done += (unsigned)r;
-      continue;
-    }
-    int e = r < 0 ? errno : EIO;
-    if (e == EINTR) continue;
-    if (e == EAGAIN || e == EWOULDBLOCK) {
-      /* Packets before the unsent message are consumed (sent or marked). */
-      return make_int(env, (int64_t)(sc->index[done] - first));
-    }
-    if (e == EBADF || e == ENOTSOCK) return throw_errno(env, e, "sendmmsg on fd %d failed", fd);
-    if (sc->msgs[done].msg_hdr.msg_iovlen > 1 && (e == EIO || e == EINVAL)) {
-      /* The route cannot take this GSO message (no checksum offload: EIO;
-       * segment larger than the path MTU: EINVAL): send the rest one
-       * datagram per message, and stop trying GSO on EIO. */
-      if (e == EIO) entry->gso = 0;
-      job.gso = 0;
-      uint64_t from = sc->index[done];
-      nmsg = build_messages(sc, &job, from, end);
-      done = 0;
-      continue;
-    }
-    mark_message(sc, &job, done, -e);
-    done++;
-  }
-  return make_int(env, (int64_t)count);
+  int64_t consumed = send_packets(sc, &job, fd, first, first + count, &entry->gso, NULL);
+  if (consumed < 0) return throw_errno(env, (int)-consumed, "sendmmsg on fd %d failed", fd);
+  return make_int(env, consumed);
 }
 
 /* udpSetMark(fd, mark): SO_MARK, WireGuard's fwmark, lets policy routing keep
@@ -603,18 +625,9 @@ static napi_value js_udp_queue_stats(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/* ---- plain recvmmsg/sendmmsg for a thread of the addon's own (native/lane.c) ----
+/* ---- plain recvmmsg/sendmmsg for a thread of the addon's own (native/lane.c,
+ * native/dataplane.c) ----
  * No JS values and no shared scratch: the caller owns a udp_io. */
-struct udp_io {
-  struct mmsghdr msgs[UDP_IO_BATCH];
-  struct iovec iov[UDP_IO_BATCH];
-  sockaddr_any names[UDP_IO_BATCH];
-  union {
-    char buf[CTRL_SIZE];
-    struct cmsghdr align;
-  } ctrl[UDP_IO_BATCH];
-};
-
 udp_io *udp_io_new(void) { return calloc(1, sizeof(udp_io)); }
 
 void udp_io_free(udp_io *io) { free(io); }
@@ -692,39 +705,13 @@ int udp_io_recv_coalesced(udp_io *io, int fd, uint8_t *arena, size_t room, unsig
 
 int udp_io_send(udp_io *io, int fd, int family, const uint8_t *arena, const uint32_t *offsets,
                 const uint32_t *lengths, const uint8_t *endpoints, const uint8_t *locals,
-                unsigned count) {
+                unsigned count, int *gso_enabled, unsigned *messages) {
   if (count > UDP_IO_BATCH) count = UDP_IO_BATCH;
-  unsigned n = 0;
-  for (unsigned k = 0; k < count; k++) {
-    socklen_t name_len;
-    if (sockaddr_from_record(endpoints + (size_t)k * EDGETUN_ENDPOINT_SIZE, family,
-                             &io->names[n], &name_len) != 0)
-      continue;
-    struct msghdr *m = &io->msgs[n].msg_hdr;
-    io->iov[n].iov_base = (void *)(arena + offsets[k]);
-    io->iov[n].iov_len = lengths[k];
-    m->msg_name = &io->names[n];
-    m->msg_namelen = name_len;
-    m->msg_iov = &io->iov[n];
-    m->msg_iovlen = 1;
-    m->msg_flags = 0;
-    size_t clen = put_source(io->ctrl[n].buf, locals + (size_t)k * EDGETUN_ENDPOINT_SIZE, family);
-    m->msg_control = clen != 0 ? io->ctrl[n].buf : NULL;
-    m->msg_controllen = clen;
-    n++;
-  }
-  unsigned done = 0;
-  while (done < n) {
-    int r = sendmmsg(fd, io->msgs + done, n - done, MSG_DONTWAIT);
-    if (r > 0) {
-      done += (unsigned)r;
-      continue;
-    }
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-    done++; /* this destination refused it: go on with the rest */
-  }
-  return (int)done;
+  send_job job = {arena, offsets, lengths, endpoints, locals, NULL, family, 0};
+  send_tally tally = {0, 0};
+  int64_t consumed = send_packets(io, &job, fd, 0, count, gso_enabled, &tally);
+  if (messages != NULL) *messages = (unsigned)tally.messages;
+  return consumed < 0 ? (int)consumed : (int)tally.packets;
 }
 
 napi_status init_udp(napi_env env, napi_value exports) {

@@ -48,13 +48,14 @@ export class HandshakeRateLimiter {
   readonly #hashKey0: number;
   readonly #hashKey1: number;
 
-  #slotMask: number;
-  #slotKind: Uint8Array;
-  #slotKey0: Int32Array;
-  #slotKey1: Int32Array;
-  #slotHash: Int32Array;
-  #slotTokens: Float64Array;
-  #slotLastMs: Float64Array;
+  // Empty until the constructor's #allocateSlots.
+  #slotMask = -1;
+  #slotKind = new Uint8Array(0);
+  #slotKey0 = new Int32Array(0);
+  #slotKey1 = new Int32Array(0);
+  #slotHash = new Int32Array(0);
+  #slotTokens = new Float64Array(0);
+  #slotLastMs = new Float64Array(0);
   #entryCount = 0;
   #lastCollectMs = -Infinity;
 
@@ -92,7 +93,11 @@ export class HandshakeRateLimiter {
     this.#hashKey0 = readWordLittleEndian(hashKey, 0);
     this.#hashKey1 = readWordLittleEndian(hashKey, 4);
 
-    const slots = Math.min(INITIAL_SLOTS, this.#maxSlots);
+    this.#allocateSlots(Math.min(INITIAL_SLOTS, this.#maxSlots));
+  }
+
+  /** New, empty slot arrays of `slots` (a power of two) each. */
+  #allocateSlots(slots: number): void {
     this.#slotMask = slots - 1;
     this.#slotKind = new Uint8Array(slots);
     this.#slotKey0 = new Int32Array(slots);
@@ -244,13 +249,7 @@ export class HandshakeRateLimiter {
     const oldLastMs = this.#slotLastMs;
     const slots = Math.min((this.#slotMask + 1) * 2, this.#maxSlots);
     const mask = slots - 1;
-    this.#slotMask = mask;
-    this.#slotKind = new Uint8Array(slots);
-    this.#slotKey0 = new Int32Array(slots);
-    this.#slotKey1 = new Int32Array(slots);
-    this.#slotHash = new Int32Array(slots);
-    this.#slotTokens = new Float64Array(slots);
-    this.#slotLastMs = new Float64Array(slots);
+    this.#allocateSlots(slots);
     for (let from = 0; from < oldKind.length; from++) {
       if (oldKind[from] === EMPTY) {
         continue;

@@ -234,6 +234,8 @@ export class DaemonCounters {
   nativeSealed = 0;
   /** Inner packets it read and handed to the JS path (no route, no session, no counters). */
   nativeTunToJs = 0;
+  /** UDP messages the sealed packets went in (a run sent as one UDP GSO message counts once). */
+  nativeSendMessages = 0;
 }
 
 export class Daemon implements UapiHost, ReconfigurationHost {
@@ -1130,6 +1132,7 @@ export class Daemon implements UapiHost, ReconfigurationHost {
     this.counters.nativeHandedToJs = carried.toJs;
     this.counters.nativeSealed = carried.sealed;
     this.counters.nativeTunToJs = carried.tunToJs;
+    this.counters.nativeSendMessages = carried.sendMessages;
     if (carried.error === EBADFD && path.readsTun && !this.stopped) {
       // The thread read the TUN device: the interface was deleted under us.
       this.interfaceGone();

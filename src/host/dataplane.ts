@@ -293,6 +293,7 @@ export class NativeReceivePath implements SessionObserver {
     toJs: number;
     sealed: number;
     tunToJs: number;
+    sendMessages: number;
   } {
     const stats = this.plane.stats();
     const seen = this.#seen;
@@ -309,6 +310,7 @@ export class NativeReceivePath implements SessionObserver {
       toJs: stats.toJs,
       sealed: stats.sealed,
       tunToJs: stats.tunToJs,
+      sendMessages: stats.sendMessages,
     };
   }
 

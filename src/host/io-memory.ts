@@ -54,6 +54,40 @@ function slotCopy(
   return Buffer.from(slots.arena.subarray(offset, offset + slots.lengths[i]!));
 }
 
+/**
+ * Moves up to a batch's worth of items from the front of `queue` into the slots, each cut to a
+ * slot's room; `place` gives an item's bytes and records the rest of it for slot `i`.
+ * Returns how many, and adds that count to `sizes` when it is not 0.
+ */
+function takeIntoSlots<T>(
+  slots: ReceiveSlots,
+  queue: T[],
+  sizes: number[],
+  place: (item: T, i: number) => Uint8Array,
+): number {
+  const count = Math.min(slots.offsets.length, queue.length);
+  for (let i = 0; i < count; i++) {
+    const bytes = place(queue.shift()!, i).subarray(0, slots.room);
+    slots.arena.set(bytes, slots.offsets[i]!);
+    slots.lengths[i] = bytes.length;
+  }
+  if (count > 0) sizes.push(count);
+  return count;
+}
+
+/** Hands a copy of each of the first `count` packets of a batch to `pass`, each a success. */
+function passEachSlot(
+  slots: WriteSlots,
+  count: number,
+  pass: (packet: Buffer, i: number) => void,
+): number {
+  for (let i = 0; i < count; i++) {
+    pass(slotCopy(slots, i), i);
+    if (slots.status) slots.status[i] = 0;
+  }
+  return count;
+}
+
 export interface MemoryTunOptions {
   post?: Post;
   /** Takes each packet the daemon writes; without it they collect in `written`. */
@@ -85,22 +119,11 @@ export class MemoryTun implements TunnelDevice {
   }
 
   readBatch(slots: ReceiveSlots): number {
-    const count = Math.min(slots.offsets.length, this.outbound.length);
-    for (let i = 0; i < count; i++) {
-      const packet = this.outbound.shift()!.subarray(0, slots.room);
-      slots.arena.set(packet, slots.offsets[i]!);
-      slots.lengths[i] = packet.length;
-    }
-    if (count > 0) this.readSizes.push(count);
-    return count;
+    return takeIntoSlots(slots, this.outbound, this.readSizes, (packet) => packet);
   }
 
   writeBatch(slots: WriteSlots, count: number): number {
-    for (let i = 0; i < count; i++) {
-      this.onWrite(slotCopy(slots, i));
-      if (slots.status) slots.status[i] = 0;
-    }
-    return count;
+    return passEachSlot(slots, count, (packet) => this.onWrite(packet));
   }
 
   onReadable(handler: (() => void) | null): void {
@@ -208,24 +231,16 @@ export class MemorySocket implements DatagramSocket {
   }
 
   recvBatch(slots: UdpReceiveSlots): number {
-    const count = Math.min(slots.offsets.length, this.inbox.length);
-    for (let i = 0; i < count; i++) {
-      const { data, from } = this.inbox.shift()!;
-      const bytes = data.subarray(0, slots.room);
-      slots.arena.set(bytes, slots.offsets[i]!);
-      slots.lengths[i] = bytes.length;
+    return takeIntoSlots(slots, this.inbox, this.receiveSizes, ({ data, from }, i) => {
       writeEndpoint(slots.endpoints, i, from);
-    }
-    if (count > 0) this.receiveSizes.push(count);
-    return count;
+      return data;
+    });
   }
 
   sendBatch(slots: UdpSendSlots, count: number): number {
-    for (let i = 0; i < count; i++) {
-      this.network.carry(slotCopy(slots, i), this.endpoint, readEndpoint(slots.endpoints, i));
-      if (slots.status) slots.status[i] = 0;
-    }
-    return count;
+    return passEachSlot(slots, count, (datagram, i) =>
+      this.network.carry(datagram, this.endpoint, readEndpoint(slots.endpoints, i)),
+    );
   }
 
   onReadable(handler: (() => void) | null): void {

@@ -13,6 +13,15 @@ import type { Peer } from "../core/peer.js";
 type Labels = Record<string, string>;
 type Emit = (labels: Labels, value: number) => void;
 
+/** Makes a metric in `registry` whose values `read` emits at each scrape. */
+type ScrapedMetricMaker = (
+  registry: Registry,
+  name: string,
+  help: string,
+  labelNames: string[],
+  read: (emit: Emit) => void,
+) => void;
+
 export const WIREGUARD_EXPORTER_LABELS = ["interface", "public_key", "allowed_ips"];
 
 /** The label set of each peer, remade only when its allowed IPs change. */
@@ -40,22 +49,7 @@ export function addWireguardExporterMetrics(
   registry: Registry,
   interfaceName: string,
   device: Device,
-  metric: {
-    counter: (
-      registry: Registry,
-      name: string,
-      help: string,
-      labelNames: string[],
-      read: (emit: Emit) => void,
-    ) => void;
-    gauge: (
-      registry: Registry,
-      name: string,
-      help: string,
-      labelNames: string[],
-      read: (emit: Emit) => void,
-    ) => void;
-  },
+  metric: { counter: ScrapedMetricMaker; gauge: ScrapedMetricMaker },
 ): void {
   const labelsOf = wireguardPeerLabels(interfaceName, device);
   metric.counter(

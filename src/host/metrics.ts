@@ -65,6 +65,8 @@ export interface MetricsSource {
     readonly nativeReceived?: number;
     /** Inner packets the native thread sealed and sent (absent: no such thread). */
     readonly nativeSealed?: number;
+    /** The UDP messages it sent them in (a UDP GSO run counts once). */
+    readonly nativeSendMessages?: number;
   };
   readonly observations?: DataPathObservations;
   /** Parts started beside the daemon (the fleet watcher): their notes and metrics. */
@@ -565,6 +567,13 @@ export function createMetricsRegistry(
       "Inner packets sealed and sent on the native data-path thread, not the JS thread.",
       byInterface,
       (emit) => emit(iface(), counters.nativeSealed ?? 0),
+    );
+    new ScrapedCounter(
+      registry,
+      "edgetun_native_udp_sends_total",
+      "UDP messages the native thread sent its sealed packets in; a run sent as one UDP GSO message counts once.",
+      byInterface,
+      (emit) => emit(iface(), counters.nativeSendMessages ?? 0),
     );
   }
   const observations = source.observations;

@@ -49,7 +49,7 @@ import {
 } from "../../bench/testbed/nebula.js";
 import { readRun } from "../../bench/testbed/render.js";
 import { Topology } from "../../bench/testbed/topology.js";
-import { Keys } from "../../bench/testbed/tunnels.js";
+import { Keys, type Tunnel } from "../../bench/testbed/tunnels.js";
 import { Testbed, netnsUnavailableReason } from "../support/netns.js";
 
 const dist = fileURLToPath(new URL("../../dist/bench/testbed/", import.meta.url));
@@ -526,40 +526,69 @@ describe("SoftEther configuration", () => {
   });
 });
 
+/**
+ * Runs `check` on a new topology with its keys and one kind of tunnel over it; the tunnel is
+ * taken down, the namespaces removed and the keys deleted afterwards, whatever `check` did.
+ */
+async function withTunnels<T extends Tunnel>(
+  makeTunnels: (topo: Topology, keys: Keys) => T,
+  check: (tunnel: T, topo: Topology, keys: Keys) => Promise<void>,
+): Promise<void> {
+  const topo = new Topology();
+  const keys = new Keys(topo);
+  const tunnel = makeTunnels(topo, keys);
+  try {
+    topo.create();
+    await check(tunnel, topo, keys);
+  } finally {
+    await tunnel.down();
+    topo.destroy();
+    keys.remove();
+  }
+}
+
+/** Runs `check` with a new empty directory, removed afterwards. */
+function withEmptyDirectory<T>(prefix: string, check: (directory: string) => T): T {
+  const directory = mkdtempSync(join(tmpdir(), prefix));
+  try {
+    return check(directory);
+  } finally {
+    rmSync(directory, { recursive: true, force: true });
+  }
+}
+
+/** Runs `check` with a new empty directory as the whole PATH, put back afterwards. */
+function withEmptyPath<T>(prefix: string, check: () => T): T {
+  return withEmptyDirectory(prefix, (empty) => {
+    const path = process.env["PATH"];
+    process.env["PATH"] = empty;
+    try {
+      return check();
+    } finally {
+      process.env["PATH"] = path;
+    }
+  });
+}
+
 describe("skip reasons when a tunnel is missing", () => {
   it("names the SoftEther package whose program is missing", () => {
-    const empty = mkdtempSync(join(tmpdir(), "etb-nosoftether-"));
-    try {
+    withEmptyDirectory("etb-nosoftether-", (empty) => {
       expect(softEtherUnavailable(empty)).toBe(
         `${join(empty, "vpnserver", "vpnserver")} is missing (apt-get install softether-vpnserver)`,
       );
-    } finally {
-      rmSync(empty, { recursive: true, force: true });
-    }
+    });
   });
 
   it("names the nebula package when nebula is not on the PATH", () => {
-    const empty = mkdtempSync(join(tmpdir(), "etb-nonebula-"));
-    const path = process.env["PATH"];
-    process.env["PATH"] = empty;
-    try {
+    withEmptyPath("etb-nonebula-", () => {
       expect(nebulaUnavailable()).toBe("nebula is not installed (apt-get install nebula)");
-    } finally {
-      process.env["PATH"] = path;
-      rmSync(empty, { recursive: true, force: true });
-    }
+    });
   });
 
   it("names the tinc package when tincd is not on the PATH", () => {
-    const empty = mkdtempSync(join(tmpdir(), "etb-notinc-"));
-    const path = process.env["PATH"];
-    process.env["PATH"] = empty;
-    try {
+    withEmptyPath("etb-notinc-", () => {
       expect(tincUnavailable()).toBe("tincd is not installed (apt-get install tinc)");
-    } finally {
-      process.env["PATH"] = path;
-      rmSync(empty, { recursive: true, force: true });
-    }
+    });
   });
 });
 
@@ -679,31 +708,25 @@ describe.skipIf(softEtherSkip !== null)(
       { timeout: 120_000 },
       async () => {
         const before = globalPathsSnapshot();
-        const topo = new Topology();
-        const keys = new Keys(topo);
-        const tunnel = new SoftEtherTunnels(topo, keys);
-        let pids: number[] = [];
-        try {
-          topo.create();
-          const [e1] = topo.edges;
-          await tunnel.upHub();
-          await tunnel.upEdge(e1!);
-          await reach(e1!.podNs, topo.hub.podAddress, 40);
-          expect(await tunnel.transport()).toMatchObject({ compression: "No (No Compression)" });
-          pids = tunnel.daemons().map((d) => d.pid);
-          // Server and client, each a watcher and its worker.
-          expect(pids).toHaveLength(4);
-          expect(existsSync(join(keys.dir, "softether", "hub", "lib", "vpn_server.config"))).toBe(
-            true,
-          );
-          await tunnel.down();
-          const left = softEtherProcesses().filter((p) => pids.includes(p.pid));
-          expect(left).toEqual([]);
-        } finally {
-          await tunnel.down();
-          topo.destroy();
-          keys.remove();
-        }
+        await withTunnels(
+          (topo, keys) => new SoftEtherTunnels(topo, keys),
+          async (tunnel, topo, keys) => {
+            const [e1] = topo.edges;
+            await tunnel.upHub();
+            await tunnel.upEdge(e1!);
+            await reach(e1!.podNs, topo.hub.podAddress, 40);
+            expect(await tunnel.transport()).toMatchObject({ compression: "No (No Compression)" });
+            const pids = tunnel.daemons().map((d) => d.pid);
+            // Server and client, each a watcher and its worker.
+            expect(pids).toHaveLength(4);
+            expect(existsSync(join(keys.dir, "softether", "hub", "lib", "vpn_server.config"))).toBe(
+              true,
+            );
+            await tunnel.down();
+            const left = softEtherProcesses().filter((p) => pids.includes(p.pid));
+            expect(left).toEqual([]);
+          },
+        );
         expect(globalPathsSnapshot()).toBe(before);
       },
     );
@@ -717,26 +740,21 @@ describe.skipIf(tincSkip !== null)(
       "carries an edge pod's traffic to the hub's pod and ends its daemons",
       { timeout: 120_000 },
       async () => {
-        const topo = new Topology();
-        const keys = new Keys(topo);
-        const tunnel = new TincTunnels(topo, keys);
-        try {
-          topo.create();
-          const [e1] = topo.edges;
-          await tunnel.upHub();
-          await tunnel.upEdge(e1!);
-          await reach(e1!.podNs, topo.hub.podAddress, 40);
-          const pids = tunnel.daemons().map((d) => d.pid);
-          expect(pids).toHaveLength(2);
-          await tunnel.down();
-          for (const pid of pids) expect(existsSync(`/proc/${pid}`)).toBe(false);
-          expect(tunnel.supports({ kind: "delay", ms: 50 })).toMatch(/TCP meta connection/);
-          expect(tunnel.supports({ kind: "loss", percent: 5 })).toBeNull();
-        } finally {
-          await tunnel.down();
-          topo.destroy();
-          keys.remove();
-        }
+        await withTunnels(
+          (topo, keys) => new TincTunnels(topo, keys),
+          async (tunnel, topo) => {
+            const [e1] = topo.edges;
+            await tunnel.upHub();
+            await tunnel.upEdge(e1!);
+            await reach(e1!.podNs, topo.hub.podAddress, 40);
+            const pids = tunnel.daemons().map((d) => d.pid);
+            expect(pids).toHaveLength(2);
+            await tunnel.down();
+            for (const pid of pids) expect(existsSync(`/proc/${pid}`)).toBe(false);
+            expect(tunnel.supports({ kind: "delay", ms: 50 })).toMatch(/TCP meta connection/);
+            expect(tunnel.supports({ kind: "loss", percent: 5 })).toBeNull();
+          },
+        );
       },
     );
   },
@@ -751,33 +769,28 @@ describe.skipIf(nebulaSkip !== null)(
       "carries edge pods' traffic to the hub's pod and across the hub, and ends its daemons",
       { timeout: 120_000 },
       async () => {
-        const topo = new Topology();
-        const keys = new Keys(topo);
-        const tunnel = new NebulaTunnels(topo, keys);
-        try {
-          topo.create();
-          const [e1, e2] = topo.edges;
-          const none: Level = { kind: "none" };
-          await tunnel.upHub(none);
-          await tunnel.upEdge(e1!, none);
-          await tunnel.upEdge(e2!, none);
-          await reach(e1!.podNs, topo.hub.podAddress, 40);
-          // Pod to pod: out of Nebula at the hub, through its kernel, and in again.
-          await reach(e1!.podNs, e2!.podAddress, 40);
-          const transfer = tunnel.hubTransfer();
-          expect(transfer?.rxBytes).toBeGreaterThan(0);
-          expect(transfer?.txBytes).toBeGreaterThan(0);
-          const pids = tunnel.daemons().map((d) => d.pid);
-          expect(pids).toHaveLength(3);
-          expect(tunnel.deadDaemon()).toBeNull();
-          await tunnel.down();
-          for (const pid of pids) expect(existsSync(`/proc/${pid}`)).toBe(false);
-          expect(tunnel.supports({ kind: "delay", ms: 50 })).toBeNull();
-        } finally {
-          await tunnel.down();
-          topo.destroy();
-          keys.remove();
-        }
+        await withTunnels(
+          (topo, keys) => new NebulaTunnels(topo, keys),
+          async (tunnel, topo) => {
+            const [e1, e2] = topo.edges;
+            const none: Level = { kind: "none" };
+            await tunnel.upHub(none);
+            await tunnel.upEdge(e1!, none);
+            await tunnel.upEdge(e2!, none);
+            await reach(e1!.podNs, topo.hub.podAddress, 40);
+            // Pod to pod: out of Nebula at the hub, through its kernel, and in again.
+            await reach(e1!.podNs, e2!.podAddress, 40);
+            const transfer = tunnel.hubTransfer();
+            expect(transfer?.rxBytes).toBeGreaterThan(0);
+            expect(transfer?.txBytes).toBeGreaterThan(0);
+            const pids = tunnel.daemons().map((d) => d.pid);
+            expect(pids).toHaveLength(3);
+            expect(tunnel.deadDaemon()).toBeNull();
+            await tunnel.down();
+            for (const pid of pids) expect(existsSync(`/proc/${pid}`)).toBe(false);
+            expect(tunnel.supports({ kind: "delay", ms: 50 })).toBeNull();
+          },
+        );
       },
     );
   },

@@ -277,83 +277,117 @@ describe.skipIf(skipReason !== null)("the native receive path under edgetun up",
     expect(usual.main).toBeGreaterThan(100_000);
   });
 
-  it("the send direction alone: leases of counters, the spare, hand-over to JS, rekey and expiry", () => {
-    const ns = bed.namespace("sprobe");
-    bed.exec(ns, "ip", ["link", "set", "lo", "up"]);
-    const out = bed.exec(ns, process.execPath, [sendProbe, `s${tag}`]);
-    interface Arrival {
-      type: number;
-      index: number;
-      counter: number;
-      length: number;
-      opened: boolean;
-      payload: string;
-    }
-    interface Stage {
-      arrivals: Arrival[];
-      toJs: string[];
-      report: number[];
-    }
-    const result = JSON.parse(out) as {
-      stages: Record<
-        | "noSession"
-        | "leased"
-        | "exhausted"
-        | "spare"
-        | "noRoute"
-        | "rekeyDue"
-        | "expired"
-        | "stopped",
-        Stage
-      > & {
-        granted: boolean;
-        grantedForOtherKeypair: boolean;
-        rekeyEvents: number;
+  // Loopback's own MTU, then one below the burst's sealed datagrams (1,072 bytes): a UDP GSO
+  // message is refused there, and the run goes one datagram per message, which the kernel
+  // fragments as it would any datagram too large for the path.
+  for (const pathMtu of [null, 1000] as const) {
+    it(`the send direction alone: leases of counters, the spare, hand-over to JS, rekey and expiry, a burst${pathMtu ? ` over a path MTU of ${pathMtu}` : ""}`, () => {
+      const ns = bed.namespace(pathMtu ? `sprobe${pathMtu}` : "sprobe");
+      bed.exec(ns, "ip", ["link", "set", "lo", "up"]);
+      if (pathMtu) bed.exec(ns, "ip", ["link", "set", "lo", "mtu", String(pathMtu)]);
+      const out = bed.exec(ns, process.execPath, [sendProbe, `s${tag}`]);
+      interface Arrival {
+        type: number;
+        index: number;
+        counter: number;
+        length: number;
+        opened: boolean;
+        payload: string;
+      }
+      interface Stage {
+        arrivals: Arrival[];
+        toJs: string[];
+        report: number[];
+      }
+      const result = JSON.parse(out) as {
+        stages: Record<
+          | "noSession"
+          | "leased"
+          | "exhausted"
+          | "spare"
+          | "noRoute"
+          | "rekeyDue"
+          | "expired"
+          | "stopped",
+          Stage
+        > & {
+          granted: boolean;
+          grantedForOtherKeypair: boolean;
+          rekeyEvents: number;
+          burst: Stage;
+          burstConsumed: number;
+          burstSendMessages: number;
+          burstSenderGso: boolean;
+        };
+        stats: { sealed: number; tunToJs: number; sendErrors: number; sendMessages: number };
       };
-      stats: { sealed: number; tunToJs: number; sendErrors: number };
-    };
-    const { stages } = result;
-    const sealed = (stage: Stage) => stage.arrivals.map((a) => [a.counter, a.payload]);
-    expect(stages.noSession.arrivals).toEqual([]);
-    expect(stages.noSession.toJs).toEqual(["a0"]);
-    // Transport messages with the remote index, opened by the send key, padded: 30-byte inner
-    // packets (IPv4 + UDP + 2 bytes) padded to 32, so 64 bytes on the wire.
-    for (const a of stages.leased.arrivals) {
-      expect([a.type, a.index, a.opened, a.length]).toEqual([4, 0xabcd, true, 64]);
-    }
-    expect(sealed(stages.leased)).toEqual([
-      [100, "b0"],
-      [101, "b1"],
-      [102, "b2"],
-    ]);
-    // txPackets, txBytes, txPayloadBytes, leaseWanted (the spare was asked for at once).
-    expect(stages.leased.report).toEqual([3, 192, 90, 1]);
-    // The lease ends at 103; what comes after goes to JS rather than reuse a counter.
-    expect(sealed(stages.exhausted)).toEqual([[103, "c0"]]);
-    expect(stages.exhausted.toJs).toEqual(["c1", "c2"]);
-    expect(stages.granted).toBe(true);
-    expect(stages.grantedForOtherKeypair).toBe(false);
-    expect(sealed(stages.spare)).toEqual([
-      [200, "d0"],
-      [201, "d1"],
-    ]);
-    expect(stages.spare.report[3]).toBe(1); // the next spare is asked for
-    expect(stages.noRoute.arrivals).toEqual([]);
-    expect(stages.noRoute.toJs).toEqual(["e0"]);
-    expect(sealed(stages.rekeyDue)).toEqual([[400, "f0"]]);
-    expect(stages.rekeyEvents).toBeGreaterThan(0);
-    expect(stages.expired.arrivals).toEqual([]);
-    expect(stages.expired.toJs).toEqual(["g0"]);
-    expect(stages.stopped.arrivals).toEqual([]);
-    expect(stages.stopped.toJs).toEqual(["h0"]);
-    // Every counter once.
-    const counters = Object.values(stages).flatMap((stage) =>
-      typeof stage === "object" && stage !== null ? stage.arrivals.map((a) => a.counter) : [],
-    );
-    expect(new Set(counters).size).toBe(counters.length);
-    expect(result.stats.sealed).toBe(7);
-    expect(result.stats.sendErrors).toBe(0);
-  });
+      const { stages } = result;
+      const sealed = (stage: Stage) => stage.arrivals.map((a) => [a.counter, a.payload]);
+      expect(stages.noSession.arrivals).toEqual([]);
+      expect(stages.noSession.toJs).toEqual(["a0"]);
+      // Transport messages with the remote index, opened by the send key, padded: 30-byte inner
+      // packets (IPv4 + UDP + 2 bytes) padded to 32, so 64 bytes on the wire.
+      for (const a of stages.leased.arrivals) {
+        expect([a.type, a.index, a.opened, a.length]).toEqual([4, 0xabcd, true, 64]);
+      }
+      expect(sealed(stages.leased)).toEqual([
+        [100, "b0"],
+        [101, "b1"],
+        [102, "b2"],
+      ]);
+      // txPackets, txBytes, txPayloadBytes, leaseWanted (the spare was asked for at once).
+      expect(stages.leased.report).toEqual([3, 192, 90, 1]);
+      // The lease ends at 103; what comes after goes to JS rather than reuse a counter.
+      expect(sealed(stages.exhausted)).toEqual([[103, "c0"]]);
+      expect(stages.exhausted.toJs).toEqual(["c1", "c2"]);
+      expect(stages.granted).toBe(true);
+      expect(stages.grantedForOtherKeypair).toBe(false);
+      expect(sealed(stages.spare)).toEqual([
+        [200, "d0"],
+        [201, "d1"],
+      ]);
+      expect(stages.spare.report[3]).toBe(1); // the next spare is asked for
+      expect(stages.noRoute.arrivals).toEqual([]);
+      expect(stages.noRoute.toJs).toEqual(["e0"]);
+      expect(sealed(stages.rekeyDue)).toEqual([[400, "f0"]]);
+      expect(stages.rekeyEvents).toBeGreaterThan(0);
+      expect(stages.expired.arrivals).toEqual([]);
+      expect(stages.expired.toJs).toEqual(["g0"]);
+      expect(stages.stopped.arrivals).toEqual([]);
+      expect(stages.stopped.toJs).toEqual(["h0"]);
+      // Every counter once.
+      const counters = Object.values(stages).flatMap((stage) =>
+        typeof stage === "object" && stage !== null ? stage.arrivals.map((a) => a.counter) : [],
+      );
+      expect(new Set(counters).size).toBe(counters.length);
+      // The burst: every datagram whole and opened (1,000 bytes + IPv4 and UDP headers, padded
+      // to 1,040, plus header and tag), in order, on consecutive counters of the new lease.
+      expect(stages.burstConsumed).toBe(64);
+      expect(stages.burst.toJs).toEqual([]);
+      expect(stages.burst.arrivals.map((a) => [a.opened, a.length])).toEqual(
+        Array.from({ length: 64 }, () => [true, 1072]),
+      );
+      expect(sealed(stages.burst)).toEqual(
+        Array.from({ length: 64 }, (_, i) => [
+          1000 + i,
+          `i${String(i).padStart(2, "0")}`.padEnd(1000, "x"),
+        ]),
+      );
+      expect(stages.burst.report.slice(0, 3)).toEqual([64, 64 * 1072, 64 * 1028]);
+      // One super-packet in, so one batch: runs of up to 64 datagrams (65,000 bytes) go as one
+      // UDP GSO message each, 2 here, where one datagram per message would make 64.
+      if (pathMtu) expect(stages.burstSendMessages).toBe(64);
+      else if (kernelHasUso && stages.burstSenderGso) {
+        expect(stages.burstSendMessages).toBeGreaterThan(0);
+        expect(stages.burstSendMessages).toBeLessThanOrEqual(4);
+      }
+      expect(result.stats.sealed).toBe(7 + 64);
+      // The earlier stages' few packets may have left together too (read in one batch).
+      expect(result.stats.sendMessages).toBeGreaterThan(stages.burstSendMessages);
+      expect(result.stats.sendMessages).toBeLessThanOrEqual(7 + stages.burstSendMessages);
+      expect(result.stats.sendErrors).toBe(0);
+    });
+  }
 
   for (const sends of [false, true]) {
     const mode = sends ? "receive and send thread" : "receive thread";

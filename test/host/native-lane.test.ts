@@ -11,6 +11,7 @@ import { CookieChecker, CookieMaker } from "../../src/core/cookie.js";
 import { PrivateKey, systemRandom } from "../../src/core/crypto.js";
 import { MessageType } from "../../src/core/messages.js";
 import {
+  type HandshakeLane,
   LANE_MESSAGE_ROOM,
   PacketBatch,
   UdpBatchSocket,
@@ -25,6 +26,45 @@ const cleanups: Array<() => void> = [];
 afterEach(() => {
   while (cleanups.length > 0) cleanups.pop()!();
 });
+
+/** The time the cookie secrets are made for and the initiations are stamped with. */
+const NOW = 5_000;
+
+interface LaneUnderTest {
+  pair: UdpSocketPair;
+  lane: HandshakeLane;
+  responder: PrivateKey;
+  checker: CookieChecker;
+  /** How many times the lane has told the JS side. */
+  wakes: { count: number };
+}
+
+/**
+ * A lane on the handshake socket of a new loopback socket pair, gated by a fresh responder's
+ * cookie checker; `undefined` where the kernel has no steering (nothing to read on a lane).
+ */
+function startLane(underLoad: boolean): LaneUnderTest | undefined {
+  const pair = UdpSocketPair.open({ host: "127.0.0.1" });
+  cleanups.push(() => pair.close());
+  if (!pair.handshake) return undefined;
+  const responder = PrivateKey.generate();
+  const checker = new CookieChecker(systemRandom);
+  checker.setPublicKey(responder.publicKey);
+  const wakes = { count: 0 };
+  const lane = pair.handshake.startLane(() => wakes.count++);
+  lane.configure(checker.batchKeys(NOW), underLoad);
+  return { pair, lane, responder, checker, wakes };
+}
+
+/** A plain loopback UDP socket and the replies it receives. */
+async function replyingSender(): Promise<{ sender: Socket; replies: Buffer[] }> {
+  const sender: Socket = createSocket("udp4");
+  cleanups.push(() => sender.close());
+  await new Promise<void>((resolve) => sender.bind(0, "127.0.0.1", resolve));
+  const replies: Buffer[] = [];
+  sender.on("message", (message) => replies.push(message));
+  return { sender, replies };
+}
 
 function initiation(maker: CookieMaker, now: number): Buffer {
   const bytes = randomBytes(148);
@@ -48,29 +88,19 @@ function batchSender(port: number, messages: Buffer[]): UdpBatchSocket {
 
 describe.skipIf(!nativeAvailable())("handshake lane", () => {
   it("drops bad mac1s, hands valid ones over, answers with cookies under load", async () => {
-    const pair = UdpSocketPair.open({ host: "127.0.0.1" });
-    cleanups.push(() => pair.close());
-    if (!pair.handshake) return; // no steering in this kernel: nothing to read on a lane
-    const responder = PrivateKey.generate();
-    const checker = new CookieChecker(systemRandom);
-    checker.setPublicKey(responder.publicKey);
-    const now = 5_000;
-    let told = 0;
-    const lane = pair.handshake.startLane(() => told++);
-    lane.configure(checker.batchKeys(now), false);
+    const started = startLane(false);
+    if (!started) return;
+    const { pair, lane, responder, checker, wakes } = started;
+    const now = NOW;
 
-    const sender: Socket = createSocket("udp4");
-    cleanups.push(() => sender.close());
-    await new Promise<void>((resolve) => sender.bind(0, "127.0.0.1", resolve));
-    const replies: Buffer[] = [];
-    sender.on("message", (message) => replies.push(message));
+    const { sender, replies } = await replyingSender();
     const maker = new CookieMaker(responder.publicKey);
     const good = initiation(maker, now);
     const bad = Buffer.from(good);
     bad[10]! ^= 1;
     sender.send(bad, pair.port, "127.0.0.1");
     sender.send(good, pair.port, "127.0.0.1");
-    await waitFor("the valid initiation handed over", () => told > 0, 5_000);
+    await waitFor("the valid initiation handed over", () => wakes.count > 0, 5_000);
     const batch = new PacketBatch(4, { slotSize: LANE_MESSAGE_ROOM });
     expect(lane.take(batch, 4)).toBe(1);
     expect(batch.packet(0)).toEqual(good);
@@ -108,16 +138,10 @@ describe.skipIf(!nativeAvailable())("handshake lane", () => {
   });
 
   it("cuts a run the kernel coalesced into its datagrams, each judged", async () => {
-    const pair = UdpSocketPair.open({ host: "127.0.0.1" });
-    cleanups.push(() => pair.close());
-    if (!pair.handshake) return; // no steering in this kernel: nothing to read on a lane
-    const responder = PrivateKey.generate();
-    const checker = new CookieChecker(systemRandom);
-    checker.setPublicKey(responder.publicKey);
-    const now = 5_000;
-    let told = 0;
-    const lane = pair.handshake.startLane(() => told++);
-    lane.configure(checker.batchKeys(now), false);
+    const started = startLane(false);
+    if (!started) return;
+    const { pair, lane, responder, wakes } = started;
+    const now = NOW;
     const maker = new CookieMaker(responder.publicKey);
     // 40 equal-sized initiations in one send, every other one with a broken mac1.
     const messages = Array.from({ length: 40 }, (_, i) => {
@@ -141,19 +165,14 @@ describe.skipIf(!nativeAvailable())("handshake lane", () => {
       });
     }
     // The wake-up is posted after the messages are counted: wait for it rather than race it.
-    await waitFor("the JS side told", () => told > 0, 5_000);
+    await waitFor("the JS side told", () => wakes.count > 0, 5_000);
   });
 
   it("under load, looks at only a share of one source's messages a second", async () => {
-    const pair = UdpSocketPair.open({ host: "127.0.0.1" });
-    cleanups.push(() => pair.close());
-    if (!pair.handshake) return; // no steering in this kernel: nothing to read on a lane
-    const responder = PrivateKey.generate();
-    const checker = new CookieChecker(systemRandom);
-    checker.setPublicKey(responder.publicKey);
-    const now = 5_000;
-    const lane = pair.handshake.startLane(() => undefined);
-    lane.configure(checker.batchKeys(now), true);
+    const started = startLane(true);
+    if (!started) return;
+    const { pair, lane, responder } = started;
+    const now = NOW;
     const flooderMaker = new CookieMaker(responder.publicKey);
     // 200 from one source, valid mac1 and no cookie: the first 64 of a second are looked at
     // (5 of them answered), the rest dropped unread.
@@ -168,11 +187,7 @@ describe.skipIf(!nativeAvailable())("handshake lane", () => {
     expect(flooded.overBudget).toBeGreaterThanOrEqual(200 - 2 * 64);
     expect(flooded.cookieReplies).toBeLessThanOrEqual(2 * 5);
     // Another source is not held back by the first one's flood: it gets its cookie reply.
-    const joiner: Socket = createSocket("udp4");
-    cleanups.push(() => joiner.close());
-    await new Promise<void>((resolve) => joiner.bind(0, "127.0.0.1", resolve));
-    const replies: Buffer[] = [];
-    joiner.on("message", (message) => replies.push(message));
+    const { sender: joiner, replies } = await replyingSender();
     const joinerMaker = new CookieMaker(responder.publicKey);
     joiner.send(initiation(joinerMaker, now), pair.port, "127.0.0.1");
     await waitFor("the joiner's cookie reply", () => replies.length > 0, 5_000);
@@ -180,20 +195,11 @@ describe.skipIf(!nativeAvailable())("handshake lane", () => {
   });
 
   it("hands a burst over without cookies, asks for them once messages wait, drops the stale", async () => {
-    const pair = UdpSocketPair.open({ host: "127.0.0.1" });
-    cleanups.push(() => pair.close());
-    if (!pair.handshake) return; // no steering in this kernel: nothing to read on a lane
-    const responder = PrivateKey.generate();
-    const checker = new CookieChecker(systemRandom);
-    checker.setPublicKey(responder.publicKey);
-    const now = 5_000;
-    const lane = pair.handshake.startLane(() => undefined);
-    lane.configure(checker.batchKeys(now), false);
-    const sender: Socket = createSocket("udp4");
-    cleanups.push(() => sender.close());
-    await new Promise<void>((resolve) => sender.bind(0, "127.0.0.1", resolve));
-    const replies: Buffer[] = [];
-    sender.on("message", (message) => replies.push(message));
+    const started = startLane(false);
+    if (!started) return;
+    const { pair, lane, responder } = started;
+    const now = NOW;
+    const { sender, replies } = await replyingSender();
     const maker = new CookieMaker(responder.publicKey);
 
     // A fleet starting at once: more in a fraction of a second than a rate threshold of 1,000
@@ -222,17 +228,10 @@ describe.skipIf(!nativeAvailable())("handshake lane", () => {
   }, 20_000);
 
   it("wakes a JS side that stopped polling at the next datagram, once, bad mac1 or not", async () => {
-    const pair = UdpSocketPair.open({ host: "127.0.0.1" });
-    cleanups.push(() => pair.close());
-    if (!pair.handshake) return; // no steering in this kernel: nothing to read on a lane
-    const checker = new CookieChecker(systemRandom);
-    checker.setPublicKey(PrivateKey.generate().publicKey);
-    let told = 0;
-    const lane = pair.handshake.startLane(() => told++);
-    lane.configure(checker.batchKeys(5_000), false);
-    const sender: Socket = createSocket("udp4");
-    cleanups.push(() => sender.close());
-    await new Promise<void>((resolve) => sender.bind(0, "127.0.0.1", resolve));
+    const started = startLane(false);
+    if (!started) return;
+    const { pair, lane, wakes } = started;
+    const { sender } = await replyingSender();
     const junk = randomBytes(148);
     junk.writeUInt32LE(MessageType.HandshakeInitiation, 0); // a bad mac1: nothing passes
 
@@ -240,16 +239,16 @@ describe.skipIf(!nativeAvailable())("handshake lane", () => {
     sender.send(junk, pair.port, "127.0.0.1");
     await waitFor("the first judged", () => lane.stats().received === 1, 5_000);
     await new Promise((resolve) => setTimeout(resolve, 100));
-    expect(told).toBe(0);
+    expect(wakes.count).toBe(0);
 
     // Asked: told at the next datagram though it is dropped too, and only once.
     expect(lane.wakeOnActivity()).toBe(1);
     sender.send(junk, pair.port, "127.0.0.1");
-    await waitFor("the wake", () => told === 1, 5_000);
+    await waitFor("the wake", () => wakes.count === 1, 5_000);
     sender.send(junk, pair.port, "127.0.0.1");
     await waitFor("the third judged", () => lane.stats().received === 3, 5_000);
     await new Promise((resolve) => setTimeout(resolve, 100));
-    expect(told).toBe(1);
+    expect(wakes.count).toBe(1);
     expect(lane.stats()).toMatchObject({ received: 3, badMac1: 3, waiting: 0 });
   });
 });

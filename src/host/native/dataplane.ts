@@ -40,6 +40,9 @@ export interface DataPlaneStats {
   sendErrors: number;
   /** Super-packets read from the TUN device that could not be split (dropped). */
   tunReadDrops: number;
+  /** UDP messages the sealed packets went out in: fewer than {@link sealed} when runs of
+   * equal-sized packets to one peer went as one UDP GSO message. */
+  sendMessages: number;
   drops: DataPlaneDrops;
 }
 

@@ -9,12 +9,10 @@ import { decodeKey, encodeKey, generatePrivateKey, publicKeyOf } from "../../../
 import { parseCidr } from "../../../src/core/ipaddr.js";
 import { parseConfig } from "../../../src/host/config.js";
 import type { Daemon } from "../../../src/host/daemon.js";
-import type { EdgeRecord } from "../../../src/host/fleet/records.js";
 import { FleetConflictError } from "../../../src/host/fleet/sink.js";
-import { createLogger } from "../../../src/host/log.js";
 import { nativeLoadError } from "../../../src/host/native/index.js";
 import { handleSet } from "../../../src/host/uapi.js";
-import { startFleetDaemon } from "../../support/fleet-daemon.js";
+import { captureJsonLog, startFleetDaemon, testEdge } from "../../support/fleet-daemon.js";
 
 const addonMissing = nativeLoadError();
 const skip = addonMissing ? `needs the native addon (${addonMissing.message})` : null;
@@ -22,28 +20,6 @@ if (skip) console.warn(`fleet ownership tests skipped: ${skip}`);
 
 const newKey = () => decodeKey(publicKeyOf(generatePrivateKey()));
 const hex = (key: Uint8Array) => Buffer.from(key).toString("hex");
-
-function edge(name: string, n: number): EdgeRecord {
-  return {
-    name,
-    publicKey: newKey(),
-    tunnelAddress: parseCidr(`10.99.${Math.floor(n / 250)}.${(n % 250) + 2}`).address,
-    podCidrs: [parseCidr(`10.${100 + Math.floor(n / 250)}.${n % 250}.0/24`)],
-    endpoint: null,
-    persistentKeepalive: 0,
-    presharedKey: null,
-  };
-}
-
-function capture() {
-  const lines: Array<Record<string, unknown>> = [];
-  const logger = createLogger({
-    level: "debug",
-    json: true,
-    write: (line) => lines.push(JSON.parse(line) as Record<string, unknown>),
-  });
-  return { lines, logger };
-}
 
 const running: Daemon[] = [];
 afterEach(async () => {
@@ -53,13 +29,13 @@ afterEach(async () => {
 describe.skipIf(skip !== null)("fleet peers and the other sources of change", () => {
   it("wg setconf, wg syncconf, wg set … remove and a reload leave the fleet's peers; the log says so", async () => {
     const filePeer = { publicKey: newKey(), allowedIps: [parseCidr("10.50.0.0/16")] };
-    const { lines, logger } = capture();
+    const { lines, logger } = captureJsonLog();
     const { daemon, sink, configText } = await startFleetDaemon({
       filePeers: [filePeer],
       logger,
     });
     running.push(daemon);
-    const e1 = edge("e1", 1);
+    const e1 = testEdge("e1", 1);
     await sink.upsertPeer(e1, null);
     const e1Key = e1.publicKey.toString("base64");
     const has = (key: Uint8Array) => daemon.device.peer(key) !== undefined;
@@ -124,7 +100,7 @@ describe.skipIf(skip !== null)("fleet peers and the other sources of change", ()
     const filePeer = { publicKey: newKey(), allowedIps: [parseCidr("10.50.0.0/16")] };
     const { daemon, sink } = await startFleetDaemon({ filePeers: [filePeer] });
     running.push(daemon);
-    const e1 = edge("e1", 1);
+    const e1 = testEdge("e1", 1);
     await sink.upsertPeer(e1, null);
     const before = daemon.device.peers.size;
 
@@ -142,9 +118,9 @@ describe.skipIf(skip !== null)("fleet peers and the other sources of change", ()
     expect(daemon.device.peer(harmless)).toBeUndefined();
 
     // An edge inside the file peer's /16, and one with the file peer's key: refused whole.
-    const inside = { ...edge("inside", 2), podCidrs: [parseCidr("10.50.3.0/24")] };
+    const inside = { ...testEdge("inside", 2), podCidrs: [parseCidr("10.50.3.0/24")] };
     await expect(sink.upsertPeer(inside, null)).rejects.toBeInstanceOf(FleetConflictError);
-    const sameKey = { ...edge("samekey", 3), publicKey: Buffer.from(filePeer.publicKey) };
+    const sameKey = { ...testEdge("samekey", 3), publicKey: Buffer.from(filePeer.publicKey) };
     await expect(sink.upsertPeer(sameKey, null)).rejects.toMatchObject({ kind: "public_key" });
     expect(daemon.device.peers.size).toBe(before);
     expect(daemon.device.allowedIps.lookup(parseCidr("10.99.0.4").address)).toBeUndefined();
@@ -154,17 +130,17 @@ describe.skipIf(skip !== null)("fleet peers and the other sources of change", ()
   });
 
   it("adds, changes and removes one edge among 5,000 as a change of that one peer", async () => {
-    const { lines, logger } = capture();
+    const { lines, logger } = captureJsonLog();
     const { daemon, sink } = await startFleetDaemon({ logger });
     running.push(daemon);
-    const fleet = Array.from({ length: 5000 }, (_, i) => edge(`e${i}`, i));
+    const fleet = Array.from({ length: 5000 }, (_, i) => testEdge(`e${i}`, i));
     for (const e of fleet) await sink.upsertPeer(e, null);
     expect(daemon.device.peers.size).toBe(5000);
     const applied = () =>
       lines.filter((l) => l.msg === "configuration applied" && l.source === "fleet");
     const last = () => applied().at(-1)!;
 
-    const added = edge("new", 5001);
+    const added = testEdge("new", 5001);
     await sink.upsertPeer(added, null);
     expect(last()).toMatchObject({ peersAdded: 1, peersRemoved: 0, peersChanged: 0 });
 

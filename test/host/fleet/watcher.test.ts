@@ -5,7 +5,6 @@
 // in-memory TUN and UDP devices: no root needed).
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Device } from "../../../src/core/device.js";
-import { decodeKey, generatePrivateKey, publicKeyOf } from "../../../src/core/keys.js";
 import { parseCidr } from "../../../src/core/ipaddr.js";
 import { EtcdClient } from "../../../src/host/fleet/etcd.js";
 import {
@@ -17,9 +16,8 @@ import {
 import type { FleetSink } from "../../../src/host/fleet/sink.js";
 import type { Daemon } from "../../../src/host/daemon.js";
 import { FleetWatcher } from "../../../src/host/fleet/watcher.js";
-import { createLogger } from "../../../src/host/log.js";
 import { CuttableLink, TestEtcd, etcdUnavailableReason } from "../../support/etcd.js";
-import { startFleetDaemon } from "../../support/fleet-daemon.js";
+import { captureJsonLog, startFleetDaemon, testEdge } from "../../support/fleet-daemon.js";
 import { waitFor } from "../../support/netns.js";
 
 const skip = etcdUnavailableReason();
@@ -27,19 +25,6 @@ if (skip) console.warn(`fleet watcher tests skipped: ${skip}`);
 
 let prefixCounter = 0;
 const newPrefix = () => `/w${process.pid}x${prefixCounter++}`;
-
-function edge(name: string, n: number, extra: Partial<EdgeRecord> = {}): EdgeRecord {
-  return {
-    name,
-    publicKey: decodeKey(publicKeyOf(generatePrivateKey())),
-    tunnelAddress: parseCidr(`10.99.${Math.floor(n / 250)}.${(n % 250) + 2}`).address,
-    podCidrs: [parseCidr(`10.${100 + Math.floor(n / 250)}.${n % 250}.0/24`)],
-    endpoint: null,
-    persistentKeepalive: 0,
-    presharedKey: null,
-    ...extra,
-  };
-}
 
 /** The real sink over a bare device, counting what it is asked to do. */
 class CountingSink implements FleetSink {
@@ -64,16 +49,6 @@ async function hub(filePeers: EdgeRecord[] = []) {
   });
   running.push(daemon);
   return { device: daemon.device, sink: new CountingSink(inner) };
-}
-
-function logCapture() {
-  const lines: Array<Record<string, unknown>> = [];
-  const logger = createLogger({
-    level: "debug",
-    json: true,
-    write: (line) => lines.push(JSON.parse(line) as Record<string, unknown>),
-  });
-  return { lines, logger };
 }
 
 /** The device holds exactly the edges in `expected`, by key and allowed IPs. */
@@ -107,11 +82,11 @@ describe.skipIf(skip !== null)("fleet watcher with a real etcd", () => {
 
   it("loads the fleet, then follows adds, changes and removals one edge at a time", async () => {
     const prefix = newPrefix();
-    const a = edge("a", 1);
-    const b = edge("b", 2);
+    const a = testEdge("a", 1);
+    const b = testEdge("b", 2);
     await client.put(edgeKey(prefix, "a"), formatEdgeRecord(a));
     const { device, sink } = await hub();
-    const { logger } = logCapture();
+    const { logger } = captureJsonLog();
     const watcher = new FleetWatcher({ client: etcd.client(), prefix, sink, logger });
     watcher.start();
     try {
@@ -140,12 +115,12 @@ describe.skipIf(skip !== null)("fleet watcher with a real etcd", () => {
 
   it("skips malformed records with a log line and a count, and keeps an edge's last good version", async () => {
     const prefix = newPrefix();
-    const good = edge("good", 3);
+    const good = testEdge("good", 3);
     await client.put(edgeKey(prefix, "good"), formatEdgeRecord(good));
-    await client.put(`${prefix}/edges/Bad_Name!`, formatEdgeRecord(edge("x", 4)));
+    await client.put(`${prefix}/edges/Bad_Name!`, formatEdgeRecord(testEdge("x", 4)));
     await client.put(`${prefix}/edges/notjson`, "{publicKey:");
     const { device, sink } = await hub();
-    const { lines, logger } = logCapture();
+    const { lines, logger } = captureJsonLog();
     const watcher = new FleetWatcher({ client: etcd.client(), prefix, sink, logger });
     watcher.start();
     try {
@@ -161,7 +136,7 @@ describe.skipIf(skip !== null)("fleet watcher with a real etcd", () => {
         "x".repeat(10_000),
       ];
       for (const value of bad) await client.put(edgeKey(prefix, "good"), value);
-      const fine = edge("fine", 5);
+      const fine = testEdge("fine", 5);
       await client.put(edgeKey(prefix, "fine"), formatEdgeRecord(fine));
       await waitFor("fine applied", () => device.peers.size === 2);
       expect(watcher.stats.rejected.malformed).toBe(2 + bad.length);
@@ -178,17 +153,17 @@ describe.skipIf(skip !== null)("fleet watcher with a real etcd", () => {
 
   it("refuses a conflicting edge whole (same key, overlapping allowed IPs), counts it, and takes it once the conflict is gone", async () => {
     const prefix = newPrefix();
-    const fromFile = edge("file", 6, { podCidrs: [parseCidr("10.50.0.0/16")] });
+    const fromFile = testEdge("file", 6, { podCidrs: [parseCidr("10.50.0.0/16")] });
     const { device, sink } = await hub([fromFile]);
-    const { lines, logger } = logCapture();
+    const { lines, logger } = captureJsonLog();
     const watcher = new FleetWatcher({ client: etcd.client(), prefix, sink, logger });
     watcher.start();
     try {
       await watcher.loaded(10_000);
-      const sameKey = edge("samekey", 7, { publicKey: fromFile.publicKey });
-      const inside = edge("inside", 8, { podCidrs: [parseCidr("10.50.3.0/24")] });
-      const first = edge("first", 9, { podCidrs: [parseCidr("10.60.0.0/24")] });
-      const wider = edge("wider", 10, { podCidrs: [parseCidr("10.60.0.0/16")] });
+      const sameKey = testEdge("samekey", 7, { publicKey: fromFile.publicKey });
+      const inside = testEdge("inside", 8, { podCidrs: [parseCidr("10.50.3.0/24")] });
+      const first = testEdge("first", 9, { podCidrs: [parseCidr("10.60.0.0/24")] });
+      const wider = testEdge("wider", 10, { podCidrs: [parseCidr("10.60.0.0/16")] });
       for (const e of [sameKey, inside, first, wider]) {
         await client.put(edgeKey(prefix, e.name), formatEdgeRecord(e));
       }
@@ -233,7 +208,7 @@ describe.skipIf(skip !== null)("fleet watcher with a real etcd", () => {
     const link = await CuttableLink.open(etcd.clientPort);
     const watched = new EtcdClient({ host: "127.0.0.1", port: link.port, prefix, tls: false });
     const { device, sink } = await hub();
-    const { lines, logger } = logCapture();
+    const { lines, logger } = captureJsonLog();
     const watcher = new FleetWatcher({
       client: watched,
       prefix,
@@ -256,7 +231,7 @@ describe.skipIf(skip !== null)("fleet watcher with a real etcd", () => {
         }
       }
     };
-    const base = Array.from({ length: 10 }, (_, i) => edge(`e${i}`, 20 + i));
+    const base = Array.from({ length: 10 }, (_, i) => testEdge(`e${i}`, 20 + i));
     for (const e of base) await write(e);
     watcher.start();
     try {
@@ -306,7 +281,7 @@ describe.skipIf(skip !== null)("fleet watcher with a real etcd", () => {
       const gone = records.get("e3")!;
       records.delete("e3");
       await client.delete(edgeKey(prefix, "e3"));
-      const fresh = edge("fresh", 40);
+      const fresh = testEdge("fresh", 40);
       await write(fresh);
       const { revision } = await client.rangePrefix(prefix);
       await client.compact(revision);
