@@ -98,6 +98,16 @@ function timed(fn: () => void, phaseName?: string): number {
   return performance.now() - start;
 }
 
+/** Runs of a show command: one sample of a ~300 ms process is at the mercy of the machine. */
+const SHOW_RUNS = 5;
+
+/** The median and range of `runs` timings of `fn`, as the table prints them. */
+function timedMedian(fn: () => void, runs: number, phaseName?: string): string {
+  const times = Array.from({ length: runs }, () => timed(fn, phaseName)).sort((a, b) => a - b);
+  const median = times[Math.floor(runs / 2)]!;
+  return `${ms(median)} (median of ${runs}, ${ms(times[0]!)}–${ms(times[runs - 1]!)})`;
+}
+
 /** Milliseconds until `condition` holds, checked every 5 ms. */
 const waitFor = (what: string, condition: () => boolean, timeoutMs = 300_000) =>
   pollUntil(what, condition, timeoutMs, 5);
@@ -509,11 +519,12 @@ async function benchEdgetun(peers: Peer[]): Promise<Record<string, string>> {
     () => inNs(process.execPath, [...nodeFlags, cli, "syncconf", name, file]),
     `${name} edgetun syncconf`,
   );
-  const showMs = timed(
+  const show = timedMedian(
     () => inNs(process.execPath, [...nodeFlags, cli, "show", name]),
+    SHOW_RUNS,
     `${name} edgetun show`,
   );
-  const wgShowMs = timed(() => inNs("wg", ["show", name]));
+  const wgShow = timedMedian(() => inNs("wg", ["show", name]), SHOW_RUNS);
   const metrics = inNs("curl", ["-s", "http://127.0.0.1:9586/metrics"]);
   const series = metrics.split("\n").filter((l) => l !== "" && !l.startsWith("#")).length;
   const routesAfter = inNs("ip", ["-4", "route", "show", "dev", name]).trim().split("\n").length;
@@ -540,7 +551,7 @@ async function benchEdgetun(peers: Peer[]): Promise<Record<string, string>> {
     reload: ms(reloadMs),
     wgSync: ms(wgSyncMs),
     etSync: ms(etSyncMs),
-    show: `edgetun show ${ms(showMs)}, wg show ${ms(wgShowMs)}`,
+    show: `edgetun show ${show}, wg show ${wgShow}`,
     rss: `${idleRss.toFixed(0)} MB`,
     metrics: `${(metrics.length / 1024).toFixed(0)} KB, ${series} series (default --metrics-peers 1000)`,
     routes: `${routes} → ${routesAfter}`,
@@ -593,7 +604,7 @@ async function benchWireguardGo(peers: Peer[]): Promise<Record<string, string>> 
   );
   writeFileSync(syncFile, configText(key, 51821, synced, false), { mode: 0o600 });
   const wgSyncMs = timed(() => inNs("wg", ["syncconf", name, syncFile]));
-  const wgShowMs = timed(() => inNs("wg", ["show", name]));
+  const wgShow = timedMedian(() => inNs("wg", ["show", name]), SHOW_RUNS);
   joinRealEdge(name, publicKeyOf(key), 51821, "10.98.0.1");
   const live = await liveFleet(name, child.pid!, publicKeyOf(key), 51821, "10.98.0.1");
   child.kill("SIGTERM");
@@ -604,7 +615,7 @@ async function benchWireguardGo(peers: Peer[]): Promise<Record<string, string>> 
     reload: "–",
     wgSync: `${ms(wgSyncMs)} (no route change)`,
     etSync: "–",
-    show: `wg show ${ms(wgShowMs)}`,
+    show: `wg show ${wgShow}`,
     rss: `${idleRss.toFixed(0)} MB`,
     metrics: "–",
     routes: `${routes} (by ip -batch)`,
