@@ -28,7 +28,7 @@
  * was once the clients are gone.
  */
 import { channel } from "node:diagnostics_channel";
-import { chmod, lstat, mkdir, unlink } from "node:fs/promises";
+import { chmod, link, lstat, mkdir, unlink } from "node:fs/promises";
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { constants } from "node:os";
 import { basename, join } from "node:path";
@@ -707,7 +707,14 @@ export class UapiServer {
     ) {
       await chmod(directory, 0o700);
     }
-    await removeStaleSocket(path, interfaceName).catch(runtimeDirectoryError(directory));
+    // The socket is bound and made private under a name `wg` does not list, and appears under
+    // its own name only once it accepts (a hard link, which fails rather than replaces): `wg`
+    // removes a `.sock` that refuses a connection, as it refuses between bind() and listen(),
+    // and a `wg show` polling beside a starting daemon once took its socket away that way.
+    const staging = join(directory, `.${interfaceName}.sock.new`);
+    for (const stale of [path, staging]) {
+      await removeStaleSocket(stale, interfaceName).catch(runtimeDirectoryError(directory));
+    }
 
     const server = createServer({ allowHalfOpen: true });
     const uapi = new UapiServer(path, server, budget);
@@ -727,7 +734,7 @@ export class UapiServer {
     });
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
-      server.listen(path, () => {
+      server.listen(staging, () => {
         server.off("error", reject);
         resolve();
       });
@@ -737,11 +744,19 @@ export class UapiServer {
       runtimeDirectoryError(directory)(error);
     });
     try {
-      await chmod(path, 0o600);
+      await chmod(staging, 0o600);
+      await link(staging, path).catch((error: unknown) => {
+        if ((error as { code?: unknown }).code === "EEXIST") throw anotherDaemon(interfaceName);
+        throw error;
+      });
     } catch (error) {
-      await uapi.close();
+      // Not close(): the name may be another daemon's socket; only the staging name is ours.
+      uapi.#closed = true;
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await unlinkIfPresent(staging);
       throw error;
     }
+    await unlinkIfPresent(staging);
     return uapi;
   }
 
@@ -751,9 +766,7 @@ export class UapiServer {
     this.#closed = true;
     for (const socket of this.#connections) socket.destroy();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
-    await unlink(this.path).catch((error: unknown) => {
-      if ((error as { code?: unknown }).code !== "ENOENT") throw error;
-    });
+    await unlinkIfPresent(this.path);
   }
 }
 
@@ -806,6 +819,11 @@ async function removeStaleSocket(path: string, interfaceName: string): Promise<v
     });
   });
   if (live) throw anotherDaemon(interfaceName);
+  await unlinkIfPresent(path);
+}
+
+/** Removes a file; one already gone is fine. */
+async function unlinkIfPresent(path: string): Promise<void> {
   await unlink(path).catch((error: unknown) => {
     if ((error as { code?: unknown }).code !== "ENOENT") throw error;
   });

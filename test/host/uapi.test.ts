@@ -2,7 +2,7 @@ import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -561,6 +561,8 @@ describe("UapiServer", () => {
     const socketStats = await stat(server.path);
     expect(socketStats.isSocket()).toBe(true);
     expect(socketStats.mode & 0o777).toBe(0o600);
+    // Bound under a staging name and linked into place: nothing of it is left behind.
+    expect(await readdir(nested)).toEqual(["wg0.sock"]);
     await server.close();
     expect(existsSync(join(nested, "wg0.sock"))).toBe(false);
   });
@@ -773,29 +775,35 @@ describe("UapiServer", () => {
     }
   });
 
-  it("replaces a stale socket left by a crashed daemon", async () => {
-    const path = join(directory, "wg0.sock");
-    // A process that listens and is then killed leaves its socket file behind.
-    const child = spawn(
-      process.execPath,
-      [
-        "-e",
-        `require("node:net").createServer().listen(${JSON.stringify(path)}, () => console.log("up"))`,
-      ],
-      { stdio: ["ignore", "pipe", "inherit"] },
-    );
-    await new Promise<void>((resolve) => child.stdout.once("data", () => resolve()));
-    child.kill("SIGKILL");
-    await new Promise((resolve) => child.once("exit", resolve));
-    expect((await stat(path)).isSocket()).toBe(true);
+  for (const [left, name] of [
+    ["a crashed daemon", "wg0.sock"],
+    ["a start that crashed before its socket was linked into place", ".wg0.sock.new"],
+  ] as const) {
+    it(`replaces a stale socket left by ${left}`, async () => {
+      const path = join(directory, name);
+      // A process that listens and is then killed leaves its socket file behind.
+      const child = spawn(
+        process.execPath,
+        [
+          "-e",
+          `require("node:net").createServer().listen(${JSON.stringify(path)}, () => console.log("up"))`,
+        ],
+        { stdio: ["ignore", "pipe", "inherit"] },
+      );
+      await new Promise<void>((resolve) => child.stdout.once("data", () => resolve()));
+      child.kill("SIGKILL");
+      await new Promise((resolve) => child.once("exit", resolve));
+      expect((await stat(path)).isSocket()).toBe(true);
 
-    const { host } = newHost();
-    server = await UapiServer.listen("wg0", host, { directory });
-    const { text } = await exchange(server.path, "get=1\n\n", {
-      until: (t) => countReplies(t) === 1,
+      const { host } = newHost();
+      server = await UapiServer.listen("wg0", host, { directory });
+      const { text } = await exchange(server.path, "get=1\n\n", {
+        until: (t) => countReplies(t) === 1,
+      });
+      expect(text).toBe(handleGet(host));
+      expect(await readdir(directory)).toEqual(["wg0.sock"]);
     });
-    expect(text).toBe(handleGet(host));
-  });
+  }
 
   it("refuses to start when another daemon answers on the socket", async () => {
     const { host } = newHost();
