@@ -41,7 +41,6 @@ export const AEAD_TAG_SIZE = 16;
 /** `status[i]` of a packet that failed authentication in {@link openBatch} (-EBADMSG). */
 export const STATUS_AUTH_FAILED = -(osConstants.errno.EBADMSG ?? 74);
 
-/** The kernel's view of a UDP socket's receive queue (SO_MEMINFO). */
 /**
  * Takes up to `count` datagrams a native thread handed over (the ring of native/ring.h) into
  * the slots given; returns how many. One signature for the handshake lane and both data-path
@@ -58,6 +57,7 @@ export type RingTake = (
   room: number,
 ) => number;
 
+/** The kernel's view of a UDP socket's receive queue (SO_MEMINFO). */
 export interface UdpQueueStats {
   /** Bytes waiting, as the kernel accounts them (buffer overhead included). */
   queuedBytes: number;
